@@ -1,0 +1,193 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"time"
+
+	extprocv3 "github.com/envoyproxy/go-control-plane/envoy/service/ext_proc/v3"
+	"go.uber.org/zap"
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/health"
+	healthpb "google.golang.org/grpc/health/grpc_health_v1"
+	"google.golang.org/grpc/reflection"
+
+	"github.com/tokengate/tokengate/extproc"
+	"github.com/tokengate/tokengate/extproc/config"
+	"github.com/tokengate/tokengate/extproc/tokenize"
+	"github.com/tokengate/tokengate/limiter"
+)
+
+// exitError carries a process exit code: 2 for a configuration the server
+// refuses to start with, as flag parsing does.
+type exitError struct {
+	code int
+	err  error
+}
+
+func (e *exitError) Error() string { return e.err.Error() }
+func (e *exitError) Unwrap() error { return e.err }
+
+func usageError(err error) error { return &exitError{code: 2, err: err} }
+
+type options struct {
+	configPath   string
+	listen       string
+	adminListen  string
+	logFormat    string
+	logLevel     string
+	drainTimeout time.Duration
+	fakeClock    string
+}
+
+func parseFlags(args []string, stderr io.Writer) (options, error) {
+	var o options
+	fs := flag.NewFlagSet("tokengate", flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	fs.StringVar(&o.configPath, "config", "", "YAML configuration file (default: the embedded default)")
+	fs.StringVar(&o.listen, "listen", "", "ext_proc gRPC address, overriding the config's listen")
+	fs.StringVar(&o.adminListen, "admin-listen", "", "admin HTTP address, overriding the config's admin_listen")
+	fs.StringVar(&o.logFormat, "log-format", "json", "log format: json or console")
+	fs.StringVar(&o.logLevel, "log-level", "info", "log level: debug, info, warn, error")
+	fs.DurationVar(&o.drainTimeout, "drain-timeout", 15*time.Second, "how long open streams may finish on shutdown")
+	fs.StringVar(&o.fakeClock, "fake-clock", "", "TESTS ONLY: run the limiter on a clock starting at this RFC 3339 time, moved by POST /debug/clock?advance=D on the admin port")
+	if err := fs.Parse(args); err != nil {
+		return o, usageError(err)
+	}
+	if fs.NArg() > 0 {
+		return o, usageError(fmt.Errorf("unexpected arguments %v", fs.Args()))
+	}
+	return o, nil
+}
+
+// Run starts tokengate and serves until ctx is cancelled, then drains,
+// flushes the store and returns nil.
+func Run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
+	o, err := parseFlags(args, stderr)
+	if err != nil {
+		return err
+	}
+	cfg := config.Default()
+	if o.configPath != "" {
+		if cfg, err = config.Load(o.configPath); err != nil {
+			return usageError(err)
+		}
+	}
+	if o.listen != "" {
+		cfg.Listen = o.listen
+	}
+	if o.adminListen != "" {
+		cfg.AdminListen = o.adminListen
+	}
+	log, err := newLogger(o.logFormat, o.logLevel, stderr)
+	if err != nil {
+		return usageError(err)
+	}
+	defer func() { _ = log.Sync() }()
+
+	var clock limiter.Clock = limiter.SystemClock{}
+	var manual *limiter.ManualClock
+	if o.fakeClock != "" {
+		t, err := time.Parse(time.RFC3339Nano, o.fakeClock)
+		if err != nil {
+			return usageError(fmt.Errorf("--fake-clock: %w", err))
+		}
+		manual = limiter.NewManualClock(t)
+		clock = manual
+	}
+
+	store, err := openStore(cfg.Store, clock)
+	if err != nil {
+		return err
+	}
+	storeClosed := false
+	defer func() {
+		if !storeClosed {
+			_ = store.Close()
+		}
+	}()
+
+	// Load the vocabularies now rather than inside the first request's
+	// ext_proc reply, which Envoy times out.
+	go func() {
+		if err := tokenize.Preload(tokenize.O200kBase, tokenize.Cl100kBase); err != nil {
+			log.Error("loading tokenizer vocabularies", zap.Error(err))
+		}
+	}()
+
+	grpcLn, err := net.Listen("tcp", cfg.Listen)
+	if err != nil {
+		return fmt.Errorf("listen %s: %w", cfg.Listen, err)
+	}
+	adminLn, err := net.Listen("tcp", cfg.AdminListen)
+	if err != nil {
+		grpcLn.Close()
+		return fmt.Errorf("admin listen %s: %w", cfg.AdminListen, err)
+	}
+
+	srv := grpc.NewServer(grpc.MaxRecvMsgSize(cfg.MaxReceiveBytes))
+	proc := extproc.New(extproc.Options{Policies: cfg.Policies, Store: store, Clock: clock, Log: log})
+	extprocv3.RegisterExternalProcessorServer(srv, proc)
+	hs := health.NewServer()
+	healthpb.RegisterHealthServer(srv, hs)
+	reflection.Register(srv)
+
+	admin := &http.Server{Handler: adminMux(hs, manual), ReadHeaderTimeout: 5 * time.Second}
+
+	errc := make(chan error, 2)
+	go func() { errc <- srv.Serve(grpcLn) }()
+	go func() {
+		if err := admin.Serve(adminLn); !errors.Is(err, http.ErrServerClosed) {
+			errc <- fmt.Errorf("admin server: %w", err)
+		}
+	}()
+	log.Info("serving", zap.String("grpc", grpcLn.Addr().String()), zap.String("admin", adminLn.Addr().String()),
+		zap.String("store", cfg.Store.Backend), zap.Int("policies", len(cfg.Policies)))
+	fmt.Fprintf(stdout, "tokengate ready grpc=%s admin=%s\n", grpcLn.Addr(), adminLn.Addr())
+
+	var serveErr error
+	select {
+	case <-ctx.Done():
+	case serveErr = <-errc:
+	}
+
+	log.Info("shutting down: draining open streams", zap.Duration("drain_timeout", o.drainTimeout))
+	hs.Shutdown() // NOT_SERVING, so Envoy's health check moves traffic away first
+	drain(srv, o.drainTimeout)
+	shutCtx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
+	_ = admin.Shutdown(shutCtx)
+	cancel()
+	storeClosed = true
+	if err := store.Close(); err != nil {
+		return fmt.Errorf("closing store: %w", err)
+	}
+	log.Info("stopped")
+	return serveErr
+}
+
+// drain lets open streams finish, up to timeout, then cuts them.
+func drain(srv *grpc.Server, timeout time.Duration) {
+	done := make(chan struct{})
+	go func() { srv.GracefulStop(); close(done) }()
+	select {
+	case <-done:
+	case <-time.After(timeout):
+		srv.Stop()
+		<-done
+	}
+}
+
+func openStore(c config.Store, clock limiter.Clock) (limiter.Store, error) {
+	switch c.Backend {
+	case "memory":
+		return limiter.NewMemory(), nil
+	case "bbolt":
+		return limiter.OpenBolt(limiter.BoltOptions{Path: c.Bbolt.Path, FlushInterval: c.Bbolt.FlushInterval, Clock: clock})
+	}
+	return nil, usageError(fmt.Errorf("store.backend: unknown backend %q", c.Backend))
+}

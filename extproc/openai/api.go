@@ -1,0 +1,62 @@
+// Package openai understands the OpenAI wire format as far as counting
+// tokens needs: which API a path is, what a request asks for, and what a
+// response reports in usage.
+package openai
+
+import "strings"
+
+// API is one of the inference APIs tokengate counts.
+type API int
+
+// The APIs of SPEC §6. Unknown paths pass through uncounted.
+const (
+	Unknown API = iota
+	ChatCompletions
+	Completions
+	Embeddings
+	Responses
+)
+
+var apiNames = [...]string{"unknown", "chat_completions", "completions", "embeddings", "responses"}
+
+func (a API) String() string { return apiNames[a] }
+
+// Route is what a request path tells before the body is read.
+type Route struct {
+	API API
+	// Deployment is the Azure deployment name, which stands for the model
+	// when the body names none.
+	Deployment string
+}
+
+// Detect finds the API of a request path. The query string is ignored, and
+// so is a trailing slash.
+func Detect(path string) Route {
+	if i := strings.IndexAny(path, "?#"); i >= 0 {
+		path = path[:i]
+	}
+	path = strings.TrimSuffix(path, "/")
+	var r Route
+	if rest, ok := strings.CutPrefix(path, "/openai/deployments/"); ok {
+		d, op, ok := strings.Cut(rest, "/")
+		if !ok || d == "" {
+			return Route{}
+		}
+		r.Deployment = d
+		path = "/" + op
+	}
+	switch {
+	case strings.HasSuffix(path, "/chat/completions"):
+		r.API = ChatCompletions
+	case strings.HasSuffix(path, "/completions"):
+		r.API = Completions
+	case strings.HasSuffix(path, "/embeddings"):
+		r.API = Embeddings
+	case path == "/v1/responses", path == "/openai/v1/responses", path == "/openai/responses", path == "/responses":
+		r.API = Responses
+	}
+	if r.API == Unknown {
+		return Route{}
+	}
+	return r
+}

@@ -1,0 +1,161 @@
+package openai
+
+import (
+	"encoding/json"
+	"fmt"
+	"strings"
+
+	"github.com/tokengate/tokengate/extproc/tokenize"
+)
+
+// Request is what tokengate needs from a request body.
+type Request struct {
+	Model        string
+	Stream       bool
+	IncludeUsage bool
+	// MaxOutput is max_tokens, max_completion_tokens or max_output_tokens,
+	// whichever the request sets; 0 when none.
+	MaxOutput int64
+
+	api      API
+	messages []tokenize.Message
+	texts    []string
+}
+
+type wireRequest struct {
+	Model         string `json:"model"`
+	Stream        bool   `json:"stream"`
+	StreamOptions *struct {
+		IncludeUsage bool `json:"include_usage"`
+	} `json:"stream_options"`
+	MaxTokens           int64 `json:"max_tokens"`
+	MaxCompletionTokens int64 `json:"max_completion_tokens"`
+	MaxOutputTokens     int64 `json:"max_output_tokens"`
+
+	Messages     []wireMessage   `json:"messages"`
+	Prompt       json.RawMessage `json:"prompt"`
+	Input        json.RawMessage `json:"input"`
+	Instructions string          `json:"instructions"`
+}
+
+type wireMessage struct {
+	Role    string          `json:"role"`
+	Name    string          `json:"name"`
+	Content json.RawMessage `json:"content"`
+}
+
+// ParseRequest reads a request body of the given API. An error means the
+// body is not JSON of the expected shape; the caller lets it through.
+func ParseRequest(api API, body []byte) (*Request, error) {
+	var w wireRequest
+	if err := json.Unmarshal(body, &w); err != nil {
+		return nil, fmt.Errorf("openai: %s request: %w", api, err)
+	}
+	r := &Request{
+		Model:     w.Model,
+		Stream:    w.Stream,
+		MaxOutput: firstPositive(w.MaxTokens, w.MaxCompletionTokens, w.MaxOutputTokens),
+		api:       api,
+	}
+	if w.StreamOptions != nil {
+		r.IncludeUsage = w.StreamOptions.IncludeUsage
+	}
+	for _, m := range w.Messages {
+		r.messages = append(r.messages, tokenize.Message{Role: m.Role, Name: m.Name, Content: contentText(m.Content)})
+	}
+	switch api {
+	case Completions:
+		r.texts = stringsOf(w.Prompt)
+	case Embeddings:
+		r.texts = stringsOf(w.Input)
+	case Responses:
+		if w.Instructions != "" {
+			r.messages = append(r.messages, tokenize.Message{Role: "system", Content: w.Instructions})
+		}
+		if msgs := messagesOf(w.Input); msgs != nil {
+			r.messages = append(r.messages, msgs...)
+		} else {
+			r.texts = stringsOf(w.Input)
+		}
+	}
+	return r, nil
+}
+
+// PromptTokens estimates the prompt the way the model will count it.
+// model is the request's model, or the deployment standing for it.
+func (r *Request) PromptTokens(model string) int64 {
+	n := 0
+	if len(r.messages) > 0 {
+		n = tokenize.Chat(model, r.messages)
+	}
+	for _, t := range r.texts {
+		n += tokenize.Text(model, t)
+	}
+	return int64(n)
+}
+
+func firstPositive(vs ...int64) int64 {
+	for _, v := range vs {
+		if v > 0 {
+			return v
+		}
+	}
+	return 0
+}
+
+// contentText flattens a message's content: a string, or an array of parts
+// of which only the text parts are counted.
+func contentText(raw json.RawMessage) string {
+	if len(raw) == 0 {
+		return ""
+	}
+	var s string
+	if json.Unmarshal(raw, &s) == nil {
+		return s
+	}
+	var parts []struct {
+		Type string `json:"type"`
+		Text string `json:"text"`
+	}
+	if json.Unmarshal(raw, &parts) != nil {
+		return ""
+	}
+	var b strings.Builder
+	for _, p := range parts {
+		b.WriteString(p.Text)
+	}
+	return b.String()
+}
+
+// stringsOf reads a prompt or input that is a string or an array of
+// strings. Arrays of token ids are not text and are left out.
+func stringsOf(raw json.RawMessage) []string {
+	if len(raw) == 0 {
+		return nil
+	}
+	var s string
+	if json.Unmarshal(raw, &s) == nil {
+		return []string{s}
+	}
+	var ss []string
+	if json.Unmarshal(raw, &ss) == nil {
+		return ss
+	}
+	return nil
+}
+
+// messagesOf reads the Responses API's input when it is a list of messages.
+func messagesOf(raw json.RawMessage) []tokenize.Message {
+	if len(raw) == 0 || raw[0] != '[' {
+		return nil
+	}
+	var ms []wireMessage
+	if json.Unmarshal(raw, &ms) != nil {
+		return nil
+	}
+	out := make([]tokenize.Message, 0, len(ms))
+	for _, m := range ms {
+		out = append(out, tokenize.Message{Role: m.Role, Name: m.Name, Content: contentText(m.Content)})
+	}
+	return out
+}

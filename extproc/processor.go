@@ -1,0 +1,195 @@
+package extproc
+
+import (
+	"context"
+	"strconv"
+	"strings"
+
+	filterv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/http/ext_proc/v3"
+	extprocv3 "github.com/envoyproxy/go-control-plane/envoy/service/ext_proc/v3"
+	"go.uber.org/zap"
+
+	"github.com/tokengate/tokengate/extproc/config"
+	"github.com/tokengate/tokengate/extproc/openai"
+)
+
+// Decisions, as they appear in metadata and logs.
+const (
+	decisionAllowed     = "allowed"
+	decisionRateLimited = "rate_limited"
+	decisionMissingKey  = "missing_key"
+	decisionPassthrough = "passthrough"
+)
+
+// processor holds one HTTP request's state across its ext_proc messages.
+type processor struct {
+	s   *Server
+	ctx context.Context
+
+	path    string
+	route   openai.Route
+	policy  *config.Policy
+	keyHash string // hex SHA-256 of the subscription key; the key itself is never kept
+	counter string // the limiter key: policy and key hash
+	model   string
+
+	admitted bool  // a reservation is held and must be settled
+	reserved int64 // tokens held by the reservation
+	estimate int64 // prompt tokens estimated from the request body
+	status   int   // upstream response status, 0 until known
+	body     []byte
+	settled  bool
+}
+
+func (p *processor) handle(req *extprocv3.ProcessingRequest) *extprocv3.ProcessingResponse {
+	switch r := req.Request.(type) {
+	case *extprocv3.ProcessingRequest_RequestHeaders:
+		return p.requestHeaders(r.RequestHeaders)
+	case *extprocv3.ProcessingRequest_RequestBody:
+		return p.requestBody(r.RequestBody)
+	case *extprocv3.ProcessingRequest_ResponseHeaders:
+		return p.responseHeaders(r.ResponseHeaders)
+	case *extprocv3.ProcessingRequest_ResponseBody:
+		return p.responseBody(r.ResponseBody)
+	}
+	return continueAny(req)
+}
+
+// requestHeaders finds the API, the policy and the key, and refuses at once
+// when the window is already spent (APIM's check).
+func (p *processor) requestHeaders(h *extprocv3.HttpHeaders) *extprocv3.ProcessingResponse {
+	hm := headerMap(h.GetHeaders())
+	p.path = hm[":path"]
+	p.route = openai.Detect(p.path)
+	if p.route.API == openai.Unknown {
+		p.logDecision(decisionPassthrough)
+		return continueRequestHeaders()
+	}
+	p.model = p.route.Deployment
+	p.policy = p.s.match(p.path, p.model)
+	if p.policy == nil {
+		p.logDecision(decisionPassthrough)
+		return continueRequestHeaders()
+	}
+	key, ok := subscriptionKey(hm, p.policy.CounterKey.Header)
+	if !ok {
+		if p.policy.CounterKey.Missing == config.MissingReject {
+			return p.rejectMissingKey()
+		}
+		key = "anonymous"
+	}
+	p.keyHash = hashKey(key)
+	if resp := p.admit(0); resp != nil {
+		return resp
+	}
+	return continueRequestHeaders()
+}
+
+// requestBody reads the request's model and prompt and, when the policy
+// estimates, reserves the prompt before the upstream sees it.
+func (p *processor) requestBody(b *extprocv3.HttpBody) *extprocv3.ProcessingResponse {
+	if !p.admitted {
+		return continueRequestBody()
+	}
+	p.body = append(p.body, b.GetBody()...)
+	if !b.GetEndOfStream() {
+		return continueRequestBody()
+	}
+	body := p.body
+	p.body = nil
+	req, err := openai.ParseRequest(p.route.API, body)
+	if err != nil {
+		// Not ours to judge: the upstream will answer 400, and nothing
+		// beyond the headers-phase check was charged.
+		p.s.log.Debug("request body is not the JSON expected; passing it through",
+			zap.String("key", p.keyHash[:8]), zap.String("api", p.route.API.String()), zap.Error(err))
+		return continueRequestBody()
+	}
+	if req.Model != "" {
+		p.model = req.Model
+	}
+	if next := p.s.match(p.path, p.model); next != p.policy && next != nil {
+		// A policy restricted to this model applies now the model is known.
+		p.release()
+		p.policy = next
+		if resp := p.admit(0); resp != nil {
+			return resp
+		}
+	}
+	if p.policy.EstimatePromptTokens || req.Stream {
+		p.estimate = req.PromptTokens(p.model)
+		if resp := p.admit(p.estimate); resp != nil {
+			return resp
+		}
+	}
+	return continueRequestBody()
+}
+
+// responseHeaders notes the status. Event streams are switched to streamed
+// body mode so that Envoy never buffers them.
+func (p *processor) responseHeaders(h *extprocv3.HttpHeaders) *extprocv3.ProcessingResponse {
+	if !p.admitted {
+		return continueResponseHeaders(nil)
+	}
+	hm := headerMap(h.GetHeaders())
+	p.status, _ = strconv.Atoi(hm[":status"])
+	if h.GetEndOfStream() {
+		m, md := p.settleWith(openai.Usage{}, false)
+		resp := continueResponseHeaders(m)
+		resp.DynamicMetadata = md
+		return resp
+	}
+	resp := continueResponseHeaders(nil)
+	if strings.HasPrefix(hm["content-type"], "text/event-stream") {
+		resp.ModeOverride = &filterv3.ProcessingMode{ResponseBodyMode: filterv3.ProcessingMode_STREAMED}
+	}
+	return resp
+}
+
+// responseBody settles on the usage the upstream reported and tells the
+// client where it stands; in buffered mode the headers are still ours to set.
+func (p *processor) responseBody(b *extprocv3.HttpBody) *extprocv3.ProcessingResponse {
+	if !p.admitted || p.settled {
+		return continueResponseBody(nil)
+	}
+	p.body = append(p.body, b.GetBody()...)
+	if !b.GetEndOfStream() {
+		return continueResponseBody(nil)
+	}
+	u, ok, err := openai.ParseUsage(p.body)
+	p.body = nil
+	if err != nil {
+		p.s.log.Debug("response body carries no readable usage", zap.String("key", p.keyHash[:8]), zap.Error(err))
+	}
+	m, md := p.settleWith(u, ok)
+	resp := continueResponseBody(m)
+	resp.DynamicMetadata = md
+	return resp
+}
+
+// admit checks (n == 0) or reserves n more tokens; it returns the 429 to
+// send when the window has no room.
+func (p *processor) admit(n int64) *extprocv3.ProcessingResponse {
+	p.counter = p.policy.Name + ":" + p.keyHash
+	d, err := p.s.store.Reserve(p.ctx, p.counter, p.policy.TokensPerMinute, n, p.s.clock.Now())
+	if err != nil {
+		// The embedded stores do no I/O on this path; a shared store's
+		// failure policy is decided there, so here we fail open.
+		p.s.log.Warn("limiter store failed; admitting", zap.String("key", p.keyHash[:8]), zap.Error(err))
+		return nil
+	}
+	if !d.Allowed {
+		return p.rejectRate(d)
+	}
+	p.admitted = true
+	p.reserved += n
+	return nil
+}
+
+// release ends the reservation without charging anything.
+func (p *processor) release() {
+	if p.admitted && !p.settled {
+		_ = p.s.store.Settle(p.ctx, p.counter, p.reserved, 0, p.s.clock.Now())
+	}
+	p.admitted, p.reserved = false, 0
+}

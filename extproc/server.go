@@ -1,0 +1,109 @@
+// Package extproc is tokengate's Envoy external processor: one processor per
+// HTTP request, phase by phase, counting tokens against the limiter.
+package extproc
+
+import (
+	"errors"
+	"io"
+	"strings"
+	"sync/atomic"
+
+	extprocv3 "github.com/envoyproxy/go-control-plane/envoy/service/ext_proc/v3"
+	"go.uber.org/zap"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
+
+	"github.com/tokengate/tokengate/extproc/config"
+	"github.com/tokengate/tokengate/limiter"
+)
+
+// Namespace is the dynamic metadata namespace tokengate writes, which
+// Envoy's filter config must list in receiving_namespaces.
+const Namespace = "tokengate"
+
+// Options wires a Server.
+type Options struct {
+	Policies []config.Policy
+	Store    limiter.Store
+	Clock    limiter.Clock
+	Log      *zap.Logger
+}
+
+// Server implements Envoy's ExternalProcessor service.
+type Server struct {
+	extprocv3.UnimplementedExternalProcessorServer
+
+	policies atomic.Pointer[[]config.Policy]
+	store    limiter.Store
+	clock    limiter.Clock
+	log      *zap.Logger
+}
+
+// New returns a Server; a nil clock is the wall clock, a nil log discards.
+func New(o Options) *Server {
+	s := &Server{store: o.Store, clock: o.Clock, log: o.Log}
+	if s.clock == nil {
+		s.clock = limiter.SystemClock{}
+	}
+	if s.log == nil {
+		s.log = zap.NewNop()
+	}
+	s.SetPolicies(o.Policies)
+	return s
+}
+
+// SetPolicies swaps the policies for requests that start from now on;
+// requests in flight keep the policy they matched.
+func (s *Server) SetPolicies(p []config.Policy) {
+	p = append([]config.Policy(nil), p...)
+	s.policies.Store(&p)
+}
+
+// Process serves one HTTP request's stream. Whatever way the stream ends,
+// the request's reservation is settled exactly once.
+func (s *Server) Process(stream extprocv3.ExternalProcessor_ProcessServer) error {
+	p := &processor{s: s, ctx: stream.Context()}
+	defer p.finish()
+	for {
+		req, err := stream.Recv()
+		if err != nil {
+			if errors.Is(err, io.EOF) || status.Code(err) == codes.Canceled {
+				return nil
+			}
+			return err
+		}
+		resp := p.handle(req)
+		if resp == nil {
+			return status.Errorf(codes.InvalidArgument, "tokengate: unexpected ext_proc message %T", req.Request)
+		}
+		if err := stream.Send(resp); err != nil {
+			return err
+		}
+	}
+}
+
+// match returns the first policy for the path and model; model may be empty
+// while the body is unread, and then policies restricted to models wait.
+func (s *Server) match(path, model string) *config.Policy {
+	ps := *s.policies.Load()
+	for i := range ps {
+		p := &ps[i]
+		if !strings.HasPrefix(path, p.Match.PathPrefix) {
+			continue
+		}
+		if len(p.Match.Models) > 0 && !containsFold(p.Match.Models, model) {
+			continue
+		}
+		return p
+	}
+	return nil
+}
+
+func containsFold(list []string, s string) bool {
+	for _, v := range list {
+		if strings.EqualFold(v, s) {
+			return true
+		}
+	}
+	return false
+}

@@ -1,0 +1,121 @@
+package extproc
+
+import (
+	"context"
+	"fmt"
+	"time"
+
+	extprocv3 "github.com/envoyproxy/go-control-plane/envoy/service/ext_proc/v3"
+	typev3 "github.com/envoyproxy/go-control-plane/envoy/type/v3"
+	"go.uber.org/zap"
+	"google.golang.org/protobuf/types/known/structpb"
+
+	"github.com/tokengate/tokengate/extproc/openai"
+	"github.com/tokengate/tokengate/limiter"
+)
+
+// settleTimeout bounds the settle that runs after Envoy has gone: the
+// stream's context is cancelled by then, and a shared store still needs a
+// chance to hear of the charge.
+const settleTimeout = 2 * time.Second
+
+// charge is what a finished request really used (SPEC §2 step 5): the
+// reported usage when there is one; otherwise, for a successful or unknown
+// outcome, the prompt estimate; a failed request without usage costs
+// nothing.
+func (p *processor) charge(u openai.Usage, reported bool) (prompt, completion, total int64) {
+	switch {
+	case reported:
+		return u.Prompt, u.Completion, u.Total
+	case p.status == 0 || (p.status >= 200 && p.status < 300):
+		return p.estimate, 0, p.estimate
+	}
+	return 0, 0, 0
+}
+
+// settleWith ends the reservation with the real count and returns the
+// headers and metadata that tell the client where its budget stands.
+func (p *processor) settleWith(u openai.Usage, reported bool) (*extprocv3.HeaderMutation, *structpb.Struct) {
+	prompt, completion, total := p.charge(u, reported)
+	p.settled = true
+	now := p.s.clock.Now()
+	if err := p.s.store.Settle(p.ctx, p.counter, p.reserved, total, now); err != nil {
+		p.s.log.Warn("limiter store failed to settle", zap.String("key", p.keyHash[:8]), zap.Error(err))
+	}
+	d, err := p.s.store.Status(p.ctx, p.counter, p.policy.TokensPerMinute, now)
+	if err != nil {
+		return nil, nil
+	}
+	var h headerSet
+	p.rateHeaders(&h, d)
+	if name := p.policy.Headers.TokensConsumed; name != "" {
+		h.set(name, fmt.Sprint(total))
+	}
+	p.logDecision(decisionAllowed, zap.Int64("tokens", total), zap.Bool("reported", reported))
+	return h.mutation(), metadata(map[string]any{
+		"prompt_tokens":     prompt,
+		"completion_tokens": completion,
+		"total_tokens":      total,
+		"remaining_tokens":  d.Remaining,
+		"decision":          decisionAllowed,
+	})
+}
+
+// finish settles a request whose stream ended before its response did:
+// client gone, Envoy reset, or an upstream that never answered.
+func (p *processor) finish() {
+	if !p.admitted || p.settled {
+		return
+	}
+	p.settled = true
+	_, _, total := p.charge(openai.Usage{}, false)
+	ctx, cancel := context.WithTimeout(context.WithoutCancel(p.ctx), settleTimeout)
+	defer cancel()
+	if err := p.s.store.Settle(ctx, p.counter, p.reserved, total, p.s.clock.Now()); err != nil {
+		p.s.log.Warn("limiter store failed to settle an interrupted request", zap.String("key", p.keyHash[:8]), zap.Error(err))
+	}
+	p.s.log.Debug("stream ended before the response did; settled", zap.String("key", p.keyHash[:8]),
+		zap.Int("status", p.status), zap.Int64("tokens", total))
+}
+
+func (p *processor) rejectRate(d limiter.Decision) *extprocv3.ProcessingResponse {
+	var h headerSet
+	secs := p.retryHeaders(&h, d.RetryAfter)
+	p.rateHeaders(&h, d)
+	p.logDecision(decisionRateLimited, zap.Duration("retry_after", d.RetryAfter))
+	msg := fmt.Sprintf("Token limit is exceeded. Try again in %d seconds.", secs)
+	return immediate(typev3.StatusCode_TooManyRequests, &h, errorBody(msg, "tokens", "rate_limit_exceeded"),
+		"tokengate_rate_limited", metadata(map[string]any{
+			"decision":         decisionRateLimited,
+			"remaining_tokens": d.Remaining,
+		}))
+}
+
+func (p *processor) rejectMissingKey() *extprocv3.ProcessingResponse {
+	p.logDecision(decisionMissingKey)
+	msg := fmt.Sprintf("Access denied due to missing subscription key. Include it in one of these headers: %v.",
+		p.policy.CounterKey.Header)
+	return immediate(typev3.StatusCode_Unauthorized, &headerSet{}, errorBody(msg, "invalid_request_error", "missing_subscription_key"),
+		"tokengate_missing_key", metadata(map[string]any{"decision": decisionMissingKey}))
+}
+
+// logDecision writes one line per decision at debug and per refusal at
+// info, with the key's hash prefix only.
+func (p *processor) logDecision(decision string, fields ...zap.Field) {
+	lvl := zap.DebugLevel
+	if decision == decisionRateLimited || decision == decisionMissingKey {
+		lvl = zap.InfoLevel
+	}
+	ce := p.s.log.Check(lvl, "decision")
+	if ce == nil {
+		return
+	}
+	base := []zap.Field{zap.String("decision", decision), zap.String("api", p.route.API.String())}
+	if p.policy != nil {
+		base = append(base, zap.String("policy", p.policy.Name))
+	}
+	if p.keyHash != "" {
+		base = append(base, zap.String("key", p.keyHash[:8]))
+	}
+	ce.Write(append(base, fields...)...)
+}

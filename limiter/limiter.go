@@ -1,0 +1,68 @@
+// Package limiter keeps token budgets: a sliding 60-second window per counter
+// key, kept in 1-second buckets, with reservations that are settled exactly
+// once. Stores hide behind Store so the ext_proc processor never knows which
+// one is in use.
+package limiter
+
+import (
+	"context"
+	"time"
+)
+
+// Window is the span of the sliding window; Buckets is how many buckets it
+// is kept in, one per second.
+const (
+	Window  = 60 * time.Second
+	Buckets = 60
+)
+
+// Decision is what a store answers to Reserve and Status.
+type Decision struct {
+	// Allowed reports whether the requested tokens fit.
+	Allowed bool
+	// Limit is the budget the decision was taken against.
+	Limit int64
+	// Used is the tokens charged in the window plus those reserved by
+	// requests still in flight, after this call.
+	Used int64
+	// Remaining is Limit-Used, never below zero.
+	Remaining int64
+	// RetryAfter, when !Allowed, is the time until enough tokens leave the
+	// window for the request to fit. When tokens in flight alone block the
+	// request, it is a full Window: the best guess a client can get.
+	RetryAfter time.Duration
+	// Reset is the time until every charged token has left the window, as
+	// OpenAI's x-ratelimit-reset-tokens means it.
+	Reset time.Duration
+}
+
+// Store is a set of windows, one per counter key. Implementations are safe
+// for concurrent use. Every method takes the time so that tests and replicas
+// control the clock; a time earlier than one already seen for the key is
+// treated as that later time.
+type Store interface {
+	// Reserve admits a request needing n tokens when used+reserved+max(n,1)
+	// <= limit, and then holds n tokens for it until Settle. With n == 0 it
+	// is APIM's check: reject once the window is spent.
+	Reserve(ctx context.Context, key string, limit, n int64, now time.Time) (Decision, error)
+	// Settle ends a reservation of reserved tokens and charges used tokens
+	// to the window at now. It must be called exactly once per admitted
+	// request; used may be zero.
+	Settle(ctx context.Context, key string, reserved, used int64, now time.Time) error
+	// Status reports the window without changing it.
+	Status(ctx context.Context, key string, limit int64, now time.Time) (Decision, error)
+	// Close flushes what the store must keep and releases its resources.
+	Close() error
+}
+
+// Clock tells the time. Stores never read the wall clock themselves; the
+// processor passes Clock.Now() in.
+type Clock interface {
+	Now() time.Time
+}
+
+// SystemClock is the wall clock.
+type SystemClock struct{}
+
+// Now returns time.Now().
+func (SystemClock) Now() time.Time { return time.Now() }
