@@ -179,6 +179,9 @@ func (p *processor) admit(n int64) *extprocv3.ProcessingResponse {
 		return nil
 	}
 	if !d.Allowed {
+		// The request never reaches the upstream: what it held so far is
+		// released and nothing is charged.
+		p.release()
 		return p.rejectRate(d)
 	}
 	p.admitted = true

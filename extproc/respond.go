@@ -139,9 +139,9 @@ func continueAny(req *extprocv3.ProcessingRequest) *extprocv3.ProcessingResponse
 	return nil
 }
 
-// metadata is the dynamic metadata Envoy's access log can print, in the
+// tokenMetadata is the dynamic metadata Envoy's access log can print, in the
 // tokengate namespace.
-func metadata(fields map[string]any) *structpb.Struct {
+func tokenMetadata(fields map[string]any) *structpb.Struct {
 	inner, err := structpb.NewStruct(fields)
 	if err != nil {
 		return nil

@@ -52,7 +52,7 @@ func (p *processor) settleWith(u openai.Usage, reported bool) (*extprocv3.Header
 		h.set(name, fmt.Sprint(total))
 	}
 	p.logDecision(decisionAllowed, zap.Int64("tokens", total), zap.Bool("reported", reported))
-	return h.mutation(), metadata(map[string]any{
+	return h.mutation(), tokenMetadata(map[string]any{
 		"prompt_tokens":     prompt,
 		"completion_tokens": completion,
 		"total_tokens":      total,
@@ -85,7 +85,7 @@ func (p *processor) rejectRate(d limiter.Decision) *extprocv3.ProcessingResponse
 	p.logDecision(decisionRateLimited, zap.Duration("retry_after", d.RetryAfter))
 	msg := fmt.Sprintf("Token limit is exceeded. Try again in %d seconds.", secs)
 	return immediate(typev3.StatusCode_TooManyRequests, &h, errorBody(msg, "tokens", "rate_limit_exceeded"),
-		"tokengate_rate_limited", metadata(map[string]any{
+		"tokengate_rate_limited", tokenMetadata(map[string]any{
 			"decision":         decisionRateLimited,
 			"remaining_tokens": d.Remaining,
 		}))
@@ -96,7 +96,7 @@ func (p *processor) rejectMissingKey() *extprocv3.ProcessingResponse {
 	msg := fmt.Sprintf("Access denied due to missing subscription key. Include it in one of these headers: %v.",
 		p.policy.CounterKey.Header)
 	return immediate(typev3.StatusCode_Unauthorized, &headerSet{}, errorBody(msg, "invalid_request_error", "missing_subscription_key"),
-		"tokengate_missing_key", metadata(map[string]any{"decision": decisionMissingKey}))
+		"tokengate_missing_key", tokenMetadata(map[string]any{"decision": decisionMissingKey}))
 }
 
 // logDecision writes one line per decision at debug and per refusal at

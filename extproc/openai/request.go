@@ -17,9 +17,11 @@ type Request struct {
 	// whichever the request sets; 0 when none.
 	MaxOutput int64
 
-	api      API
-	messages []tokenize.Message
-	texts    []string
+	api          API
+	messages     json.RawMessage
+	prompt       json.RawMessage
+	input        json.RawMessage
+	instructions string
 }
 
 type wireRequest struct {
@@ -32,7 +34,7 @@ type wireRequest struct {
 	MaxCompletionTokens int64 `json:"max_completion_tokens"`
 	MaxOutputTokens     int64 `json:"max_output_tokens"`
 
-	Messages     []wireMessage   `json:"messages"`
+	Messages     json.RawMessage `json:"messages"`
 	Prompt       json.RawMessage `json:"prompt"`
 	Input        json.RawMessage `json:"input"`
 	Instructions string          `json:"instructions"`
@@ -60,23 +62,11 @@ func ParseRequest(api API, body []byte) (*Request, error) {
 	if w.StreamOptions != nil {
 		r.IncludeUsage = w.StreamOptions.IncludeUsage
 	}
-	for _, m := range w.Messages {
-		r.messages = append(r.messages, tokenize.Message{Role: m.Role, Name: m.Name, Content: contentText(m.Content)})
-	}
-	switch api {
-	case Completions:
-		r.texts = stringsOf(w.Prompt)
-	case Embeddings:
-		r.texts = stringsOf(w.Input)
-	case Responses:
-		if w.Instructions != "" {
-			r.messages = append(r.messages, tokenize.Message{Role: "system", Content: w.Instructions})
-		}
-		if msgs := messagesOf(w.Input); msgs != nil {
-			r.messages = append(r.messages, msgs...)
-		} else {
-			r.texts = stringsOf(w.Input)
-		}
+	// The prompt is kept raw: it is decoded only when a policy estimates,
+	// and most requests need just the fields above.
+	r.messages, r.prompt, r.input, r.instructions = w.Messages, w.Prompt, w.Input, w.Instructions
+	if len(r.messages) > 0 && r.messages[0] != '[' && string(r.messages) != "null" {
+		return nil, fmt.Errorf("openai: %s request: messages is not an array", api)
 	}
 	return r, nil
 }
@@ -84,11 +74,30 @@ func ParseRequest(api API, body []byte) (*Request, error) {
 // PromptTokens estimates the prompt the way the model will count it.
 // model is the request's model, or the deployment standing for it.
 func (r *Request) PromptTokens(model string) int64 {
-	n := 0
-	if len(r.messages) > 0 {
-		n = tokenize.Chat(model, r.messages)
+	var msgs []tokenize.Message
+	var texts []string
+	switch r.api {
+	case ChatCompletions:
+		msgs = messagesOf(r.messages)
+	case Completions:
+		texts = stringsOf(r.prompt)
+	case Embeddings:
+		texts = stringsOf(r.input)
+	case Responses:
+		if r.instructions != "" {
+			msgs = append(msgs, tokenize.Message{Role: "system", Content: r.instructions})
+		}
+		if m := messagesOf(r.input); m != nil {
+			msgs = append(msgs, m...)
+		} else {
+			texts = stringsOf(r.input)
+		}
 	}
-	for _, t := range r.texts {
+	n := 0
+	if len(msgs) > 0 {
+		n = tokenize.Chat(model, msgs)
+	}
+	for _, t := range texts {
 		n += tokenize.Text(model, t)
 	}
 	return int64(n)
@@ -144,7 +153,8 @@ func stringsOf(raw json.RawMessage) []string {
 	return nil
 }
 
-// messagesOf reads the Responses API's input when it is a list of messages.
+// messagesOf reads a list of chat messages: Chat Completions' messages, or
+// the Responses API's input when it is one.
 func messagesOf(raw json.RawMessage) []tokenize.Message {
 	if len(raw) == 0 || raw[0] != '[' {
 		return nil

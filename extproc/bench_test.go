@@ -1,0 +1,123 @@
+package extproc
+
+import (
+	"context"
+	"fmt"
+	"net"
+	"strings"
+	"sync/atomic"
+	"testing"
+
+	extprocv3 "github.com/envoyproxy/go-control-plane/envoy/service/ext_proc/v3"
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/credentials/insecure"
+
+	"github.com/tokengate/tokengate/extproc/config"
+	"github.com/tokengate/tokengate/limiter"
+)
+
+// nopServer is the do-nothing ext_proc server SPEC §9 measures against: it
+// answers every message with "continue" and keeps no state.
+type nopServer struct {
+	extprocv3.UnimplementedExternalProcessorServer
+}
+
+func (nopServer) Process(stream extprocv3.ExternalProcessor_ProcessServer) error {
+	for {
+		req, err := stream.Recv()
+		if err != nil {
+			return nil
+		}
+		if err := stream.Send(continueAny(req)); err != nil {
+			return err
+		}
+	}
+}
+
+// serve starts a real gRPC server on loopback and returns a client to it.
+func serve(b *testing.B, impl extprocv3.ExternalProcessorServer) extprocv3.ExternalProcessorClient {
+	b.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		b.Fatal(err)
+	}
+	srv := grpc.NewServer()
+	extprocv3.RegisterExternalProcessorServer(srv, impl)
+	go srv.Serve(ln)
+	b.Cleanup(srv.Stop)
+	conn, err := grpc.NewClient(ln.Addr().String(), grpc.WithTransportCredentials(insecure.NewCredentials()))
+	if err != nil {
+		b.Fatal(err)
+	}
+	b.Cleanup(func() { conn.Close() })
+	return extprocv3.NewExternalProcessorClient(conn)
+}
+
+// oneRequest plays the four messages of a buffered request, as Envoy does,
+// waiting for each reply before sending the next.
+func oneRequest(ctx context.Context, c extprocv3.ExternalProcessorClient, msgs []*extprocv3.ProcessingRequest) error {
+	stream, err := c.Process(ctx)
+	if err != nil {
+		return err
+	}
+	for _, m := range msgs {
+		if err := stream.Send(m); err != nil {
+			return err
+		}
+		if _, err := stream.Recv(); err != nil {
+			return err
+		}
+	}
+	return stream.CloseSend()
+}
+
+// BenchmarkServer measures SPEC §9 row 1: one counted buffered request (4
+// messages, 1 KB prompt, no estimation) through the real gRPC server, next
+// to a do-nothing server in the same run. serial/* is the per-request cost
+// (ns/op); parallel/* shows throughput with the client in this process.
+func BenchmarkServer(b *testing.B) {
+	prompt := strings.Repeat("What time is it in Lisbon? ", 38) // ~1 KB
+	body := `{"model":"gpt-4o","messages":[{"role":"user","content":"` + prompt + `"}]}`
+	p := labPolicy()
+	p.TokensPerMinute = 1 << 50
+	servers := []struct {
+		name string
+		impl extprocv3.ExternalProcessorServer
+	}{
+		{"nop", nopServer{}},
+		{"counted", New(Options{Policies: []config.Policy{p}, Store: limiter.NewMemory()})},
+	}
+	for _, mode := range []string{"serial", "parallel"} {
+		for _, s := range servers {
+			b.Run(mode+"/"+s.name, func(b *testing.B) {
+				c := serve(b, s.impl)
+				ctx := context.Background()
+				var n atomic.Int64
+				msgs := func() []*extprocv3.ProcessingRequest {
+					// Distinct keys, as real traffic has, so the limiter's
+					// map is exercised rather than one hot entry.
+					key := fmt.Sprintf("key-%d", n.Add(1)%1024)
+					return fullRequest(key, "/v1/chat/completions", body, "200", chatUsage(260, 100))
+				}
+				b.ReportAllocs()
+				b.ResetTimer()
+				if mode == "serial" {
+					for b.Loop() {
+						if err := oneRequest(ctx, c, msgs()); err != nil {
+							b.Fatal(err)
+						}
+					}
+					return
+				}
+				b.RunParallel(func(pb *testing.PB) {
+					for pb.Next() {
+						if err := oneRequest(ctx, c, msgs()); err != nil {
+							b.Error(err)
+							return
+						}
+					}
+				})
+			})
+		}
+	}
+}

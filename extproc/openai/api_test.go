@@ -1,0 +1,34 @@
+package openai
+
+import "testing"
+
+func TestDetect(t *testing.T) {
+	tests := []struct {
+		path string
+		want Route
+	}{
+		{"/v1/chat/completions", Route{API: ChatCompletions}},
+		{"/v1/chat/completions?x=1", Route{API: ChatCompletions}},
+		{"/openai/deployments/gpt-4o/chat/completions?api-version=2024-10-21", Route{API: ChatCompletions, Deployment: "gpt-4o"}},
+		{"/openai/v1/chat/completions", Route{API: ChatCompletions}},
+		{"/models/chat/completions", Route{API: ChatCompletions}},
+		{"/v1/completions", Route{API: Completions}},
+		{"/openai/deployments/davinci/completions", Route{API: Completions, Deployment: "davinci"}},
+		{"/v1/embeddings", Route{API: Embeddings}},
+		{"/openai/deployments/ada/embeddings/", Route{API: Embeddings, Deployment: "ada"}},
+		{"/openai/v1/embeddings", Route{API: Embeddings}},
+		{"/v1/responses", Route{API: Responses}},
+		{"/openai/v1/responses?api-version=preview", Route{API: Responses}},
+		{"/openai/responses", Route{API: Responses}},
+		{"/v1/models", Route{}},
+		{"/openai/deployments//chat/completions", Route{}},
+		{"/openai/deployments/x", Route{}},
+		{"/v1/responses/resp_123", Route{}},
+		{"", Route{}},
+	}
+	for i, tt := range tests {
+		if got := Detect(tt.path); got != tt.want {
+			t.Errorf("step %d: Detect(%q) = %+v, want %+v", i, tt.path, got, tt.want)
+		}
+	}
+}

@@ -1,0 +1,79 @@
+package openai
+
+import (
+	"testing"
+
+	"github.com/tokengate/tokengate/extproc/tokenize"
+)
+
+func TestParseRequest(t *testing.T) {
+	lab := []tokenize.Message{
+		{Role: "system", Content: "You are a sarcastic unhelpful assistant."},
+		{Role: "user", Content: "Can you tell me the time, please?"},
+	}
+	tests := []struct {
+		name       string
+		api        API
+		body       string
+		model      string
+		stream     bool
+		include    bool
+		maxOut     int64
+		wantPrompt int64
+	}{
+		{"chat string content", ChatCompletions,
+			`{"model":"gpt-4o","messages":[{"role":"system","content":"You are a sarcastic unhelpful assistant."},{"role":"user","content":"Can you tell me the time, please?"}],"max_tokens":50}`,
+			"gpt-4o", false, false, 50, int64(tokenize.Chat("gpt-4o", lab))},
+		{"chat parts content and stream", ChatCompletions,
+			`{"model":"gpt-4","stream":true,"stream_options":{"include_usage":true},"max_completion_tokens":9,"messages":[{"role":"system","content":[{"type":"text","text":"You are a sarcastic unhelpful assistant."}]},{"role":"user","content":[{"type":"text","text":"Can you tell me "},{"type":"image_url","image_url":{"url":"x"}},{"type":"text","text":"the time, please?"}]}]}`,
+			"gpt-4", true, true, 9, int64(tokenize.Chat("gpt-4", lab))},
+		{"completions prompt array", Completions, `{"model":"gpt-3.5-turbo-instruct","prompt":["hello world","again"]}`,
+			"gpt-3.5-turbo-instruct", false, false, 0, int64(tokenize.Text("gpt-3.5", "hello world") + tokenize.Text("gpt-3.5", "again"))},
+		{"completions token ids", Completions, `{"prompt":[1,2,3]}`, "", false, false, 0, 0},
+		{"embeddings input", Embeddings, `{"model":"text-embedding-3-small","input":"hello world"}`,
+			"text-embedding-3-small", false, false, 0, int64(tokenize.Text("text-embedding-3-small", "hello world"))},
+		{"responses string input", Responses, `{"model":"gpt-5","input":"hello world","instructions":"be brief","max_output_tokens":7}`,
+			"gpt-5", false, false, 7, int64(tokenize.Chat("gpt-5", []tokenize.Message{{Role: "system", Content: "be brief"}}) + tokenize.Text("gpt-5", "hello world"))},
+		{"responses message input", Responses, `{"model":"gpt-5","input":[{"role":"user","content":"hello world"}]}`,
+			"gpt-5", false, false, 0, int64(tokenize.Chat("gpt-5", []tokenize.Message{{Role: "user", Content: "hello world"}}))},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			r, err := ParseRequest(tt.api, []byte(tt.body))
+			if err != nil {
+				t.Fatal(err)
+			}
+			if r.Model != tt.model || r.Stream != tt.stream || r.IncludeUsage != tt.include || r.MaxOutput != tt.maxOut {
+				t.Errorf("got model %q stream %v include %v max %d", r.Model, r.Stream, r.IncludeUsage, r.MaxOutput)
+			}
+			if got := r.PromptTokens(tt.model); got != tt.wantPrompt {
+				t.Errorf("PromptTokens = %d, want %d", got, tt.wantPrompt)
+			}
+		})
+	}
+}
+
+func TestParseRequestMalformed(t *testing.T) {
+	for _, body := range []string{``, `{`, `not json`, `[1,2]`, `{"messages":"x"}`, `{"max_tokens":"ten"}`} {
+		if _, err := ParseRequest(ChatCompletions, []byte(body)); err == nil {
+			t.Errorf("ParseRequest(%q) succeeded, want error", body)
+		}
+	}
+}
+
+func FuzzParseRequest(f *testing.F) {
+	f.Add([]byte(`{"model":"gpt-4o","messages":[{"role":"user","content":"hi"}]}`))
+	f.Add([]byte(`{"input":[{"role":"user","content":[{"type":"input_text","text":"hé"}]}]}`))
+	f.Add([]byte(`{"prompt":["a","\xff\xfe"]}`))
+	f.Fuzz(func(t *testing.T, body []byte) {
+		for _, api := range []API{ChatCompletions, Completions, Embeddings, Responses} {
+			r, err := ParseRequest(api, body)
+			if err != nil {
+				continue
+			}
+			if n := r.PromptTokens(r.Model); n < 0 {
+				t.Fatalf("negative prompt tokens %d", n)
+			}
+		}
+	})
+}
