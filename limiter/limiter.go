@@ -43,13 +43,18 @@ type Decision struct {
 type Store interface {
 	// Reserve admits a request needing n tokens when used+reserved+max(n,1)
 	// <= limit, and then holds n tokens for it until Settle. With n == 0 it
-	// is APIM's check: reject once the window is spent.
+	// is APIM's check: reject once the window is spent. A negative n counts
+	// as zero. The check and the hold are one step, so concurrent requests
+	// can never be admitted together past the limit.
 	Reserve(ctx context.Context, key string, limit, n int64, now time.Time) (Decision, error)
 	// Settle ends a reservation of reserved tokens and charges used tokens
 	// to the window at now. It must be called exactly once per admitted
-	// request; used may be zero.
+	// request; used may be zero. Negative values count as zero, and no more
+	// is released than the key holds, so a confused caller cannot mint
+	// budget.
 	Settle(ctx context.Context, key string, reserved, used int64, now time.Time) error
-	// Status reports the window without changing it.
+	// Status reports the window without changing it, as Reserve with n == 0
+	// would: Allowed means used+reserved < limit.
 	Status(ctx context.Context, key string, limit int64, now time.Time) (Decision, error)
 	// Close flushes what the store must keep and releases its resources.
 	Close() error

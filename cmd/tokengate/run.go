@@ -187,7 +187,11 @@ func openStore(c config.Store, clock limiter.Clock) (limiter.Store, error) {
 	case "memory":
 		return limiter.NewMemory(), nil
 	case "bbolt":
-		return limiter.OpenBolt(limiter.BoltOptions{Path: c.Bbolt.Path, FlushInterval: c.Bbolt.FlushInterval, Clock: clock})
+		b, err := limiter.OpenBolt(limiter.BoltOptions{Path: c.Bbolt.Path, FlushInterval: c.Bbolt.FlushInterval, Clock: clock})
+		if err != nil {
+			return nil, err
+		}
+		return b, nil
 	}
 	return nil, usageError(fmt.Errorf("store.backend: unknown backend %q", c.Backend))
 }

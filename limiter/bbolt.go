@@ -1,0 +1,247 @@
+package limiter
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"fmt"
+	"os"
+	"path/filepath"
+	"sync"
+	"time"
+
+	bolt "go.etcd.io/bbolt"
+	bolterrors "go.etcd.io/bbolt/errors"
+)
+
+// ErrFileInUse is returned, wrapped, by OpenBolt when another process (or
+// another Bolt in this one) holds the file. bbolt would otherwise wait for
+// the lock forever, and a second tokengate would hang instead of saying why.
+var ErrFileInUse = errors.New("limiter: bbolt file is in use by another process")
+
+// fileInUseError names the file, which ErrFileInUse alone cannot.
+type fileInUseError struct{ path string }
+
+func (e *fileInUseError) Error() string {
+	return "limiter: bbolt file " + e.path + " is in use by another process (another tokengate running?)"
+}
+
+func (e *fileInUseError) Unwrap() error { return ErrFileInUse }
+
+// errClosed is what Flush says once Close has run.
+var errClosed = errors.New("limiter: bbolt store is closed")
+
+// windowsBucket is the bbolt bucket holding one encoded window per key.
+var windowsBucket = []byte("windows")
+
+// Defaults for the zero fields of BoltOptions.
+const (
+	DefaultFlushInterval = time.Second
+	DefaultOpenTimeout   = time.Second
+)
+
+// BoltOptions configures OpenBolt.
+type BoltOptions struct {
+	// Path is the bbolt file; its directory is created when missing.
+	Path string
+	// FlushInterval is how often changed windows are written to the file,
+	// so also the most a crash can lose. DefaultFlushInterval when <= 0.
+	FlushInterval time.Duration
+	// Clock dates the restore and the flushes: windows idle by then are
+	// dropped from the file. SystemClock when nil.
+	Clock Clock
+	// OpenTimeout bounds the wait for the file lock. DefaultOpenTimeout
+	// when <= 0; never unbounded, so a second process fails instead of
+	// hanging.
+	OpenTimeout time.Duration
+}
+
+// Bolt is a Store that answers from a Memory store and writes it behind to
+// a bbolt file, so that the hot path never waits on the disk and a restart
+// keeps the windows. Only charges are kept; reservations die with the
+// process that made them. Keys bbolt cannot hold (empty, or longer than
+// bolt.MaxKeySize) are kept in memory only.
+type Bolt struct {
+	mem   *Memory
+	db    *bolt.DB
+	path  string
+	clock Clock
+
+	flushMu sync.Mutex // one flush at a time, so writes land in order
+	closed  bool       // under flushMu
+
+	stop      chan struct{}
+	done      chan struct{}
+	closeOnce sync.Once
+	closeErr  error
+}
+
+var _ Store = (*Bolt)(nil)
+
+// OpenBolt opens (or creates) the file, restores its windows with the buckets
+// already expired at opts.Clock.Now() dropped, and starts writing behind
+// every opts.FlushInterval until Close.
+func OpenBolt(opts BoltOptions) (*Bolt, error) {
+	if opts.Path == "" {
+		return nil, errors.New("limiter: bbolt path is empty")
+	}
+	if opts.FlushInterval <= 0 {
+		opts.FlushInterval = DefaultFlushInterval
+	}
+	if opts.Clock == nil {
+		opts.Clock = SystemClock{}
+	}
+	if opts.OpenTimeout <= 0 {
+		opts.OpenTimeout = DefaultOpenTimeout
+	}
+	if err := os.MkdirAll(filepath.Dir(opts.Path), 0o750); err != nil {
+		return nil, fmt.Errorf("limiter: create directory of bbolt file %s: %w", opts.Path, err)
+	}
+	db, err := bolt.Open(opts.Path, 0o600, &bolt.Options{Timeout: opts.OpenTimeout})
+	if errors.Is(err, bolterrors.ErrTimeout) {
+		return nil, &fileInUseError{path: opts.Path}
+	}
+	if err != nil {
+		return nil, fmt.Errorf("limiter: open bbolt file %s: %w", opts.Path, err)
+	}
+	b := &Bolt{
+		mem:   NewMemory(),
+		db:    db,
+		path:  opts.Path,
+		clock: opts.Clock,
+		stop:  make(chan struct{}),
+		done:  make(chan struct{}),
+	}
+	if err := b.restore(opts.Clock.Now()); err != nil {
+		_ = db.Close()
+		return nil, fmt.Errorf("limiter: restore from bbolt file %s: %w", opts.Path, err)
+	}
+	b.mem.track()
+	go b.run(opts.FlushInterval)
+	return b, nil
+}
+
+// restore loads every window of the file into memory and deletes those
+// already idle at now, so the file does not keep keys nobody uses.
+func (b *Bolt) restore(now time.Time) error {
+	return b.db.Update(func(tx *bolt.Tx) error {
+		bk, err := tx.CreateBucketIfNotExists(windowsBucket)
+		if err != nil {
+			return err
+		}
+		var stale [][]byte
+		err = bk.ForEach(func(k, v []byte) error {
+			w, err := decodeWindow(v, now)
+			if err != nil {
+				return fmt.Errorf("key %q: %w", k, err)
+			}
+			if w.idle(now) {
+				// Copied: the slice is only valid until the
+				// transaction changes.
+				stale = append(stale, bytes.Clone(k))
+				return nil
+			}
+			b.mem.load(string(k), &w)
+			return nil
+		})
+		if err != nil {
+			return err
+		}
+		for _, k := range stale {
+			if err := bk.Delete(k); err != nil {
+				return err
+			}
+		}
+		return nil
+	})
+}
+
+// run flushes on every tick until Close. A failed flush keeps its keys for
+// the next one, and Close reports the last.
+func (b *Bolt) run(every time.Duration) {
+	defer close(b.done)
+	t := time.NewTicker(every)
+	defer t.Stop()
+	for {
+		select {
+		case <-b.stop:
+			return
+		case <-t.C:
+			_ = b.Flush()
+		}
+	}
+}
+
+// Reserve implements Store from memory.
+func (b *Bolt) Reserve(ctx context.Context, key string, limit, n int64, now time.Time) (Decision, error) {
+	return b.mem.Reserve(ctx, key, limit, n, now)
+}
+
+// Settle implements Store in memory; the charge reaches the file at the next
+// flush.
+func (b *Bolt) Settle(ctx context.Context, key string, reserved, used int64, now time.Time) error {
+	return b.mem.Settle(ctx, key, reserved, used, now)
+}
+
+// Status implements Store from memory.
+func (b *Bolt) Status(ctx context.Context, key string, limit int64, now time.Time) (Decision, error) {
+	return b.mem.Status(ctx, key, limit, now)
+}
+
+// Sweep forgets the keys idle at now, as Memory.Sweep; the next flush
+// deletes them from the file.
+func (b *Bolt) Sweep(now time.Time) int { return b.mem.Sweep(now) }
+
+// Flush writes the windows changed since the last flush in one transaction,
+// and deletes from the file those now idle or forgotten. If it fails, the
+// keys stay pending for the next flush.
+func (b *Bolt) Flush() error {
+	b.flushMu.Lock()
+	defer b.flushMu.Unlock()
+	if b.closed {
+		return errClosed
+	}
+	changes, vals := b.mem.drain(b.clock.Now())
+	if len(changes) == 0 {
+		return nil
+	}
+	err := b.db.Update(func(tx *bolt.Tx) error {
+		bk := tx.Bucket(windowsBucket)
+		for _, c := range changes {
+			var err error
+			if c.end > c.start {
+				err = bk.Put([]byte(c.key), vals[c.start:c.end])
+			} else {
+				err = bk.Delete([]byte(c.key))
+			}
+			if err != nil {
+				return fmt.Errorf("key %q: %w", c.key, err)
+			}
+		}
+		return nil
+	})
+	if err != nil {
+		b.mem.undrain(changes)
+		return fmt.Errorf("limiter: flush to bbolt file %s: %w", b.path, err)
+	}
+	return nil
+}
+
+// Close stops the writing behind, flushes a last time and closes the file.
+// Calls after the first return the first one's result. The store still
+// answers afterwards, from memory, but keeps nothing.
+func (b *Bolt) Close() error {
+	b.closeOnce.Do(func() {
+		close(b.stop)
+		<-b.done
+		err := b.Flush()
+		b.flushMu.Lock()
+		b.closed = true
+		if cerr := b.db.Close(); cerr != nil {
+			err = errors.Join(err, fmt.Errorf("limiter: close bbolt file %s: %w", b.path, cerr))
+		}
+		b.flushMu.Unlock()
+		b.closeErr = err
+	})
+	return b.closeErr
+}

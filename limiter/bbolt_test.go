@@ -1,0 +1,221 @@
+package limiter
+
+import (
+	"errors"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	bolt "go.etcd.io/bbolt"
+)
+
+// openBolt opens a Bolt on path that is closed when the test ends; the
+// flush interval is long unless the test wants the ticker.
+func openBolt(t *testing.T, path string, clock Clock, every time.Duration) *Bolt {
+	t.Helper()
+	if every == 0 {
+		every = time.Hour
+	}
+	b, err := OpenBolt(BoltOptions{Path: path, FlushInterval: every, Clock: clock})
+	if err != nil {
+		t.Fatalf("OpenBolt(%s): %v", path, err)
+	}
+	t.Cleanup(func() { _ = b.Close() })
+	return b
+}
+
+func mustClose(t *testing.T, b *Bolt) {
+	t.Helper()
+	if err := b.Close(); err != nil {
+		t.Fatalf("Close: %v", err)
+	}
+}
+
+func mustFlush(t *testing.T, b *Bolt) {
+	t.Helper()
+	if err := b.Flush(); err != nil {
+		t.Fatalf("Flush: %v", err)
+	}
+}
+
+// inFile returns the stored value of key, read through b's open file.
+func inFile(t *testing.T, b *Bolt, key string) []byte {
+	t.Helper()
+	var v []byte
+	err := b.db.View(func(tx *bolt.Tx) error {
+		v = append(v, tx.Bucket(windowsBucket).Get([]byte(key))...)
+		return nil
+	})
+	if err != nil {
+		t.Fatalf("read %q: %v", key, err)
+	}
+	return v
+}
+
+func TestBoltKeepsWindowsAcrossRestart(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "new", "dir", "tokengate.db")
+	clock := NewManualClock(at(0))
+	b := openBolt(t, path, clock, 0)
+	mustSettle(t, b, "a", 0, 30, at(0))
+	mustSettle(t, b, "a", 0, 20, at(30*s))
+	mustSettle(t, b, "b", 0, 5, at(10*s))
+	mustReserve(t, b, "a", 1000, 400, at(30*s)) // in flight: not kept
+	mustReserve(t, b, "c", 1000, 400, at(30*s)) // only in flight: not kept
+	mustClose(t, b)                             // flushes
+
+	tests := []struct {
+		name       string
+		now        time.Duration
+		a, b, c    int64
+		wantInFile []string
+	}{
+		{"same time", 30 * s, 50, 5, 0, []string{"a", "b"}},
+		{"clock behind", 0, 50, 5, 0, []string{"a", "b"}},
+		{"first bucket of a gone", 60 * s, 20, 5, 0, []string{"a", "b"}},
+		{"b gone", 70 * s, 20, 0, 0, []string{"a"}},
+		{"all gone", 90 * s, 0, 0, 0, nil},
+	}
+	for i, tt := range tests {
+		b := openBolt(t, path, NewManualClock(at(tt.now)), 0)
+		now := at(tt.now)
+		for _, k := range []struct {
+			key  string
+			want int64
+		}{{"a", tt.a}, {"b", tt.b}, {"c", tt.c}} {
+			if got := mustStatus(t, b, k.key, 1000, now).Used; got != k.want {
+				t.Errorf("step %d (%s): %s used %d, want %d", i, tt.name, k.key, got, k.want)
+			}
+		}
+		var inFileKeys []string
+		for _, k := range []string{"a", "b", "c"} {
+			if inFile(t, b, k) != nil {
+				inFileKeys = append(inFileKeys, k)
+			}
+		}
+		if strings.Join(inFileKeys, ",") != strings.Join(tt.wantInFile, ",") {
+			t.Errorf("step %d (%s): keys in file %q, want %q", i, tt.name, inFileKeys, tt.wantInFile)
+		}
+		mustClose(t, b)
+	}
+}
+
+func TestBoltFlushesOnTicker(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "tokengate.db")
+	b := openBolt(t, path, NewManualClock(at(0)), 10*ms)
+	mustSettle(t, b, "k", 0, 42, at(0))
+	deadline := time.Now().Add(5 * time.Second)
+	for inFile(t, b, "k") == nil {
+		if time.Now().After(deadline) {
+			t.Fatal("key not in file 5s after a 10ms flush interval")
+		}
+		time.Sleep(time.Millisecond)
+	}
+	w, err := decodeWindow(inFile(t, b, "k"), at(0))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if w.sum != 42 {
+		t.Errorf("in file: got %d tokens, want 42", w.sum)
+	}
+}
+
+func TestBoltDeletesIdleKeys(t *testing.T) {
+	clock := NewManualClock(at(0))
+	b := openBolt(t, filepath.Join(t.TempDir(), "tokengate.db"), clock, 0)
+	steps := []struct {
+		do   func()
+		want map[string]bool // in file after the flush
+	}{{
+		do: func() {
+			mustSettle(t, b, "swept", 0, 1, at(0))
+			mustSettle(t, b, "idle", 0, 1, at(5*s))
+			mustSettle(t, b, "kept", 0, 1, at(30*s))
+		},
+		want: map[string]bool{"swept": true, "idle": true, "kept": true},
+	}, {
+		// Forgotten by the sweep, so deleted at the next flush.
+		do:   func() { b.Sweep(at(60 * s)) },
+		want: map[string]bool{"swept": false, "idle": true, "kept": true},
+	}, {
+		// Changed, then idle when the flush looks at it.
+		do: func() {
+			mustSettle(t, b, "idle", 0, 1, at(6*s))
+			clock.Advance(66 * s)
+		},
+		want: map[string]bool{"swept": false, "idle": false, "kept": true},
+	}}
+	for i, st := range steps {
+		st.do()
+		mustFlush(t, b)
+		for key, want := range st.want {
+			if got := inFile(t, b, key) != nil; got != want {
+				t.Errorf("step %d: %s in file: got %v, want %v", i, key, got, want)
+			}
+		}
+	}
+}
+
+func TestBoltFileInUse(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "data", "x.db")
+	first := openBolt(t, path, nil, 0)
+	start := time.Now()
+	second, err := OpenBolt(BoltOptions{Path: path})
+	elapsed := time.Since(start)
+	if err == nil {
+		_ = second.Close()
+		t.Fatal("second OpenBolt on a held file succeeded")
+	}
+	if !errors.Is(err, ErrFileInUse) {
+		t.Errorf("got %v, want an error wrapping ErrFileInUse", err)
+	}
+	want := "limiter: bbolt file " + path + " is in use by another process (another tokengate running?)"
+	if err.Error() != want {
+		t.Errorf("message:\n got %q\nwant %q", err.Error(), want)
+	}
+	if elapsed >= 2*time.Second {
+		t.Errorf("second OpenBolt took %v, want < 2s", elapsed)
+	}
+	// Once the first lets go, the file opens again.
+	mustClose(t, first)
+	openBolt(t, path, nil, 0)
+}
+
+func TestBoltRefusesDamagedFile(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "tokengate.db")
+	db, err := bolt.Open(path, 0o600, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	err = db.Update(func(tx *bolt.Tx) error {
+		bk, err := tx.CreateBucket(windowsBucket)
+		if err != nil {
+			return err
+		}
+		return bk.Put([]byte("k"), []byte{9})
+	})
+	if err := errors.Join(err, db.Close()); err != nil {
+		t.Fatal(err)
+	}
+	_, err = OpenBolt(BoltOptions{Path: path})
+	want := "limiter: restore from bbolt file " + path + `: key "k": unknown encoding version 9`
+	if err == nil || err.Error() != want {
+		t.Errorf("got error %v, want %q", err, want)
+	}
+}
+
+func TestBoltCloseIsFinal(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "tokengate.db")
+	b := openBolt(t, path, nil, 0)
+	mustClose(t, b)
+	if err := b.Close(); err != nil {
+		t.Errorf("second Close: %v", err)
+	}
+	if err := b.Flush(); err == nil {
+		t.Error("Flush after Close: got no error")
+	}
+	if _, err := os.Stat(path); err != nil {
+		t.Errorf("file: %v", err)
+	}
+}

@@ -1,0 +1,81 @@
+package limiter
+
+import (
+	"encoding/binary"
+	"errors"
+	"fmt"
+	"time"
+)
+
+// encodingV1 leads every window written to a file, so that a later layout
+// can be told apart from this one instead of being misread.
+//
+// Version 1 is: the version byte, head as a signed varint, then for each
+// non-empty bucket from the newest to the oldest, its age (head minus its
+// second, 0..Buckets-1, strictly increasing) and its count, both unsigned
+// varints. A busy key takes tens of bytes; an idle one is never written.
+// Reservations are not encoded: a request in flight does not survive the
+// process that admitted it.
+const encodingV1 = 1
+
+// appendWindow appends the encoding of w to dst.
+func appendWindow(dst []byte, w *window) []byte {
+	dst = append(dst, encodingV1)
+	dst = binary.AppendVarint(dst, w.head)
+	for age := int64(0); age < Buckets; age++ {
+		if c := w.buckets[slot(w.head-age)]; c != 0 {
+			dst = binary.AppendUvarint(dst, uint64(age))
+			dst = binary.AppendUvarint(dst, uint64(c))
+		}
+	}
+	return dst
+}
+
+// errTruncated is what decodeWindow says of a value cut short.
+var errTruncated = errors.New("truncated")
+
+// decodeWindow restores a window from its encoding, advanced to now so that
+// the buckets already expired are dropped. A now before the saved head keeps
+// the head: the clock went back, the tokens stay.
+func decodeWindow(b []byte, now time.Time) (window, error) {
+	var w window
+	if len(b) == 0 {
+		return w, errTruncated
+	}
+	if b[0] != encodingV1 {
+		return w, fmt.Errorf("unknown encoding version %d", b[0])
+	}
+	b = b[1:]
+	head, k := binary.Varint(b)
+	if k <= 0 {
+		return w, errTruncated
+	}
+	b = b[k:]
+	w.head = head
+	prev := int64(-1)
+	for len(b) > 0 {
+		age, k := binary.Uvarint(b)
+		if k <= 0 {
+			return w, errTruncated
+		}
+		b = b[k:]
+		count, k := binary.Uvarint(b)
+		if k <= 0 {
+			return w, errTruncated
+		}
+		b = b[k:]
+		if age >= Buckets || int64(age) <= prev {
+			return w, fmt.Errorf("bucket age %d out of order", age)
+		}
+		if count == 0 {
+			return w, fmt.Errorf("empty bucket at age %d", age)
+		}
+		prev = int64(age)
+		c := int64(min(count, maxBucket))
+		w.buckets[slot(head-int64(age))] = c
+		w.sum += c
+	}
+	sec, _ := w.clamp(now)
+	w.advance(sec)
+	return w, nil
+}
