@@ -2,14 +2,12 @@ package extproc
 
 import (
 	"context"
-	"strconv"
-	"strings"
-
-	filterv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/http/ext_proc/v3"
+	
 	extprocv3 "github.com/envoyproxy/go-control-plane/envoy/service/ext_proc/v3"
 	"go.uber.org/zap"
 
 	"github.com/tokengate/tokengate/extproc/config"
+	"github.com/tokengate/tokengate/extproc/decode"
 	"github.com/tokengate/tokengate/extproc/openai"
 )
 
@@ -36,9 +34,16 @@ type processor struct {
 	admitted bool  // a reservation is held and must be settled
 	reserved int64 // tokens held by the reservation
 	estimate int64 // prompt tokens estimated from the request body
-	status   int   // upstream response status, 0 until known
 	body     []byte
 	settled  bool
+
+	// The response.
+	status   int    // upstream status, 0 until known
+	encoding string // content-encoding
+	usage    openai.Usage
+	reported bool                  // usage came from the upstream
+	stream   *openai.StreamCounter // set for event-stream responses
+	decoder  *decode.Stream        // set for encoded event streams
 }
 
 func (p *processor) handle(req *extprocv3.ProcessingRequest) *extprocv3.ProcessingResponse {
@@ -122,49 +127,12 @@ func (p *processor) requestBody(b *extprocv3.HttpBody) *extprocv3.ProcessingResp
 			return resp
 		}
 	}
+	if req.Stream && !req.IncludeUsage && p.policy.InjectsStreamUsage() && p.route.API != openai.Responses {
+		if rewritten, err := openai.InjectIncludeUsage(body); err == nil {
+			return rewriteRequestBody(rewritten)
+		}
+	}
 	return continueRequestBody()
-}
-
-// responseHeaders notes the status. Event streams are switched to streamed
-// body mode so that Envoy never buffers them.
-func (p *processor) responseHeaders(h *extprocv3.HttpHeaders) *extprocv3.ProcessingResponse {
-	if !p.admitted {
-		return continueResponseHeaders(nil)
-	}
-	hm := headerMap(h.GetHeaders())
-	p.status, _ = strconv.Atoi(hm[":status"])
-	if h.GetEndOfStream() {
-		m, md := p.settleWith(openai.Usage{}, false)
-		resp := continueResponseHeaders(m)
-		resp.DynamicMetadata = md
-		return resp
-	}
-	resp := continueResponseHeaders(nil)
-	if strings.HasPrefix(hm["content-type"], "text/event-stream") {
-		resp.ModeOverride = &filterv3.ProcessingMode{ResponseBodyMode: filterv3.ProcessingMode_STREAMED}
-	}
-	return resp
-}
-
-// responseBody settles on the usage the upstream reported and tells the
-// client where it stands; in buffered mode the headers are still ours to set.
-func (p *processor) responseBody(b *extprocv3.HttpBody) *extprocv3.ProcessingResponse {
-	if !p.admitted || p.settled {
-		return continueResponseBody(nil)
-	}
-	p.body = append(p.body, b.GetBody()...)
-	if !b.GetEndOfStream() {
-		return continueResponseBody(nil)
-	}
-	u, ok, err := openai.ParseUsage(p.body)
-	p.body = nil
-	if err != nil {
-		p.s.log.Debug("response body carries no readable usage", zap.String("key", p.keyHash[:8]), zap.Error(err))
-	}
-	m, md := p.settleWith(u, ok)
-	resp := continueResponseBody(m)
-	resp.DynamicMetadata = md
-	return resp
 }
 
 // admit checks (n == 0) or reserves n more tokens; it returns the 429 to

@@ -105,6 +105,20 @@ func continueRequestBody() *extprocv3.ProcessingResponse {
 	}}
 }
 
+// rewriteRequestBody replaces a buffered request body. With headers sent
+// and the body buffered, Envoy keeps content-length and rejects a body that
+// does not match it, so the new length goes with the new body.
+func rewriteRequestBody(body []byte) *extprocv3.ProcessingResponse {
+	var h headerSet
+	h.set("content-length", strconv.Itoa(len(body)))
+	return &extprocv3.ProcessingResponse{Response: &extprocv3.ProcessingResponse_RequestBody{
+		RequestBody: &extprocv3.BodyResponse{Response: &extprocv3.CommonResponse{
+			HeaderMutation: h.mutation(),
+			BodyMutation:   &extprocv3.BodyMutation{Mutation: &extprocv3.BodyMutation_Body{Body: body}},
+		}},
+	}}
+}
+
 func continueResponseHeaders(m *extprocv3.HeaderMutation) *extprocv3.ProcessingResponse {
 	return &extprocv3.ProcessingResponse{Response: &extprocv3.ProcessingResponse_ResponseHeaders{
 		ResponseHeaders: &extprocv3.HeadersResponse{Response: &extprocv3.CommonResponse{HeaderMutation: m}},

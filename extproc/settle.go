@@ -3,6 +3,7 @@ package extproc
 import (
 	"context"
 	"fmt"
+	"strconv"
 	"time"
 
 	extprocv3 "github.com/envoyproxy/go-control-plane/envoy/service/ext_proc/v3"
@@ -10,7 +11,6 @@ import (
 	"go.uber.org/zap"
 	"google.golang.org/protobuf/types/known/structpb"
 
-	"github.com/tokengate/tokengate/extproc/openai"
 	"github.com/tokengate/tokengate/limiter"
 )
 
@@ -19,29 +19,43 @@ import (
 // chance to hear of the charge.
 const settleTimeout = 2 * time.Second
 
+// Sources of a settled count, in metadata and logs.
+const (
+	sourceReported  = "reported"  // the upstream's usage
+	sourceCounted   = "counted"   // prompt estimate + completion tokenized from the stream
+	sourceEstimated = "estimated" // prompt estimate alone
+	sourceNone      = "none"      // a failed request without usage costs nothing
+)
+
 // charge is what a finished request really used (SPEC §2 step 5): the
-// reported usage when there is one; otherwise, for a successful or unknown
-// outcome, the prompt estimate; a failed request without usage costs
-// nothing.
-func (p *processor) charge(u openai.Usage, reported bool) (prompt, completion, total int64) {
+// reported usage when there is one; a failed request without usage costs
+// nothing; otherwise the prompt estimate plus whatever completion the stream
+// delivered. A request whose outcome is unknown (the stream ended before the
+// response) counts as successful: the upstream probably did the work.
+func (p *processor) charge() (prompt, completion, total int64, source string) {
 	switch {
-	case reported:
-		return u.Prompt, u.Completion, u.Total
-	case p.status == 0 || (p.status >= 200 && p.status < 300):
-		return p.estimate, 0, p.estimate
+	case p.reported:
+		return p.usage.Prompt, p.usage.Completion, p.usage.Total, sourceReported
+	case p.status != 0 && (p.status < 200 || p.status > 299):
+		return 0, 0, 0, sourceNone
+	case p.stream != nil:
+		if c := p.stream.CompletionTokens(); c > 0 {
+			return p.estimate, c, p.estimate + c, sourceCounted
+		}
 	}
-	return 0, 0, 0
+	return p.estimate, 0, p.estimate, sourceEstimated
 }
 
-// settleWith ends the reservation with the real count and returns the
-// headers and metadata that tell the client where its budget stands.
-func (p *processor) settleWith(u openai.Usage, reported bool) (*extprocv3.HeaderMutation, *structpb.Struct) {
-	prompt, completion, total := p.charge(u, reported)
+// settle ends the reservation with the real count and returns the headers
+// and metadata that tell the client where its budget stands.
+func (p *processor) settle() (*extprocv3.HeaderMutation, *structpb.Struct) {
+	prompt, completion, total, source := p.charge()
 	p.settled = true
 	now := p.s.clock.Now()
 	if err := p.s.store.Settle(p.ctx, p.counter, p.reserved, total, now); err != nil {
 		p.s.log.Warn("limiter store failed to settle", zap.String("key", p.keyHash[:8]), zap.Error(err))
 	}
+	p.logDecision(decisionAllowed, zap.Int64("tokens", total), zap.String("source", source))
 	d, err := p.s.store.Status(p.ctx, p.counter, p.policy.TokensPerMinute, now)
 	if err != nil {
 		return nil, nil
@@ -49,33 +63,41 @@ func (p *processor) settleWith(u openai.Usage, reported bool) (*extprocv3.Header
 	var h headerSet
 	p.rateHeaders(&h, d)
 	if name := p.policy.Headers.TokensConsumed; name != "" {
-		h.set(name, fmt.Sprint(total))
+		h.set(name, strconv.FormatInt(total, 10))
 	}
-	p.logDecision(decisionAllowed, zap.Int64("tokens", total), zap.Bool("reported", reported))
 	return h.mutation(), tokenMetadata(map[string]any{
 		"prompt_tokens":     prompt,
 		"completion_tokens": completion,
 		"total_tokens":      total,
 		"remaining_tokens":  d.Remaining,
 		"decision":          decisionAllowed,
+		"source":            source,
 	})
 }
 
 // finish settles a request whose stream ended before its response did:
-// client gone, Envoy reset, or an upstream that never answered.
+// client gone, Envoy reset, or an upstream that never finished. A stream
+// is charged with what it delivered so far.
 func (p *processor) finish() {
+	if p.decoder != nil {
+		p.decoder.Abort()
+		p.decoder = nil
+	}
 	if !p.admitted || p.settled {
 		return
 	}
 	p.settled = true
-	_, _, total := p.charge(openai.Usage{}, false)
+	if p.stream != nil {
+		p.usage, p.reported = p.stream.Usage()
+	}
+	_, _, total, source := p.charge()
 	ctx, cancel := context.WithTimeout(context.WithoutCancel(p.ctx), settleTimeout)
 	defer cancel()
 	if err := p.s.store.Settle(ctx, p.counter, p.reserved, total, p.s.clock.Now()); err != nil {
 		p.s.log.Warn("limiter store failed to settle an interrupted request", zap.String("key", p.keyHash[:8]), zap.Error(err))
 	}
 	p.s.log.Debug("stream ended before the response did; settled", zap.String("key", p.keyHash[:8]),
-		zap.Int("status", p.status), zap.Int64("tokens", total))
+		zap.Int("status", p.status), zap.Int64("tokens", total), zap.String("source", source))
 }
 
 func (p *processor) rejectRate(d limiter.Decision) *extprocv3.ProcessingResponse {

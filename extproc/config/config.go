@@ -49,7 +49,16 @@ type Policy struct {
 	CounterKey           CounterKey `yaml:"counter_key"`
 	TokensPerMinute      int64      `yaml:"tokens_per_minute"`
 	EstimatePromptTokens bool       `yaml:"estimate_prompt_tokens"`
-	Headers              Headers    `yaml:"headers"`
+	// InjectStreamUsage asks streamed requests for a final usage chunk
+	// (stream_options.include_usage) when they don't ask themselves, so
+	// streams are charged what the upstream reports. Default on.
+	InjectStreamUsage *bool   `yaml:"inject_stream_usage"`
+	Headers           Headers `yaml:"headers"`
+}
+
+// InjectsStreamUsage reports the effective inject_stream_usage.
+func (p *Policy) InjectsStreamUsage() bool {
+	return p.InjectStreamUsage == nil || *p.InjectStreamUsage
 }
 
 // Match selects the requests a policy applies to.

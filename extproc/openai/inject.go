@@ -1,0 +1,79 @@
+package openai
+
+import (
+	"bytes"
+	"encoding/json"
+	"errors"
+	"fmt"
+)
+
+const includeUsage = `{"include_usage":true}`
+
+// InjectIncludeUsage rewrites a streamed request so the upstream ends the
+// stream with a usage chunk. The rest of the body is kept byte for byte:
+// only stream_options is added, or set inside when the request has one.
+func InjectIncludeUsage(body []byte) ([]byte, error) {
+	start, end, found, err := topLevelValue(body, "stream_options")
+	if err != nil {
+		return nil, err
+	}
+	if !found {
+		open := bytes.IndexByte(body, '{')
+		rest := body[open+1:]
+		sep := ","
+		if len(bytes.TrimSpace(rest)) > 0 && bytes.TrimSpace(rest)[0] == '}' {
+			sep = ""
+		}
+		out := make([]byte, 0, len(body)+40)
+		out = append(out, body[:open+1]...)
+		out = append(out, `"stream_options":`+includeUsage+sep...)
+		return append(out, rest...), nil
+	}
+	value := includeUsage
+	if old := bytes.TrimSpace(body[start:end]); !bytes.Equal(old, []byte("null")) {
+		var opts map[string]json.RawMessage
+		if err := json.Unmarshal(old, &opts); err != nil {
+			return nil, fmt.Errorf("openai: stream_options: %w", err)
+		}
+		opts["include_usage"] = json.RawMessage("true")
+		b, err := json.Marshal(opts)
+		if err != nil {
+			return nil, err
+		}
+		value = string(b)
+	}
+	out := make([]byte, 0, len(body)+len(value))
+	out = append(out, body[:start]...)
+	out = append(out, value...)
+	return append(out, body[end:]...), nil
+}
+
+// topLevelValue finds the byte span of a top-level member's value.
+func topLevelValue(body []byte, name string) (start, end int, found bool, err error) {
+	dec := json.NewDecoder(bytes.NewReader(body))
+	if t, err := dec.Token(); err != nil || t != json.Delim('{') {
+		return 0, 0, false, errors.New("openai: request body is not a JSON object")
+	}
+	for dec.More() {
+		t, err := dec.Token()
+		if err != nil {
+			return 0, 0, false, err
+		}
+		key, _ := t.(string)
+		// The decoder stops after the key; the value starts past the colon.
+		off := int(dec.InputOffset())
+		for off < len(body) && (body[off] == ':' || isSpace(body[off])) {
+			off++
+		}
+		var v json.RawMessage
+		if err := dec.Decode(&v); err != nil {
+			return 0, 0, false, err
+		}
+		if key == name {
+			return off, int(dec.InputOffset()), true, nil
+		}
+	}
+	return 0, 0, false, nil
+}
+
+func isSpace(c byte) bool { return c == ' ' || c == '\t' || c == '\n' || c == '\r' }

@@ -1,0 +1,48 @@
+package openai
+
+import (
+	"encoding/json"
+	"testing"
+)
+
+func TestInjectIncludeUsage(t *testing.T) {
+	tests := []struct{ in, want string }{
+		{`{"model":"gpt-4o","stream":true}`, `{"stream_options":{"include_usage":true},"model":"gpt-4o","stream":true}`},
+		{` { } `, ` {"stream_options":{"include_usage":true} } `},
+		{`{"stream":true,"stream_options":null,"n":1}`, `{"stream":true,"stream_options":{"include_usage":true},"n":1}`},
+		{`{"stream":true, "stream_options" : {"include_usage":false,"x":1} ,"n":1}`, `{"stream":true, "stream_options" : {"include_usage":true,"x":1} ,"n":1}`},
+		{`{"messages":[{"content":"{\"stream_options\":1}"}],"stream":true}`, `{"stream_options":{"include_usage":true},"messages":[{"content":"{\"stream_options\":1}"}],"stream":true}`},
+	}
+	for i, tt := range tests {
+		got, err := InjectIncludeUsage([]byte(tt.in))
+		if err != nil || string(got) != tt.want {
+			t.Errorf("step %d: got %s (%v), want %s", i, got, err, tt.want)
+			continue
+		}
+		r, err := ParseRequest(ChatCompletions, got)
+		if err != nil || !r.IncludeUsage {
+			t.Errorf("step %d: rewritten body does not ask for usage: %v", i, err)
+		}
+	}
+	for _, bad := range []string{`[]`, `{"stream_options":"x"}`, `{"a":`} {
+		if _, err := InjectIncludeUsage([]byte(bad)); err == nil {
+			t.Errorf("%s: want error", bad)
+		}
+	}
+}
+
+func FuzzInjectIncludeUsage(f *testing.F) {
+	f.Add([]byte(`{"model":"gpt-4o","stream":true,"stream_options":{"x":[1]}}`))
+	f.Fuzz(func(t *testing.T, body []byte) {
+		if !json.Valid(body) {
+			return
+		}
+		out, err := InjectIncludeUsage(body)
+		if err != nil {
+			return
+		}
+		if !json.Valid(out) {
+			t.Fatalf("invalid JSON out of %s: %s", body, out)
+		}
+	})
+}

@@ -1,0 +1,116 @@
+package extproc
+
+import (
+	"strconv"
+	"strings"
+
+	filterv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/http/ext_proc/v3"
+	extprocv3 "github.com/envoyproxy/go-control-plane/envoy/service/ext_proc/v3"
+	"go.uber.org/zap"
+
+	"github.com/tokengate/tokengate/extproc/decode"
+	"github.com/tokengate/tokengate/extproc/openai"
+)
+
+// responseHeaders notes the status and encoding. Event streams are switched
+// to streamed body mode so that Envoy never buffers them, and get their
+// rate headers now: once the first chunk is out, headers are final.
+func (p *processor) responseHeaders(h *extprocv3.HttpHeaders) *extprocv3.ProcessingResponse {
+	if !p.admitted {
+		return continueResponseHeaders(nil)
+	}
+	hm := headerMap(h.GetHeaders())
+	p.status, _ = strconv.Atoi(hm[":status"])
+	p.encoding = hm["content-encoding"]
+	if h.GetEndOfStream() {
+		return p.settleReply(continueResponseHeaders)
+	}
+	if !strings.HasPrefix(hm["content-type"], "text/event-stream") {
+		return continueResponseHeaders(nil)
+	}
+	p.stream = openai.NewStreamCounter(p.route.API, p.model)
+	if !decode.IsIdentity(p.encoding) {
+		d, err := decode.NewStream(p.encoding, p.stream.Feed)
+		if err != nil {
+			p.s.log.Debug("stream encoding not decodable; counting the prompt only",
+				zap.String("key", p.keyHash[:8]), zap.String("encoding", p.encoding))
+		}
+		p.decoder = d
+	}
+	var hs headerSet
+	if d, err := p.s.store.Status(p.ctx, p.counter, p.policy.TokensPerMinute, p.s.clock.Now()); err == nil {
+		p.rateHeaders(&hs, d)
+	}
+	resp := continueResponseHeaders(hs.mutation())
+	resp.ModeOverride = &filterv3.ProcessingMode{ResponseBodyMode: filterv3.ProcessingMode_STREAMED}
+	return resp
+}
+
+// responseBody counts a streamed chunk and lets it go at once, unmodified;
+// a buffered body is read whole. Either way the request is settled at the
+// end of the body.
+func (p *processor) responseBody(b *extprocv3.HttpBody) *extprocv3.ProcessingResponse {
+	if !p.admitted || p.settled {
+		return continueResponseBody(nil)
+	}
+	if p.stream != nil {
+		p.feedStream(b.GetBody())
+		if !b.GetEndOfStream() {
+			return continueResponseBody(nil)
+		}
+		p.endStream()
+		return p.settleReply(continueResponseBody)
+	}
+	p.body = append(p.body, b.GetBody()...)
+	if !b.GetEndOfStream() {
+		return continueResponseBody(nil)
+	}
+	p.readBufferedUsage()
+	return p.settleReply(continueResponseBody)
+}
+
+func (p *processor) feedStream(chunk []byte) {
+	switch {
+	case p.decoder != nil:
+		p.decoder.Write(chunk)
+	case decode.IsIdentity(p.encoding):
+		p.stream.Feed(chunk)
+	}
+}
+
+// endStream waits for the decoder to catch up and takes the stream's usage.
+func (p *processor) endStream() {
+	if p.decoder != nil {
+		if err := p.decoder.Close(); err != nil {
+			p.s.log.Debug("decoding the stream", zap.String("key", p.keyHash[:8]), zap.Error(err))
+		}
+		p.decoder = nil
+	}
+	p.usage, p.reported = p.stream.Usage()
+}
+
+func (p *processor) readBufferedUsage() {
+	body, err := decode.Bytes(p.encoding, p.body)
+	p.body = nil
+	if err != nil {
+		p.s.log.Debug("response body not decodable", zap.String("key", p.keyHash[:8]), zap.Error(err))
+		return
+	}
+	u, ok, err := openai.ParseUsage(body)
+	if err != nil {
+		p.s.log.Debug("response body carries no readable usage", zap.String("key", p.keyHash[:8]), zap.Error(err))
+	}
+	p.usage, p.reported = u, ok
+}
+
+// settleReply settles and answers in the phase's shape with the rate
+// headers (unless a stream already sent them) and the metadata.
+func (p *processor) settleReply(reply func(*extprocv3.HeaderMutation) *extprocv3.ProcessingResponse) *extprocv3.ProcessingResponse {
+	m, md := p.settle()
+	if p.stream != nil {
+		m = nil
+	}
+	resp := reply(m)
+	resp.DynamicMetadata = md
+	return resp
+}
