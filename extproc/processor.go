@@ -2,7 +2,7 @@ package extproc
 
 import (
 	"context"
-	
+
 	extprocv3 "github.com/envoyproxy/go-control-plane/envoy/service/ext_proc/v3"
 	"go.uber.org/zap"
 
