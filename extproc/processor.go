@@ -67,12 +67,14 @@ func (p *processor) requestHeaders(h *extprocv3.HttpHeaders) *extprocv3.Processi
 	p.path = hm[":path"]
 	p.route = openai.Detect(p.path)
 	if p.route.API == openai.Unknown {
+		p.s.metrics.passed()
 		p.logDecision(decisionPassthrough)
 		return continueRequestHeaders()
 	}
 	p.model = p.route.Deployment
 	p.policy = p.s.match(p.path, p.model)
 	if p.policy == nil {
+		p.s.metrics.passed()
 		p.logDecision(decisionPassthrough)
 		return continueRequestHeaders()
 	}
@@ -143,6 +145,7 @@ func (p *processor) admit(n int64) *extprocv3.ProcessingResponse {
 	if err != nil {
 		// The embedded stores do no I/O on this path; a shared store's
 		// failure policy is decided there, so here we fail open.
+		p.s.metrics.storeError("reserve")
 		p.s.log.Warn("limiter store failed; admitting", zap.String("key", p.keyHash[:8]), zap.Error(err))
 		return nil
 	}

@@ -9,6 +9,8 @@ import (
 	"time"
 
 	extprocv3 "github.com/envoyproxy/go-control-plane/envoy/service/ext_proc/v3"
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/testutil"
 	"go.uber.org/zap"
 	"go.uber.org/zap/zaptest/observer"
 
@@ -279,5 +281,34 @@ func TestRawKeyNeverLogged(t *testing.T) {
 	}
 	if got := e.used(t, "lab", secret); got != 500 {
 		t.Errorf("Bearer key used = %d, want 500", got)
+	}
+}
+
+func TestMetricsMove(t *testing.T) {
+	reg := prometheus.NewRegistry()
+	e := newEnv(t)
+	e.srv.metrics = NewMetrics(reg)
+	e.run(t, fullRequest("k1", "/v1/chat/completions", labBody, "200", chatUsage(300, 200))...)
+	e.run(t, reqHeaders(false, ":method", "POST", ":path", "/v1/chat/completions", "api-key", "k1"))
+	e.run(t, reqHeaders(true, ":method", "GET", ":path", "/v1/models"))
+	m := e.srv.metrics
+	checks := []struct {
+		name string
+		got  float64
+		want float64
+	}{
+		{"allowed", testutil.ToFloat64(m.requests.WithLabelValues("lab", "allowed")), 1},
+		{"rate_limited", testutil.ToFloat64(m.requests.WithLabelValues("lab", "rate_limited")), 1},
+		{"prompt tokens", testutil.ToFloat64(m.tokens.WithLabelValues("lab", "prompt", "reported")), 300},
+		{"completion tokens", testutil.ToFloat64(m.tokens.WithLabelValues("lab", "completion", "reported")), 200},
+		{"passthrough", testutil.ToFloat64(m.passthrough), 1},
+	}
+	for _, c := range checks {
+		if c.got != c.want {
+			t.Errorf("%s = %v, want %v", c.name, c.got, c.want)
+		}
+	}
+	if n := testutil.CollectAndCount(m.latency); n != 4 {
+		t.Errorf("latency histogram has %d phases, want 4 (every phase timed)", n)
 	}
 }

@@ -7,6 +7,7 @@ import (
 	"io"
 	"strings"
 	"sync/atomic"
+	"time"
 
 	extprocv3 "github.com/envoyproxy/go-control-plane/envoy/service/ext_proc/v3"
 	"go.uber.org/zap"
@@ -27,6 +28,7 @@ type Options struct {
 	Store    limiter.Store
 	Clock    limiter.Clock
 	Log      *zap.Logger
+	Metrics  *Metrics // nil: no metrics
 }
 
 // Server implements Envoy's ExternalProcessor service.
@@ -37,11 +39,12 @@ type Server struct {
 	store    limiter.Store
 	clock    limiter.Clock
 	log      *zap.Logger
+	metrics  *Metrics
 }
 
 // New returns a Server; a nil clock is the wall clock, a nil log discards.
 func New(o Options) *Server {
-	s := &Server{store: o.Store, clock: o.Clock, log: o.Log}
+	s := &Server{store: o.Store, clock: o.Clock, log: o.Log, metrics: o.Metrics}
 	if s.clock == nil {
 		s.clock = limiter.SystemClock{}
 	}
@@ -72,7 +75,9 @@ func (s *Server) Process(stream extprocv3.ExternalProcessor_ProcessServer) error
 			}
 			return err
 		}
+		start := time.Now()
 		resp := p.handle(req)
+		s.metrics.observe(phaseName(req), start)
 		if resp == nil {
 			return status.Errorf(codes.InvalidArgument, "tokengate: unexpected ext_proc message %T", req.Request)
 		}
@@ -106,4 +111,18 @@ func containsFold(list []string, s string) bool {
 		}
 	}
 	return false
+}
+
+func phaseName(req *extprocv3.ProcessingRequest) string {
+	switch req.Request.(type) {
+	case *extprocv3.ProcessingRequest_RequestHeaders:
+		return "request_headers"
+	case *extprocv3.ProcessingRequest_RequestBody:
+		return "request_body"
+	case *extprocv3.ProcessingRequest_ResponseHeaders:
+		return "response_headers"
+	case *extprocv3.ProcessingRequest_ResponseBody:
+		return "response_body"
+	}
+	return "other"
 }

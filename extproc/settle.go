@@ -53,8 +53,10 @@ func (p *processor) settle() (*extprocv3.HeaderMutation, *structpb.Struct) {
 	p.settled = true
 	now := p.s.clock.Now()
 	if err := p.s.store.Settle(p.ctx, p.counter, p.reserved, total, now); err != nil {
+		p.s.metrics.storeError("settle")
 		p.s.log.Warn("limiter store failed to settle", zap.String("key", p.keyHash[:8]), zap.Error(err))
 	}
+	p.record(prompt, completion, source)
 	p.logDecision(decisionAllowed, zap.Int64("tokens", total), zap.String("source", source))
 	d, err := p.s.store.Status(p.ctx, p.counter, p.policy.TokensPerMinute, now)
 	if err != nil {
@@ -90,20 +92,33 @@ func (p *processor) finish() {
 	if p.stream != nil {
 		p.usage, p.reported = p.stream.Usage()
 	}
-	_, _, total, source := p.charge()
+	prompt, completion, total, source := p.charge()
+	p.record(prompt, completion, source)
 	ctx, cancel := context.WithTimeout(context.WithoutCancel(p.ctx), settleTimeout)
 	defer cancel()
 	if err := p.s.store.Settle(ctx, p.counter, p.reserved, total, p.s.clock.Now()); err != nil {
+		p.s.metrics.storeError("settle")
 		p.s.log.Warn("limiter store failed to settle an interrupted request", zap.String("key", p.keyHash[:8]), zap.Error(err))
 	}
 	p.s.log.Debug("stream ended before the response did; settled", zap.String("key", p.keyHash[:8]),
 		zap.Int("status", p.status), zap.Int64("tokens", total), zap.String("source", source))
 }
 
+// record counts a settled request in the metrics.
+func (p *processor) record(prompt, completion int64, source string) {
+	m := p.s.metrics
+	m.request(p.policy.Name, decisionAllowed)
+	m.charged(p.policy.Name, source, prompt, completion)
+	if source == sourceReported {
+		m.estimate(p.estimate, p.usage.Prompt)
+	}
+}
+
 func (p *processor) rejectRate(d limiter.Decision) *extprocv3.ProcessingResponse {
 	var h headerSet
 	secs := p.retryHeaders(&h, d.RetryAfter)
 	p.rateHeaders(&h, d)
+	p.s.metrics.request(p.policy.Name, decisionRateLimited)
 	p.logDecision(decisionRateLimited, zap.Duration("retry_after", d.RetryAfter))
 	msg := fmt.Sprintf("Token limit is exceeded. Try again in %d seconds.", secs)
 	return immediate(typev3.StatusCode_TooManyRequests, &h, errorBody(msg, "tokens", "rate_limit_exceeded"),
@@ -114,6 +129,7 @@ func (p *processor) rejectRate(d limiter.Decision) *extprocv3.ProcessingResponse
 }
 
 func (p *processor) rejectMissingKey() *extprocv3.ProcessingResponse {
+	p.s.metrics.request(p.policy.Name, decisionMissingKey)
 	p.logDecision(decisionMissingKey)
 	msg := fmt.Sprintf("Access denied due to missing subscription key. Include it in one of these headers: %v.",
 		p.policy.CounterKey.Header)

@@ -5,16 +5,19 @@ import (
 	"net/http"
 	"time"
 
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/promhttp"
 	"google.golang.org/grpc/health"
 	healthpb "google.golang.org/grpc/health/grpc_health_v1"
 
 	"github.com/tokengate/tokengate/limiter"
 )
 
-// adminMux serves the admin port: liveness, readiness and, only when the
-// server runs on a fake clock, the hook tests use to move it.
-func adminMux(hs *health.Server, clock *limiter.ManualClock) *http.ServeMux {
+// adminMux serves the admin port: liveness, readiness, metrics and, only
+// when the server runs on a fake clock, the hook tests use to move it.
+func adminMux(hs *health.Server, reg *prometheus.Registry, clock *limiter.ManualClock) *http.ServeMux {
 	mux := http.NewServeMux()
+	mux.Handle("GET /metrics", promhttp.HandlerFor(reg, promhttp.HandlerOpts{}))
 	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, r *http.Request) {
 		fmt.Fprintln(w, "ok")
 	})

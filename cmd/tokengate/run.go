@@ -11,6 +11,8 @@ import (
 	"time"
 
 	extprocv3 "github.com/envoyproxy/go-control-plane/envoy/service/ext_proc/v3"
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/collectors"
 	"go.uber.org/zap"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/health"
@@ -131,13 +133,16 @@ func Run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	}
 
 	srv := grpc.NewServer(grpc.MaxRecvMsgSize(cfg.MaxReceiveBytes))
-	proc := extproc.New(extproc.Options{Policies: cfg.Policies, Store: store, Clock: clock, Log: log})
+	reg := prometheus.NewRegistry()
+	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+	metrics := extproc.NewMetrics(reg)
+	proc := extproc.New(extproc.Options{Policies: cfg.Policies, Store: store, Clock: clock, Log: log, Metrics: metrics})
 	extprocv3.RegisterExternalProcessorServer(srv, proc)
 	hs := health.NewServer()
 	healthpb.RegisterHealthServer(srv, hs)
 	reflection.Register(srv)
 
-	admin := &http.Server{Handler: adminMux(hs, manual), ReadHeaderTimeout: 5 * time.Second}
+	admin := &http.Server{Handler: adminMux(hs, reg, manual), ReadHeaderTimeout: 5 * time.Second}
 
 	errc := make(chan error, 2)
 	go func() { errc <- srv.Serve(grpcLn) }()

@@ -1,0 +1,93 @@
+package extproc
+
+import (
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+)
+
+// Metrics are tokengate's Prometheus series. No label carries a key: keys
+// are unbounded and secret.
+type Metrics struct {
+	requests    *prometheus.CounterVec
+	tokens      *prometheus.CounterVec
+	passthrough prometheus.Counter
+	latency     *prometheus.HistogramVec
+	storeErrors *prometheus.CounterVec
+	estimateErr prometheus.Histogram
+}
+
+// NewMetrics registers the series on reg.
+func NewMetrics(reg prometheus.Registerer) *Metrics {
+	m := &Metrics{
+		requests: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "tokengate_requests_total",
+			Help: "Counted requests by policy and decision.",
+		}, []string{"policy", "decision"}),
+		tokens: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "tokengate_tokens_total",
+			Help: "Tokens charged, by policy, kind (prompt, completion) and source of the count (reported, counted, estimated).",
+		}, []string{"policy", "kind", "source"}),
+		passthrough: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "tokengate_passthrough_total",
+			Help: "Requests to paths that are not a known inference API, passed through uncounted.",
+		}),
+		latency: prometheus.NewHistogramVec(prometheus.HistogramOpts{
+			Name:    "tokengate_decision_duration_seconds",
+			Help:    "Time to answer one ext_proc message, by phase.",
+			Buckets: []float64{25e-6, 50e-6, 100e-6, 250e-6, 500e-6, 1e-3, 2.5e-3, 5e-3, 10e-3, 25e-3, 50e-3, 100e-3, 200e-3},
+		}, []string{"phase"}),
+		storeErrors: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "tokengate_store_errors_total",
+			Help: "Limiter store operations that failed, by operation.",
+		}, []string{"op"}),
+		estimateErr: prometheus.NewHistogram(prometheus.HistogramOpts{
+			Name:    "tokengate_prompt_estimate_error_ratio",
+			Help:    "(estimated - reported) / reported prompt tokens, for requests that had both.",
+			Buckets: []float64{-0.5, -0.2, -0.1, -0.05, -0.01, 0, 0.01, 0.05, 0.1, 0.2, 0.5},
+		}),
+	}
+	reg.MustRegister(m.requests, m.tokens, m.passthrough, m.latency, m.storeErrors, m.estimateErr)
+	return m
+}
+
+// The methods accept a nil *Metrics so that tests and benchmarks can run
+// without a registry.
+
+func (m *Metrics) request(policy, decision string) {
+	if m != nil {
+		m.requests.WithLabelValues(policy, decision).Inc()
+	}
+}
+
+func (m *Metrics) charged(policy, source string, prompt, completion int64) {
+	if m == nil {
+		return
+	}
+	m.tokens.WithLabelValues(policy, "prompt", source).Add(float64(prompt))
+	m.tokens.WithLabelValues(policy, "completion", source).Add(float64(completion))
+}
+
+func (m *Metrics) passed() {
+	if m != nil {
+		m.passthrough.Inc()
+	}
+}
+
+func (m *Metrics) observe(phase string, start time.Time) {
+	if m != nil {
+		m.latency.WithLabelValues(phase).Observe(time.Since(start).Seconds())
+	}
+}
+
+func (m *Metrics) storeError(op string) {
+	if m != nil {
+		m.storeErrors.WithLabelValues(op).Inc()
+	}
+}
+
+func (m *Metrics) estimate(estimated, reported int64) {
+	if m != nil && estimated > 0 && reported > 0 {
+		m.estimateErr.Observe(float64(estimated-reported) / float64(reported))
+	}
+}
