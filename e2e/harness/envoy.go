@@ -1,0 +1,130 @@
+package harness
+
+import (
+	"context"
+	"net"
+	"net/http"
+	"os"
+	"path/filepath"
+	"strconv"
+	"testing"
+	"time"
+
+	bootstrapv3 "github.com/envoyproxy/go-control-plane/envoy/config/bootstrap/v3"
+	clusterv3 "github.com/envoyproxy/go-control-plane/envoy/config/cluster/v3"
+	corev3 "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
+	endpointv3 "github.com/envoyproxy/go-control-plane/envoy/config/endpoint/v3"
+	"google.golang.org/protobuf/encoding/protojson"
+	"google.golang.org/protobuf/proto"
+)
+
+// EnvoyReadyTimeout bounds Envoy's start, first health checks included.
+const EnvoyReadyTimeout = 60 * time.Second
+
+// UpstreamCluster is the cluster envoy.yaml routes API calls to.
+const UpstreamCluster = "openai"
+
+// StartEnvoy runs the Envoy binary bin on a copy of envoy.yaml whose
+// listener and admin are on free loopback ports and whose tokengate and
+// upstream clusters point at this stack's processes. Once Envoy reports
+// ready it becomes the stack's URL, which is also returned.
+func (s *Stack) StartEnvoy(bin string) string {
+	s.t.Helper()
+	b := proto.Clone(s.Bootstrap).(*bootstrapv3.Bootstrap)
+	listen, admin := freePort(s.t), freePort(s.t)
+	b.GetStaticResources().GetListeners()[0].Address = loopback(listen)
+	b.Admin = &bootstrapv3.Admin{Address: loopback(admin)}
+	procCluster := s.Filter.GetGrpcService().GetEnvoyGrpc().GetClusterName()
+	if procCluster == "" {
+		s.t.Fatal("harness: the ext_proc filter does not use envoy_grpc; cannot point it at tokengate")
+	}
+	s.pointCluster(b, procCluster, s.Tokengate.Field("grpc"))
+	s.pointCluster(b, UpstreamCluster, s.Mock.Field("http"))
+
+	data, err := protojson.MarshalOptions{Indent: "  "}.Marshal(b)
+	if err != nil {
+		s.t.Fatal(err)
+	}
+	path := filepath.Join(s.Dir, "envoy.json")
+	if err := os.WriteFile(path, data, 0o600); err != nil {
+		s.t.Fatal(err)
+	}
+	p := Launch(s.t, bin, "-c", path, "--use-dynamic-base-id", "--concurrency", "2", "--log-level", "warn")
+	s.waitEnvoyReady(p, "http://127.0.0.1:"+strconv.Itoa(admin)+"/ready")
+	s.URL = "http://127.0.0.1:" + strconv.Itoa(listen)
+	return s.URL
+}
+
+// pointCluster makes cluster name a static cluster with the single
+// endpoint hostport: DNS names of the compose file mean nothing here.
+func (s *Stack) pointCluster(b *bootstrapv3.Bootstrap, name, hostport string) {
+	s.t.Helper()
+	host, port, err := net.SplitHostPort(hostport)
+	if err != nil {
+		s.t.Fatal(err)
+	}
+	n, err := strconv.Atoi(port)
+	if err != nil {
+		s.t.Fatal(err)
+	}
+	for _, c := range b.GetStaticResources().GetClusters() {
+		if c.GetName() != name {
+			continue
+		}
+		c.ClusterDiscoveryType = &clusterv3.Cluster_Type{Type: clusterv3.Cluster_STATIC}
+		c.LoadAssignment = &endpointv3.ClusterLoadAssignment{
+			ClusterName: name,
+			Endpoints: []*endpointv3.LocalityLbEndpoints{{LbEndpoints: []*endpointv3.LbEndpoint{{
+				HostIdentifier: &endpointv3.LbEndpoint_Endpoint{Endpoint: &endpointv3.Endpoint{Address: address(host, n)}},
+			}}}},
+		}
+		return
+	}
+	s.t.Fatalf("harness: envoy.yaml has no cluster %q", name)
+}
+
+// waitEnvoyReady polls Envoy's admin /ready, the only readiness signal
+// Envoy gives, until it answers 200 or Envoy exits.
+func (s *Stack) waitEnvoyReady(p *Process, readyURL string) {
+	s.t.Helper()
+	deadline := time.Now().Add(EnvoyReadyTimeout)
+	tick := time.NewTicker(50 * time.Millisecond)
+	defer tick.Stop()
+	client := &http.Client{Timeout: time.Second}
+	for time.Now().Before(deadline) {
+		if p.Exited() {
+			s.t.Fatalf("envoy exited before it was ready; stderr:\n%s", tail(p.Stderr(), 4096))
+		}
+		req, _ := http.NewRequestWithContext(context.Background(), "GET", readyURL, nil)
+		if resp, err := client.Do(req); err == nil {
+			resp.Body.Close()
+			if resp.StatusCode == http.StatusOK {
+				return
+			}
+		}
+		<-tick.C
+	}
+	s.t.Fatalf("envoy not ready after %v; stderr:\n%s", EnvoyReadyTimeout, tail(p.Stderr(), 4096))
+}
+
+func loopback(port int) *corev3.Address { return address("127.0.0.1", port) }
+
+func address(host string, port int) *corev3.Address {
+	return &corev3.Address{Address: &corev3.Address_SocketAddress{SocketAddress: &corev3.SocketAddress{
+		Address:       host,
+		PortSpecifier: &corev3.SocketAddress_PortValue{PortValue: uint32(port)},
+	}}}
+}
+
+// freePort asks the kernel for a free loopback port. Another process
+// could take it before Envoy binds it; on loopback in a test run that is
+// rare enough to accept, since Envoy cannot report a port it chose.
+func freePort(t testing.TB) int {
+	t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	return ln.Addr().(*net.TCPAddr).Port
+}
