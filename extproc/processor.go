@@ -98,12 +98,10 @@ func (p *processor) requestBody(b *extprocv3.HttpBody) *extprocv3.ProcessingResp
 	if !p.admitted {
 		return continueRequestBody()
 	}
-	p.body = append(p.body, b.GetBody()...)
-	if !b.GetEndOfStream() {
+	body := p.collect(b)
+	if body == nil {
 		return continueRequestBody()
 	}
-	body := p.body
-	p.body = nil
 	req, err := openai.ParseRequest(p.route.API, body)
 	if err != nil {
 		// Not ours to judge: the upstream will answer 400, and nothing
@@ -166,4 +164,23 @@ func (p *processor) release() {
 		_ = p.s.store.Settle(p.ctx, p.counter, p.reserved, 0, p.s.clock.Now())
 	}
 	p.admitted, p.reserved = false, 0
+}
+
+// collect gathers a body that arrives in several messages (Envoy sends one
+// when buffering, but a streamed request body is chunked) and returns it
+// once complete; nil until then. A body that arrives whole is not copied.
+func (p *processor) collect(b *extprocv3.HttpBody) []byte {
+	if !b.GetEndOfStream() {
+		p.body = append(p.body, b.GetBody()...)
+		return nil
+	}
+	body := b.GetBody()
+	if p.body != nil {
+		body = append(p.body, body...)
+		p.body = nil
+	}
+	if body == nil {
+		body = []byte{}
+	}
+	return body
 }

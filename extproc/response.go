@@ -61,11 +61,11 @@ func (p *processor) responseBody(b *extprocv3.HttpBody) *extprocv3.ProcessingRes
 		p.endStream()
 		return p.settleReply(continueResponseBody)
 	}
-	p.body = append(p.body, b.GetBody()...)
-	if !b.GetEndOfStream() {
+	body := p.collect(b)
+	if body == nil {
 		return continueResponseBody(nil)
 	}
-	p.readBufferedUsage()
+	p.readBufferedUsage(body)
 	return p.settleReply(continueResponseBody)
 }
 
@@ -89,9 +89,8 @@ func (p *processor) endStream() {
 	p.usage, p.reported = p.stream.Usage()
 }
 
-func (p *processor) readBufferedUsage() {
-	body, err := decode.Bytes(p.encoding, p.body)
-	p.body = nil
+func (p *processor) readBufferedUsage(body []byte) {
+	body, err := decode.Bytes(p.encoding, body)
 	if err != nil {
 		p.s.log.Debug("response body not decodable", zap.String("key", p.keyHash[:8]), zap.Error(err))
 		return

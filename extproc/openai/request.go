@@ -17,11 +17,8 @@ type Request struct {
 	// whichever the request sets; 0 when none.
 	MaxOutput int64
 
-	api          API
-	messages     json.RawMessage
-	prompt       json.RawMessage
-	input        json.RawMessage
-	instructions string
+	api  API
+	body []byte // kept to read the prompt only when a policy estimates
 }
 
 type wireRequest struct {
@@ -33,7 +30,10 @@ type wireRequest struct {
 	MaxTokens           int64 `json:"max_tokens"`
 	MaxCompletionTokens int64 `json:"max_completion_tokens"`
 	MaxOutputTokens     int64 `json:"max_output_tokens"`
+}
 
+// wirePrompt is the text of a request, decoded only when estimating.
+type wirePrompt struct {
 	Messages     json.RawMessage `json:"messages"`
 	Prompt       json.RawMessage `json:"prompt"`
 	Input        json.RawMessage `json:"input"`
@@ -62,35 +62,35 @@ func ParseRequest(api API, body []byte) (*Request, error) {
 	if w.StreamOptions != nil {
 		r.IncludeUsage = w.StreamOptions.IncludeUsage
 	}
-	// The prompt is kept raw: it is decoded only when a policy estimates,
-	// and most requests need just the fields above.
-	r.messages, r.prompt, r.input, r.instructions = w.Messages, w.Prompt, w.Input, w.Instructions
-	if len(r.messages) > 0 && r.messages[0] != '[' && string(r.messages) != "null" {
-		return nil, fmt.Errorf("openai: %s request: messages is not an array", api)
-	}
+	r.body = body
 	return r, nil
 }
 
 // PromptTokens estimates the prompt the way the model will count it.
-// model is the request's model, or the deployment standing for it.
+// model is the request's model, or the deployment standing for it. Prompt
+// fields of the wrong type count as nothing: the upstream will refuse them.
 func (r *Request) PromptTokens(model string) int64 {
+	var w wirePrompt
+	if json.Unmarshal(r.body, &w) != nil {
+		return 0
+	}
 	var msgs []tokenize.Message
 	var texts []string
 	switch r.api {
 	case ChatCompletions:
-		msgs = messagesOf(r.messages)
+		msgs = messagesOf(w.Messages)
 	case Completions:
-		texts = stringsOf(r.prompt)
+		texts = stringsOf(w.Prompt)
 	case Embeddings:
-		texts = stringsOf(r.input)
+		texts = stringsOf(w.Input)
 	case Responses:
-		if r.instructions != "" {
-			msgs = append(msgs, tokenize.Message{Role: "system", Content: r.instructions})
+		if w.Instructions != "" {
+			msgs = append(msgs, tokenize.Message{Role: "system", Content: w.Instructions})
 		}
-		if m := messagesOf(r.input); m != nil {
+		if m := messagesOf(w.Input); m != nil {
 			msgs = append(msgs, m...)
 		} else {
-			texts = stringsOf(r.input)
+			texts = stringsOf(w.Input)
 		}
 	}
 	n := 0

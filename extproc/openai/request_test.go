@@ -54,9 +54,18 @@ func TestParseRequest(t *testing.T) {
 }
 
 func TestParseRequestMalformed(t *testing.T) {
-	for _, body := range []string{``, `{`, `not json`, `[1,2]`, `{"messages":"x"}`, `{"max_tokens":"ten"}`} {
+	for _, body := range []string{``, `{`, `not json`, `[1,2]`, `{"max_tokens":"ten"}`} {
 		if _, err := ParseRequest(ChatCompletions, []byte(body)); err == nil {
 			t.Errorf("ParseRequest(%q) succeeded, want error", body)
+		}
+	}
+	for _, body := range []string{`{"messages":"x"}`, `{"messages":[{"role":1}]}`, `{"messages":[1,2]}`} {
+		r, err := ParseRequest(ChatCompletions, []byte(body))
+		if err != nil {
+			t.Fatalf("ParseRequest(%q): %v", body, err)
+		}
+		if n := r.PromptTokens("gpt-4o"); n != 0 {
+			t.Errorf("PromptTokens(%q) = %d, want 0 for a prompt of the wrong type", body, n)
 		}
 	}
 }
