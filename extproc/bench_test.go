@@ -121,3 +121,43 @@ func BenchmarkServer(b *testing.B) {
 		}
 	}
 }
+
+// BenchmarkStream measures a streamed chat completion of 500 SSE chunks
+// (each answered before the next is sent, as the harness does) through the
+// real gRPC server, next to the do-nothing server; ns/message spreads the
+// request over its 503 messages.
+func BenchmarkStream(b *testing.B) {
+	const chunks = 500
+	var msgs []*extprocv3.ProcessingRequest
+	msgs = append(msgs,
+		reqHeaders(false, ":method", "POST", ":path", "/v1/chat/completions", "api-key", "k"),
+		reqBody(streamBody),
+		respHeaders("200", false, "content-type", "text/event-stream"))
+	for i := range chunks {
+		data := fmt.Sprintf("data: {\"id\":\"chatcmpl-1\",\"object\":\"chat.completion.chunk\",\"model\":\"gpt-4o\",\"choices\":[{\"index\":0,\"delta\":{\"content\":\" word%d\"}}],\"usage\":null}\n\n", i)
+		if i == chunks-1 {
+			data += `data: {"choices":[],"usage":{"prompt_tokens":15,"completion_tokens":1000,"total_tokens":1015}}` + "\n\ndata: [DONE]\n\n"
+		}
+		msgs = append(msgs, chunk([]byte(data), i == chunks-1))
+	}
+	p := labPolicy()
+	p.TokensPerMinute = 1 << 50
+	for _, s := range []struct {
+		name string
+		impl extprocv3.ExternalProcessorServer
+	}{
+		{"nop", nopServer{}},
+		{"counted", New(Options{Policies: []config.Policy{p}, Store: limiter.NewMemory()})},
+	} {
+		b.Run(s.name, func(b *testing.B) {
+			c := serve(b, s.impl)
+			b.ReportAllocs()
+			for b.Loop() {
+				if err := oneRequest(context.Background(), c, msgs); err != nil {
+					b.Fatal(err)
+				}
+			}
+			b.ReportMetric(float64(b.Elapsed().Nanoseconds())/float64(b.N)/float64(len(msgs)), "ns/message")
+		})
+	}
+}
