@@ -31,8 +31,12 @@ func (e *fileInUseError) Unwrap() error { return ErrFileInUse }
 // errClosed is what Flush says once Close has run.
 var errClosed = errors.New("limiter: bbolt store is closed")
 
-// windowsBucket is the bbolt bucket holding one encoded window per key.
-var windowsBucket = []byte("windows")
+// windowsBucket is the bbolt bucket holding one encoded window per key;
+// quotasBucket holds one encoded quota per key that has one.
+var (
+	windowsBucket = []byte("windows")
+	quotasBucket  = []byte("quotas")
+)
 
 // Defaults for the zero fields of BoltOptions.
 const (
@@ -125,6 +129,9 @@ func OpenBolt(opts BoltOptions) (*Bolt, error) {
 // already idle at now, so the file does not keep keys nobody uses.
 func (b *Bolt) restore(now time.Time) error {
 	return b.db.Update(func(tx *bolt.Tx) error {
+		if err := b.restoreQuotas(tx, now); err != nil {
+			return err
+		}
 		bk, err := tx.CreateBucketIfNotExists(windowsBucket)
 		if err != nil {
 			return err
@@ -156,6 +163,37 @@ func (b *Bolt) restore(now time.Time) error {
 	})
 }
 
+// restoreQuotas loads the quotas of periods still running at now and
+// deletes the rest.
+func (b *Bolt) restoreQuotas(tx *bolt.Tx, now time.Time) error {
+	bk, err := tx.CreateBucketIfNotExists(quotasBucket)
+	if err != nil {
+		return err
+	}
+	var stale [][]byte
+	err = bk.ForEach(func(k, v []byte) error {
+		q, err := decodeQuota(v)
+		if err != nil {
+			return fmt.Errorf("quota of key %q: %w", k, err)
+		}
+		if q.idle(now) {
+			stale = append(stale, bytes.Clone(k))
+			return nil
+		}
+		b.mem.loadQuota(string(k), q)
+		return nil
+	})
+	if err != nil {
+		return err
+	}
+	for _, k := range stale {
+		if err := bk.Delete(k); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
 // run flushes on every tick until Close. A failed flush keeps its keys for
 // the next one, and Close reports the last.
 func (b *Bolt) run(every time.Duration) {
@@ -173,19 +211,39 @@ func (b *Bolt) run(every time.Duration) {
 }
 
 // Reserve implements Store from memory.
-func (b *Bolt) Reserve(ctx context.Context, key string, limit, n int64, now time.Time) (Decision, error) {
-	return b.mem.Reserve(ctx, key, limit, n, now)
+func (b *Bolt) Reserve(ctx context.Context, key string, lim Limits, n int64, now time.Time) (Decision, error) {
+	return b.mem.Reserve(ctx, key, lim, n, now)
 }
 
-// Settle implements Store in memory; the charge reaches the file at the next
-// flush.
-func (b *Bolt) Settle(ctx context.Context, key string, reserved, used int64, now time.Time) error {
-	return b.mem.Settle(ctx, key, reserved, used, now)
+// Settle implements Store in memory; the window's charge reaches the file at
+// the next flush. A quota's charge is written before Settle returns: losing
+// a second of a window is a second's worth of tokens, losing a quota's
+// charge could refund a month. Concurrent settles share one transaction.
+func (b *Bolt) Settle(ctx context.Context, key string, lim Limits, reserved, used int64, now time.Time) error {
+	if err := b.mem.Settle(ctx, key, lim, reserved, used, now); err != nil {
+		return err
+	}
+	if lim.Quota <= 0 || used <= 0 || len(key) == 0 || len(key) > bolt.MaxKeySize {
+		return nil
+	}
+	err := b.db.Batch(func(tx *bolt.Tx) error {
+		// Read the quota inside the transaction, not before: whichever
+		// settle's transaction commits last then writes the latest count.
+		v, ok := b.mem.appendQuotaOf(nil, key, b.clock.Now())
+		if !ok {
+			return tx.Bucket(quotasBucket).Delete([]byte(key))
+		}
+		return tx.Bucket(quotasBucket).Put([]byte(key), v)
+	})
+	if err != nil {
+		return fmt.Errorf("limiter: persist quota to bbolt file %s: %w", b.path, err)
+	}
+	return nil
 }
 
 // Status implements Store from memory.
-func (b *Bolt) Status(ctx context.Context, key string, limit int64, now time.Time) (Decision, error) {
-	return b.mem.Status(ctx, key, limit, now)
+func (b *Bolt) Status(ctx context.Context, key string, lim Limits, now time.Time) (Decision, error) {
+	return b.mem.Status(ctx, key, lim, now)
 }
 
 // Sweep forgets the keys idle at now, as Memory.Sweep; the next flush

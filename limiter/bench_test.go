@@ -42,7 +42,7 @@ func BenchmarkMemoryReserve(b *testing.B) {
 				i := int(next.Add(1)) * 7919
 				for pb.Next() {
 					now := t0.Add(time.Duration(i) * time.Microsecond)
-					_, _ = m.Reserve(ctx, names[i%keys], math.MaxInt64, 1, now)
+					_, _ = m.Reserve(ctx, names[i%keys], Limits{TokensPerMinute: math.MaxInt64}, 1, now)
 					i++
 				}
 			})
@@ -62,8 +62,8 @@ func BenchmarkMemoryReserveSettle(b *testing.B) {
 		i := 0
 		for pb.Next() {
 			now := t0.Add(time.Duration(i) * time.Microsecond)
-			_, _ = m.Reserve(ctx, key, 1<<40, 100, now)
-			_ = m.Settle(ctx, key, 100, 90, now)
+			_, _ = m.Reserve(ctx, key, Limits{TokensPerMinute: 1 << 40}, 100, now)
+			_ = m.Settle(ctx, key, Limits{}, 100, 90, now)
 			i++
 		}
 	})

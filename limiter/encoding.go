@@ -79,3 +79,40 @@ func decodeWindow(b []byte, now time.Time) (window, error) {
 	w.advance(sec)
 	return w, nil
 }
+
+// appendQuota appends the encoding of q: the version byte, the period, the
+// period's start as a signed varint and the used count as an unsigned one.
+// Reservations are not written, as with windows.
+func appendQuota(dst []byte, q *quota) []byte {
+	dst = append(dst, encodingV1, byte(q.period))
+	dst = binary.AppendVarint(dst, q.start)
+	return binary.AppendUvarint(dst, uint64(max(q.used, 0)))
+}
+
+// decodeQuota restores a quota from its encoding.
+func decodeQuota(b []byte) (quota, error) {
+	if len(b) < 2 {
+		return quota{}, errTruncated
+	}
+	if b[0] != encodingV1 {
+		return quota{}, fmt.Errorf("unknown quota encoding version %d", b[0])
+	}
+	q := quota{period: Period(b[1])}
+	if q.period == NoPeriod || q.period > Yearly {
+		return quota{}, fmt.Errorf("unknown quota period %d", b[1])
+	}
+	b = b[2:]
+	start, n := binary.Varint(b)
+	if n <= 0 {
+		return quota{}, errTruncated
+	}
+	used, m := binary.Uvarint(b[n:])
+	if m <= 0 {
+		return quota{}, errTruncated
+	}
+	if used > maxBucket {
+		return quota{}, fmt.Errorf("quota count %d out of range", used)
+	}
+	q.start, q.used = start, int64(used)
+	return q, nil
+}

@@ -16,11 +16,33 @@ const (
 	Buckets = 60
 )
 
-// Decision is what a store answers to Reserve and Status.
+// Limits are the budgets of one counter key: a sliding window, a calendar
+// quota, or both (APIM's rule). A zero field is no limit.
+type Limits struct {
+	TokensPerMinute int64
+	Quota           int64
+	Period          Period
+}
+
+// Reason says which budget refused a request.
+type Reason int
+
+// Reasons; a request both budgets refuse is QuotaExceeded, the one a client
+// cannot wait out in a minute.
+const (
+	ReasonNone Reason = iota
+	RateLimited
+	QuotaExceeded
+)
+
+// Decision is what a store answers to Reserve and Status. Limit through
+// Reset describe the window; Quota the calendar quota.
 type Decision struct {
-	// Allowed reports whether the requested tokens fit.
+	// Allowed reports whether the requested tokens fit both budgets.
 	Allowed bool
-	// Limit is the budget the decision was taken against.
+	// Reason, when !Allowed, says which budget refused.
+	Reason Reason
+	// Limit is the window's budget, 0 when the key has none.
 	Limit int64
 	// Used is the tokens charged in the window plus those reserved by
 	// requests still in flight, after this call.
@@ -34,6 +56,18 @@ type Decision struct {
 	// Reset is the time until every charged token has left the window, as
 	// OpenAI's x-ratelimit-reset-tokens means it.
 	Reset time.Duration
+	// Quota is the calendar quota's state, zero when the key has none.
+	Quota QuotaState
+}
+
+// QuotaState is a quota as a decision sees it.
+type QuotaState struct {
+	Limit     int64
+	Used      int64 // charged this period plus reserved in flight
+	Remaining int64
+	// Reset is the time until the period ends and the quota is whole again;
+	// it is also the retry-after of a request the quota refused.
+	Reset time.Duration
 }
 
 // Store is a set of windows, one per counter key. Implementations are safe
@@ -46,16 +80,22 @@ type Store interface {
 	// is APIM's check: reject once the window is spent. A negative n counts
 	// as zero. The check and the hold are one step, so concurrent requests
 	// can never be admitted together past the limit.
-	Reserve(ctx context.Context, key string, limit, n int64, now time.Time) (Decision, error)
+	//
+	// With a quota in lim, the request must also fit the quota, and n is
+	// held against both.
+	Reserve(ctx context.Context, key string, lim Limits, n int64, now time.Time) (Decision, error)
 	// Settle ends a reservation of reserved tokens and charges used tokens
 	// to the window at now. It must be called exactly once per admitted
 	// request; used may be zero. Negative values count as zero, and no more
 	// is released than the key holds, so a confused caller cannot mint
 	// budget.
-	Settle(ctx context.Context, key string, reserved, used int64, now time.Time) error
+	// With a quota in lim, used is also charged to the quota's period at
+	// now, and a store that persists keeps it before returning: a crash
+	// must not refund a month.
+	Settle(ctx context.Context, key string, lim Limits, reserved, used int64, now time.Time) error
 	// Status reports the window without changing it, as Reserve with n == 0
 	// would: Allowed means used+reserved < limit.
-	Status(ctx context.Context, key string, limit int64, now time.Time) (Decision, error)
+	Status(ctx context.Context, key string, lim Limits, now time.Time) (Decision, error)
 	// Close flushes what the store must keep and releases its resources.
 	Close() error
 }

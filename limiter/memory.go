@@ -47,10 +47,11 @@ type shard struct {
 	_     [64]byte // keeps the next shard's mutex off this cache line
 }
 
-// entry is a key's window and the bookkeeping that lets it be found and
-// forgotten in constant time.
+// entry is a key's window, its quota when it has one, and the bookkeeping
+// that lets it be found and forgotten in constant time.
 type entry struct {
 	window
+	quota *quota // nil for keys without a quota, which most are
 	key   string
 	pos   int  // index in shard.order
 	dirty bool // key is in shard.dirty
@@ -73,18 +74,18 @@ func (m *Memory) shard(key string) *shard {
 
 // Reserve implements Store. A key that is not known and that the call leaves
 // idle (a refusal, or a check with n == 0) is not stored at all.
-func (m *Memory) Reserve(_ context.Context, key string, limit, n int64, now time.Time) (Decision, error) {
+func (m *Memory) Reserve(_ context.Context, key string, lim Limits, n int64, now time.Time) (Decision, error) {
 	s := m.shard(key)
 	s.mu.Lock()
 	var d Decision
 	if e := s.entries[key]; e != nil {
-		d = e.reserve(limit, n, now)
-		s.forgetIfIdle(e)
+		d = e.reserve(lim, n, now)
+		s.forgetIfIdle(e, now)
 	} else {
-		var w window
-		d = w.reserve(limit, n, now)
-		if w.reserved != 0 {
-			s.add(key, &w)
+		var fresh entry
+		d = fresh.reserve(lim, n, now)
+		if !fresh.idle(now) {
+			s.addEntry(key, &fresh)
 		}
 	}
 	s.tick(now)
@@ -93,19 +94,19 @@ func (m *Memory) Reserve(_ context.Context, key string, limit, n int64, now time
 }
 
 // Settle implements Store.
-func (m *Memory) Settle(_ context.Context, key string, reserved, used int64, now time.Time) error {
+func (m *Memory) Settle(_ context.Context, key string, lim Limits, reserved, used int64, now time.Time) error {
 	s := m.shard(key)
 	s.mu.Lock()
 	e := s.entries[key]
 	if e == nil && used > 0 {
-		e = s.add(key, &window{})
+		e = s.addEntry(key, &entry{})
 	}
 	if e != nil {
-		e.settle(reserved, used, now)
+		e.settleAll(lim, reserved, used, now)
 		if used > 0 {
 			s.markDirty(e)
 		}
-		s.forgetIfIdle(e)
+		s.forgetIfIdle(e, now)
 	}
 	s.tick(now)
 	s.mu.Unlock()
@@ -113,15 +114,15 @@ func (m *Memory) Settle(_ context.Context, key string, reserved, used int64, now
 }
 
 // Status implements Store.
-func (m *Memory) Status(_ context.Context, key string, limit int64, now time.Time) (Decision, error) {
+func (m *Memory) Status(_ context.Context, key string, lim Limits, now time.Time) (Decision, error) {
 	s := m.shard(key)
 	s.mu.Lock()
 	var d Decision
 	if e := s.entries[key]; e != nil {
-		d = e.status(limit, now)
+		d = e.statusAll(lim, now)
 	} else {
-		var w window
-		d = w.status(limit, now)
+		var fresh entry
+		d = fresh.statusAll(lim, now)
 	}
 	s.tick(now)
 	s.mu.Unlock()
@@ -165,13 +166,18 @@ func (m *Memory) Len() int {
 // Close implements Store; there is nothing to release.
 func (m *Memory) Close() error { return nil }
 
-// add stores a copy of w under key. The key is cloned: it may be a slice of
-// a whole request the caller would otherwise never get back.
+// add stores a copy of w under key.
 func (s *shard) add(key string, w *window) *entry {
-	e := &entry{window: *w, key: strings.Clone(key), pos: len(s.order)}
-	s.entries[e.key] = e
-	s.order = append(s.order, e)
-	return e
+	return s.addEntry(key, &entry{window: *w})
+}
+
+// addEntry stores a copy of e under key. The key is cloned: it may be a
+// slice of a whole request the caller would otherwise never get back.
+func (s *shard) addEntry(key string, e *entry) *entry {
+	c := &entry{window: e.window, quota: e.quota, key: strings.Clone(key), pos: len(s.order)}
+	s.entries[c.key] = c
+	s.order = append(s.order, c)
+	return c
 }
 
 // remove forgets e, noting it for the file when one is written behind.
@@ -190,8 +196,8 @@ func (s *shard) remove(e *entry) {
 
 // forgetIfIdle removes e when a call has just left it empty. Reserve and
 // Settle advance the window, so sum is what the window holds.
-func (s *shard) forgetIfIdle(e *entry) {
-	if e.sum == 0 && e.reserved == 0 {
+func (s *shard) forgetIfIdle(e *entry, now time.Time) {
+	if e.sum == 0 && e.reserved == 0 && (e.quota == nil || e.quota.idle(now)) {
 		s.remove(e)
 	}
 }

@@ -13,7 +13,7 @@ import (
 // mustReserve calls Reserve and fails the test on error.
 func mustReserve(t *testing.T, st Store, key string, limit, n int64, now time.Time) Decision {
 	t.Helper()
-	d, err := st.Reserve(context.Background(), key, limit, n, now)
+	d, err := st.Reserve(context.Background(), key, Limits{TokensPerMinute: limit}, n, now)
 	if err != nil {
 		t.Fatalf("Reserve(%q, %d, %d): %v", key, limit, n, err)
 	}
@@ -22,14 +22,14 @@ func mustReserve(t *testing.T, st Store, key string, limit, n int64, now time.Ti
 
 func mustSettle(t *testing.T, st Store, key string, reserved, used int64, now time.Time) {
 	t.Helper()
-	if err := st.Settle(context.Background(), key, reserved, used, now); err != nil {
+	if err := st.Settle(context.Background(), key, Limits{}, reserved, used, now); err != nil {
 		t.Fatalf("Settle(%q, %d, %d): %v", key, reserved, used, err)
 	}
 }
 
 func mustStatus(t *testing.T, st Store, key string, limit int64, now time.Time) Decision {
 	t.Helper()
-	d, err := st.Status(context.Background(), key, limit, now)
+	d, err := st.Status(context.Background(), key, Limits{TokensPerMinute: limit}, now)
 	if err != nil {
 		t.Fatalf("Status(%q, %d): %v", key, limit, err)
 	}
@@ -58,7 +58,7 @@ func TestMemoryKeysAreApart(t *testing.T) {
 	wantUsed(t, m, "a", at(2*s), 70)
 	wantUsed(t, m, "b", at(2*s), 5)
 	wantUsed(t, m, "c", at(2*s), 0)
-	want := Decision{Limit: 100, Used: 70, Remaining: 30, RetryAfter: 59 * s, Reset: 59 * s}
+	want := Decision{Reason: RateLimited, Limit: 100, Used: 70, Remaining: 30, RetryAfter: 59 * s, Reset: 59 * s}
 	if d := mustReserve(t, m, "a", 100, 31, at(2*s)); d != want {
 		t.Errorf("a:\n got %+v\nwant %+v", d, want)
 	}
@@ -82,7 +82,7 @@ func TestMemoryNoOvershoot(t *testing.T) {
 			defer wg.Done()
 			for i := range tries {
 				now := at(time.Duration(g+i) * ms)
-				d, _ := m.Reserve(context.Background(), "k", limit, n, now)
+				d, _ := m.Reserve(context.Background(), "k", Limits{TokensPerMinute: limit}, n, now)
 				if d.Allowed {
 					admitted.Add(1)
 				}
@@ -110,13 +110,13 @@ func TestMemoryConcurrentKeys(t *testing.T) {
 			key := fmt.Sprint("k", g%4)
 			for i := range 500 {
 				now := at(time.Duration(i) * ms)
-				d, _ := m.Reserve(context.Background(), key, 1<<40, 3, now)
+				d, _ := m.Reserve(context.Background(), key, Limits{TokensPerMinute: 1 << 40}, 3, now)
 				if !d.Allowed {
 					t.Errorf("%s: refused: %+v", key, d)
 					return
 				}
-				_, _ = m.Status(context.Background(), key, 1<<40, now)
-				_ = m.Settle(context.Background(), key, 3, 2, now)
+				_, _ = m.Status(context.Background(), key, Limits{TokensPerMinute: 1 << 40}, now)
+				_ = m.Settle(context.Background(), key, Limits{}, 3, 2, now)
 			}
 		}()
 	}
@@ -185,7 +185,7 @@ func TestMemoryPerKey(t *testing.T) {
 	runtime.ReadMemStats(&before)
 	m := NewMemory()
 	for _, k := range names {
-		_ = m.Settle(context.Background(), k, 0, 1, t0)
+		_ = m.Settle(context.Background(), k, Limits{}, 0, 1, t0)
 	}
 	runtime.GC()
 	runtime.ReadMemStats(&after)

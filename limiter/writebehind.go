@@ -34,6 +34,31 @@ func (m *Memory) load(key string, w *window) {
 	s.mu.Unlock()
 }
 
+// loadQuota puts a restored quota in m.
+func (m *Memory) loadQuota(key string, q quota) {
+	s := m.shard(key)
+	s.mu.Lock()
+	e := s.entries[key]
+	if e == nil {
+		e = s.addEntry(key, &entry{})
+	}
+	e.quota = &q
+	s.mu.Unlock()
+}
+
+// appendQuotaOf appends the encoding of key's quota to dst; ok is false
+// when the key has no quota worth keeping at now.
+func (m *Memory) appendQuotaOf(dst []byte, key string, now time.Time) ([]byte, bool) {
+	s := m.shard(key)
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	e := s.entries[key]
+	if e == nil || e.quota == nil || e.quota.idle(now) {
+		return dst, false
+	}
+	return appendQuota(dst, e.quota), true
+}
+
 // drain takes the keys changed since the last drain and encodes their
 // windows into one buffer, one shard lock at a time so that calls wait no
 // longer than it takes to encode a shard's share. Windows idle at now, and
