@@ -2,6 +2,7 @@ package extproc
 
 import (
 	"context"
+	"strings"
 
 	extprocv3 "github.com/envoyproxy/go-control-plane/envoy/service/ext_proc/v3"
 	"go.uber.org/zap"
@@ -9,6 +10,7 @@ import (
 	"github.com/tokengate/tokengate/extproc/config"
 	"github.com/tokengate/tokengate/extproc/decode"
 	"github.com/tokengate/tokengate/extproc/openai"
+	"github.com/tokengate/tokengate/limiter"
 )
 
 // Decisions, as they appear in metadata and logs.
@@ -17,6 +19,8 @@ const (
 	decisionRateLimited = "rate_limited"
 	decisionMissingKey  = "missing_key"
 	decisionPassthrough = "passthrough"
+	decisionQuota       = "quota_exceeded"
+	decisionWouldReject = "would_reject"
 )
 
 // processor holds one HTTP request's state across its ext_proc messages.
@@ -28,8 +32,10 @@ type processor struct {
 	route   openai.Route
 	policy  *config.Policy
 	keyHash string // hex SHA-256 of the subscription key; the key itself is never kept
-	counter string // the limiter key: policy and key hash
+	counter string // the limiter key: policy, key hash and, per model, the model
+	limits  limiter.Limits
 	model   string
+	shadow  string // in shadow mode, the refusal that was not sent
 
 	admitted bool  // a reservation is held and must be settled
 	reserved int64 // tokens held by the reservation
@@ -92,6 +98,15 @@ func (p *processor) requestHeaders(h *extprocv3.HttpHeaders) *extprocv3.Processi
 	return continueRequestHeaders()
 }
 
+// counterKey names the budget the request draws on.
+func (p *processor) counterKey() string {
+	k := p.policy.Name + ":" + p.keyHash
+	if p.policy.CounterKey.PerModel {
+		k += ":" + strings.ToLower(p.model)
+	}
+	return k
+}
+
 // requestBody reads the request's model and prompt and, when the policy
 // estimates, reserves the prompt before the upstream sees it.
 func (p *processor) requestBody(b *extprocv3.HttpBody) *extprocv3.ProcessingResponse {
@@ -113,17 +128,25 @@ func (p *processor) requestBody(b *extprocv3.HttpBody) *extprocv3.ProcessingResp
 	if req.Model != "" {
 		p.model = req.Model
 	}
-	if next := p.s.match(p.path, p.model); next != p.policy && next != nil {
-		// A policy restricted to this model applies now the model is known.
+	next := p.s.match(p.path, p.model)
+	if next == nil {
+		next = p.policy
+	}
+	if next != p.policy || (next.CounterKey.PerModel && p.counter != p.counterKeyFor(next)) {
+		// Now the model is known, a policy restricted to it, or the
+		// model's own budget, applies: the headers-phase check is redone.
 		p.release()
 		p.policy = next
 		if resp := p.admit(0); resp != nil {
 			return resp
 		}
 	}
-	if p.policy.EstimatePromptTokens || req.Stream {
+	strict, budget := p.policy.Strict()
+	if p.policy.EstimatePromptTokens || req.Stream || strict {
 		p.estimate = req.PromptTokens(p.model)
-		if resp := p.admit(p.estimate); resp != nil {
+	}
+	if n := p.reservation(req, strict, budget); n > 0 {
+		if resp := p.admit(n); resp != nil {
 			return resp
 		}
 	}
@@ -135,11 +158,39 @@ func (p *processor) requestBody(b *extprocv3.HttpBody) *extprocv3.ProcessingResp
 	return continueRequestBody()
 }
 
-// admit checks (n == 0) or reserves n more tokens; it returns the 429 to
-// send when the window has no room.
+// reservation is what the request holds until it settles: the prompt
+// estimate, plus in strict mode the completion budget (the request's own
+// max, else the policy's), of the tokens the policy counts.
+func (p *processor) reservation(req *openai.Request, strict bool, budget int64) int64 {
+	prompt, completion := p.estimate, int64(0)
+	if strict {
+		completion = budget
+		if req.MaxOutput > 0 {
+			completion = req.MaxOutput
+		}
+	}
+	switch p.policy.Count {
+	case config.CountPrompt:
+		return prompt
+	case config.CountCompletion:
+		return completion
+	}
+	return prompt + completion
+}
+
+func (p *processor) counterKeyFor(pol *config.Policy) string {
+	saved := p.policy
+	p.policy = pol
+	defer func() { p.policy = saved }()
+	return p.counterKey()
+}
+
+// admit checks (n == 0) or reserves n more tokens; it returns the 429 or
+// 403 to send when the budgets have no room.
 func (p *processor) admit(n int64) *extprocv3.ProcessingResponse {
-	p.counter = p.policy.Name + ":" + p.keyHash
-	d, err := p.s.store.Reserve(p.ctx, p.counter, p.policy.TokensPerMinute, n, p.s.clock.Now())
+	p.counter = p.counterKey()
+	p.limits = p.policy.LimitsFor(p.keyHash)
+	d, err := p.s.store.Reserve(p.ctx, p.counter, p.limits, n, p.s.clock.Now())
 	if err != nil {
 		// The embedded stores do no I/O on this path; a shared store's
 		// failure policy is decided there, so here we fail open.
@@ -147,11 +198,20 @@ func (p *processor) admit(n int64) *extprocv3.ProcessingResponse {
 		p.s.log.Warn("limiter store failed; admitting", zap.String("key", p.keyHash[:8]), zap.Error(err))
 		return nil
 	}
+	if !d.Allowed && p.policy.Shadow {
+		// Shadow mode: say what would have happened, then let it through
+		// without a reservation; it is charged when it settles.
+		p.shadow = decisionFor(d)
+		p.s.metrics.request(p.policy.Name, decisionWouldReject)
+		p.logDecision(decisionWouldReject, zap.String("would", p.shadow), zap.Duration("retry_after", d.RetryAfter))
+		p.admitted = true
+		return nil
+	}
 	if !d.Allowed {
 		// The request never reaches the upstream: what it held so far is
 		// released and nothing is charged.
 		p.release()
-		return p.rejectRate(d)
+		return p.reject(d)
 	}
 	p.admitted = true
 	p.reserved += n
@@ -161,7 +221,7 @@ func (p *processor) admit(n int64) *extprocv3.ProcessingResponse {
 // release ends the reservation without charging anything.
 func (p *processor) release() {
 	if p.admitted && !p.settled {
-		_ = p.s.store.Settle(p.ctx, p.counter, p.reserved, 0, p.s.clock.Now())
+		_ = p.s.store.Settle(p.ctx, p.counter, p.limits, p.reserved, 0, p.s.clock.Now())
 	}
 	p.admitted, p.reserved = false, 0
 }

@@ -62,7 +62,7 @@ func (e *env) run(t *testing.T, msgs ...*extprocv3.ProcessingRequest) []*extproc
 
 func (e *env) used(t *testing.T, policy, key string) int64 {
 	t.Helper()
-	d, err := e.store.Status(context.Background(), policy+":"+hashKey(key), 1<<40, e.clock.Now())
+	d, err := e.store.Status(context.Background(), policy+":"+hashKey(key), limiter.Limits{TokensPerMinute: 1 << 40}, e.clock.Now())
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -235,7 +235,7 @@ func TestSettlementPaths(t *testing.T) {
 		t.Run(tt.name, func(t *testing.T) {
 			e := newEnv(t, p)
 			e.run(t, tt.msgs...)
-			d, _ := e.store.Status(context.Background(), "lab:"+hashKey("k"), 500, t0)
+			d, _ := e.store.Status(context.Background(), "lab:"+hashKey("k"), limiter.Limits{TokensPerMinute: 500}, t0)
 			if d.Used != tt.want {
 				t.Errorf("used+reserved = %d, want %d (nothing may stay reserved)", d.Used, tt.want)
 			}

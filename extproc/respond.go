@@ -44,12 +44,18 @@ func (h *headerSet) mutation() *extprocv3.HeaderMutation {
 
 // rateHeaders are the OpenAI-style x-ratelimit-* headers and the policy's
 // custom names for the same figures.
+// A budget the key does not have is not advertised.
 func (p *processor) rateHeaders(h *headerSet, d limiter.Decision) {
-	remaining := strconv.FormatInt(d.Remaining, 10)
-	h.set("x-ratelimit-limit-tokens", strconv.FormatInt(d.Limit, 10))
-	h.set("x-ratelimit-remaining-tokens", remaining)
-	h.set("x-ratelimit-reset-tokens", d.Reset.Round(time.Millisecond).String())
-	h.set(p.policy.Headers.RemainingTokens, remaining)
+	if d.Limit > 0 {
+		remaining := strconv.FormatInt(d.Remaining, 10)
+		h.set("x-ratelimit-limit-tokens", strconv.FormatInt(d.Limit, 10))
+		h.set("x-ratelimit-remaining-tokens", remaining)
+		h.set("x-ratelimit-reset-tokens", d.Reset.Round(time.Millisecond).String())
+		h.set(p.policy.Headers.RemainingTokens, remaining)
+	}
+	if d.Quota.Limit > 0 {
+		h.set(p.policy.Headers.RemainingQuotaTokens, strconv.FormatInt(d.Quota.Remaining, 10))
+	}
 }
 
 // retryHeaders tell the client how long to wait: whole seconds rounded up,

@@ -11,6 +11,7 @@ import (
 	"go.uber.org/zap"
 	"google.golang.org/protobuf/types/known/structpb"
 
+	"github.com/tokengate/tokengate/extproc/config"
 	"github.com/tokengate/tokengate/limiter"
 )
 
@@ -46,33 +47,62 @@ func (p *processor) charge() (prompt, completion, total int64, source string) {
 	return p.estimate, 0, p.estimate, sourceEstimated
 }
 
+// counted is what the policy charges of a request's tokens.
+func (p *processor) counted(prompt, completion, total int64) int64 {
+	switch p.policy.Count {
+	case config.CountPrompt:
+		return prompt
+	case config.CountCompletion:
+		return completion
+	}
+	return total
+}
+
+// decision is how an admitted request is reported: allowed, or in shadow
+// mode would_reject when it would have been refused.
+func (p *processor) decision() string {
+	if p.shadow != "" {
+		return decisionWouldReject
+	}
+	return decisionAllowed
+}
+
+// decisionFor names a refusal.
+func decisionFor(d limiter.Decision) string {
+	if d.Reason == limiter.QuotaExceeded {
+		return decisionQuota
+	}
+	return decisionRateLimited
+}
+
 // settle ends the reservation with the real count and returns the headers
 // and metadata that tell the client where its budget stands.
 func (p *processor) settle() (*extprocv3.HeaderMutation, *structpb.Struct) {
 	prompt, completion, total, source := p.charge()
+	charged := p.counted(prompt, completion, total)
 	p.settled = true
 	now := p.s.clock.Now()
-	if err := p.s.store.Settle(p.ctx, p.counter, p.reserved, total, now); err != nil {
+	if err := p.s.store.Settle(p.ctx, p.counter, p.limits, p.reserved, charged, now); err != nil {
 		p.s.metrics.storeError("settle")
 		p.s.log.Warn("limiter store failed to settle", zap.String("key", p.keyHash[:8]), zap.Error(err))
 	}
 	p.record(prompt, completion, source)
-	p.logDecision(decisionAllowed, zap.Int64("tokens", total), zap.String("source", source))
-	d, err := p.s.store.Status(p.ctx, p.counter, p.policy.TokensPerMinute, now)
+	p.logDecision(p.decision(), zap.Int64("tokens", charged), zap.String("source", source))
+	d, err := p.s.store.Status(p.ctx, p.counter, p.limits, now)
 	if err != nil {
 		return nil, nil
 	}
 	var h headerSet
 	p.rateHeaders(&h, d)
 	if name := p.policy.Headers.TokensConsumed; name != "" {
-		h.set(name, strconv.FormatInt(total, 10))
+		h.set(name, strconv.FormatInt(charged, 10))
 	}
 	return h.mutation(), tokenMetadata(map[string]any{
 		"prompt_tokens":     prompt,
 		"completion_tokens": completion,
 		"total_tokens":      total,
 		"remaining_tokens":  d.Remaining,
-		"decision":          decisionAllowed,
+		"decision":          p.decision(),
 		"source":            source,
 	})
 }
@@ -96,7 +126,7 @@ func (p *processor) finish() {
 	p.record(prompt, completion, source)
 	ctx, cancel := context.WithTimeout(context.WithoutCancel(p.ctx), settleTimeout)
 	defer cancel()
-	if err := p.s.store.Settle(ctx, p.counter, p.reserved, total, p.s.clock.Now()); err != nil {
+	if err := p.s.store.Settle(ctx, p.counter, p.limits, p.reserved, p.counted(prompt, completion, total), p.s.clock.Now()); err != nil {
 		p.s.metrics.storeError("settle")
 		p.s.log.Warn("limiter store failed to settle an interrupted request", zap.String("key", p.keyHash[:8]), zap.Error(err))
 	}
@@ -107,25 +137,31 @@ func (p *processor) finish() {
 // record counts a settled request in the metrics.
 func (p *processor) record(prompt, completion int64, source string) {
 	m := p.s.metrics
-	m.request(p.policy.Name, decisionAllowed)
+	m.request(p.policy.Name, p.decision())
 	m.charged(p.policy.Name, source, prompt, completion)
 	if source == sourceReported {
 		m.estimate(p.estimate, p.usage.Prompt)
 	}
 }
 
-func (p *processor) rejectRate(d limiter.Decision) *extprocv3.ProcessingResponse {
+// reject answers a refusal: 429 when the window is spent, 403 when the
+// quota is, with x-should-retry: false so SDKs don't spin on a quota that
+// resets next month.
+func (p *processor) reject(d limiter.Decision) *extprocv3.ProcessingResponse {
+	decision := decisionFor(d)
 	var h headerSet
 	secs := p.retryHeaders(&h, d.RetryAfter)
 	p.rateHeaders(&h, d)
-	p.s.metrics.request(p.policy.Name, decisionRateLimited)
-	p.logDecision(decisionRateLimited, zap.Duration("retry_after", d.RetryAfter))
+	p.s.metrics.request(p.policy.Name, decision)
+	p.logDecision(decision, zap.Duration("retry_after", d.RetryAfter))
+	md := tokenMetadata(map[string]any{"decision": decision, "remaining_tokens": d.Remaining})
+	if decision == decisionQuota {
+		h.set("x-should-retry", "false")
+		msg := fmt.Sprintf("Token quota is exceeded. Try again in %d seconds.", secs)
+		return immediate(typev3.StatusCode_Forbidden, &h, errorBody(msg, "tokens", "quota_exceeded"), "tokengate_quota_exceeded", md)
+	}
 	msg := fmt.Sprintf("Token limit is exceeded. Try again in %d seconds.", secs)
-	return immediate(typev3.StatusCode_TooManyRequests, &h, errorBody(msg, "tokens", "rate_limit_exceeded"),
-		"tokengate_rate_limited", tokenMetadata(map[string]any{
-			"decision":         decisionRateLimited,
-			"remaining_tokens": d.Remaining,
-		}))
+	return immediate(typev3.StatusCode_TooManyRequests, &h, errorBody(msg, "tokens", "rate_limit_exceeded"), "tokengate_rate_limited", md)
 }
 
 func (p *processor) rejectMissingKey() *extprocv3.ProcessingResponse {
@@ -141,7 +177,7 @@ func (p *processor) rejectMissingKey() *extprocv3.ProcessingResponse {
 // info, with the key's hash prefix only.
 func (p *processor) logDecision(decision string, fields ...zap.Field) {
 	lvl := zap.DebugLevel
-	if decision == decisionRateLimited || decision == decisionMissingKey {
+	if decision != decisionAllowed && decision != decisionPassthrough {
 		lvl = zap.InfoLevel
 	}
 	ce := p.s.log.Check(lvl, "decision")

@@ -24,9 +24,9 @@ type countingStore struct {
 	settles atomic.Int64
 }
 
-func (c *countingStore) Settle(ctx context.Context, key string, reserved, used int64, now time.Time) error {
+func (c *countingStore) Settle(ctx context.Context, key string, lim limiter.Limits, reserved, used int64, now time.Time) error {
 	c.settles.Add(1)
-	return c.Store.Settle(ctx, key, reserved, used, now)
+	return c.Store.Settle(ctx, key, lim, reserved, used, now)
 }
 
 const streamBody = `{"model":"gpt-4o","stream":true,"messages":[{"role":"user","content":"Can you tell me the time, please?"}]}`
@@ -122,7 +122,7 @@ func TestStreamedResponses(t *testing.T) {
 					t.Fatalf("chunk %d was not passed unmodified: %v", i, r)
 				}
 			}
-			d, _ := e.store.Status(context.Background(), "lab:"+hashKey("k"), 500, e.clock.Now())
+			d, _ := e.store.Status(context.Background(), "lab:"+hashKey("k"), limiter.Limits{TokensPerMinute: 500}, e.clock.Now())
 			if tt.want >= 0 && d.Used != tt.want {
 				t.Errorf("charged %d, want %d", d.Used, tt.want)
 			}

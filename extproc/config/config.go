@@ -10,10 +10,13 @@ import (
 	"fmt"
 	"io"
 	"os"
+	"strconv"
 	"strings"
 	"time"
 
 	"go.yaml.in/yaml/v3"
+
+	"github.com/tokengate/tokengate/limiter"
 )
 
 //go:embed default.yaml
@@ -44,22 +47,55 @@ type Bbolt struct {
 
 // Policy is one budget rule; the first policy that matches a request wins.
 type Policy struct {
-	Name                 string     `yaml:"name"`
-	Match                Match      `yaml:"match"`
-	CounterKey           CounterKey `yaml:"counter_key"`
-	TokensPerMinute      int64      `yaml:"tokens_per_minute"`
-	EstimatePromptTokens bool       `yaml:"estimate_prompt_tokens"`
+	Name            string     `yaml:"name"`
+	Match           Match      `yaml:"match"`
+	CounterKey      CounterKey `yaml:"counter_key"`
+	TokensPerMinute int64      `yaml:"tokens_per_minute"`
+	// TokenQuota is a budget per calendar period (TokenQuotaPeriod), beside
+	// or instead of the window, as APIM's token-quota.
+	TokenQuota           int64  `yaml:"token_quota"`
+	TokenQuotaPeriod     string `yaml:"token_quota_period"`
+	EstimatePromptTokens bool   `yaml:"estimate_prompt_tokens"`
+	// Count says which tokens are charged: total, prompt or completion.
+	Count string `yaml:"count"`
+	// ReserveCompletion turns on strict mode: none, max_tokens, or a
+	// number of tokens (see Strict).
+	ReserveCompletion string `yaml:"reserve_completion"`
+	// Shadow decides and reports but never refuses.
+	Shadow    bool       `yaml:"shadow"`
+	Overrides []Override `yaml:"overrides"`
 	// InjectStreamUsage asks streamed requests for a final usage chunk
 	// (stream_options.include_usage) when they don't ask themselves, so
 	// streams are charged what the upstream reports. Default on.
 	InjectStreamUsage *bool   `yaml:"inject_stream_usage"`
 	Headers           Headers `yaml:"headers"`
+
+	// Derived by validation.
+	period           limiter.Period
+	strict           bool
+	completionBudget int64
+	overrides        map[string]Override
 }
 
 // InjectsStreamUsage reports the effective inject_stream_usage.
 func (p *Policy) InjectsStreamUsage() bool {
 	return p.InjectStreamUsage == nil || *p.InjectStreamUsage
 }
+
+// Override gives one key its own budgets (a tier). The key is named by the
+// SHA-256 of its value, in hex, so the config holds no secret.
+type Override struct {
+	KeySHA256       string `yaml:"key_sha256"`
+	TokensPerMinute int64  `yaml:"tokens_per_minute"`
+	TokenQuota      int64  `yaml:"token_quota"`
+}
+
+// Count modes.
+const (
+	CountTotal      = "total"
+	CountPrompt     = "prompt"
+	CountCompletion = "completion"
+)
 
 // Match selects the requests a policy applies to.
 type Match struct {
@@ -79,6 +115,8 @@ const (
 type CounterKey struct {
 	Header  []string `yaml:"header"`
 	Missing string   `yaml:"missing"`
+	// PerModel gives each model its own budget under the key.
+	PerModel bool `yaml:"per_model"`
 }
 
 // Headers are the policy's custom response header names, sent in addition
@@ -184,6 +222,15 @@ func (c *Config) fillDefaults() {
 		if p.CounterKey.Missing == "" {
 			p.CounterKey.Missing = MissingReject
 		}
+		if p.Count == "" {
+			p.Count = CountTotal
+		}
+		if p.ReserveCompletion == "" {
+			p.ReserveCompletion = "none"
+		}
+		for j := range p.Overrides {
+			p.Overrides[j].KeySHA256 = strings.ToLower(p.Overrides[j].KeySHA256)
+		}
 		p.Headers.lower()
 	}
 }
@@ -216,7 +263,8 @@ func (c *Config) validate() error {
 		bad("policies", "at least one policy is required")
 	}
 	names := map[string]bool{}
-	for i, p := range c.Policies {
+	for i := range c.Policies {
+		p := &c.Policies[i]
 		f := fmt.Sprintf("policies[%d]", i)
 		if names[p.Name] {
 			bad(f+".name", "%q is used by an earlier policy", p.Name)
@@ -225,9 +273,7 @@ func (c *Config) validate() error {
 		if !strings.HasPrefix(p.Match.PathPrefix, "/") {
 			bad(f+".match.path_prefix", "must start with /, got %q", p.Match.PathPrefix)
 		}
-		if p.TokensPerMinute <= 0 {
-			bad(f+".tokens_per_minute", "must be a positive number of tokens, got %d", p.TokensPerMinute)
-		}
+		p.validateBudgets(f, bad)
 		if p.CounterKey.Missing != MissingReject && p.CounterKey.Missing != MissingAnonymous {
 			bad(f+".counter_key.missing", "must be reject or anonymous, got %q", p.CounterKey.Missing)
 		}
@@ -238,4 +284,83 @@ func (c *Config) validate() error {
 		}
 	}
 	return errors.Join(errs...)
+}
+
+// validateBudgets checks the limits, strict mode and tiers, and derives
+// what requests need from them.
+func (p *Policy) validateBudgets(f string, bad func(field, format string, a ...any)) {
+	switch {
+	case p.TokensPerMinute < 0:
+		bad(f+".tokens_per_minute", "must be a positive number of tokens, got %d", p.TokensPerMinute)
+	case p.TokenQuota < 0:
+		bad(f+".token_quota", "must be a positive number of tokens, got %d", p.TokenQuota)
+	case p.TokensPerMinute == 0 && p.TokenQuota == 0:
+		bad(f+".tokens_per_minute", "a policy needs tokens_per_minute, token_quota or both")
+	}
+	if p.TokenQuota > 0 || p.TokenQuotaPeriod != "" {
+		period, err := limiter.ParsePeriod(p.TokenQuotaPeriod)
+		if err != nil {
+			bad(f+".token_quota_period", "%v", err)
+		}
+		p.period = period
+	}
+	if p.TokenQuotaPeriod != "" && p.TokenQuota == 0 {
+		bad(f+".token_quota", "token_quota_period is set but token_quota is not")
+	}
+	switch p.Count {
+	case CountTotal, CountPrompt, CountCompletion:
+	default:
+		bad(f+".count", "must be total, prompt or completion, got %q", p.Count)
+	}
+	switch p.ReserveCompletion {
+	case "none":
+	case "max_tokens":
+		p.strict, p.completionBudget = true, DefaultCompletionBudget
+	default:
+		n, err := strconv.ParseInt(p.ReserveCompletion, 10, 64)
+		if err != nil || n <= 0 {
+			bad(f+".reserve_completion", "must be none, max_tokens or a positive number of tokens, got %q", p.ReserveCompletion)
+		}
+		p.strict, p.completionBudget = true, n
+	}
+	p.overrides = make(map[string]Override, len(p.Overrides))
+	for j, o := range p.Overrides {
+		of := fmt.Sprintf("%s.overrides[%d]", f, j)
+		if len(o.KeySHA256) != 64 || strings.Trim(o.KeySHA256, "0123456789abcdef") != "" {
+			bad(of+".key_sha256", "must be 64 hex digits (the SHA-256 of the key), got %q", o.KeySHA256)
+		}
+		if _, dup := p.overrides[o.KeySHA256]; dup {
+			bad(of+".key_sha256", "the key has an earlier override")
+		}
+		if o.TokensPerMinute < 0 || o.TokenQuota < 0 {
+			bad(of, "budgets must be positive")
+		}
+		if o.TokenQuota > 0 && p.TokenQuota == 0 {
+			bad(of+".token_quota", "the policy has no token_quota_period for it")
+		}
+		p.overrides[o.KeySHA256] = o
+	}
+}
+
+// DefaultCompletionBudget is what strict mode reserves for a request that
+// names no max_tokens when the policy says only "max_tokens".
+const DefaultCompletionBudget = 4096
+
+// Strict reports whether the policy reserves completions (strict mode),
+// and the budget for a request that names none.
+func (p *Policy) Strict() (bool, int64) { return p.strict, p.completionBudget }
+
+// LimitsFor returns the budgets of a key, by its hash: the policy's, with
+// the key's override applied.
+func (p *Policy) LimitsFor(keyHash string) limiter.Limits {
+	lim := limiter.Limits{TokensPerMinute: p.TokensPerMinute, Quota: p.TokenQuota, Period: p.period}
+	if o, ok := p.overrides[keyHash]; ok {
+		if o.TokensPerMinute > 0 {
+			lim.TokensPerMinute = o.TokensPerMinute
+		}
+		if o.TokenQuota > 0 {
+			lim.Quota = o.TokenQuota
+		}
+	}
+	return lim
 }

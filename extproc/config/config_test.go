@@ -1,12 +1,16 @@
 package config
 
 import (
+	"crypto/sha256"
+	"encoding/hex"
 	"os"
 	"path/filepath"
 	"reflect"
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/tokengate/tokengate/limiter"
 )
 
 func TestDefault(t *testing.T) {
@@ -38,7 +42,11 @@ func TestLoadFull(t *testing.T) {
 		TokensPerMinute:      500,
 		EstimatePromptTokens: true,
 		Headers:              Headers{RetryAfter: "x-retry", RemainingTokens: "x-remaining", TokensConsumed: "x-consumed"},
+		Count:                CountTotal,
+		ReserveCompletion:    "none",
+		Overrides:            nil,
 	}
+	p.overrides, p.period, p.strict, p.completionBudget = nil, 0, false, 0 // derived; checked in TestTiers
 	if !reflect.DeepEqual(p, want) {
 		t.Errorf("policy 0:\n got %+v\nwant %+v", p, want)
 	}
@@ -59,7 +67,12 @@ func TestLoadErrors(t *testing.T) {
 	}{
 		{"unknown_field.yaml", "line 3: unknown field tokens_per_minut"},
 		{"no_policies.yaml", "policies: at least one policy is required"},
-		{"bad_limit.yaml", "policies[0].tokens_per_minute: must be a positive number of tokens, got 0"},
+		{"bad_limit.yaml", "policies[0].tokens_per_minute: a policy needs tokens_per_minute, token_quota or both"},
+		{"bad_budgets.yaml", `policies[0].token_quota_period: must be hourly, daily, weekly, monthly or yearly, got "fortnightly"` + "\n" +
+			`policies[0].count: must be total, prompt or completion, got "everything"` + "\n" +
+			`policies[0].reserve_completion: must be none, max_tokens or a positive number of tokens, got "lots"` + "\n" +
+			`policies[0].overrides[0].key_sha256: must be 64 hex digits (the SHA-256 of the key), got "abc"`},
+		{"period_without_quota.yaml", "policies[0].token_quota: token_quota_period is set but token_quota is not"},
 		{"bad_missing.yaml", `policies[0].counter_key.missing: must be reject or anonymous, got "allow"`},
 		{"bad_backend.yaml", `store.backend: must be memory or bbolt, got "etcd"`},
 		{"duplicate_name.yaml", `policies[1].name: "lab" is used by an earlier policy`},
@@ -96,5 +109,36 @@ func TestParseEmpty(t *testing.T) {
 	}
 	if _, err := Load(path); err == nil || !strings.HasSuffix(err.Error(), "the file is empty") {
 		t.Errorf("err = %v", err)
+	}
+}
+
+func TestTiers(t *testing.T) {
+	c, err := Load(filepath.Join("testdata", "tiers.yaml"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	p := &c.Policies[0]
+	sha := func(s string) string { h := sha256.Sum256([]byte(s)); return hex.EncodeToString(h[:]) }
+	tests := []struct {
+		key  string
+		want limiter.Limits
+	}{
+		{"test", limiter.Limits{TokensPerMinute: 20000, Quota: 10000, Period: limiter.Monthly}}, // upper-case hash in the file
+		{"tier2", limiter.Limits{TokensPerMinute: 500, Quota: 50, Period: limiter.Monthly}},
+		{"other", limiter.Limits{TokensPerMinute: 500, Quota: 10000, Period: limiter.Monthly}},
+	}
+	for _, tt := range tests {
+		if got := p.LimitsFor(sha(tt.key)); got != tt.want {
+			t.Errorf("LimitsFor(%s) = %+v, want %+v", tt.key, got, tt.want)
+		}
+	}
+	if strict, budget := p.Strict(); !strict || budget != 2048 {
+		t.Errorf("Strict() = %v, %d, want true, 2048", strict, budget)
+	}
+	if strict, budget := c.Policies[1].Strict(); !strict || budget != DefaultCompletionBudget {
+		t.Errorf("max_tokens: Strict() = %v, %d", strict, budget)
+	}
+	if !p.Shadow || !p.CounterKey.PerModel || p.Count != CountCompletion {
+		t.Errorf("policy %+v", p)
 	}
 }
