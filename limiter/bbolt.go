@@ -38,6 +38,11 @@ var (
 	quotasBucket  = []byte("quotas")
 )
 
+// quotaBatchDelay is how long a quota write waits for others to share its
+// transaction: long enough to gather concurrent settles, short next to the
+// fsync it then waits for.
+const quotaBatchDelay = time.Millisecond
+
 // Defaults for the zero fields of BoltOptions.
 const (
 	DefaultFlushInterval = time.Second
@@ -108,6 +113,9 @@ func OpenBolt(opts BoltOptions) (*Bolt, error) {
 	if err != nil {
 		return nil, fmt.Errorf("limiter: open bbolt file %s: %w", opts.Path, err)
 	}
+	// Quota settles wait for their transaction (see Settle); bbolt's
+	// default 10 ms of batching would add that to every response.
+	db.MaxBatchDelay = quotaBatchDelay
 	b := &Bolt{
 		mem:   NewMemory(),
 		db:    db,
