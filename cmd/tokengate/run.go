@@ -45,6 +45,7 @@ type options struct {
 	logLevel     string
 	drainTimeout time.Duration
 	fakeClock    string
+	clockRuns    bool
 }
 
 func parseFlags(args []string, stderr io.Writer) (options, error) {
@@ -58,6 +59,7 @@ func parseFlags(args []string, stderr io.Writer) (options, error) {
 	fs.StringVar(&o.logLevel, "log-level", "info", "log level: debug, info, warn, error")
 	fs.DurationVar(&o.drainTimeout, "drain-timeout", 15*time.Second, "how long open streams may finish on shutdown")
 	fs.StringVar(&o.fakeClock, "fake-clock", "", "TESTS ONLY: run the limiter on a clock starting at this RFC 3339 time, moved by POST /debug/clock?advance=D on the admin port")
+	fs.BoolVar(&o.clockRuns, "fake-clock-runs", false, "TESTS ONLY: the --fake-clock also runs with real time")
 	if err := fs.Parse(args); err != nil {
 		return o, usageError(err)
 	}
@@ -100,6 +102,9 @@ func Run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 			return usageError(fmt.Errorf("--fake-clock: %w", err))
 		}
 		manual = limiter.NewManualClock(t)
+		if o.clockRuns {
+			manual = limiter.NewRunningClock(t)
+		}
 		clock = manual
 	}
 
