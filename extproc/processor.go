@@ -37,9 +37,9 @@ type processor struct {
 	model   string
 	shadow  string // in shadow mode, the refusal that was not sent
 
-	admitted bool  // a reservation is held and must be settled
-	reserved int64 // tokens held by the reservation
-	estimate int64 // prompt tokens estimated from the request body
+	admitted bool         // a reservation is held and must be settled
+	hold     limiter.Hold // what the reservation holds
+	estimate int64        // prompt tokens estimated from the request body
 	body     []byte
 	settled  bool
 
@@ -214,16 +214,19 @@ func (p *processor) admit(n int64) *extprocv3.ProcessingResponse {
 		return p.reject(d)
 	}
 	p.admitted = true
-	p.reserved += n
+	p.hold.Tokens += d.Hold.Tokens
+	if d.Hold.ID != "" {
+		p.hold.ID = d.Hold.ID
+	}
 	return nil
 }
 
 // release ends the reservation without charging anything.
 func (p *processor) release() {
 	if p.admitted && !p.settled {
-		_ = p.s.store.Settle(p.ctx, p.counter, p.limits, p.reserved, 0, p.s.clock.Now())
+		_ = p.s.store.Settle(p.ctx, p.counter, p.limits, p.hold, 0, p.s.clock.Now())
 	}
-	p.admitted, p.reserved = false, 0
+	p.admitted, p.hold = false, limiter.Hold{}
 }
 
 // collect gathers a body that arrives in several messages (Envoy sends one

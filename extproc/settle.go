@@ -82,7 +82,7 @@ func (p *processor) settle() (*extprocv3.HeaderMutation, *structpb.Struct) {
 	charged := p.counted(prompt, completion, total)
 	p.settled = true
 	now := p.s.clock.Now()
-	if err := p.s.store.Settle(p.ctx, p.counter, p.limits, p.reserved, charged, now); err != nil {
+	if err := p.s.store.Settle(p.ctx, p.counter, p.limits, p.hold, charged, now); err != nil {
 		p.s.metrics.storeError("settle")
 		p.s.log.Warn("limiter store failed to settle", zap.String("key", p.keyHash[:8]), zap.Error(err))
 	}
@@ -126,7 +126,7 @@ func (p *processor) finish() {
 	p.record(prompt, completion, source)
 	ctx, cancel := context.WithTimeout(context.WithoutCancel(p.ctx), settleTimeout)
 	defer cancel()
-	if err := p.s.store.Settle(ctx, p.counter, p.limits, p.reserved, p.counted(prompt, completion, total), p.s.clock.Now()); err != nil {
+	if err := p.s.store.Settle(ctx, p.counter, p.limits, p.hold, p.counted(prompt, completion, total), p.s.clock.Now()); err != nil {
 		p.s.metrics.storeError("settle")
 		p.s.log.Warn("limiter store failed to settle an interrupted request", zap.String("key", p.keyHash[:8]), zap.Error(err))
 	}

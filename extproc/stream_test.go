@@ -24,9 +24,9 @@ type countingStore struct {
 	settles atomic.Int64
 }
 
-func (c *countingStore) Settle(ctx context.Context, key string, lim limiter.Limits, reserved, used int64, now time.Time) error {
+func (c *countingStore) Settle(ctx context.Context, key string, lim limiter.Limits, h limiter.Hold, used int64, now time.Time) error {
 	c.settles.Add(1)
-	return c.Store.Settle(ctx, key, lim, reserved, used, now)
+	return c.Store.Settle(ctx, key, lim, h, used, now)
 }
 
 const streamBody = `{"model":"gpt-4o","stream":true,"messages":[{"role":"user","content":"Can you tell me the time, please?"}]}`

@@ -227,8 +227,8 @@ func (b *Bolt) Reserve(ctx context.Context, key string, lim Limits, n int64, now
 // the next flush. A quota's charge is written before Settle returns: losing
 // a second of a window is a second's worth of tokens, losing a quota's
 // charge could refund a month. Concurrent settles share one transaction.
-func (b *Bolt) Settle(ctx context.Context, key string, lim Limits, reserved, used int64, now time.Time) error {
-	if err := b.mem.Settle(ctx, key, lim, reserved, used, now); err != nil {
+func (b *Bolt) Settle(ctx context.Context, key string, lim Limits, h Hold, used int64, now time.Time) error {
+	if err := b.mem.Settle(ctx, key, lim, h, used, now); err != nil {
 		return err
 	}
 	if lim.Quota <= 0 || used <= 0 || len(key) == 0 || len(key) > bolt.MaxKeySize {

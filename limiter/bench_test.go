@@ -63,7 +63,7 @@ func BenchmarkMemoryReserveSettle(b *testing.B) {
 		for pb.Next() {
 			now := t0.Add(time.Duration(i) * time.Microsecond)
 			_, _ = m.Reserve(ctx, key, Limits{TokensPerMinute: 1 << 40}, 100, now)
-			_ = m.Settle(ctx, key, Limits{}, 100, 90, now)
+			_ = m.Settle(ctx, key, Limits{}, Hold{Tokens: 100}, 90, now)
 			i++
 		}
 	})
@@ -103,7 +103,7 @@ func BenchmarkStoreReserveSettle(b *testing.B) {
 					now := t0.Add(time.Duration(i) * time.Microsecond)
 					key := fmt.Sprint("key-", i%1024)
 					_, _ = s.Reserve(ctx, key, lim, 100, now)
-					_ = s.Settle(ctx, key, lim, 100, 90, now)
+					_ = s.Settle(ctx, key, lim, Hold{Tokens: 100}, 90, now)
 					i++
 				}
 				reportOps(b)
@@ -119,7 +119,7 @@ func BenchmarkStoreReserveSettle(b *testing.B) {
 					for pb.Next() {
 						now := t0.Add(time.Duration(i) * time.Microsecond)
 						_, _ = s.Reserve(ctx, key, lim, 100, now)
-						_ = s.Settle(ctx, key, lim, 100, 90, now)
+						_ = s.Settle(ctx, key, lim, Hold{Tokens: 100}, 90, now)
 						i++
 					}
 				})

@@ -24,6 +24,9 @@ func (e *entry) reserve(lim Limits, n int64, now time.Time) Decision {
 	case q != nil:
 		q.reserved += n
 	}
+	if d.Allowed && n > 0 {
+		d.Hold.Tokens = n
+	}
 	if q != nil {
 		d.Quota = q.state(lim.Quota, now)
 	}

@@ -24,6 +24,15 @@ type Limits struct {
 	Period          Period
 }
 
+// Hold is what Reserve holds for a request until Settle: the tokens and,
+// for a store that must find the hold again (a shared store outliving the
+// replica that made it), its ID. A request passes back what its Reserve
+// calls gave it.
+type Hold struct {
+	Tokens int64
+	ID     string
+}
+
 // Reason says which budget refused a request.
 type Reason int
 
@@ -58,6 +67,8 @@ type Decision struct {
 	Reset time.Duration
 	// Quota is the calendar quota's state, zero when the key has none.
 	Quota QuotaState
+	// Hold is what this call holds (zero unless admitted with n > 0).
+	Hold Hold
 }
 
 // QuotaState is a quota as a decision sees it.
@@ -84,7 +95,7 @@ type Store interface {
 	// With a quota in lim, the request must also fit the quota, and n is
 	// held against both.
 	Reserve(ctx context.Context, key string, lim Limits, n int64, now time.Time) (Decision, error)
-	// Settle ends a reservation of reserved tokens and charges used tokens
+	// Settle ends the hold h and charges used tokens
 	// to the window at now. It must be called exactly once per admitted
 	// request; used may be zero. Negative values count as zero, and no more
 	// is released than the key holds, so a confused caller cannot mint
@@ -92,7 +103,7 @@ type Store interface {
 	// With a quota in lim, used is also charged to the quota's period at
 	// now, and a store that persists keeps it before returning: a crash
 	// must not refund a month.
-	Settle(ctx context.Context, key string, lim Limits, reserved, used int64, now time.Time) error
+	Settle(ctx context.Context, key string, lim Limits, h Hold, used int64, now time.Time) error
 	// Status reports the window without changing it, as Reserve with n == 0
 	// would: Allowed means used+reserved < limit.
 	Status(ctx context.Context, key string, lim Limits, now time.Time) (Decision, error)

@@ -94,7 +94,8 @@ func (m *Memory) Reserve(_ context.Context, key string, lim Limits, n int64, now
 }
 
 // Settle implements Store.
-func (m *Memory) Settle(_ context.Context, key string, lim Limits, reserved, used int64, now time.Time) error {
+func (m *Memory) Settle(_ context.Context, key string, lim Limits, h Hold, used int64, now time.Time) error {
+	reserved := h.Tokens
 	s := m.shard(key)
 	s.mu.Lock()
 	e := s.entries[key]

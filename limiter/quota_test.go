@@ -80,7 +80,7 @@ func TestQuotaAcrossBoundaries(t *testing.T) {
 			if d, _ := m.Reserve(ctx, "k", lim, 600, tt.last); !d.Allowed {
 				t.Fatalf("first reserve refused: %+v", d)
 			}
-			m.Settle(ctx, "k", lim, 600, 1000, tt.last)
+			m.Settle(ctx, "k", lim, Hold{Tokens: 600}, 1000, tt.last)
 			d, _ := m.Reserve(ctx, "k", lim, 0, lastMs)
 			if d.Allowed || d.Reason != QuotaExceeded || d.RetryAfter != 500*time.Millisecond || d.Quota.Remaining != 0 {
 				t.Fatalf("spent quota at %s: %+v, want QuotaExceeded retry 500ms", lastMs, d)
@@ -123,7 +123,7 @@ func TestQuotaAndWindowTogether(t *testing.T) {
 			t.Fatalf("step %d: %+v, want allowed %v reason %v", i, d, st.allowed, st.reason)
 		}
 		if d.Allowed {
-			m.Settle(ctx, "k", lim, st.n, st.used, now)
+			m.Settle(ctx, "k", lim, Hold{Tokens: st.n}, st.used, now)
 		}
 	}
 	d, _ := m.Status(ctx, "k", lim, now)
@@ -138,7 +138,7 @@ func TestQuotaOutlivesIdleWindow(t *testing.T) {
 	lim := Limits{Quota: 100, Period: Monthly}
 	now := utc(2026, 5, 5, 10, 0, 0)
 	m.Reserve(ctx, "k", lim, 40, now)
-	m.Settle(ctx, "k", lim, 40, 40, now)
+	m.Settle(ctx, "k", lim, Hold{Tokens: 40}, 40, now)
 	// Hours later the window is empty, but the month's 40 must stay.
 	later := now.Add(5 * time.Hour)
 	if n := m.Sweep(later); n != 0 {
@@ -164,7 +164,7 @@ func TestBoltQuotaSurvivesCrash(t *testing.T) {
 	lim := Limits{TokensPerMinute: 1000, Quota: 5000, Period: Monthly}
 	for i := 0; i < 3; i++ {
 		b.Reserve(ctx, "k", lim, 100, now)
-		if err := b.Settle(ctx, "k", lim, 100, 300, now); err != nil {
+		if err := b.Settle(ctx, "k", lim, Hold{Tokens: 100}, 300, now); err != nil {
 			t.Fatal(err)
 		}
 	}
