@@ -1,20 +1,29 @@
 package extproc
 
 import (
+	"context"
+	"errors"
+	"io"
+	"net"
+	"syscall"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/tokengate/tokengate/limiter"
 )
 
 // Metrics are tokengate's Prometheus series. No label carries a key: keys
 // are unbounded and secret.
 type Metrics struct {
-	requests    *prometheus.CounterVec
-	tokens      *prometheus.CounterVec
-	passthrough prometheus.Counter
-	latency     *prometheus.HistogramVec
-	storeErrors *prometheus.CounterVec
-	estimateErr prometheus.Histogram
+	requests     *prometheus.CounterVec
+	tokens       *prometheus.CounterVec
+	passthrough  prometheus.Counter
+	latency      *prometheus.HistogramVec
+	storeErrors  *prometheus.CounterVec
+	storeLatency *prometheus.HistogramVec
+	storeDown    prometheus.Gauge
+	estimateErr  prometheus.Histogram
 }
 
 // NewMetrics registers the series on reg.
@@ -39,15 +48,24 @@ func NewMetrics(reg prometheus.Registerer) *Metrics {
 		}, []string{"phase"}),
 		storeErrors: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "tokengate_store_errors_total",
-			Help: "Limiter store operations that failed, by operation.",
+			Help: "Limiter store operations that failed, by operation and kind (timeout, connection, unavailable, other).",
+		}, []string{"op", "kind"}),
+		storeLatency: prometheus.NewHistogramVec(prometheus.HistogramOpts{
+			Name:    "tokengate_store_duration_seconds",
+			Help:    "Time of one call to the shared store, by operation.",
+			Buckets: []float64{100e-6, 250e-6, 500e-6, 1e-3, 2.5e-3, 5e-3, 10e-3, 25e-3, 50e-3, 100e-3},
 		}, []string{"op"}),
+		storeDown: prometheus.NewGauge(prometheus.GaugeOpts{
+			Name: "tokengate_store_fallback",
+			Help: "1 while the shared store is away and store.redis.on_error decides, else 0.",
+		}),
 		estimateErr: prometheus.NewHistogram(prometheus.HistogramOpts{
 			Name:    "tokengate_prompt_estimate_error_ratio",
 			Help:    "(estimated - reported) / reported prompt tokens, for requests that had both.",
 			Buckets: []float64{-0.5, -0.2, -0.1, -0.05, -0.01, 0, 0.01, 0.05, 0.1, 0.2, 0.5},
 		}),
 	}
-	reg.MustRegister(m.requests, m.tokens, m.passthrough, m.latency, m.storeErrors, m.estimateErr)
+	reg.MustRegister(m.requests, m.tokens, m.passthrough, m.latency, m.storeErrors, m.storeLatency, m.storeDown, m.estimateErr)
 	return m
 }
 
@@ -80,10 +98,47 @@ func (m *Metrics) observe(phase string, start time.Time) {
 	}
 }
 
-func (m *Metrics) storeError(op string) {
+func (m *Metrics) storeError(op string, err error) {
 	if m != nil {
-		m.storeErrors.WithLabelValues(op).Inc()
+		m.storeErrors.WithLabelValues(op, errorKind(err)).Inc()
 	}
+}
+
+// StoreCall records one call to the shared store.
+func (m *Metrics) StoreCall(op string, took time.Duration, err error) {
+	if m == nil {
+		return
+	}
+	m.storeLatency.WithLabelValues(op).Observe(took.Seconds())
+	if err != nil {
+		m.storeError(op, err)
+	}
+}
+
+// StoreDown sets the fallback gauge.
+func (m *Metrics) StoreDown(down bool) {
+	if m == nil {
+		return
+	}
+	v := 0.0
+	if down {
+		v = 1
+	}
+	m.storeDown.Set(v)
+}
+
+// errorKind sorts store errors for the metric, without unbounded labels.
+func errorKind(err error) string {
+	var ne net.Error
+	switch {
+	case errors.Is(err, limiter.ErrUnavailable):
+		return "unavailable"
+	case errors.Is(err, context.DeadlineExceeded), errors.As(err, &ne) && ne.Timeout():
+		return "timeout"
+	case errors.As(err, &ne), errors.Is(err, syscall.ECONNREFUSED), errors.Is(err, io.EOF):
+		return "connection"
+	}
+	return "other"
 }
 
 func (m *Metrics) estimate(estimated, reported int64) {

@@ -21,6 +21,7 @@ const (
 	decisionPassthrough = "passthrough"
 	decisionQuota       = "quota_exceeded"
 	decisionWouldReject = "would_reject"
+	decisionUnavailable = "unavailable"
 )
 
 // processor holds one HTTP request's state across its ext_proc messages.
@@ -192,11 +193,13 @@ func (p *processor) admit(n int64) *extprocv3.ProcessingResponse {
 	p.limits = p.policy.LimitsFor(p.keyHash)
 	d, err := p.s.store.Reserve(p.ctx, p.counter, p.limits, n, p.s.clock.Now())
 	if err != nil {
-		// The embedded stores do no I/O on this path; a shared store's
-		// failure policy is decided there, so here we fail open.
-		p.s.metrics.storeError("reserve")
-		p.s.log.Warn("limiter store failed; admitting", zap.String("key", p.keyHash[:8]), zap.Error(err))
-		return nil
+		// Stores apply their own on_error policy; an error that reaches
+		// here is fail_closed's: the request is refused, not let through
+		// unlimited.
+		p.s.metrics.storeError("reserve", err)
+		p.s.log.Warn("limiter store unavailable; refusing", zap.String("key", p.keyHash[:8]), zap.Error(err))
+		p.release()
+		return p.unavailable()
 	}
 	if !d.Allowed && p.policy.Shadow {
 		// Shadow mode: say what would have happened, then let it through

@@ -83,7 +83,7 @@ func (p *processor) settle() (*extprocv3.HeaderMutation, *structpb.Struct) {
 	p.settled = true
 	now := p.s.clock.Now()
 	if err := p.s.store.Settle(p.ctx, p.counter, p.limits, p.hold, charged, now); err != nil {
-		p.s.metrics.storeError("settle")
+		p.s.metrics.storeError("settle", err)
 		p.s.log.Warn("limiter store failed to settle", zap.String("key", p.keyHash[:8]), zap.Error(err))
 	}
 	p.record(prompt, completion, source)
@@ -127,7 +127,7 @@ func (p *processor) finish() {
 	ctx, cancel := context.WithTimeout(context.WithoutCancel(p.ctx), settleTimeout)
 	defer cancel()
 	if err := p.s.store.Settle(ctx, p.counter, p.limits, p.hold, p.counted(prompt, completion, total), p.s.clock.Now()); err != nil {
-		p.s.metrics.storeError("settle")
+		p.s.metrics.storeError("settle", err)
 		p.s.log.Warn("limiter store failed to settle an interrupted request", zap.String("key", p.keyHash[:8]), zap.Error(err))
 	}
 	p.s.log.Debug("stream ended before the response did; settled", zap.String("key", p.keyHash[:8]),
@@ -162,6 +162,18 @@ func (p *processor) reject(d limiter.Decision) *extprocv3.ProcessingResponse {
 	}
 	msg := fmt.Sprintf("Token limit is exceeded. Try again in %d seconds.", secs)
 	return immediate(typev3.StatusCode_TooManyRequests, &h, errorBody(msg, "tokens", "rate_limit_exceeded"), "tokengate_rate_limited", md)
+}
+
+// unavailable answers 503 while the shared store is away under
+// on_error: fail_closed.
+func (p *processor) unavailable() *extprocv3.ProcessingResponse {
+	p.s.metrics.request(p.policy.Name, decisionUnavailable)
+	p.logDecision(decisionUnavailable)
+	var h headerSet
+	h.set("retry-after", "1")
+	return immediate(typev3.StatusCode_ServiceUnavailable, &h,
+		errorBody("The token limiter is unavailable. Try again shortly.", "server_error", "limiter_unavailable"),
+		"tokengate_unavailable", tokenMetadata(map[string]any{"decision": decisionUnavailable}))
 }
 
 func (p *processor) rejectMissingKey() *extprocv3.ProcessingResponse {

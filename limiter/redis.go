@@ -40,7 +40,8 @@ type Redis struct {
 
 var _ Store = (*Redis)(nil)
 
-// NewRedis returns a Redis store on an open client; it does not dial.
+// NewRedis returns a Redis store on a client, which it then owns; it does
+// not dial.
 func NewRedis(o RedisOptions) *Redis {
 	if o.HoldTTL <= 0 {
 		o.HoldTTL = 10 * time.Minute
@@ -103,8 +104,8 @@ func (r *Redis) Status(ctx context.Context, key string, lim Limits, now time.Tim
 	return r.Reserve(ctx, key, lim, 0, now)
 }
 
-// Close implements Store; the client belongs to the caller.
-func (r *Redis) Close() error { return nil }
+// Close implements Store and closes the client.
+func (r *Redis) Close() error { return r.c.Close() }
 
 // holdID names a hold uniquely across replicas.
 func holdID() string {

@@ -14,9 +14,20 @@ import (
 	"github.com/redis/go-redis/v9"
 )
 
+// redisServer is a real redis-server on a loopback port, for one test.
+type redisServer struct {
+	t    testing.TB
+	bin  string
+	dir  string
+	port int
+	cmd  *exec.Cmd
+}
+
 // startRedis runs a real redis-server on a free loopback port for the
 // test. CI installs it; a developer machine without it skips, saying so.
-func startRedis(t testing.TB) string {
+func startRedis(t testing.TB) string { return newRedisServer(t).addr() }
+
+func newRedisServer(t testing.TB) *redisServer {
 	t.Helper()
 	bin, err := exec.LookPath("redis-server")
 	if err != nil {
@@ -29,18 +40,25 @@ func startRedis(t testing.TB) string {
 	if err != nil {
 		t.Fatal(err)
 	}
-	port := ln.Addr().(*net.TCPAddr).Port
+	s := &redisServer{t: t, bin: bin, dir: t.TempDir(), port: ln.Addr().(*net.TCPAddr).Port}
 	ln.Close()
-	dir := t.TempDir()
-	cmd := exec.Command(bin, "--port", fmt.Sprint(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no", "--dir", dir)
-	out, err := cmd.StdoutPipe()
+	s.start()
+	t.Cleanup(s.stop)
+	return s
+}
+
+func (s *redisServer) addr() string { return fmt.Sprintf("127.0.0.1:%d", s.port) }
+
+func (s *redisServer) start() {
+	s.t.Helper()
+	s.cmd = exec.Command(s.bin, "--port", fmt.Sprint(s.port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no", "--dir", s.dir)
+	out, err := s.cmd.StdoutPipe()
 	if err != nil {
-		t.Fatal(err)
+		s.t.Fatal(err)
 	}
-	if err := cmd.Start(); err != nil {
-		t.Fatal(err)
+	if err := s.cmd.Start(); err != nil {
+		s.t.Fatal(err)
 	}
-	t.Cleanup(func() { cmd.Process.Kill(); cmd.Wait() })
 	ready := make(chan struct{})
 	go func() {
 		sc := bufio.NewScanner(out)
@@ -56,9 +74,17 @@ func startRedis(t testing.TB) string {
 	select {
 	case <-ready:
 	case <-time.After(10 * time.Second):
-		t.Fatal("redis-server did not become ready")
+		s.t.Fatal("redis-server did not become ready")
 	}
-	return fmt.Sprintf("127.0.0.1:%d", port)
+}
+
+// stop kills the server at once, as a crash would.
+func (s *redisServer) stop() {
+	if s.cmd != nil {
+		s.cmd.Process.Kill()
+		s.cmd.Wait()
+		s.cmd = nil
+	}
 }
 
 func newRedisStore(t testing.TB, addr string, serverTime bool) *Redis {

@@ -108,7 +108,12 @@ func Run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 		clock = manual
 	}
 
-	store, err := openStore(cfg.Store, clock)
+	reg := prometheus.NewRegistry()
+	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+	metrics := extproc.NewMetrics(reg)
+	hs := health.NewServer()
+
+	store, err := openStore(cfg.Store, clock, storeHooks{log: log, metrics: metrics, health: hs})
 	if err != nil {
 		return err
 	}
@@ -138,12 +143,8 @@ func Run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	}
 
 	srv := grpc.NewServer(grpc.MaxRecvMsgSize(cfg.MaxReceiveBytes))
-	reg := prometheus.NewRegistry()
-	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
-	metrics := extproc.NewMetrics(reg)
 	proc := extproc.New(extproc.Options{Policies: cfg.Policies, Store: store, Clock: clock, Log: log, Metrics: metrics})
 	extprocv3.RegisterExternalProcessorServer(srv, proc)
-	hs := health.NewServer()
 	healthpb.RegisterHealthServer(srv, hs)
 	reflection.Register(srv)
 
@@ -190,18 +191,4 @@ func drain(srv *grpc.Server, timeout time.Duration) {
 		srv.Stop()
 		<-done
 	}
-}
-
-func openStore(c config.Store, clock limiter.Clock) (limiter.Store, error) {
-	switch c.Backend {
-	case "memory":
-		return limiter.NewMemory(), nil
-	case "bbolt":
-		b, err := limiter.OpenBolt(limiter.BoltOptions{Path: c.Bbolt.Path, FlushInterval: c.Bbolt.FlushInterval, Clock: clock})
-		if err != nil {
-			return nil, err
-		}
-		return b, nil
-	}
-	return nil, usageError(fmt.Errorf("store.backend: unknown backend %q", c.Backend))
 }

@@ -37,6 +37,36 @@ type Config struct {
 type Store struct {
 	Backend string `yaml:"backend"`
 	Bbolt   Bbolt  `yaml:"bbolt"`
+	Redis   Redis  `yaml:"redis"`
+}
+
+// Redis configures the shared store. One address is a single node; several
+// (or cluster: true) a Cluster; master_name selects Sentinel, with the
+// addresses being the sentinels'.
+type Redis struct {
+	Addrs       []string `yaml:"addrs"`
+	MasterName  string   `yaml:"master_name"`
+	Cluster     bool     `yaml:"cluster"`
+	Username    string   `yaml:"username"`
+	PasswordEnv string   `yaml:"password_env"`
+	TLS         bool     `yaml:"tls"`
+	KeyPrefix   string   `yaml:"key_prefix"`
+	PoolSize    int      `yaml:"pool_size"`
+	// Timeouts stay well under Envoy's message timeout (200 ms by
+	// default): a slow Redis must become on_error's decision, not Envoy's.
+	DialTimeout  time.Duration `yaml:"dial_timeout"`
+	ReadTimeout  time.Duration `yaml:"read_timeout"`
+	WriteTimeout time.Duration `yaml:"write_timeout"`
+	OnError      string        `yaml:"on_error"`
+	// Clock is server (Redis's clock decides, so replicas agree) or
+	// client (the replica's; for tests with an injected clock).
+	Clock string `yaml:"clock"`
+	// HoldTTL bounds how long a dead replica's in-flight reservation
+	// holds budget.
+	HoldTTL time.Duration `yaml:"hold_ttl"`
+	// RetryInterval is how long a failed Redis is left alone before a
+	// call tries it again.
+	RetryInterval time.Duration `yaml:"retry_interval"`
 }
 
 // Bbolt configures the embedded store.
@@ -205,6 +235,7 @@ func (c *Config) fillDefaults() {
 	if c.Store.Bbolt.FlushInterval == 0 {
 		c.Store.Bbolt.FlushInterval = time.Second
 	}
+	c.Store.Redis.fillDefaults()
 	for i := range c.Policies {
 		p := &c.Policies[i]
 		if p.Name == "" {
@@ -252,9 +283,9 @@ func (c *Config) validate() error {
 	switch c.Store.Backend {
 	case "memory", "bbolt":
 	case "redis":
-		bad("store.backend", "redis is not available in this build yet; use memory or bbolt")
+		c.Store.Redis.validate(bad)
 	default:
-		bad("store.backend", "must be memory or bbolt, got %q", c.Store.Backend)
+		bad("store.backend", "must be memory, bbolt or redis, got %q", c.Store.Backend)
 	}
 	if c.Store.Bbolt.FlushInterval < 0 {
 		bad("store.bbolt.flush_interval", "must be positive, got %s", c.Store.Bbolt.FlushInterval)
@@ -363,4 +394,59 @@ func (p *Policy) LimitsFor(keyHash string) limiter.Limits {
 		}
 	}
 	return lim
+}
+
+func (r *Redis) fillDefaults() {
+	if len(r.Addrs) == 0 {
+		r.Addrs = []string{"127.0.0.1:6379"}
+	}
+	if r.PasswordEnv == "" {
+		r.PasswordEnv = "REDIS_PASSWORD"
+	}
+	if r.KeyPrefix == "" {
+		r.KeyPrefix = "tokengate:"
+	}
+	if r.DialTimeout == 0 {
+		r.DialTimeout = 100 * time.Millisecond
+	}
+	if r.ReadTimeout == 0 {
+		r.ReadTimeout = 50 * time.Millisecond
+	}
+	if r.WriteTimeout == 0 {
+		r.WriteTimeout = 50 * time.Millisecond
+	}
+	if r.OnError == "" {
+		r.OnError = "fail_open"
+	}
+	if r.Clock == "" {
+		r.Clock = "server"
+	}
+	if r.HoldTTL == 0 {
+		r.HoldTTL = 10 * time.Minute
+	}
+	if r.RetryInterval == 0 {
+		r.RetryInterval = 500 * time.Millisecond
+	}
+}
+
+func (r *Redis) validate(bad func(field, format string, a ...any)) {
+	switch r.OnError {
+	case "fail_open", "fail_closed", "local":
+	default:
+		bad("store.redis.on_error", "must be fail_open, fail_closed or local, got %q", r.OnError)
+	}
+	if r.Clock != "server" && r.Clock != "client" {
+		bad("store.redis.clock", "must be server or client, got %q", r.Clock)
+	}
+	for _, d := range []struct {
+		name string
+		v    time.Duration
+	}{{"dial_timeout", r.DialTimeout}, {"read_timeout", r.ReadTimeout}, {"write_timeout", r.WriteTimeout}, {"hold_ttl", r.HoldTTL}, {"retry_interval", r.RetryInterval}} {
+		if d.v < 0 {
+			bad("store.redis."+d.name, "must be positive, got %s", d.v)
+		}
+	}
+	if r.PoolSize < 0 {
+		bad("store.redis.pool_size", "must be positive, got %d", r.PoolSize)
+	}
 }

@@ -74,11 +74,12 @@ func TestLoadErrors(t *testing.T) {
 			`policies[0].overrides[0].key_sha256: must be 64 hex digits (the SHA-256 of the key), got "abc"`},
 		{"period_without_quota.yaml", "policies[0].token_quota: token_quota_period is set but token_quota is not"},
 		{"bad_missing.yaml", `policies[0].counter_key.missing: must be reject or anonymous, got "allow"`},
-		{"bad_backend.yaml", `store.backend: must be memory or bbolt, got "etcd"`},
+		{"bad_backend.yaml", `store.backend: must be memory, bbolt or redis, got "etcd"`},
+		{"bad_redis.yaml", `store.redis.on_error: must be fail_open, fail_closed or local, got "panic"` + "\n" + `store.redis.clock: must be server or client, got "sundial"`},
 		{"duplicate_name.yaml", `policies[1].name: "lab" is used by an earlier policy`},
 		{"bad_prefix.yaml", `policies[0].match.path_prefix: must start with /, got "v1"`},
 		{"bad_duration.yaml", "line 1: cannot unmarshal !!str `soon` into time.Duration"},
-		{"two_errors.yaml", "store.backend: must be memory or bbolt, got \"etcd\"\npolicies[0].tokens_per_minute: must be a positive number of tokens, got -1"},
+		{"two_errors.yaml", "store.backend: must be memory, bbolt or redis, got \"etcd\"\npolicies[0].tokens_per_minute: must be a positive number of tokens, got -1"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.file, func(t *testing.T) {

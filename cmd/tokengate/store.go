@@ -1,0 +1,87 @@
+package main
+
+import (
+	"crypto/tls"
+	"fmt"
+	"os"
+
+	"github.com/redis/go-redis/v9"
+	"go.uber.org/zap"
+	"google.golang.org/grpc/health"
+	healthpb "google.golang.org/grpc/health/grpc_health_v1"
+
+	"github.com/tokengate/tokengate/extproc"
+	"github.com/tokengate/tokengate/extproc/config"
+	"github.com/tokengate/tokengate/limiter"
+)
+
+// storeHooks are what a shared store's state reaches: logs, metrics, and
+// the health service Envoy and Kubernetes probe.
+type storeHooks struct {
+	log     *zap.Logger
+	metrics *extproc.Metrics
+	health  *health.Server
+}
+
+func openStore(c config.Store, clock limiter.Clock, hooks storeHooks) (limiter.Store, error) {
+	switch c.Backend {
+	case "memory":
+		return limiter.NewMemory(), nil
+	case "bbolt":
+		b, err := limiter.OpenBolt(limiter.BoltOptions{Path: c.Bbolt.Path, FlushInterval: c.Bbolt.FlushInterval, Clock: clock})
+		if err != nil {
+			return nil, err
+		}
+		return b, nil
+	case "redis":
+		return openRedis(c.Redis, hooks), nil
+	}
+	return nil, usageError(fmt.Errorf("store.backend: unknown backend %q", c.Backend))
+}
+
+// openRedis does not dial: Redis may come up after tokengate, and until it
+// does on_error decides, visibly.
+func openRedis(c config.Redis, hooks storeHooks) limiter.Store {
+	opts := &redis.UniversalOptions{
+		Addrs:         c.Addrs,
+		MasterName:    c.MasterName,
+		IsClusterMode: c.Cluster,
+		Username:      c.Username,
+		Password:      os.Getenv(c.PasswordEnv),
+		PoolSize:      c.PoolSize,
+		DialTimeout:   c.DialTimeout,
+		ReadTimeout:   c.ReadTimeout,
+		WriteTimeout:  c.WriteTimeout,
+		// A retry would double the wait past Envoy's message timeout;
+		// on_error is the retry policy.
+		MaxRetries: -1,
+	}
+	if c.TLS {
+		opts.TLSConfig = &tls.Config{MinVersion: tls.VersionTLS12}
+	}
+	shared := limiter.NewRedis(limiter.RedisOptions{
+		Client:     redis.NewUniversalClient(opts),
+		Prefix:     c.KeyPrefix,
+		ServerTime: c.Clock == "server",
+		HoldTTL:    c.HoldTTL,
+	})
+	mode := limiter.OnError(c.OnError)
+	return limiter.NewFallback(shared, limiter.FallbackOptions{
+		Mode:   mode,
+		Retry:  c.RetryInterval,
+		OnCall: hooks.metrics.StoreCall,
+		OnState: func(down bool, err error) {
+			hooks.metrics.StoreDown(down)
+			if !down {
+				hooks.log.Info("redis store is back", zap.String("on_error", c.OnError))
+				hooks.health.SetServingStatus("", healthpb.HealthCheckResponse_SERVING)
+				return
+			}
+			hooks.log.Error("redis store unavailable; on_error decides until it is back",
+				zap.String("on_error", c.OnError), zap.Error(err), zap.Duration("retry_every", c.RetryInterval))
+			if mode == limiter.FailClosed {
+				hooks.health.SetServingStatus("", healthpb.HealthCheckResponse_NOT_SERVING)
+			}
+		},
+	})
+}

@@ -1,0 +1,210 @@
+package limiter
+
+import (
+	"context"
+	"errors"
+	"strings"
+	"sync"
+	"time"
+)
+
+// ErrUnavailable is what a fail-closed store answers while its backend is
+// down; the processor turns it into a 503.
+var ErrUnavailable = errors.New("limiter: store unavailable")
+
+// OnError is what a Fallback does while the shared store is away.
+type OnError string
+
+// The failure policies of SPEC §7.
+const (
+	// FailOpen admits every request; charges are counted in a local
+	// memory store, for metrics only.
+	FailOpen OnError = "fail_open"
+	// FailClosed refuses every request with ErrUnavailable.
+	FailClosed OnError = "fail_closed"
+	// Local limits with a per-replica memory store: budgets are per replica
+	// until the shared store is back, and nothing is reconciled then.
+	Local OnError = "local"
+)
+
+// localHold marks holds made by the local store, so they are settled
+// there even after the shared store is back.
+const localHold = "local:"
+
+// FallbackOptions configures NewFallback.
+type FallbackOptions struct {
+	Mode OnError
+	// Retry is how long the shared store is left alone after a failure
+	// before a call tries it again: while it is down, calls don't each pay
+	// a timeout.
+	Retry time.Duration
+	// OnState is told when the shared store goes down (true) or comes
+	// back (false): health, metrics and logs hang on it.
+	OnState func(down bool, err error)
+	// OnCall is told of every call to the shared store.
+	OnCall func(op string, took time.Duration, err error)
+}
+
+// Fallback fronts a shared store (Redis) with the on_error policy.
+type Fallback struct {
+	shared Store
+	local  *Memory
+	o      FallbackOptions
+
+	mu        sync.Mutex
+	down      bool
+	downUntil time.Time // wall time; the breaker is about the network, not the limiter's clock
+	probing   bool
+	closed    chan struct{}
+	probes    sync.WaitGroup
+}
+
+var _ Store = (*Fallback)(nil)
+
+// NewFallback wraps shared.
+func NewFallback(shared Store, o FallbackOptions) *Fallback {
+	if o.Retry <= 0 {
+		o.Retry = 500 * time.Millisecond
+	}
+	return &Fallback{shared: shared, local: NewMemory(), o: o, closed: make(chan struct{})}
+}
+
+// Down reports whether the shared store is considered away.
+func (f *Fallback) Down() bool {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	return f.down
+}
+
+// try reports whether to call the shared store now.
+func (f *Fallback) try() bool {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	return !f.down || !time.Now().Before(f.downUntil)
+}
+
+// result records a call's outcome, and tells OnState of a change.
+func (f *Fallback) result(op string, start time.Time, err error) {
+	if f.o.OnCall != nil {
+		f.o.OnCall(op, time.Since(start), err)
+	}
+	f.mu.Lock()
+	changed := f.down != (err != nil)
+	f.down = err != nil
+	startProbe := false
+	if err != nil {
+		f.downUntil = time.Now().Add(f.o.Retry)
+		if !f.probing {
+			f.probing, startProbe = true, true
+			f.probes.Add(1)
+		}
+	}
+	f.mu.Unlock()
+	if changed && f.o.OnState != nil {
+		f.o.OnState(err != nil, err)
+	}
+	if startProbe {
+		go f.probe()
+	}
+}
+
+// probe tries the shared store every Retry while it is down. Traffic alone
+// cannot be relied on to notice it is back: under fail_closed the health
+// check turns Envoy away, and no request comes to try.
+func (f *Fallback) probe() {
+	defer f.probes.Done()
+	t := time.NewTicker(f.o.Retry)
+	defer t.Stop()
+	for {
+		select {
+		case <-f.closed:
+			return
+		case <-t.C:
+		}
+		// Deciding to stop and clearing probing under one lock, so a
+		// failure racing with the end is never left without a probe.
+		f.mu.Lock()
+		if !f.down {
+			f.probing = false
+			f.mu.Unlock()
+			return
+		}
+		f.mu.Unlock()
+		ctx, cancel := context.WithTimeout(context.Background(), f.o.Retry)
+		start := time.Now()
+		_, err := f.shared.Status(ctx, probeKey, Limits{}, time.Now())
+		cancel()
+		if err == nil {
+			f.result("probe", start, nil)
+		}
+	}
+}
+
+// probeKey is a counter key no request can have (keys are policy:hash).
+const probeKey = "\x00probe"
+
+// Reserve implements Store.
+func (f *Fallback) Reserve(ctx context.Context, key string, lim Limits, n int64, now time.Time) (Decision, error) {
+	if f.try() {
+		start := time.Now()
+		d, err := f.shared.Reserve(ctx, key, lim, n, now)
+		f.result("reserve", start, err)
+		if err == nil {
+			return d, nil
+		}
+	}
+	switch f.o.Mode {
+	case FailClosed:
+		return Decision{}, ErrUnavailable
+	case Local:
+		d, err := f.local.Reserve(ctx, key, lim, n, now)
+		d.Hold.ID = localHold
+		return d, err
+	}
+	return Decision{Allowed: true, Hold: Hold{ID: localHold}}, nil
+}
+
+// Settle implements Store. A hold made locally is settled locally; a
+// charge the shared store cannot take is kept locally (counted, for
+// fail_open; limiting this replica, for local), and lost to the shared
+// budget: nothing is reconciled.
+func (f *Fallback) Settle(ctx context.Context, key string, lim Limits, h Hold, used int64, now time.Time) error {
+	if strings.HasPrefix(h.ID, localHold) {
+		return f.local.Settle(ctx, key, lim, h, used, now)
+	}
+	if f.try() {
+		start := time.Now()
+		err := f.shared.Settle(ctx, key, lim, h, used, now)
+		f.result("settle", start, err)
+		if err == nil {
+			return nil
+		}
+		if f.o.Mode == FailClosed {
+			return err
+		}
+	}
+	return f.local.Settle(ctx, key, lim, Hold{}, used, now)
+}
+
+// Status implements Store.
+func (f *Fallback) Status(ctx context.Context, key string, lim Limits, now time.Time) (Decision, error) {
+	if f.try() {
+		start := time.Now()
+		d, err := f.shared.Status(ctx, key, lim, now)
+		f.result("status", start, err)
+		if err == nil {
+			return d, nil
+		}
+	}
+	if f.o.Mode == FailClosed {
+		return Decision{}, ErrUnavailable
+	}
+	return f.local.Status(ctx, key, lim, now)
+}
+
+// Close implements Store.
+func (f *Fallback) Close() error {
+	close(f.closed)
+	f.probes.Wait()
+	return errors.Join(f.shared.Close(), f.local.Close())
+}
