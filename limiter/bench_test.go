@@ -4,6 +4,8 @@ import (
 	"context"
 	"fmt"
 	"math"
+	"slices"
+	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -126,5 +128,54 @@ func BenchmarkStoreReserveSettle(b *testing.B) {
 				reportOps(b)
 			})
 		}
+	}
+}
+
+// BenchmarkDecision is SPEC §9's "limiter check+reserve" for the memory and
+// the Redis store in the same run: decisions per second and the latency of
+// one decision (p50, p99), from 8 concurrent callers, on loopback. One
+// decision is one Reserve: one lock for memory, one script round trip for
+// Redis.
+func BenchmarkDecision(b *testing.B) {
+	addr := startRedis(b)
+	stores := []struct {
+		name string
+		s    Store
+	}{
+		{"memory", NewMemory()},
+		{"redis", newRedisStore(b, addr, true)},
+	}
+	for _, st := range stores {
+		b.Run(st.name, func(b *testing.B) {
+			ctx := context.Background()
+			lim := Limits{TokensPerMinute: 1 << 50}
+			var mu sync.Mutex
+			var lat []time.Duration
+			var next atomic.Int64
+			b.SetParallelism(4) // 8 callers on 2 cores
+			b.RunParallel(func(pb *testing.PB) {
+				key := fmt.Sprint("key-", next.Add(1))
+				var mine []time.Duration
+				for pb.Next() {
+					start := time.Now()
+					d, err := st.s.Reserve(ctx, key, lim, 100, start)
+					mine = append(mine, time.Since(start))
+					if err != nil {
+						b.Error(err)
+						return
+					}
+					_ = st.s.Settle(ctx, key, lim, d.Hold, 90, start)
+				}
+				mu.Lock()
+				lat = append(lat, mine...)
+				mu.Unlock()
+			})
+			slices.Sort(lat)
+			if len(lat) > 0 {
+				b.ReportMetric(float64(lat[len(lat)/2].Nanoseconds())/1e3, "p50-µs")
+				b.ReportMetric(float64(lat[len(lat)*99/100].Nanoseconds())/1e3, "p99-µs")
+			}
+			b.ReportMetric(float64(b.N)/b.Elapsed().Seconds(), "decisions/s")
+		})
 	}
 }
