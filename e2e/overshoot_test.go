@@ -1,0 +1,106 @@
+package e2e
+
+import (
+	"context"
+	"fmt"
+	"testing"
+	"time"
+
+	"github.com/tokengate/tokengate/e2e/harness"
+	"github.com/tokengate/tokengate/e2e/load"
+)
+
+// The accuracy run (SPEC §9: at most 1 % over the limit in any 60 s
+// window with 64 concurrent clients). A round is 64 requests at once in
+// one fake second, about 47,000 tokens asked of a 20,000 budget, so the
+// limit is pressed from the first second on.
+const (
+	overshootLimit   int64 = 20000
+	overshootClients       = 64
+	overshootClock         = "2026-01-05T10:00:00Z"
+	overshootSim           = 3 * time.Minute
+	// Bounds of one run: the 180 rounds take a few seconds on 2 cores.
+	overshootMaxWall     = 20 * time.Second
+	overshootMaxRequests = 50000
+)
+
+func overshootConfig(strict bool) string {
+	mode := "" // APIM: charged only once the response is back
+	if strict {
+		mode = "  estimate_prompt_tokens: true\n  reserve_completion: max_tokens\n"
+	}
+	return fmt.Sprintf(`store: {backend: memory}
+policies:
+- name: accuracy
+  counter_key: {header: [api-key]}
+  tokens_per_minute: %d
+%s`, overshootLimit, mode)
+}
+
+func TestStrictModeNoOvershoot(t *testing.T) {
+	needBinaries(t)
+	t.Run("strict", func(t *testing.T) {
+		res := runAccuracy(t, overshootConfig(true))
+		t.Logf("strict: %s", res.Report(overshootLimit))
+		if most := overshootLimit * 101 / 100; res.Worst.Tokens > most {
+			t.Errorf("strict mode let %d tokens through in the 60 s from %v: more than limit × 1.01 = %d",
+				res.Worst.Tokens, res.Worst.From.Format(time.TimeOnly), most)
+		}
+		// The proof is only worth something if the limit was pressed:
+		// requests refused, the window filled close to the limit, and
+		// refilled as tokens left it (at least twice the limit over the run).
+		if res.RateLimited == 0 || res.Worst.Tokens < overshootLimit*9/10 || res.AdmittedTokens < 2*overshootLimit {
+			t.Errorf("the limit was not pressed: %d refused, worst window %d, %d tokens admitted in all (want refusals, ≥ %d, ≥ %d)",
+				res.RateLimited, res.Worst.Tokens, res.AdmittedTokens, overshootLimit*9/10, 2*overshootLimit)
+		}
+	})
+	t.Run("apim", func(t *testing.T) {
+		// For the record: APIM's check (refuse once used ≥ limit,
+		// charge when the response is back) on the same load. It is
+		// expected to overshoot; only the run itself is checked.
+		res := runAccuracy(t, overshootConfig(false))
+		t.Logf("apim: %s", res.Report(overshootLimit))
+		if res.Admitted == 0 {
+			t.Error("APIM mode admitted nothing")
+		}
+	})
+}
+
+// runAccuracy starts a stack on cfg and drives the accuracy load through
+// it; every request must be admitted or refused, none fail or be cut.
+func runAccuracy(t *testing.T, cfg string) load.Result {
+	t.Helper()
+	s := harness.StartStack(t, harness.StackOptions{ConfigYAML: cfg, FakeClock: overshootClock})
+	start, err := time.Parse(time.RFC3339, overshootClock)
+	if err != nil {
+		t.Fatal(err)
+	}
+	res, err := load.Run(context.Background(), load.Options{
+		URLs:        []string{s.URL},
+		Clients:     overshootClients,
+		Key:         "accuracy-key",
+		Advance:     load.ClockAdvancer(s.Tokengate.Field("admin")),
+		Start:       start,
+		SimDuration: overshootSim,
+		MaxRequests: overshootMaxRequests,
+		MaxWall:     overshootMaxWall,
+		Seed:        1,
+	})
+	t.Log(res.String())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if res.Failed > 0 {
+		t.Fatalf("%d requests failed; first: %+v", res.Failed, res.Failures[0])
+	}
+	if res.Cancelled > 0 {
+		t.Fatalf("%d requests were cut: the records are not the whole account", res.Cancelled)
+	}
+	if res.Stopped != "" {
+		// A slow machine (or -race) may stop the run at its bound; the
+		// rounds run are still exact, and the callers check that they
+		// were enough to press the limit.
+		t.Logf("the run stopped after %d of %d rounds: %s", res.Ticks, res.Rounds, res.Stopped)
+	}
+	return res
+}
