@@ -227,7 +227,7 @@ func (p *processor) admit(n int64) *extprocv3.ProcessingResponse {
 // release ends the reservation without charging anything.
 func (p *processor) release() {
 	if p.admitted && !p.settled {
-		_ = p.s.store.Settle(p.ctx, p.counter, p.limits, p.hold, 0, p.s.clock.Now())
+		_, _ = p.s.store.Settle(p.ctx, p.counter, p.limits, p.hold, 0, p.s.clock.Now())
 	}
 	p.admitted, p.hold = false, limiter.Hold{}
 }

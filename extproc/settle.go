@@ -82,14 +82,12 @@ func (p *processor) settle() (*extprocv3.HeaderMutation, *structpb.Struct) {
 	charged := p.counted(prompt, completion, total)
 	p.settled = true
 	now := p.s.clock.Now()
-	if err := p.s.store.Settle(p.ctx, p.counter, p.limits, p.hold, charged, now); err != nil {
-		p.s.metrics.storeError("settle", err)
-		p.s.log.Warn("limiter store failed to settle", zap.String("key", p.keyHash[:8]), zap.Error(err))
-	}
+	d, err := p.s.store.Settle(p.ctx, p.counter, p.limits, p.hold, charged, now)
 	p.record(prompt, completion, source)
 	p.logDecision(p.decision(), zap.Int64("tokens", charged), zap.String("source", source))
-	d, err := p.s.store.Status(p.ctx, p.counter, p.limits, now)
 	if err != nil {
+		p.s.metrics.storeError("settle", err)
+		p.s.log.Warn("limiter store failed to settle", zap.String("key", p.keyHash[:8]), zap.Error(err))
 		return nil, nil
 	}
 	var h headerSet
@@ -126,7 +124,7 @@ func (p *processor) finish() {
 	p.record(prompt, completion, source)
 	ctx, cancel := context.WithTimeout(context.WithoutCancel(p.ctx), settleTimeout)
 	defer cancel()
-	if err := p.s.store.Settle(ctx, p.counter, p.limits, p.hold, p.counted(prompt, completion, total), p.s.clock.Now()); err != nil {
+	if _, err := p.s.store.Settle(ctx, p.counter, p.limits, p.hold, p.counted(prompt, completion, total), p.s.clock.Now()); err != nil {
 		p.s.metrics.storeError("settle", err)
 		p.s.log.Warn("limiter store failed to settle an interrupted request", zap.String("key", p.keyHash[:8]), zap.Error(err))
 	}

@@ -24,7 +24,7 @@ type countingStore struct {
 	settles atomic.Int64
 }
 
-func (c *countingStore) Settle(ctx context.Context, key string, lim limiter.Limits, h limiter.Hold, used int64, now time.Time) error {
+func (c *countingStore) Settle(ctx context.Context, key string, lim limiter.Limits, h limiter.Hold, used int64, now time.Time) (limiter.Decision, error) {
 	c.settles.Add(1)
 	return c.Store.Settle(ctx, key, lim, h, used, now)
 }

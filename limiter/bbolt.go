@@ -227,14 +227,12 @@ func (b *Bolt) Reserve(ctx context.Context, key string, lim Limits, n int64, now
 // the next flush. A quota's charge is written before Settle returns: losing
 // a second of a window is a second's worth of tokens, losing a quota's
 // charge could refund a month. Concurrent settles share one transaction.
-func (b *Bolt) Settle(ctx context.Context, key string, lim Limits, h Hold, used int64, now time.Time) error {
-	if err := b.mem.Settle(ctx, key, lim, h, used, now); err != nil {
-		return err
+func (b *Bolt) Settle(ctx context.Context, key string, lim Limits, h Hold, used int64, now time.Time) (Decision, error) {
+	d, err := b.mem.Settle(ctx, key, lim, h, used, now)
+	if err != nil || lim.Quota <= 0 || used <= 0 || len(key) == 0 || len(key) > bolt.MaxKeySize {
+		return d, err
 	}
-	if lim.Quota <= 0 || used <= 0 || len(key) == 0 || len(key) > bolt.MaxKeySize {
-		return nil
-	}
-	err := b.db.Batch(func(tx *bolt.Tx) error {
+	err = b.db.Batch(func(tx *bolt.Tx) error {
 		// Read the quota inside the transaction, not before: whichever
 		// settle's transaction commits last then writes the latest count.
 		v, ok := b.mem.appendQuotaOf(nil, key, b.clock.Now())
@@ -244,9 +242,9 @@ func (b *Bolt) Settle(ctx context.Context, key string, lim Limits, h Hold, used 
 		return tx.Bucket(quotasBucket).Put([]byte(key), v)
 	})
 	if err != nil {
-		return fmt.Errorf("limiter: persist quota to bbolt file %s: %w", b.path, err)
+		return d, fmt.Errorf("limiter: persist quota to bbolt file %s: %w", b.path, err)
 	}
-	return nil
+	return d, nil
 }
 
 // Status implements Store from memory.

@@ -65,7 +65,7 @@ func BenchmarkMemoryReserveSettle(b *testing.B) {
 		for pb.Next() {
 			now := t0.Add(time.Duration(i) * time.Microsecond)
 			_, _ = m.Reserve(ctx, key, Limits{TokensPerMinute: 1 << 40}, 100, now)
-			_ = m.Settle(ctx, key, Limits{}, Hold{Tokens: 100}, 90, now)
+			_, _ = m.Settle(ctx, key, Limits{}, Hold{Tokens: 100}, 90, now)
 			i++
 		}
 	})
@@ -105,7 +105,7 @@ func BenchmarkStoreReserveSettle(b *testing.B) {
 					now := t0.Add(time.Duration(i) * time.Microsecond)
 					key := fmt.Sprint("key-", i%1024)
 					_, _ = s.Reserve(ctx, key, lim, 100, now)
-					_ = s.Settle(ctx, key, lim, Hold{Tokens: 100}, 90, now)
+					_, _ = s.Settle(ctx, key, lim, Hold{Tokens: 100}, 90, now)
 					i++
 				}
 				reportOps(b)
@@ -121,7 +121,7 @@ func BenchmarkStoreReserveSettle(b *testing.B) {
 					for pb.Next() {
 						now := t0.Add(time.Duration(i) * time.Microsecond)
 						_, _ = s.Reserve(ctx, key, lim, 100, now)
-						_ = s.Settle(ctx, key, lim, Hold{Tokens: 100}, 90, now)
+						_, _ = s.Settle(ctx, key, lim, Hold{Tokens: 100}, 90, now)
 						i++
 					}
 				})
@@ -164,7 +164,7 @@ func BenchmarkDecision(b *testing.B) {
 						b.Error(err)
 						return
 					}
-					_ = st.s.Settle(ctx, key, lim, d.Hold, 90, start)
+					_, _ = st.s.Settle(ctx, key, lim, d.Hold, 90, start)
 				}
 				mu.Lock()
 				lat = append(lat, mine...)

@@ -168,19 +168,19 @@ func (f *Fallback) Reserve(ctx context.Context, key string, lim Limits, n int64,
 // charge the shared store cannot take is kept locally (counted, for
 // fail_open; limiting this replica, for local), and lost to the shared
 // budget: nothing is reconciled.
-func (f *Fallback) Settle(ctx context.Context, key string, lim Limits, h Hold, used int64, now time.Time) error {
+func (f *Fallback) Settle(ctx context.Context, key string, lim Limits, h Hold, used int64, now time.Time) (Decision, error) {
 	if strings.HasPrefix(h.ID, localHold) {
 		return f.local.Settle(ctx, key, lim, h, used, now)
 	}
 	if f.try() {
 		start := time.Now()
-		err := f.shared.Settle(ctx, key, lim, h, used, now)
+		d, err := f.shared.Settle(ctx, key, lim, h, used, now)
 		f.result("settle", start, err)
 		if err == nil {
-			return nil
+			return d, nil
 		}
 		if f.o.Mode == FailClosed {
-			return err
+			return d, err
 		}
 	}
 	return f.local.Settle(ctx, key, lim, Hold{}, used, now)

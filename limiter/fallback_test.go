@@ -35,7 +35,7 @@ func TestFallbackModes(t *testing.T) {
 			if err != nil || !d.Allowed || d.Hold.ID == "" {
 				t.Fatalf("redis up: %+v %v", d, err)
 			}
-			if err := f.Settle(ctx, "k", lim, d.Hold, 60, now); err != nil {
+			if _, err := f.Settle(ctx, "k", lim, d.Hold, 60, now); err != nil {
 				t.Fatal(err)
 			}
 
@@ -65,7 +65,7 @@ func TestFallbackModes(t *testing.T) {
 				t.Error("Down() = false with redis killed")
 			}
 			if err1 == nil {
-				_ = f.Settle(ctx, "k", lim, d1.Hold, 30, now)
+				_, _ = f.Settle(ctx, "k", lim, d1.Hold, 30, now)
 			}
 
 			srv.start()
@@ -77,7 +77,7 @@ func TestFallbackModes(t *testing.T) {
 					if d.Used != 10 && d.Used != 70 {
 						t.Errorf("after recovery used %d, want the shared store's count", d.Used)
 					}
-					_ = f.Settle(ctx, "k", lim, d.Hold, 0, time.Now())
+					_, _ = f.Settle(ctx, "k", lim, d.Hold, 0, time.Now())
 					break
 				}
 				if time.Now().After(deadline) {

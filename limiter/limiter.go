@@ -103,7 +103,11 @@ type Store interface {
 	// With a quota in lim, used is also charged to the quota's period at
 	// now, and a store that persists keeps it before returning: a crash
 	// must not refund a month.
-	Settle(ctx context.Context, key string, lim Limits, h Hold, used int64, now time.Time) error
+	//
+	// It answers what Status would answer right after, so a caller that
+	// reports the budget to the client needs no second call (a second
+	// round trip, for a shared store).
+	Settle(ctx context.Context, key string, lim Limits, h Hold, used int64, now time.Time) (Decision, error)
 	// Status reports the window without changing it, as Reserve with n == 0
 	// would: Allowed means used+reserved < limit.
 	Status(ctx context.Context, key string, lim Limits, now time.Time) (Decision, error)

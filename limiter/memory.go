@@ -94,24 +94,28 @@ func (m *Memory) Reserve(_ context.Context, key string, lim Limits, n int64, now
 }
 
 // Settle implements Store.
-func (m *Memory) Settle(_ context.Context, key string, lim Limits, h Hold, used int64, now time.Time) error {
-	reserved := h.Tokens
+func (m *Memory) Settle(_ context.Context, key string, lim Limits, h Hold, used int64, now time.Time) (Decision, error) {
 	s := m.shard(key)
 	s.mu.Lock()
 	e := s.entries[key]
 	if e == nil && used > 0 {
 		e = s.addEntry(key, &entry{})
 	}
+	var d Decision
 	if e != nil {
-		e.settleAll(lim, reserved, used, now)
+		e.settleAll(lim, h.Tokens, used, now)
 		if used > 0 {
 			s.markDirty(e)
 		}
+		d = e.statusAll(lim, now)
 		s.forgetIfIdle(e, now)
+	} else {
+		var fresh entry
+		d = fresh.statusAll(lim, now)
 	}
 	s.tick(now)
 	s.mu.Unlock()
-	return nil
+	return d, nil
 }
 
 // Status implements Store.

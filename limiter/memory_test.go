@@ -22,7 +22,7 @@ func mustReserve(t *testing.T, st Store, key string, limit, n int64, now time.Ti
 
 func mustSettle(t *testing.T, st Store, key string, reserved, used int64, now time.Time) {
 	t.Helper()
-	if err := st.Settle(context.Background(), key, Limits{}, Hold{Tokens: reserved}, used, now); err != nil {
+	if _, err := st.Settle(context.Background(), key, Limits{}, Hold{Tokens: reserved}, used, now); err != nil {
 		t.Fatalf("Settle(%q, %d, %d): %v", key, reserved, used, err)
 	}
 }
@@ -116,7 +116,7 @@ func TestMemoryConcurrentKeys(t *testing.T) {
 					return
 				}
 				_, _ = m.Status(context.Background(), key, Limits{TokensPerMinute: 1 << 40}, now)
-				_ = m.Settle(context.Background(), key, Limits{}, Hold{Tokens: 3}, 2, now)
+				_, _ = m.Settle(context.Background(), key, Limits{}, Hold{Tokens: 3}, 2, now)
 			}
 		}()
 	}
@@ -185,7 +185,7 @@ func TestMemoryPerKey(t *testing.T) {
 	runtime.ReadMemStats(&before)
 	m := NewMemory()
 	for _, k := range names {
-		_ = m.Settle(context.Background(), k, Limits{}, Hold{Tokens: 0}, 1, t0)
+		_, _ = m.Settle(context.Background(), k, Limits{}, Hold{Tokens: 0}, 1, t0)
 	}
 	runtime.GC()
 	runtime.ReadMemStats(&after)

@@ -164,7 +164,7 @@ func TestBoltQuotaSurvivesCrash(t *testing.T) {
 	lim := Limits{TokensPerMinute: 1000, Quota: 5000, Period: Monthly}
 	for i := 0; i < 3; i++ {
 		b.Reserve(ctx, "k", lim, 100, now)
-		if err := b.Settle(ctx, "k", lim, Hold{Tokens: 100}, 300, now); err != nil {
+		if _, err := b.Settle(ctx, "k", lim, Hold{Tokens: 100}, 300, now); err != nil {
 			t.Fatal(err)
 		}
 	}

@@ -87,16 +87,21 @@ func (r *Redis) Reserve(ctx context.Context, key string, lim Limits, n int64, no
 }
 
 // Settle implements Store with one script.
-func (r *Redis) Settle(ctx context.Context, key string, lim Limits, h Hold, used int64, now time.Time) error {
-	hasQuota := 0
-	if lim.Quota > 0 && lim.Period != NoPeriod {
-		hasQuota = 1
+func (r *Redis) Settle(ctx context.Context, key string, lim Limits, h Hold, used int64, now time.Time) (Decision, error) {
+	quota := int64(0)
+	if lim.Period != NoPeriod {
+		quota = max(lim.Quota, 0)
 	}
-	err := settleScript.Run(ctx, r.c, r.keys(key), r.nowArg(now), h.ID, max(used, 0), hasQuota, int(lim.Period)).Err()
+	res, err := settleScript.Run(ctx, r.c, r.keys(key), r.nowArg(now), h.ID, max(used, 0),
+		max(lim.TokensPerMinute, 0), quota, int(lim.Period)).Slice()
 	if err != nil {
-		return fmt.Errorf("limiter: redis settle: %w", err)
+		return Decision{}, fmt.Errorf("limiter: redis settle: %w", err)
 	}
-	return nil
+	st, err := parseState(res)
+	if err != nil {
+		return Decision{}, err
+	}
+	return st.decide(lim, 0), nil
 }
 
 // Status implements Store: Reserve with nothing to hold.

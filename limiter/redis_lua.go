@@ -70,6 +70,46 @@ local function period(kind, sec)
 end
 `
 
+// luaState reads a key's state at now, dropping what has expired: the
+// window's live buckets and their sum, the tokens held, and the quota used
+// in now's period.
+const luaState = `
+local function state(now, quota, kind)
+  local sec = math.floor(now / 1000)
+  local w = redis.call('HGETALL', KEYS[1])
+  local sum, buckets = 0, {}
+  for i = 1, #w, 2 do
+    local s, c = tonumber(w[i]), tonumber(w[i + 1])
+    if s <= sec - 60 then
+      redis.call('HDEL', KEYS[1], w[i])
+    else
+      sum = sum + c
+      buckets[#buckets + 1] = s
+      buckets[#buckets + 1] = c
+    end
+  end
+  redis.call('ZREMRANGEBYSCORE', KEYS[2], '-inf', now)
+  local held = 0
+  for _, m in ipairs(redis.call('ZRANGE', KEYS[2], 0, -1)) do
+    held = held + tonumber(string.match(m, '|(%d+)$'))
+  end
+  local qused = 0
+  if quota > 0 then
+    local start = period(kind, sec)
+    local q = redis.call('HMGET', KEYS[3], 'start', 'used')
+    if tonumber(q[1]) == start then qused = tonumber(q[2]) or 0 end
+  end
+  return sum, buckets, held, qused
+end
+
+-- verdict: 0 admitted, 1 the window refuses, 2 the quota does.
+local function verdict(sum, held, qused, need, tpm, quota)
+  if quota > 0 and qused + held + need > quota then return 2 end
+  if tpm > 0 and sum + held + need > tpm then return 1 end
+  return 0
+end
+`
+
 // reserveScript checks the window and the quota and, when the request fits
 // both, holds its tokens: one round trip, atomic, so concurrent replicas
 // cannot admit together past a limit. It returns the state the caller
@@ -78,44 +118,11 @@ end
 //
 // ARGV: now_ms (-1: server time), tokens_per_minute (0: none), quota (0:
 // none), period kind, n, hold id, hold ttl ms.
-var reserveScript = redis.NewScript(luaPrelude + `
+var reserveScript = redis.NewScript(luaPrelude + luaState + `
 local now = now_ms(ARGV[1])
-local sec = math.floor(now / 1000)
 local tpm, quota, kind, n = tonumber(ARGV[2]), tonumber(ARGV[3]), tonumber(ARGV[4]), tonumber(ARGV[5])
-
-local w = redis.call('HGETALL', KEYS[1])
-local sum, buckets = 0, {}
-for i = 1, #w, 2 do
-  local s, c = tonumber(w[i]), tonumber(w[i + 1])
-  if s <= sec - 60 then
-    redis.call('HDEL', KEYS[1], w[i])
-  else
-    sum = sum + c
-    buckets[#buckets + 1] = s
-    buckets[#buckets + 1] = c
-  end
-end
-
-redis.call('ZREMRANGEBYSCORE', KEYS[2], '-inf', now)
-local held = 0
-for _, m in ipairs(redis.call('ZRANGE', KEYS[2], 0, -1)) do
-  held = held + tonumber(string.match(m, '|(%d+)$'))
-end
-
-local qused = 0
-if quota > 0 then
-  local start = period(kind, sec)
-  local q = redis.call('HMGET', KEYS[3], 'start', 'used')
-  if tonumber(q[1]) == start then qused = tonumber(q[2]) or 0 end
-end
-
-local need = math.max(n, 1)
-local reason = 0
-if quota > 0 and qused + held + need > quota then
-  reason = 2
-elseif tpm > 0 and sum + held + need > tpm then
-  reason = 1
-end
+local sum, buckets, held, qused = state(now, quota, kind)
+local reason = verdict(sum, held, qused, math.max(n, 1), tpm, quota)
 if reason == 0 and n > 0 then
   local ttl = tonumber(ARGV[7])
   redis.call('ZADD', KEYS[2], now + ttl, ARGV[6] .. '|' .. n)
@@ -126,21 +133,23 @@ return {reason, now, held, qused, buckets}
 `)
 
 // settleScript ends a hold and charges the tokens used to the window's
-// second and the quota's period at the time of settling. Keys expire once
-// nothing in them can count any more.
+// second and the quota's period at the time of settling, then answers the
+// state as reserveScript does with n = 0. Keys expire once nothing in them
+// can count any more.
 //
-// ARGV: now_ms (-1: server time), hold member ("" for none), used, quota
-// (0: none), period kind.
-var settleScript = redis.NewScript(luaPrelude + `
+// ARGV: now_ms (-1: server time), hold member ("" for none), used,
+// tokens_per_minute, quota (0: none), period kind.
+var settleScript = redis.NewScript(luaPrelude + luaState + `
 local now = now_ms(ARGV[1])
 local sec = math.floor(now / 1000)
+local tpm, quota, kind = tonumber(ARGV[4]), tonumber(ARGV[5]), tonumber(ARGV[6])
 if ARGV[2] ~= '' then redis.call('ZREM', KEYS[2], ARGV[2]) end
 local used = tonumber(ARGV[3])
 if used > 0 then
   redis.call('HINCRBY', KEYS[1], sec, used)
   redis.call('EXPIRE', KEYS[1], 61)
-  if tonumber(ARGV[4]) > 0 then
-    local start, stop = period(tonumber(ARGV[5]), sec)
+  if quota > 0 then
+    local start, stop = period(kind, sec)
     if tonumber(redis.call('HGET', KEYS[3], 'start')) ~= start then
       redis.call('HSET', KEYS[3], 'start', start, 'used', 0)
     end
@@ -149,5 +158,6 @@ if used > 0 then
     redis.call('EXPIRE', KEYS[3], stop - sec + 3600)
   end
 end
-return now
+local sum, buckets, held, qused = state(now, quota, kind)
+return {verdict(sum, held, qused, 1, tpm, quota), now, held, qused, buckets}
 `)

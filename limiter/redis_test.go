@@ -144,7 +144,7 @@ func TestRedisMatchesMemory(t *testing.T) {
 			case "status":
 				d, err = s.Status(ctx, "k", lim, now)
 			case "settle":
-				err = s.Settle(ctx, "k", lim, holds[name][st.holdOf], st.used, now)
+				d, err = s.Settle(ctx, "k", lim, holds[name][st.holdOf], st.used, now)
 			}
 			if err != nil {
 				t.Fatalf("step %d store %d: %v", i, j, err)
@@ -183,7 +183,7 @@ func TestRedisQuotaPeriods(t *testing.T) {
 	for i, b := range bounds {
 		key := fmt.Sprint("q", i)
 		lim := Limits{Quota: 100, Period: b.p}
-		if err := red.Settle(ctx, key, lim, Hold{}, 100, b.last); err != nil {
+		if _, err := red.Settle(ctx, key, lim, Hold{}, 100, b.last); err != nil {
 			t.Fatal(err)
 		}
 		d, _ := red.Reserve(ctx, key, lim, 0, b.last.Add(900*time.Millisecond))
@@ -219,10 +219,10 @@ func TestRedisHoldsExpire(t *testing.T) {
 		t.Fatalf("after the hold's TTL: %+v", d)
 	}
 	// Settling an expired hold charges the use and releases nothing twice.
-	if err := red.Settle(ctx, "k", lim, d.Hold, 10, now.Add(6*time.Second)); err != nil {
+	if _, err := red.Settle(ctx, "k", lim, d.Hold, 10, now.Add(6*time.Second)); err != nil {
 		t.Fatal(err)
 	}
-	if err := red.Settle(ctx, "k", lim, d.Hold, 0, now.Add(6*time.Second)); err != nil {
+	if _, err := red.Settle(ctx, "k", lim, d.Hold, 0, now.Add(6*time.Second)); err != nil {
 		t.Fatal(err)
 	}
 	if d, _ := red.Status(ctx, "k", lim, now.Add(6*time.Second)); d.Used != 10 {
@@ -279,7 +279,7 @@ func BenchmarkRedisReserveSettle(b *testing.B) {
 		if err != nil {
 			b.Fatal(err)
 		}
-		_ = red.Settle(ctx, "k", lim, d.Hold, 90, time.Now())
+		_, _ = red.Settle(ctx, "k", lim, d.Hold, 90, time.Now())
 	}
 	reportOps(b)
 }
