@@ -24,6 +24,7 @@ type Metrics struct {
 	storeLatency *prometheus.HistogramVec
 	storeDown    prometheus.Gauge
 	estimateErr  prometheus.Histogram
+	reloads      *prometheus.CounterVec
 }
 
 // NewMetrics registers the series on reg.
@@ -65,7 +66,11 @@ func NewMetrics(reg prometheus.Registerer) *Metrics {
 			Buckets: []float64{-0.5, -0.2, -0.1, -0.05, -0.01, 0, 0.01, 0.05, 0.1, 0.2, 0.5},
 		}),
 	}
-	reg.MustRegister(m.requests, m.tokens, m.passthrough, m.latency, m.storeErrors, m.storeLatency, m.storeDown, m.estimateErr)
+	m.reloads = prometheus.NewCounterVec(prometheus.CounterOpts{
+		Name: "tokengate_config_reloads_total",
+		Help: "SIGHUP reloads by result (success, failure); a failure keeps the running config.",
+	}, []string{"result"})
+	reg.MustRegister(m.requests, m.tokens, m.passthrough, m.latency, m.storeErrors, m.storeLatency, m.storeDown, m.estimateErr, m.reloads)
 	return m
 }
 
@@ -145,4 +150,16 @@ func (m *Metrics) estimate(estimated, reported int64) {
 	if m != nil && estimated > 0 && reported > 0 {
 		m.estimateErr.Observe(float64(estimated-reported) / float64(reported))
 	}
+}
+
+// Reload counts a SIGHUP reload.
+func (m *Metrics) Reload(ok bool) {
+	if m == nil {
+		return
+	}
+	result := "failure"
+	if ok {
+		result = "success"
+	}
+	m.reloads.WithLabelValues(result).Inc()
 }

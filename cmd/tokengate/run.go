@@ -8,6 +8,9 @@ import (
 	"io"
 	"net"
 	"net/http"
+	"os"
+	"os/signal"
+	"syscall"
 	"time"
 
 	extprocv3 "github.com/envoyproxy/go-control-plane/envoy/service/ext_proc/v3"
@@ -142,7 +145,17 @@ func Run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 		return fmt.Errorf("admin listen %s: %w", cfg.AdminListen, err)
 	}
 
-	srv := grpc.NewServer(grpc.MaxRecvMsgSize(cfg.MaxReceiveBytes))
+	serverOpts := []grpc.ServerOption{grpc.MaxRecvMsgSize(cfg.MaxReceiveBytes)}
+	if cfg.TLS.Enabled() {
+		creds, err := serverTLS(cfg.TLS)
+		if err != nil {
+			grpcLn.Close()
+			adminLn.Close()
+			return usageError(err)
+		}
+		serverOpts = append(serverOpts, grpc.Creds(creds))
+	}
+	srv := grpc.NewServer(serverOpts...)
 	proc := extproc.New(extproc.Options{Policies: cfg.Policies, Store: store, Clock: clock, Log: log, Metrics: metrics})
 	extprocv3.RegisterExternalProcessorServer(srv, proc)
 	healthpb.RegisterHealthServer(srv, hs)
@@ -161,10 +174,20 @@ func Run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 		zap.String("store", cfg.Store.Backend), zap.Int("policies", len(cfg.Policies)))
 	fmt.Fprintf(stdout, "tokengate ready grpc=%s admin=%s\n", grpcLn.Addr(), adminLn.Addr())
 
+	hup := make(chan os.Signal, 1)
+	signal.Notify(hup, syscall.SIGHUP)
+	defer signal.Stop(hup)
 	var serveErr error
-	select {
-	case <-ctx.Done():
-	case serveErr = <-errc:
+serve:
+	for {
+		select {
+		case <-ctx.Done():
+			break serve
+		case serveErr = <-errc:
+			break serve
+		case <-hup:
+			reload(o.configPath, proc, metrics, log)
+		}
 	}
 
 	log.Info("shutting down: draining open streams", zap.Duration("drain_timeout", o.drainTimeout))

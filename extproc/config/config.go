@@ -28,10 +28,22 @@ type Config struct {
 	AdminListen string `yaml:"admin_listen"`
 	// MaxReceiveBytes caps one gRPC message from Envoy, and so the largest
 	// buffered body tokengate accepts.
-	MaxReceiveBytes int      `yaml:"max_receive_bytes"`
-	Store           Store    `yaml:"store"`
-	Policies        []Policy `yaml:"policies"`
+	MaxReceiveBytes int `yaml:"max_receive_bytes"`
+	// TLS secures the ext_proc listener; with client_ca_file, mutually.
+	TLS      TLS      `yaml:"tls"`
+	Store    Store    `yaml:"store"`
+	Policies []Policy `yaml:"policies"`
 }
+
+// TLS names the PEM files of the ext_proc listener's TLS.
+type TLS struct {
+	CertFile     string `yaml:"cert_file"`
+	KeyFile      string `yaml:"key_file"`
+	ClientCAFile string `yaml:"client_ca_file"`
+}
+
+// Enabled reports whether the listener serves TLS.
+func (t TLS) Enabled() bool { return t.CertFile != "" }
 
 // Store chooses and configures the limiter's store.
 type Store struct {
@@ -279,6 +291,12 @@ func (c *Config) validate() error {
 	}
 	if c.MaxReceiveBytes < 0 {
 		bad("max_receive_bytes", "must be positive, got %d", c.MaxReceiveBytes)
+	}
+	if (c.TLS.CertFile == "") != (c.TLS.KeyFile == "") {
+		bad("tls", "cert_file and key_file go together")
+	}
+	if c.TLS.ClientCAFile != "" && c.TLS.CertFile == "" {
+		bad("tls.client_ca_file", "mutual TLS needs cert_file and key_file too")
 	}
 	switch c.Store.Backend {
 	case "memory", "bbolt":
