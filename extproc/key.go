@@ -6,6 +6,8 @@ import (
 	"strings"
 
 	corev3 "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
+
+	"github.com/tokengate/tokengate/extproc/config"
 )
 
 // headerMap reads Envoy's header list; the first of repeated names wins.
@@ -47,8 +49,21 @@ func subscriptionKey(hm map[string]string, names []string) (string, bool) {
 	return "", false
 }
 
-// hashKey is the only form in which a key is kept, logged or exported.
+// HashKey is the only form in which a key is kept, logged or exported:
+// the hex SHA-256 of its value.
+func HashKey(key string) string { return hashKey(key) }
+
 func hashKey(key string) string {
 	sum := sha256.Sum256([]byte(key))
 	return hex.EncodeToString(sum[:])
+}
+
+// CounterKey names the budget a key draws on under a policy: the policy,
+// the key's hash and, for per_model policies, the model.
+func CounterKey(p *config.Policy, keyHash, model string) string {
+	k := p.Name + ":" + keyHash
+	if p.CounterKey.PerModel {
+		k += ":" + strings.ToLower(model)
+	}
+	return k
 }

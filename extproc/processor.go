@@ -2,7 +2,6 @@ package extproc
 
 import (
 	"context"
-	"strings"
 
 	extprocv3 "github.com/envoyproxy/go-control-plane/envoy/service/ext_proc/v3"
 	"go.uber.org/zap"
@@ -100,13 +99,7 @@ func (p *processor) requestHeaders(h *extprocv3.HttpHeaders) *extprocv3.Processi
 }
 
 // counterKey names the budget the request draws on.
-func (p *processor) counterKey() string {
-	k := p.policy.Name + ":" + p.keyHash
-	if p.policy.CounterKey.PerModel {
-		k += ":" + strings.ToLower(p.model)
-	}
-	return k
-}
+func (p *processor) counterKey() string { return CounterKey(p.policy, p.keyHash, p.model) }
 
 // requestBody reads the request's model and prompt and, when the policy
 // estimates, reserves the prompt before the upstream sees it.
@@ -179,12 +172,7 @@ func (p *processor) reservation(req *openai.Request, strict bool, budget int64) 
 	return prompt + completion
 }
 
-func (p *processor) counterKeyFor(pol *config.Policy) string {
-	saved := p.policy
-	p.policy = pol
-	defer func() { p.policy = saved }()
-	return p.counterKey()
-}
+func (p *processor) counterKeyFor(pol *config.Policy) string { return CounterKey(pol, p.keyHash, p.model) }
 
 // admit checks (n == 0) or reserves n more tokens; it returns the 429 or
 // 403 to send when the budgets have no room.

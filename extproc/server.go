@@ -62,6 +62,9 @@ func (s *Server) SetPolicies(p []config.Policy) {
 	s.policies.Store(&p)
 }
 
+// Policies returns the policies new requests are matched against.
+func (s *Server) Policies() []config.Policy { return *s.policies.Load() }
+
 // Process serves one HTTP request's stream. Whatever way the stream ends,
 // the request's reservation is settled exactly once.
 func (s *Server) Process(stream extprocv3.ExternalProcessor_ProcessServer) error {

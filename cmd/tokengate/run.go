@@ -26,6 +26,7 @@ import (
 	"github.com/tokengate/tokengate/extproc/config"
 	"github.com/tokengate/tokengate/extproc/tokenize"
 	"github.com/tokengate/tokengate/limiter"
+	adminv1 "github.com/tokengate/tokengate/proto/tokengate/admin/v1"
 )
 
 // exitError carries a process exit code: 2 for a configuration the server
@@ -75,6 +76,9 @@ func parseFlags(args []string, stderr io.Writer) (options, error) {
 // Run starts tokengate and serves until ctx is cancelled, then drains,
 // flushes the store and returns nil.
 func Run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
+	if len(args) > 0 && args[0] == "admin" {
+		return runAdmin(ctx, args[1:], stdout, stderr)
+	}
 	o, err := parseFlags(args, stderr)
 	if err != nil {
 		return err
@@ -161,7 +165,10 @@ func Run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	healthpb.RegisterHealthServer(srv, hs)
 	reflection.Register(srv)
 
-	admin := &http.Server{Handler: adminMux(hs, reg, manual), ReadHeaderTimeout: 5 * time.Second}
+	adminRPC := grpc.NewServer(grpc.UnaryInterceptor(bearerAuth(adminToken(cfg.Admin))))
+	adminv1.RegisterAdminServiceServer(adminRPC, &adminService{proc: proc, store: store, clock: clock})
+	reflection.Register(adminRPC)
+	admin := &http.Server{Handler: withGRPC(adminRPC, adminMux(hs, reg, manual)), ReadHeaderTimeout: 5 * time.Second}
 
 	errc := make(chan error, 2)
 	go func() { errc <- srv.Serve(grpcLn) }()
@@ -196,6 +203,7 @@ serve:
 	shutCtx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
 	_ = admin.Shutdown(shutCtx)
 	cancel()
+	adminRPC.Stop()
 	storeClosed = true
 	if err := store.Close(); err != nil {
 		return fmt.Errorf("closing store: %w", err)

@@ -31,8 +31,16 @@ type Config struct {
 	MaxReceiveBytes int `yaml:"max_receive_bytes"`
 	// TLS secures the ext_proc listener; with client_ca_file, mutually.
 	TLS      TLS      `yaml:"tls"`
+	Admin    Admin    `yaml:"admin"`
 	Store    Store    `yaml:"store"`
 	Policies []Policy `yaml:"policies"`
+}
+
+// Admin configures the admin API on admin_listen.
+type Admin struct {
+	// TokenEnv names the environment variable holding the bearer token
+	// admin calls must carry; unset or empty variable: no token needed.
+	TokenEnv string `yaml:"token_env"`
 }
 
 // TLS names the PEM files of the ext_proc listener's TLS.
