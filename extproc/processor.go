@@ -172,7 +172,9 @@ func (p *processor) reservation(req *openai.Request, strict bool, budget int64) 
 	return prompt + completion
 }
 
-func (p *processor) counterKeyFor(pol *config.Policy) string { return CounterKey(pol, p.keyHash, p.model) }
+func (p *processor) counterKeyFor(pol *config.Policy) string {
+	return CounterKey(pol, p.keyHash, p.model)
+}
 
 // admit checks (n == 0) or reserves n more tokens; it returns the 429 or
 // 403 to send when the budgets have no room.

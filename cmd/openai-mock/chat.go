@@ -2,7 +2,6 @@ package main
 
 import (
 	"encoding/json"
-	"net/http"
 )
 
 type chatRequest struct {
@@ -62,7 +61,7 @@ type chatDelta struct {
 
 const fingerprint = "fp_openai_mock"
 
-func (s *server) chat(w http.ResponseWriter, c call) {
+func (s *server) chat(w *wire, c call) {
 	var req chatRequest
 	if !decodeBody(w, c.body, &req) {
 		return
@@ -80,7 +79,9 @@ func (s *server) chat(w http.ResponseWriter, c call) {
 	gen := generate(model, c.completionTokens, limitOf(req.MaxTokens, req.MaxCompletionTokens))
 	u := chatUsage(prompt, gen.tokens)
 	id, created := s.nextID("chatcmpl-mock"), s.now().Unix()
+	c.begin(s, id, model, req.Stream)
 	if !req.Stream {
+		c.buffered(gen.text())
 		writeJSON(w, c.status, chatResponse{
 			ID: id, Object: "chat.completion", Created: created, Model: model,
 			Choices: []chatChoice{{
@@ -93,7 +94,7 @@ func (s *server) chat(w http.ResponseWriter, c call) {
 		return
 	}
 
-	withUsage := req.StreamOptions.includeUsage()
+	withUsage := req.StreamOptions.includeUsage() && !c.ignoreUsage
 	chunk := func(d chatDelta, finish *string) chatChunk {
 		ch := chatChunk{
 			ID: id, Object: "chat.completion.chunk", Created: created, Model: model,
@@ -105,18 +106,18 @@ func (s *server) chat(w http.ResponseWriter, c call) {
 		}
 		return ch
 	}
-	out := startSSE(w, c.status)
+	out := startSSE(w, c)
 	empty := ""
-	out.data(chunk(chatDelta{Role: "assistant", Content: &empty}, nil))
+	out.data(chunk(chatDelta{Role: "assistant", Content: &empty}, nil), "")
 	for _, text := range gen.chunks(chunksPerEvent) {
-		out.data(chunk(chatDelta{Content: &text}, nil))
+		out.data(chunk(chatDelta{Content: &text}, nil), text)
 	}
-	out.data(chunk(chatDelta{}, finishReason(gen)))
+	out.data(chunk(chatDelta{}, finishReason(gen)), "")
 	if withUsage {
 		last := chunk(chatDelta{}, nil)
 		last.Choices = []chatChunkChoice{}
 		last.Usage, _ = json.Marshal(u)
-		out.data(last)
+		out.usageData(last)
 	}
 	out.done()
 }

@@ -2,7 +2,6 @@ package main
 
 import (
 	"encoding/json"
-	"net/http"
 )
 
 type completionsRequest struct {
@@ -34,7 +33,7 @@ type completionsChoice struct {
 
 // completions answers the legacy API with one choice whatever the number
 // of prompts: the prompt tokens of all of them, one generated text.
-func (s *server) completions(w http.ResponseWriter, c call) {
+func (s *server) completions(w *wire, c call) {
 	var req completionsRequest
 	if !decodeBody(w, c.body, &req) {
 		return
@@ -52,14 +51,16 @@ func (s *server) completions(w http.ResponseWriter, c call) {
 		ID: s.nextID("cmpl-mock"), Object: "text_completion", Created: s.now().Unix(), Model: model,
 		SystemFingerprint: fingerprint,
 	}
+	c.begin(s, resp.ID, model, req.Stream)
 	if !req.Stream {
+		c.buffered(gen.text())
 		resp.Choices = []completionsChoice{{Text: gen.text(), FinishReason: finishReason(gen)}}
 		resp.Usage = u
 		writeJSON(w, c.status, resp)
 		return
 	}
 
-	withUsage := req.StreamOptions.includeUsage()
+	withUsage := req.StreamOptions.includeUsage() && !c.ignoreUsage
 	chunk := func(text string, finish *string) completionsResponse {
 		ch := resp
 		ch.Choices = []completionsChoice{{Text: text, FinishReason: finish}}
@@ -68,16 +69,16 @@ func (s *server) completions(w http.ResponseWriter, c call) {
 		}
 		return ch
 	}
-	out := startSSE(w, c.status)
+	out := startSSE(w, c)
 	for _, text := range gen.chunks(chunksPerEvent) {
-		out.data(chunk(text, nil))
+		out.data(chunk(text, nil), text)
 	}
-	out.data(chunk("", finishReason(gen)))
+	out.data(chunk("", finishReason(gen)), "")
 	if withUsage {
 		last := resp
 		last.Choices = []completionsChoice{}
 		last.Usage = u
-		out.data(last)
+		out.usageData(last)
 	}
 	out.done()
 }

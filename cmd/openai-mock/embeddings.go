@@ -7,7 +7,6 @@ import (
 	"encoding/json"
 	"hash/fnv"
 	"math"
-	"net/http"
 )
 
 // embeddingDims keeps vectors small: tests care about usage, not meaning.
@@ -39,7 +38,7 @@ type embeddingsUsage struct {
 	TotalTokens  int `json:"total_tokens"`
 }
 
-func (s *server) embeddings(w http.ResponseWriter, c call) {
+func (s *server) embeddings(w *wire, c call) {
 	var req embeddingsRequest
 	if !decodeBody(w, c.body, &req) {
 		return

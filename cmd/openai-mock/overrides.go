@@ -4,18 +4,47 @@ import (
 	"fmt"
 	"net/http"
 	"strconv"
+	"strings"
 	"time"
 )
 
-// overrides are the per-request knobs, defaulting to the flags.
+// overrides are the per-request knobs, defaulting to the flags. The
+// streaming ones let end-to-end tests drive every way a real stream ends:
+// compressed, without usage, stalled, slow, or cut.
 type overrides struct {
 	status           int
 	completionTokens int
 	latency          time.Duration
+
+	// encoding compresses the answer (x-mock-encoding): "", gzip, deflate
+	// or br.
+	encoding string
+	// ignoreIncludeUsage streams without the usage chunk even when the
+	// request asks for it (x-mock-ignore-include-usage), as some
+	// OpenAI-compatible servers do.
+	ignoreIncludeUsage bool
+	pace               pacing
+}
+
+// pacing shapes a stream in time and says where it is cut.
+type pacing struct {
+	// chunkDelay is waited before every event but the first
+	// (x-mock-chunk-delay).
+	chunkDelay time.Duration
+	// stall is waited once, after stallAfter events, instead of the chunk
+	// delay (x-mock-stall, x-mock-stall-after, default 1): long enough for
+	// a test to see the first events reach the client while the upstream
+	// still holds the rest.
+	stall      time.Duration
+	stallAfter int
+	// cutAfter, when positive, drops the connection after that many events,
+	// without [DONE] or the stream's normal end (x-mock-cut-after).
+	cutAfter int
 }
 
 func (s *server) overrides(h http.Header) (overrides, error) {
 	o := overrides{status: s.cfg.status, completionTokens: s.cfg.completionTokens, latency: s.cfg.latency}
+	o.pace.stallAfter = 1
 	if v := h.Get("x-mock-status"); v != "" {
 		n, err := strconv.Atoi(v)
 		if err != nil || !validStatus(n) {
@@ -23,19 +52,54 @@ func (s *server) overrides(h http.Header) (overrides, error) {
 		}
 		o.status = n
 	}
-	if v := h.Get("x-mock-completion-tokens"); v != "" {
-		n, err := strconv.Atoi(v)
-		if err != nil || n < 0 {
-			return o, fmt.Errorf("x-mock-completion-tokens: %q is not a non-negative integer", v)
-		}
-		o.completionTokens = n
+	counts := []struct {
+		name string
+		dst  *int
+		min  int
+	}{
+		{"x-mock-completion-tokens", &o.completionTokens, 0},
+		{"x-mock-cut-after", &o.pace.cutAfter, 1},
+		{"x-mock-stall-after", &o.pace.stallAfter, 1},
 	}
-	if v := h.Get("x-mock-latency"); v != "" {
-		d, err := parseLatency(v)
-		if err != nil {
-			return o, fmt.Errorf("x-mock-latency: %w", err)
+	for _, c := range counts {
+		if v := h.Get(c.name); v != "" {
+			n, err := strconv.Atoi(v)
+			if err != nil || n < c.min {
+				return o, fmt.Errorf("%s: %q is not an integer of at least %d", c.name, v, c.min)
+			}
+			*c.dst = n
 		}
-		o.latency = d
+	}
+	durations := []struct {
+		name string
+		dst  *time.Duration
+	}{
+		{"x-mock-latency", &o.latency},
+		{"x-mock-chunk-delay", &o.pace.chunkDelay},
+		{"x-mock-stall", &o.pace.stall},
+	}
+	for _, d := range durations {
+		if v := h.Get(d.name); v != "" {
+			dur, err := parseLatency(v)
+			if err != nil {
+				return o, fmt.Errorf("%s: %w", d.name, err)
+			}
+			*d.dst = dur
+		}
+	}
+	switch v := strings.ToLower(strings.TrimSpace(h.Get("x-mock-encoding"))); v {
+	case "", "identity":
+	case "gzip", "deflate", "br":
+		o.encoding = v
+	default:
+		return o, fmt.Errorf("x-mock-encoding: %q is none of gzip, deflate, br, identity", v)
+	}
+	if v := h.Get("x-mock-ignore-include-usage"); v != "" {
+		b, err := strconv.ParseBool(v)
+		if err != nil {
+			return o, fmt.Errorf("x-mock-ignore-include-usage: %q is not a boolean", v)
+		}
+		o.ignoreIncludeUsage = b
 	}
 	return o, nil
 }

@@ -2,7 +2,6 @@ package main
 
 import (
 	"encoding/json"
-	"net/http"
 )
 
 type responsesRequest struct {
@@ -54,7 +53,7 @@ type responsesUsage struct {
 // responses answers the Responses API. Like OpenAI, a text cut short by
 // max_output_tokens makes the response "incomplete", and a stream then ends
 // with response.incomplete instead of response.completed; both carry usage.
-func (s *server) responses(w http.ResponseWriter, c call) {
+func (s *server) responses(w *wire, c call) {
 	var req responsesRequest
 	if !decodeBody(w, c.body, &req) {
 		return
@@ -80,19 +79,22 @@ func (s *server) responses(w http.ResponseWriter, c call) {
 		final.IncompleteDetails = &incompleteDetails{Reason: "max_output_tokens"}
 		done = "response.incomplete"
 	}
+	c.begin(s, final.ID, model, req.Stream)
 	if !req.Stream {
+		c.buffered(gen.text())
 		writeJSON(w, c.status, final)
 		return
 	}
 
-	out := startSSE(w, c.status)
+	out := startSSE(w, c)
 	seq := 0
-	emit := func(name string, fields map[string]any) {
+	emitText := func(name string, fields map[string]any, delta string) {
 		fields["type"] = name
 		fields["sequence_number"] = seq
 		seq++
-		out.event(name, fields)
+		out.event(name, fields, delta)
 	}
+	emit := func(name string, fields map[string]any) { emitText(name, fields, "") }
 	started := final
 	started.Status, started.IncompleteDetails, started.Output, started.Usage = "in_progress", nil, []outputItem{}, nil
 	emit("response.created", map[string]any{"response": started})
@@ -106,10 +108,16 @@ func (s *server) responses(w http.ResponseWriter, c call) {
 	}
 	emit("response.content_part.added", at(map[string]any{"part": outputText{Type: "output_text", Annotations: []any{}}}))
 	for _, d := range gen.chunks(chunksPerEvent) {
-		emit("response.output_text.delta", at(map[string]any{"delta": d, "logprobs": []any{}}))
+		emitText("response.output_text.delta", at(map[string]any{"delta": d, "logprobs": []any{}}), d)
 	}
 	emit("response.output_text.done", at(map[string]any{"text": text.Text, "logprobs": []any{}}))
 	emit("response.content_part.done", at(map[string]any{"part": text}))
 	emit("response.output_item.done", map[string]any{"output_index": 0, "item": item})
-	emit(done, map[string]any{"response": final})
+	if c.ignoreUsage {
+		// The Responses API has no include_usage; an upstream that leaves
+		// usage out of its terminal event is the same case for a counter.
+		final.Usage = nil
+	}
+	out.final(done, map[string]any{"type": done, "sequence_number": seq, "response": final}, final.Usage != nil)
+	out.end()
 }

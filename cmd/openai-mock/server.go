@@ -1,6 +1,7 @@
 package main
 
 import (
+	"context"
 	"errors"
 	"fmt"
 	"io"
@@ -19,18 +20,19 @@ const defaultModel = "gpt-4o"
 // server holds the defaults from the flags and what tests inspect
 // afterwards. The clock is a field so tests could pin "created".
 type server struct {
-	cfg   config
-	calls callCounter
-	ids   atomic.Uint64
-	now   func() time.Time
+	cfg    config
+	calls  callCounter
+	traces traces
+	ids    atomic.Uint64
+	now    func() time.Time
 }
 
 func newServer(cfg config) *server {
 	return &server{cfg: cfg, calls: callCounter{byPath: map[string]int{}}, now: time.Now}
 }
 
-// apiHandler answers one decoded inference call.
-type apiHandler func(w http.ResponseWriter, c call)
+// apiHandler answers one decoded inference call through the wire.
+type apiHandler func(w *wire, c call)
 
 func (s *server) routes() http.Handler {
 	mux := http.NewServeMux()
@@ -54,6 +56,7 @@ func (s *server) routes() http.Handler {
 		}
 	}
 	mux.HandleFunc("GET /mock/calls", s.callsHandler)
+	mux.HandleFunc("GET /mock/traces/{id}", s.traceHandler)
 	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, _ *http.Request) {
 		w.Write([]byte("ok\n"))
 	})
@@ -65,13 +68,19 @@ func (s *server) routes() http.Handler {
 }
 
 // call is one inference request after the common steps: its body, the
-// Azure deployment in its path, the 2xx status to answer with and the
-// completion length it should get.
+// Azure deployment in its path, the 2xx status to answer with, the
+// completion length it should get, how to stream it, and the trace of what
+// it was sent.
 type call struct {
+	ctx              context.Context
 	body             []byte
 	deployment       string
 	status           int
 	completionTokens int
+	encoding         string
+	ignoreUsage      bool
+	pace             pacing
+	tr               *trace
 }
 
 // model picks the body's model, else the Azure deployment (SPEC section 6),
@@ -88,15 +97,27 @@ func (c call) model(fromBody string) string {
 
 // inference does what every API shares: count the call, apply the x-mock-*
 // overrides, wait the latency, and answer a forced status before the body is
-// parsed, since a failing upstream fails whatever was asked.
+// parsed, since a failing upstream fails whatever was asked. Past the
+// overrides every answer, errors included, goes out through the wire, so it
+// is compressed when asked and measured.
 func (s *server) inference(h apiHandler) http.Handler {
-	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+	return http.HandlerFunc(func(rw http.ResponseWriter, r *http.Request) {
 		s.calls.add(r.URL.Path)
 		o, err := s.overrides(r.Header)
 		if err != nil {
-			writeError(w, http.StatusBadRequest, err.Error())
+			writeError(rw, http.StatusBadRequest, err.Error())
 			return
 		}
+		tr := &trace{}
+		w := newWire(rw, o.encoding, tr)
+		// Deferred so that a stream cut by panic(http.ErrAbortHandler) is
+		// traced too; its compressed body is left truncated on purpose.
+		defer func() {
+			if !w.cut {
+				w.close()
+			}
+			tr.finish(w.digest())
+		}()
 		body, err := io.ReadAll(http.MaxBytesReader(w, r.Body, maxBody))
 		if err != nil {
 			var tooBig *http.MaxBytesError
@@ -122,7 +143,11 @@ func (s *server) inference(h apiHandler) http.Handler {
 		if o.status != 0 {
 			status = o.status // a forced 2xx still gets a normal body
 		}
-		h(w, call{body: body, deployment: r.PathValue("d"), status: status, completionTokens: o.completionTokens})
+		h(w, call{
+			ctx: r.Context(), body: body, deployment: r.PathValue("d"), status: status,
+			completionTokens: o.completionTokens, encoding: o.encoding, ignoreUsage: o.ignoreIncludeUsage,
+			pace: o.pace, tr: tr,
+		})
 	})
 }
 
