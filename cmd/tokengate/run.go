@@ -48,6 +48,7 @@ type options struct {
 	logFormat    string
 	logLevel     string
 	drainTimeout time.Duration
+	drainDelay   time.Duration
 	fakeClock    string
 	clockRuns    bool
 }
@@ -62,6 +63,7 @@ func parseFlags(args []string, stderr io.Writer) (options, error) {
 	fs.StringVar(&o.logFormat, "log-format", "json", "log format: json or console")
 	fs.StringVar(&o.logLevel, "log-level", "info", "log level: debug, info, warn, error")
 	fs.DurationVar(&o.drainTimeout, "drain-timeout", 15*time.Second, "how long open streams may finish on shutdown")
+	fs.DurationVar(&o.drainDelay, "drain-delay", 0, "on shutdown, how long to keep accepting requests while health says NOT_SERVING, so Envoy's health checks move traffic away first")
 	fs.StringVar(&o.fakeClock, "fake-clock", "", "TESTS ONLY: run the limiter on a clock starting at this RFC 3339 time, moved by POST /debug/clock?advance=D on the admin port")
 	fs.BoolVar(&o.clockRuns, "fake-clock-runs", false, "TESTS ONLY: the --fake-clock also runs with real time")
 	if err := fs.Parse(args); err != nil {
@@ -197,8 +199,11 @@ serve:
 		}
 	}
 
-	log.Info("shutting down: draining open streams", zap.Duration("drain_timeout", o.drainTimeout))
+	log.Info("shutting down: draining open streams", zap.Duration("drain_delay", o.drainDelay), zap.Duration("drain_timeout", o.drainTimeout))
 	hs.Shutdown() // NOT_SERVING, so Envoy's health check moves traffic away first
+	if o.drainDelay > 0 {
+		time.Sleep(o.drainDelay) // still serving, for the health checks to notice
+	}
 	drain(srv, o.drainTimeout)
 	shutCtx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
 	_ = admin.Shutdown(shutCtx)
