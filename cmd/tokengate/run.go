@@ -133,13 +133,12 @@ func Run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 		}
 	}()
 
-	// Load the vocabularies now rather than inside the first request's
-	// ext_proc reply, which Envoy times out.
-	go func() {
-		if err := tokenize.Preload(tokenize.O200kBase, tokenize.Cl100kBase); err != nil {
-			log.Error("loading tokenizer vocabularies", zap.Error(err))
-		}
-	}()
+	// Load the vocabularies before serving, not inside the first request's
+	// ext_proc reply, which Envoy times out (200 ms by default): ready means
+	// ready to estimate.
+	if err := tokenize.Preload(tokenize.O200kBase, tokenize.Cl100kBase); err != nil {
+		return fmt.Errorf("loading tokenizer vocabularies: %w", err)
+	}
 
 	grpcLn, err := net.Listen("tcp", cfg.Listen)
 	if err != nil {
