@@ -44,7 +44,7 @@ func (f *fakeStream) SetTrailer(metadata.MD)       {}
 func (f *fakeStream) SendMsg(any) error            { return nil }
 func (f *fakeStream) RecvMsg(any) error            { return nil }
 
-func headers(eos bool, kv ...string) *extprocv3.HttpHeaders {
+func httpHeaders(eos bool, kv ...string) *extprocv3.HttpHeaders {
 	hm := &corev3.HeaderMap{}
 	for i := 0; i+1 < len(kv); i += 2 {
 		hm.Headers = append(hm.Headers, &corev3.HeaderValue{Key: kv[i], RawValue: []byte(kv[i+1])})
@@ -53,7 +53,7 @@ func headers(eos bool, kv ...string) *extprocv3.HttpHeaders {
 }
 
 func reqHeaders(eos bool, kv ...string) *extprocv3.ProcessingRequest {
-	return &extprocv3.ProcessingRequest{Request: &extprocv3.ProcessingRequest_RequestHeaders{RequestHeaders: headers(eos, kv...)}}
+	return &extprocv3.ProcessingRequest{Request: &extprocv3.ProcessingRequest_RequestHeaders{RequestHeaders: httpHeaders(eos, kv...)}}
 }
 
 func reqBody(body string) *extprocv3.ProcessingRequest {
@@ -63,7 +63,7 @@ func reqBody(body string) *extprocv3.ProcessingRequest {
 
 func respHeaders(status string, eos bool, kv ...string) *extprocv3.ProcessingRequest {
 	return &extprocv3.ProcessingRequest{Request: &extprocv3.ProcessingRequest_ResponseHeaders{
-		ResponseHeaders: headers(eos, append([]string{":status", status}, kv...)...)}}
+		ResponseHeaders: httpHeaders(eos, append([]string{":status", status}, kv...)...)}}
 }
 
 func respBody(body string) *extprocv3.ProcessingRequest {

@@ -10,31 +10,31 @@ import (
 	"github.com/tokengate/tokengate/extproc/config"
 )
 
-// headerMap reads Envoy's header list; the first of repeated names wins.
+// headers is Envoy's header list. Lookups scan it: a request has a few
+// dozen headers and tokengate reads three or four, which costs less than
+// building a map for every message.
+type headers []*corev3.HeaderValue
+
+// get returns the first value of name (lower case, as Envoy sends names).
 // Envoy sends values in raw_value (bytes) today and in value before.
-func headerMap(h *corev3.HeaderMap) map[string]string {
-	hs := h.GetHeaders()
-	m := make(map[string]string, len(hs))
+func (hs headers) get(name string) string {
 	for _, v := range hs {
-		k := strings.ToLower(v.GetKey())
-		if _, seen := m[k]; seen {
-			continue
-		}
-		if raw := v.GetRawValue(); len(raw) > 0 {
-			m[k] = string(raw)
-		} else {
-			m[k] = v.GetValue()
+		if len(v.GetKey()) == len(name) && strings.EqualFold(v.GetKey(), name) {
+			if raw := v.GetRawValue(); len(raw) > 0 {
+				return string(raw)
+			}
+			return v.GetValue()
 		}
 	}
-	return m
+	return ""
 }
 
 // subscriptionKey returns the first present key among the policy's headers.
 // For authorization only a Bearer token counts: other schemes carry no
 // subscription key.
-func subscriptionKey(hm map[string]string, names []string) (string, bool) {
+func subscriptionKey(hs headers, names []string) (string, bool) {
 	for _, name := range names {
-		v := strings.TrimSpace(hm[name])
+		v := strings.TrimSpace(hs.get(name))
 		if name == "authorization" {
 			scheme, token, ok := strings.Cut(v, " ")
 			if !ok || !strings.EqualFold(scheme, "bearer") {

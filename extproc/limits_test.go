@@ -194,3 +194,19 @@ func TestShadowNeverRejects(t *testing.T) {
 		t.Error("no would_reject log line")
 	}
 }
+
+func TestEstimateBudgetBounds(t *testing.T) {
+	p := labPolicy()
+	p.EstimatePromptTokens = true
+	p.TokensPerMinute = 1 << 40
+	e := newEnv(t, p)
+	e.srv.metrics = NewMetrics(prometheus.NewRegistry())
+	e.srv.budget = time.Nanosecond // spent before the first message
+	e.inFlight(t, "k", labBody)
+	if n := testutil.ToFloat64(e.srv.metrics.bounds); n != 1 {
+		t.Errorf("bounded estimates counted %v, want 1", n)
+	}
+	if held := e.used(t, "lab", "k"); held < labPrompt(t) || held > int64(len(labBody)) {
+		t.Errorf("held %d: want an upper bound between the exact %d and the body's %d bytes", held, labPrompt(t), len(labBody))
+	}
+}

@@ -25,6 +25,7 @@ type Metrics struct {
 	storeDown    prometheus.Gauge
 	estimateErr  prometheus.Histogram
 	reloads      *prometheus.CounterVec
+	bounds       prometheus.Counter
 }
 
 // NewMetrics registers the series on reg.
@@ -70,6 +71,11 @@ func NewMetrics(reg prometheus.Registerer) *Metrics {
 		Name: "tokengate_config_reloads_total",
 		Help: "SIGHUP reloads by result (success, failure); a failure keeps the running config.",
 	}, []string{"result"})
+	m.bounds = prometheus.NewCounter(prometheus.CounterOpts{
+		Name: "tokengate_estimates_bounded_total",
+		Help: "Prompt estimates that ran out of estimate_budget and bounded the rest of the prompt by its bytes.",
+	})
+	reg.MustRegister(m.bounds)
 	reg.MustRegister(m.requests, m.tokens, m.passthrough, m.latency, m.storeErrors, m.storeLatency, m.storeDown, m.estimateErr, m.reloads)
 	return m
 }
@@ -162,4 +168,10 @@ func (m *Metrics) Reload(ok bool) {
 		result = "success"
 	}
 	m.reloads.WithLabelValues(result).Inc()
+}
+
+func (m *Metrics) bounded() {
+	if m != nil {
+		m.bounds.Inc()
+	}
 }

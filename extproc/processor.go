@@ -69,8 +69,8 @@ func (p *processor) handle(req *extprocv3.ProcessingRequest) *extprocv3.Processi
 // requestHeaders finds the API, the policy and the key, and refuses at once
 // when the window is already spent (APIM's check).
 func (p *processor) requestHeaders(h *extprocv3.HttpHeaders) *extprocv3.ProcessingResponse {
-	hm := headerMap(h.GetHeaders())
-	p.path = hm[":path"]
+	hm := headers(h.GetHeaders().GetHeaders())
+	p.path = hm.get(":path")
 	p.route = openai.Detect(p.path)
 	if p.route.API == openai.Unknown {
 		p.s.metrics.passed()
@@ -137,7 +137,11 @@ func (p *processor) requestBody(b *extprocv3.HttpBody) *extprocv3.ProcessingResp
 	}
 	strict, budget := p.policy.Strict()
 	if p.policy.EstimatePromptTokens || req.Stream || strict {
-		p.estimate = req.PromptTokens(p.model)
+		var bounded bool
+		p.estimate, bounded = req.PromptTokensWithin(p.model, p.s.budget)
+		if bounded {
+			p.s.metrics.bounded()
+		}
 	}
 	if n := p.reservation(req, strict, budget); n > 0 {
 		if resp := p.admit(n); resp != nil {

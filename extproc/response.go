@@ -19,13 +19,13 @@ func (p *processor) responseHeaders(h *extprocv3.HttpHeaders) *extprocv3.Process
 	if !p.admitted {
 		return continueResponseHeaders(nil)
 	}
-	hm := headerMap(h.GetHeaders())
-	p.status, _ = strconv.Atoi(hm[":status"])
-	p.encoding = hm["content-encoding"]
+	hm := headers(h.GetHeaders().GetHeaders())
+	p.status, _ = strconv.Atoi(hm.get(":status"))
+	p.encoding = hm.get("content-encoding")
 	if h.GetEndOfStream() {
 		return p.settleReply(continueResponseHeaders)
 	}
-	if !strings.HasPrefix(hm["content-type"], "text/event-stream") {
+	if !strings.HasPrefix(hm.get("content-type"), "text/event-stream") {
 		return continueResponseHeaders(nil)
 	}
 	p.stream = openai.NewStreamCounter(p.route.API, p.model)

@@ -29,6 +29,8 @@ type Options struct {
 	Clock    limiter.Clock
 	Log      *zap.Logger
 	Metrics  *Metrics // nil: no metrics
+	// EstimateBudget bounds one prompt estimate (0: no bound).
+	EstimateBudget time.Duration
 }
 
 // Server implements Envoy's ExternalProcessor service.
@@ -40,11 +42,12 @@ type Server struct {
 	clock    limiter.Clock
 	log      *zap.Logger
 	metrics  *Metrics
+	budget   time.Duration
 }
 
 // New returns a Server; a nil clock is the wall clock, a nil log discards.
 func New(o Options) *Server {
-	s := &Server{store: o.Store, clock: o.Clock, log: o.Log, metrics: o.Metrics}
+	s := &Server{store: o.Store, clock: o.Clock, log: o.Log, metrics: o.Metrics, budget: o.EstimateBudget}
 	if s.clock == nil {
 		s.clock = limiter.SystemClock{}
 	}

@@ -161,7 +161,8 @@ func Run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 		serverOpts = append(serverOpts, grpc.Creds(creds))
 	}
 	srv := grpc.NewServer(serverOpts...)
-	proc := extproc.New(extproc.Options{Policies: cfg.Policies, Store: store, Clock: clock, Log: log, Metrics: metrics})
+	proc := extproc.New(extproc.Options{Policies: cfg.Policies, Store: store, Clock: clock, Log: log, Metrics: metrics,
+		EstimateBudget: cfg.EstimateBudget})
 	extprocv3.RegisterExternalProcessorServer(srv, proc)
 	healthpb.RegisterHealthServer(srv, hs)
 	reflection.Register(srv)

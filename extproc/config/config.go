@@ -29,6 +29,10 @@ type Config struct {
 	// MaxReceiveBytes caps one gRPC message from Envoy, and so the largest
 	// buffered body tokengate accepts.
 	MaxReceiveBytes int `yaml:"max_receive_bytes"`
+	// EstimateBudget bounds the time one request's prompt estimate may
+	// take inside its ext_proc reply; past it, the rest of the prompt is
+	// bounded by its size in bytes.
+	EstimateBudget time.Duration `yaml:"estimate_budget"`
 	// TLS secures the ext_proc listener; with client_ca_file, mutually.
 	TLS      TLS      `yaml:"tls"`
 	Admin    Admin    `yaml:"admin"`
@@ -246,6 +250,9 @@ func (c *Config) fillDefaults() {
 	if c.MaxReceiveBytes == 0 {
 		c.MaxReceiveBytes = 64 << 20
 	}
+	if c.EstimateBudget == 0 {
+		c.EstimateBudget = 50 * time.Millisecond
+	}
 	if c.Store.Backend == "" {
 		c.Store.Backend = "bbolt"
 	}
@@ -299,6 +306,9 @@ func (c *Config) validate() error {
 	}
 	if c.MaxReceiveBytes < 0 {
 		bad("max_receive_bytes", "must be positive, got %d", c.MaxReceiveBytes)
+	}
+	if c.EstimateBudget < 0 {
+		bad("estimate_budget", "must be positive, got %s", c.EstimateBudget)
 	}
 	if (c.TLS.CertFile == "") != (c.TLS.KeyFile == "") {
 		bad("tls", "cert_file and key_file go together")

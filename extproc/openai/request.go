@@ -4,6 +4,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"strings"
+	"time"
 
 	"github.com/tokengate/tokengate/extproc/tokenize"
 )
@@ -70,9 +71,22 @@ func ParseRequest(api API, body []byte) (*Request, error) {
 // model is the request's model, or the deployment standing for it. Prompt
 // fields of the wrong type count as nothing: the upstream will refuse them.
 func (r *Request) PromptTokens(model string) int64 {
+	n, _ := r.PromptTokensWithin(model, 0)
+	return n
+}
+
+// maxExactBytes is the largest single text tokenized exactly; a larger one
+// (megabytes of pasted logs) is bounded at once.
+const maxExactBytes = 8 << 20
+
+// PromptTokensWithin is PromptTokens with a time budget (0: none). Once the
+// budget is spent, the texts not yet counted are bounded by their length in
+// bytes, plus each message's framing: no token is shorter than a byte, so
+// the bound never undercounts. bounded reports that it was used.
+func (r *Request) PromptTokensWithin(model string, budget time.Duration) (n int64, bounded bool) {
 	var w wirePrompt
 	if json.Unmarshal(r.body, &w) != nil {
-		return 0
+		return 0, false
 	}
 	var msgs []tokenize.Message
 	var texts []string
@@ -93,15 +107,36 @@ func (r *Request) PromptTokens(model string) int64 {
 			texts = stringsOf(w.Input)
 		}
 	}
-	n := 0
+	start := time.Now()
+	spent := func(size int) bool {
+		if size > maxExactBytes || (budget > 0 && time.Since(start) > budget) {
+			bounded = true
+		}
+		return bounded
+	}
 	if len(msgs) > 0 {
-		n = tokenize.Chat(model, msgs)
+		empty := int64(tokenize.Chat(model, nil)) // the reply priming
+		n = empty
+		for _, m := range msgs {
+			if spent(len(m.Content)) {
+				n += int64(len(m.Role)+len(m.Name)+len(m.Content)) + chatFramingBound
+				continue
+			}
+			n += int64(tokenize.Chat(model, []tokenize.Message{m})) - empty
+		}
 	}
 	for _, t := range texts {
-		n += tokenize.Text(model, t)
+		if spent(len(t)) {
+			n += int64(len(t))
+			continue
+		}
+		n += int64(tokenize.Text(model, t))
 	}
-	return int64(n)
+	return n, bounded
 }
+
+// chatFramingBound covers a message's framing tokens (and its name's).
+const chatFramingBound = 8
 
 func firstPositive(vs ...int64) int64 {
 	for _, v := range vs {

@@ -1,7 +1,9 @@
 package openai
 
 import (
+	"strings"
 	"testing"
+	"time"
 
 	"github.com/tokengate/tokengate/extproc/tokenize"
 )
@@ -85,4 +87,26 @@ func FuzzParseRequest(f *testing.F) {
 			}
 		}
 	})
+}
+
+func TestPromptTokensWithinBudget(t *testing.T) {
+	long := strings.Repeat("the quick brown fox jumps over the lazy dog ", 2000)
+	body := `{"model":"gpt-4o","messages":[{"role":"system","content":"be brief"},{"role":"user","content":"` + long + `"},{"role":"user","content":"` + long + `"}]}`
+	r, err := ParseRequest(ChatCompletions, []byte(body))
+	if err != nil {
+		t.Fatal(err)
+	}
+	exact, bounded := r.PromptTokensWithin("gpt-4o", 0)
+	if bounded || exact != r.PromptTokens("gpt-4o") {
+		t.Fatalf("no budget: %d bounded %v", exact, bounded)
+	}
+	// A budget already spent: every text is bounded by its bytes.
+	n, bounded := r.PromptTokensWithin("gpt-4o", time.Nanosecond)
+	if !bounded || n < exact || n > int64(len(body))+3*chatFramingBound {
+		t.Errorf("spent budget: %d (exact %d, body %d bytes) bounded %v: want an upper bound", n, exact, len(body), bounded)
+	}
+	c, _ := ParseRequest(Completions, []byte(`{"prompt":["`+long+`","x"]}`))
+	if n, bounded := c.PromptTokensWithin("gpt-4o", time.Nanosecond); !bounded || n != int64(len(long)+1) {
+		t.Errorf("completions bound %d, want %d", n, len(long)+1)
+	}
 }

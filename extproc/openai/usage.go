@@ -1,6 +1,7 @@
 package openai
 
 import (
+	"bytes"
 	"encoding/json"
 	"fmt"
 )
@@ -35,19 +36,31 @@ type wireUsage struct {
 }
 
 // ParseUsage finds usage in a buffered response body. ok is false when the
-// body is not JSON or carries no usage.
+// body carries none. It does not decode the body: a completion can be
+// megabytes of text, and only usage matters. A quote inside a JSON string
+// is escaped, so the bytes "usage" in quotes can only be a key; the last
+// one is taken, which is the top-level object's in every OpenAI response
+// (usage comes after the choices or the output).
 func ParseUsage(body []byte) (Usage, bool, error) {
-	var w struct {
-		Usage *wireUsage `json:"usage"`
-	}
-	if err := json.Unmarshal(body, &w); err != nil {
-		return Usage{}, false, fmt.Errorf("openai: response body: %w", err)
-	}
-	if w.Usage == nil {
+	i := bytes.LastIndex(body, usageKey)
+	if i < 0 {
 		return Usage{}, false, nil
 	}
-	return w.Usage.normalize(), true, nil
+	rest := bytes.TrimLeft(body[i+len(usageKey):], " \t\r\n")
+	if len(rest) == 0 || rest[0] != ':' {
+		return Usage{}, false, nil
+	}
+	var w *wireUsage
+	if err := json.NewDecoder(bytes.NewReader(rest[1:])).Decode(&w); err != nil {
+		return Usage{}, false, fmt.Errorf("openai: usage in response body: %w", err)
+	}
+	if w == nil {
+		return Usage{}, false, nil
+	}
+	return w.normalize(), true, nil
 }
+
+var usageKey = []byte(`"usage"`)
 
 // normalize maps both naming schemes (Chat Completions' prompt/completion,
 // Responses' input/output) onto one, and clamps what no upstream should

@@ -1,6 +1,9 @@
 package openai
 
-import "testing"
+import (
+	"strings"
+	"testing"
+)
 
 func TestParseUsage(t *testing.T) {
 	tests := []struct {
@@ -18,6 +21,8 @@ func TestParseUsage(t *testing.T) {
 		{"negative clamped", `{"usage":{"prompt_tokens":-30,"completion_tokens":5,"total_tokens":-25}}`, Usage{Completion: 5, Total: 5}, true},
 		{"no usage", `{"error":{"message":"bad"}}`, Usage{}, false},
 		{"null usage", `{"usage":null}`, Usage{}, false},
+		{"usage last, after a big body", `{"choices":[{"message":{"content":"` + strings.Repeat("x", 1<<16) + `"}}],"usage":{"prompt_tokens":5,"completion_tokens":6,"total_tokens":11}}`, Usage{Prompt: 5, Completion: 6, Total: 11}, true},
+		{"pretty printed", "{\n  \"usage\" :\n  {\"total_tokens\": 3, \"prompt_tokens\": 3}\n}", Usage{Prompt: 3, Total: 3}, true},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -30,8 +35,13 @@ func TestParseUsage(t *testing.T) {
 			}
 		})
 	}
-	if _, _, err := ParseUsage([]byte("<html>")); err == nil {
-		t.Error("non-JSON body: want error")
+	for _, body := range []string{"<html>", `{"choices":[{"message":{"content":"the \"usage\": {\"total_tokens\": 99}"}}]}`} {
+		if u, ok, err := ParseUsage([]byte(body)); ok || err != nil {
+			t.Errorf("%s: got %+v %v %v, want no usage", body, u, ok, err)
+		}
+	}
+	if _, _, err := ParseUsage([]byte(`{"usage":{"prompt_tokens":"many"}}`)); err == nil {
+		t.Error("malformed usage: want error")
 	}
 }
 
