@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"math"
+	"runtime"
 	"slices"
 	"sync"
 	"sync/atomic"
@@ -177,5 +178,32 @@ func BenchmarkDecision(b *testing.B) {
 			}
 			b.ReportMetric(float64(b.N)/b.Elapsed().Seconds(), "decisions/s")
 		})
+	}
+}
+
+// BenchmarkMemoryPerKey measures SPEC §9's memory per active key: a
+// million keys, each charged once, in the memory store; bytes/key is the
+// live heap they add, map and entries included.
+func BenchmarkMemoryPerKey(b *testing.B) {
+	const keys = 1_000_000
+	ctx := context.Background()
+	lim := Limits{TokensPerMinute: 1 << 40}
+	for b.Loop() {
+		var before, after runtime.MemStats
+		runtime.GC()
+		runtime.ReadMemStats(&before)
+		m := NewMemory()
+		for i := range keys {
+			// Keys as the processor makes them: policy, then a 64-hex hash.
+			key := fmt.Sprintf("default:%064x", i)
+			_, _ = m.Settle(ctx, key, lim, Hold{}, 100, t0)
+		}
+		runtime.GC()
+		runtime.ReadMemStats(&after)
+		if m.Len() != keys {
+			b.Fatalf("%d keys held, want %d", m.Len(), keys)
+		}
+		b.ReportMetric(float64(after.HeapAlloc-before.HeapAlloc)/keys, "bytes/key")
+		runtime.KeepAlive(m)
 	}
 }
