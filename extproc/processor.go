@@ -2,6 +2,7 @@ package extproc
 
 import (
 	"context"
+	"errors"
 
 	extprocv3 "github.com/envoyproxy/go-control-plane/envoy/service/ext_proc/v3"
 	"go.uber.org/zap"
@@ -190,7 +191,9 @@ func (p *processor) admit(n int64) *extprocv3.ProcessingResponse {
 		// Stores apply their own on_error policy; an error that reaches
 		// here is fail_closed's: the request is refused, not let through
 		// unlimited.
-		p.s.metrics.storeError("reserve", err)
+		if !errors.Is(err, limiter.ErrUnavailable) { // the store counted its own failure
+			p.s.metrics.storeError("reserve", err)
+		}
 		p.s.log.Warn("limiter store unavailable; refusing", zap.String("key", p.keyHash[:8]), zap.Error(err))
 		p.release()
 		return p.unavailable()

@@ -55,8 +55,17 @@ type Fallback struct {
 	down      bool
 	downUntil time.Time // wall time; the breaker is about the network, not the limiter's clock
 	probing   bool
+	orphans   []orphan // holds whose reserve failed but may have been made
 	closed    chan struct{}
 	probes    sync.WaitGroup
+}
+
+// orphan is a hold of unknown fate: its reserve timed out, and the script
+// may yet have run. Left alone it would hold budget for hold_ttl.
+type orphan struct {
+	key string
+	lim Limits
+	h   Hold
 }
 
 var _ Store = (*Fallback)(nil)
@@ -92,6 +101,12 @@ func (f *Fallback) result(op string, start time.Time, err error) {
 	changed := f.down != (err != nil)
 	f.down = err != nil
 	startProbe := false
+	if err == nil && len(f.orphans) > 0 && !f.probing {
+		// Redis answers again: a probe goroutine releases the orphans
+		// off the request path.
+		f.probing, startProbe = true, true
+		f.probes.Add(1)
+	}
 	if err != nil {
 		f.downUntil = time.Now().Add(f.o.Retry)
 		if !f.probing {
@@ -125,9 +140,16 @@ func (f *Fallback) probe() {
 		// failure racing with the end is never left without a probe.
 		f.mu.Lock()
 		if !f.down {
-			f.probing = false
+			orphans := f.orphans
+			f.orphans = nil
 			f.mu.Unlock()
-			return
+			if f.release(orphans) {
+				f.mu.Lock()
+				f.probing = false
+				f.mu.Unlock()
+				return
+			}
+			continue
 		}
 		f.mu.Unlock()
 		ctx, cancel := context.WithTimeout(context.Background(), f.o.Retry)
@@ -140,6 +162,23 @@ func (f *Fallback) probe() {
 	}
 }
 
+// release settles orphaned holds with nothing used; it reports false, and
+// keeps what it could not release, when Redis failed again.
+func (f *Fallback) release(orphans []orphan) bool {
+	for i, o := range orphans {
+		ctx, cancel := context.WithTimeout(context.Background(), f.o.Retry)
+		_, err := f.shared.Settle(ctx, o.key, o.lim, o.h, 0, time.Now())
+		cancel()
+		if err != nil {
+			f.mu.Lock()
+			f.orphans = append(f.orphans, orphans[i:]...)
+			f.mu.Unlock()
+			return false
+		}
+	}
+	return true
+}
+
 // probeKey is a counter key no request can have (keys are policy:hash).
 const probeKey = "\x00probe"
 
@@ -148,6 +187,11 @@ func (f *Fallback) Reserve(ctx context.Context, key string, lim Limits, n int64,
 	if f.try() {
 		start := time.Now()
 		d, err := f.shared.Reserve(ctx, key, lim, n, now)
+		if err != nil && d.Hold.ID != "" {
+			f.mu.Lock()
+			f.orphans = append(f.orphans, orphan{key, lim, d.Hold})
+			f.mu.Unlock()
+		}
 		f.result("reserve", start, err)
 		if err == nil {
 			return d, nil

@@ -73,7 +73,14 @@ func (r *Redis) Reserve(ctx context.Context, key string, lim Limits, n int64, no
 	res, err := reserveScript.Run(ctx, r.c, r.keys(key), r.nowArg(now), max(lim.TokensPerMinute, 0),
 		max(lim.Quota, 0), int(lim.Period), n, id, r.holdTTL.Milliseconds()).Slice()
 	if err != nil {
-		return Decision{}, fmt.Errorf("limiter: redis reserve: %w", err)
+		// The script may still run (a reply slower than the timeout, a
+		// server that stalled): the hold it would make is returned so the
+		// caller can release it once Redis answers again.
+		var h Hold
+		if n > 0 {
+			h = Hold{Tokens: n, ID: id + "|" + fmt.Sprint(n)}
+		}
+		return Decision{Hold: h}, fmt.Errorf("limiter: redis reserve: %w", err)
 	}
 	st, err := parseState(res)
 	if err != nil {

@@ -1,13 +1,13 @@
 // Package tokenize counts tokens the way OpenAI's models do, with the
 // vocabularies embedded in the binary: nothing is downloaded at run time.
+// The counting itself is package bpe's: exact, and fast enough for the
+// request path.
 package tokenize
 
 import (
 	"strings"
-	"sync"
 
-	"github.com/pkoukk/tiktoken-go"
-	tiktokenloader "github.com/pkoukk/tiktoken-go-loader"
+	"github.com/tokengate/tokengate/extproc/tokenize/bpe"
 )
 
 // Encoding names understood by EncodingFor.
@@ -24,10 +24,6 @@ const (
 	tokensPerName    = 1
 	replyPriming     = 3
 )
-
-func init() {
-	tiktoken.SetBpeLoader(tiktokenloader.NewOfflineLoader())
-}
 
 // EncodingFor names the encoding a model uses. Unknown models get
 // o200k_base, the encoding of every current OpenAI model.
@@ -48,26 +44,10 @@ func EncodingFor(model string) string {
 	return O200kBase
 }
 
-var encoders sync.Map // encoding name -> *lazyEncoder
-
-type lazyEncoder struct {
-	once sync.Once
-	enc  *tiktoken.Tiktoken
-	err  error
-}
-
-// encoder loads an encoding once, on first use, so start-up stays fast.
-func encoder(name string) (*tiktoken.Tiktoken, error) {
-	v, _ := encoders.LoadOrStore(name, &lazyEncoder{})
-	l := v.(*lazyEncoder)
-	l.once.Do(func() { l.enc, l.err = tiktoken.GetEncoding(name) })
-	return l.enc, l.err
-}
-
 // Preload loads the named encodings now instead of on the first request.
 func Preload(names ...string) error {
 	for _, n := range names {
-		if _, err := encoder(n); err != nil {
+		if _, err := bpe.Get(n); err != nil {
 			return err
 		}
 	}
@@ -81,11 +61,11 @@ func Text(model, s string) int {
 	if s == "" {
 		return 0
 	}
-	enc, err := encoder(EncodingFor(model))
+	enc, err := bpe.Get(EncodingFor(model))
 	if err != nil {
 		return len(s) // an upper bound: no encoding yields more tokens than bytes
 	}
-	return len(enc.EncodeOrdinary(s))
+	return enc.Count(s)
 }
 
 // Message is one chat message as far as counting goes.

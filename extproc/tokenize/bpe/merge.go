@@ -1,5 +1,7 @@
 package bpe
 
+import "sync"
+
 // The merge is tiktoken's: start from single bytes and repeatedly join the
 // adjacent pair whose bytes have the lowest rank, the leftmost on a tie,
 // until no adjacent pair is a token. Short pieces (nearly all of them) scan
@@ -8,11 +10,9 @@ package bpe
 // a piece of n bytes costs O(n log n) rather than O(n²). Both give the
 // same merges: the heap is ordered by (rank, start), the scan's order.
 
-import "sync"
-
 const (
 	noRank  = ^uint32(0)
-	heapMin = 48 // pieces longer than this merge with the heap
+	heapMin = 32 // pieces longer than this merge with the heap
 	keepMax = 1 << 16
 )
 
@@ -60,6 +60,12 @@ func (v *vocab) merge(piece string, sc *scratch) []part {
 	if len(piece) > heapMin {
 		return v.mergeHeap(piece, sc)
 	}
+	return v.mergeLinear(piece, sc)
+}
+
+// mergeLinear is merge for short pieces, the reference's loop without its
+// allocations: parts live in sc, and removing one shifts the rest.
+func (v *vocab) mergeLinear(piece string, sc *scratch) []part {
 	n := len(piece)
 	parts := sc.parts[:0]
 	for i := 0; i <= n; i++ {

@@ -9,15 +9,23 @@ import (
 	"github.com/pkoukk/tiktoken-go-loader/assets"
 )
 
-// vocab maps token bytes to ranks with an open-addressing table over one
-// arena of bytes: a lookup hashes the bytes in place, so it allocates
-// nothing, and touches one or two cache lines of the table.
+// vocab maps token bytes to ranks with an open-addressing table. A slot
+// holds a token of up to 8 bytes itself, so looking one up reads one slot
+// and nothing else; longer tokens keep their hash there and are compared
+// with the arena, all their bytes back to back. A lookup allocates
+// nothing.
 type vocab struct {
 	arena  string   // every token's bytes, back to back, in rank order
 	off    []uint32 // token r is arena[off[r]:off[r+1]]
-	slots  []uint64 // hash tag << 32 | (rank+1); 0 is empty
+	slots  []slot
 	mask   uint64
 	maxLen int // the longest token, in bytes
+}
+
+type slot struct {
+	key  uint64 // up to 8 bytes: the bytes, little-endian; longer: the hash
+	rank uint32 // rank+1; 0 marks an empty slot
+	n    uint32 // the token's length
 }
 
 // loadVocab reads name's rank file from the offline loader's embedded
@@ -63,20 +71,20 @@ func loadVocab(name string) (*vocab, error) {
 
 func newVocab(arena string, off []uint32) (*vocab, error) {
 	ntok := len(off) - 1
-	size := 1 << bits.Len(uint(ntok*5/2)) // load factor ≤ 0.4
-	v := &vocab{arena: arena, off: off, slots: make([]uint64, size), mask: uint64(size - 1)}
+	size := 1 << bits.Len(uint(ntok*slotsPerToken))
+	v := &vocab{arena: arena, off: off, slots: make([]slot, size), mask: uint64(size - 1)}
 	for r := range ntok {
 		tok := arena[off[r]:off[r+1]]
 		if _, dup := v.rank(tok); dup {
 			return nil, fmt.Errorf("bpe: token %q appears twice", tok)
 		}
 		v.maxLen = max(v.maxLen, len(tok))
-		h := hash(tok)
+		key, h := keyHash(tok)
 		i := h & v.mask
-		for v.slots[i] != 0 {
+		for v.slots[i].rank != 0 {
 			i = (i + 1) & v.mask
 		}
-		v.slots[i] = h>>32<<32 | uint64(r+1)
+		v.slots[i] = slot{key: key, rank: uint32(r + 1), n: uint32(len(tok))}
 	}
 	for b := range 256 { // byte-level BPE starts from single bytes
 		if _, ok := v.rank(string([]byte{byte(b)})); !ok {
@@ -86,52 +94,59 @@ func newVocab(arena string, off []uint32) (*vocab, error) {
 	return v, nil
 }
 
+// slotsPerToken sets the table's load factor: at most 1/slotsPerToken.
+const slotsPerToken = 2
+
 // rank returns the rank of the token whose bytes are b.
 func (v *vocab) rank(b string) (uint32, bool) {
-	h := hash(b)
-	tag := h >> 32
+	key, h := keyHash(b)
+	n := uint32(len(b))
 	for i := h & v.mask; ; i = (i + 1) & v.mask {
-		e := v.slots[i]
-		if e == 0 {
+		sl := &v.slots[i]
+		if sl.rank == 0 {
 			return 0, false
 		}
-		if e>>32 == tag {
-			r := uint32(e) - 1
-			if v.arena[v.off[r]:v.off[r+1]] == b {
-				return r, true
-			}
+		if sl.key == key && sl.n == n && (n <= 8 || v.arena[v.off[sl.rank-1]:v.off[sl.rank]] == b) {
+			return sl.rank - 1, true
 		}
 	}
 }
 
-// hash is a wyhash-style hash of short strings: overlapping loads of the
-// first and last bytes, mixed by a 128-bit multiply. Tokens are at most a
-// few hundred bytes; the table is fixed, so no seed is needed.
-func hash(s string) uint64 {
+// keyHash returns b's slot key (its bytes if there are at most 8, its
+// hash if more) and its hash: wyhash-style, overlapping loads mixed by a
+// 128-bit multiply. The table is fixed, so no seed is needed.
+func keyHash(s string) (key, h uint64) {
 	const (
 		k0 = 0xa0761d6478bd642f
 		k1 = 0xe7037ed1a0b428db
 		k2 = 0x8ebc6af09c88c6e3
 	)
 	n := len(s)
-	var a, b uint64
-	seed := uint64(n) * k2
 	switch {
-	case n > 16:
-		t := s
-		for len(t) > 16 {
-			seed = mix(load64(t)^k1, load64(t[8:])^seed)
-			t = t[16:]
-		}
-		a, b = load64(s[n-16:]), load64(s[n-8:]) // the last 16, overlapping
-	case n >= 8:
-		a, b = load64(s), load64(s[n-8:])
+	case n == 8:
+		key = load64(s)
+		return key, mix(key^k1, k2^8)
 	case n >= 4:
-		a, b = uint64(load32(s)), uint64(load32(s[n-4:]))
+		if n > 8 {
+			break
+		}
+		key = uint64(load32(s)) | uint64(load32(s[n-4:]))<<(8*(n-4))
+		return key, mix(key^k1, k2^uint64(n))
 	case n > 0:
-		a = uint64(s[0])<<16 | uint64(s[n>>1])<<8 | uint64(s[n-1])
+		key = uint64(s[0]) | uint64(s[n>>1])<<(8*(n>>1)) | uint64(s[n-1])<<(8*(n-1))
+		return key, mix(key^k1, k2^uint64(n))
+	default:
+		return 0, mix(k1, k2)
 	}
-	return mix(a^k1^seed, b^k0) ^ seed
+	seed, a := uint64(n)*k2, load64(s)
+	if n > 16 {
+		for t := s; len(t) > 16; t = t[16:] {
+			seed = mix(load64(t)^k1, load64(t[8:])^seed)
+		}
+		a = load64(s[n-16:])
+	}
+	h = mix(a^k1^seed, load64(s[n-8:])^k0) ^ seed // the last 16 bytes or all, overlapping
+	return h, h
 }
 
 func mix(a, b uint64) uint64 {
