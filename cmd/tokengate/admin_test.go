@@ -16,6 +16,7 @@ import (
 	"google.golang.org/grpc/metadata"
 	"google.golang.org/grpc/reflection/grpc_reflection_v1"
 	"google.golang.org/grpc/status"
+	"google.golang.org/protobuf/encoding/protojson"
 
 	"github.com/tokengate/tokengate/extproc"
 	adminv1 "github.com/tokengate/tokengate/proto/tokengate/admin/v1"
@@ -136,8 +137,12 @@ policies:
 	if err := Run(context.Background(), []string{"admin", "usage", "--addr", r.admin, "--key", secret}, &out, &errOut); err != nil {
 		t.Fatalf("tokengate admin usage: %v (%s)", err, errOut.String())
 	}
-	if !strings.Contains(out.String(), `"usedTokens": "7"`) || strings.Contains(out.String(), secret) {
-		t.Errorf("admin usage printed:\n%s", out.String())
+	var printed adminv1.GetUsageResponse
+	if err := protojson.Unmarshal(out.Bytes(), &printed); err != nil || len(printed.GetUsage()) != 1 || printed.GetUsage()[0].GetUsedTokens() != 7 {
+		t.Errorf("admin usage printed (%v):\n%s", err, out.String())
+	}
+	if strings.Contains(out.String(), secret) {
+		t.Errorf("admin usage printed the raw key:\n%s", out.String())
 	}
 	t.Setenv("TOKENGATE_ADMIN_TOKEN", "wrong")
 	if err := Run(context.Background(), []string{"admin", "list", "--addr", r.admin}, &out, &errOut); status.Code(errorsCause(err)) != codes.Unauthenticated {
