@@ -1,6 +1,7 @@
 package extproc
 
 import (
+	"crypto/hmac"
 	"crypto/sha256"
 	"encoding/hex"
 	"strings"
@@ -50,13 +51,21 @@ func subscriptionKey(hs headers, names []string) (string, bool) {
 }
 
 // HashKey is the only form in which a key is kept, logged or exported:
-// the hex SHA-256 of its value.
-func HashKey(key string) string { return hashKey(key) }
-
-func hashKey(key string) string {
-	sum := sha256.Sum256([]byte(key))
-	return hex.EncodeToString(sum[:])
+// the hex SHA-256 of its value, or with a salt the hex HMAC-SHA256 keyed by
+// the salt, so that hashes of short keys cannot be reversed by running a
+// dictionary through SHA-256.
+func HashKey(salt []byte, key string) string {
+	if len(salt) == 0 {
+		sum := sha256.Sum256([]byte(key))
+		return hex.EncodeToString(sum[:])
+	}
+	m := hmac.New(sha256.New, salt)
+	m.Write([]byte(key))
+	return hex.EncodeToString(m.Sum(nil))
 }
+
+// hashKey is HashKey without a salt, for tests.
+func hashKey(key string) string { return HashKey(nil, key) }
 
 // CounterKey names the budget a key draws on under a policy: the policy,
 // the key's hash and, for per_model policies, the model.

@@ -15,6 +15,7 @@ import (
 
 	"github.com/tokengate/tokengate/extproc/config"
 	"github.com/tokengate/tokengate/extproc/openai"
+	"github.com/tokengate/tokengate/limiter"
 )
 
 // parsePolicy builds a policy through the config loader, so derived fields
@@ -208,5 +209,49 @@ func TestEstimateBudgetBounds(t *testing.T) {
 	}
 	if held := e.used(t, "lab", "k"); held < labPrompt(t) || held > int64(len(labBody)) {
 		t.Errorf("held %d: want an upper bound between the exact %d and the body's %d bytes", held, labPrompt(t), len(labBody))
+	}
+}
+
+func TestConfusedStreams(t *testing.T) {
+	e := newEnv(t, parsePolicy(t, "{name: lab, tokens_per_minute: 100000, reserve_completion: max_tokens, counter_key: {header: [api-key]}}"))
+	// A second request_headers on one stream must not reserve twice.
+	e.run(t, reqHeaders(false, ":method", "POST", ":path", "/v1/chat/completions", "api-key", "k"),
+		reqHeaders(false, ":method", "POST", ":path", "/v1/chat/completions", "api-key", "k"),
+		reqBody(withMax(100)), respHeaders("200", false), respBody(chatUsage(10, 5)))
+	if got := e.used(t, "lab", "k"); got != 15 {
+		t.Errorf("after a doubled request_headers: %d used, want the 15 reported", got)
+	}
+	// Out of order: a response before any request is answered, not counted.
+	out := e.run(t, respBody(chatUsage(99, 99)), reqBody(labBody))
+	if len(out) != 2 || out[0].GetResponseBody() == nil || out[1].GetRequestBody() == nil {
+		t.Errorf("out-of-order replies %v", out)
+	}
+	// GET on an inference path is not a generation.
+	out = e.run(t, reqHeaders(true, ":method", "GET", ":path", "/v1/chat/completions"))
+	if out[0].GetImmediateResponse() != nil {
+		t.Errorf("GET /v1/chat/completions: %v, want it passed through (no key demanded)", out[0])
+	}
+	// A max_tokens beyond the whole budget reserves the budget, so it runs
+	// on an empty window instead of being refused forever.
+	e2 := newEnv(t, parsePolicy(t, "{name: lab, tokens_per_minute: 1000, reserve_completion: max_tokens, counter_key: {header: [api-key]}}"))
+	if r := e2.inFlight(t, "k", withMax(1_000_000_000_000)); r.GetImmediateResponse() != nil {
+		t.Fatalf("huge max_tokens refused: %v", r)
+	}
+	if got := e2.used(t, "lab", "k"); got != 1000 {
+		t.Errorf("held %d, want the whole 1000 budget", got)
+	}
+}
+
+func TestSaltedKeyHash(t *testing.T) {
+	plain, salted := HashKey(nil, "sk-1"), HashKey([]byte("pepper"), "sk-1")
+	if plain == salted || len(salted) != 64 || HashKey([]byte("pepper"), "sk-1") != salted || HashKey([]byte("other"), "sk-1") == salted {
+		t.Fatalf("plain %s salted %s", plain, salted)
+	}
+	e := newEnv(t)
+	e.srv.salt = []byte("pepper")
+	e.run(t, fullRequest("sk-1", "/v1/chat/completions", labBody, "200", chatUsage(3, 4))...)
+	d, _ := e.store.Status(context.Background(), "lab:"+salted, limiter.Limits{TokensPerMinute: 100}, e.clock.Now())
+	if d.Used != 7 {
+		t.Errorf("salted key used %d, want 7 under the HMAC", d.Used)
 	}
 }

@@ -26,6 +26,7 @@ type Metrics struct {
 	estimateErr  prometheus.Histogram
 	reloads      *prometheus.CounterVec
 	bounds       prometheus.Counter
+	panics       prometheus.Counter
 }
 
 // NewMetrics registers the series on reg.
@@ -75,7 +76,11 @@ func NewMetrics(reg prometheus.Registerer) *Metrics {
 		Name: "tokengate_estimates_bounded_total",
 		Help: "Prompt estimates that ran out of estimate_budget and bounded the rest of the prompt by its bytes.",
 	})
-	reg.MustRegister(m.bounds)
+	m.panics = prometheus.NewCounter(prometheus.CounterOpts{
+		Name: "tokengate_panics_total",
+		Help: "Panics recovered in gRPC handlers; each is a bug, logged with its stack.",
+	})
+	reg.MustRegister(m.bounds, m.panics)
 	reg.MustRegister(m.requests, m.tokens, m.passthrough, m.latency, m.storeErrors, m.storeLatency, m.storeDown, m.estimateErr, m.reloads)
 	return m
 }
@@ -173,5 +178,12 @@ func (m *Metrics) Reload(ok bool) {
 func (m *Metrics) bounded() {
 	if m != nil {
 		m.bounds.Inc()
+	}
+}
+
+// Panic counts a recovered panic.
+func (m *Metrics) Panic() {
+	if m != nil {
+		m.panics.Inc()
 	}
 }

@@ -3,6 +3,7 @@ package extproc
 import (
 	"context"
 	"errors"
+	"strings"
 
 	extprocv3 "github.com/envoyproxy/go-control-plane/envoy/service/ext_proc/v3"
 	"go.uber.org/zap"
@@ -29,14 +30,15 @@ type processor struct {
 	s   *Server
 	ctx context.Context
 
-	path    string
-	route   openai.Route
-	policy  *config.Policy
-	keyHash string // hex SHA-256 of the subscription key; the key itself is never kept
-	counter string // the limiter key: policy, key hash and, per model, the model
-	limits  limiter.Limits
-	model   string
-	shadow  string // in shadow mode, the refusal that was not sent
+	seenHeaders bool
+	path        string
+	route       openai.Route
+	policy      *config.Policy
+	keyHash     string // hex SHA-256 of the subscription key; the key itself is never kept
+	counter     string // the limiter key: policy, key hash and, per model, the model
+	limits      limiter.Limits
+	model       string
+	shadow      string // in shadow mode, the refusal that was not sent
 
 	admitted bool         // a reservation is held and must be settled
 	hold     limiter.Hold // what the reservation holds
@@ -70,9 +72,21 @@ func (p *processor) handle(req *extprocv3.ProcessingRequest) *extprocv3.Processi
 // requestHeaders finds the API, the policy and the key, and refuses at once
 // when the window is already spent (APIM's check).
 func (p *processor) requestHeaders(h *extprocv3.HttpHeaders) *extprocv3.ProcessingResponse {
+	if p.seenHeaders {
+		// One stream is one HTTP request: a second set of request headers
+		// is a confused client, and must not reserve a second time.
+		p.s.log.Debug("second request_headers on one stream ignored")
+		return continueRequestHeaders()
+	}
+	p.seenHeaders = true
 	hm := headers(h.GetHeaders().GetHeaders())
 	p.path = hm.get(":path")
 	p.route = openai.Detect(p.path)
+	if method := hm.get(":method"); method != "" && !strings.EqualFold(method, "POST") {
+		// Inference is a POST; anything else on these paths is not a
+		// generation and is not counted.
+		p.route = openai.Route{}
+	}
 	if p.route.API == openai.Unknown {
 		p.s.metrics.passed()
 		p.logDecision(decisionPassthrough)
@@ -92,7 +106,7 @@ func (p *processor) requestHeaders(h *extprocv3.HttpHeaders) *extprocv3.Processi
 		}
 		key = "anonymous"
 	}
-	p.keyHash = hashKey(key)
+	p.keyHash = p.s.HashKey(key)
 	if resp := p.admit(0); resp != nil {
 		return resp
 	}
@@ -166,6 +180,14 @@ func (p *processor) reservation(req *openai.Request, strict bool, budget int64) 
 		completion = budget
 		if req.MaxOutput > 0 {
 			completion = req.MaxOutput
+		}
+		// A max_tokens past what the budget leaves after the prompt
+		// could never be admitted; reserving the whole budget lets it run
+		// on an empty window, as any request whose real use is larger
+		// than its reservation does. A prompt alone past the budget is
+		// still refused: it cannot fit.
+		if lim := p.policy.LimitsFor(p.keyHash).TokensPerMinute; lim > 0 {
+			completion = min(completion, max(lim-prompt, 0))
 		}
 	}
 	switch p.policy.Count {

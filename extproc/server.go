@@ -31,6 +31,8 @@ type Options struct {
 	Metrics  *Metrics // nil: no metrics
 	// EstimateBudget bounds one prompt estimate (0: no bound).
 	EstimateBudget time.Duration
+	// KeySalt, when set, keys the hash of subscription keys (HMAC).
+	KeySalt []byte
 }
 
 // Server implements Envoy's ExternalProcessor service.
@@ -43,11 +45,12 @@ type Server struct {
 	log      *zap.Logger
 	metrics  *Metrics
 	budget   time.Duration
+	salt     []byte
 }
 
 // New returns a Server; a nil clock is the wall clock, a nil log discards.
 func New(o Options) *Server {
-	s := &Server{store: o.Store, clock: o.Clock, log: o.Log, metrics: o.Metrics, budget: o.EstimateBudget}
+	s := &Server{store: o.Store, clock: o.Clock, log: o.Log, metrics: o.Metrics, budget: o.EstimateBudget, salt: o.KeySalt}
 	if s.clock == nil {
 		s.clock = limiter.SystemClock{}
 	}
@@ -64,6 +67,9 @@ func (s *Server) SetPolicies(p []config.Policy) {
 	p = append([]config.Policy(nil), p...)
 	s.policies.Store(&p)
 }
+
+// HashKey hashes a subscription key as this server stores it.
+func (s *Server) HashKey(key string) string { return HashKey(s.salt, key) }
 
 // Policies returns the policies new requests are matched against.
 func (s *Server) Policies() []config.Policy { return *s.policies.Load() }

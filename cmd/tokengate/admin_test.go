@@ -103,10 +103,10 @@ policies:
 		t.Fatal(err)
 	}
 	u := got.GetUsage()[0]
-	if u.GetUsedTokens() != 150 || u.GetRemainingTokens() != 850 || u.GetQuotaUsedTokens() != 150 || u.GetKeySha256() != extproc.HashKey(secret) {
+	if u.GetUsedTokens() != 150 || u.GetRemainingTokens() != 850 || u.GetQuotaUsedTokens() != 150 || u.GetKeySha256() != extproc.HashKey(nil, secret) {
 		t.Errorf("GetUsage = %v", u)
 	}
-	byHash, err := c.GetUsage(authed, &adminv1.GetUsageRequest{Key: &adminv1.Key{Key: &adminv1.Key_Sha256{Sha256: strings.ToUpper(extproc.HashKey(secret))}}, Policy: "p"})
+	byHash, err := c.GetUsage(authed, &adminv1.GetUsageRequest{Key: &adminv1.Key{Key: &adminv1.Key_Sha256{Sha256: strings.ToUpper(extproc.HashKey(nil, secret))}}, Policy: "p"})
 	if err != nil || byHash.GetUsage()[0].GetUsedTokens() != 150 {
 		t.Errorf("by hash: %v %v", byHash, err)
 	}
@@ -115,7 +115,7 @@ policies:
 	if err != nil {
 		t.Fatal(err)
 	}
-	if len(list.GetUsage()) != 1 || list.GetUsage()[0].GetKeySha256() != extproc.HashKey("other-key") || list.GetUsage()[0].GetUsedTokens() != 400 {
+	if len(list.GetUsage()) != 1 || list.GetUsage()[0].GetKeySha256() != extproc.HashKey(nil, "other-key") || list.GetUsage()[0].GetUsedTokens() != 400 {
 		t.Errorf("ListUsage top 1 = %v, want other-key's 400", list)
 	}
 

@@ -27,14 +27,15 @@ type adminService struct {
 	clock limiter.Clock
 }
 
-// keyHash reads a Key: a raw value is hashed at once and goes no further.
-func keyHash(k *adminv1.Key) (string, error) {
+// keyHash reads a Key: a raw value is hashed at once, as the processor
+// hashes it, and goes no further.
+func (a *adminService) keyHash(k *adminv1.Key) (string, error) {
 	switch v := k.GetKey().(type) {
 	case *adminv1.Key_Raw:
 		if v.Raw == "" {
 			return "", status.Error(codes.InvalidArgument, "key.raw is empty")
 		}
-		return extproc.HashKey(v.Raw), nil
+		return a.proc.HashKey(v.Raw), nil
 	case *adminv1.Key_Sha256:
 		h := strings.ToLower(v.Sha256)
 		if len(h) != 64 || strings.Trim(h, "0123456789abcdef") != "" {
@@ -60,7 +61,7 @@ func (a *adminService) policies(name string) ([]config.Policy, error) {
 }
 
 func (a *adminService) GetUsage(ctx context.Context, req *adminv1.GetUsageRequest) (*adminv1.GetUsageResponse, error) {
-	hash, err := keyHash(req.GetKey())
+	hash, err := a.keyHash(req.GetKey())
 	if err != nil {
 		return nil, err
 	}
@@ -147,7 +148,7 @@ func (a *adminService) ResetUsage(ctx context.Context, req *adminv1.ResetUsageRe
 	if !ok {
 		return nil, status.Error(codes.Unimplemented, "the store cannot reset keys")
 	}
-	hash, err := keyHash(req.GetKey())
+	hash, err := a.keyHash(req.GetKey())
 	if err != nil {
 		return nil, err
 	}

@@ -150,7 +150,8 @@ func Run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 		return fmt.Errorf("admin listen %s: %w", cfg.AdminListen, err)
 	}
 
-	serverOpts := []grpc.ServerOption{grpc.MaxRecvMsgSize(cfg.MaxReceiveBytes)}
+	serverOpts := []grpc.ServerOption{grpc.MaxRecvMsgSize(cfg.MaxReceiveBytes),
+		grpc.ChainStreamInterceptor(recoverStream(metrics, log)), grpc.ChainUnaryInterceptor(recoverUnary(metrics, log))}
 	if cfg.TLS.Enabled() {
 		creds, err := serverTLS(cfg.TLS)
 		if err != nil {
@@ -162,12 +163,12 @@ func Run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	}
 	srv := grpc.NewServer(serverOpts...)
 	proc := extproc.New(extproc.Options{Policies: cfg.Policies, Store: store, Clock: clock, Log: log, Metrics: metrics,
-		EstimateBudget: cfg.EstimateBudget})
+		EstimateBudget: cfg.EstimateBudget, KeySalt: []byte(os.Getenv(cfg.KeySaltEnv))})
 	extprocv3.RegisterExternalProcessorServer(srv, proc)
 	healthpb.RegisterHealthServer(srv, hs)
 	reflection.Register(srv)
 
-	adminRPC := grpc.NewServer(grpc.UnaryInterceptor(bearerAuth(adminToken(cfg.Admin))))
+	adminRPC := grpc.NewServer(grpc.ChainUnaryInterceptor(recoverUnary(metrics, log), bearerAuth(adminToken(cfg.Admin))))
 	adminv1.RegisterAdminServiceServer(adminRPC, &adminService{proc: proc, store: store, clock: clock})
 	reflection.Register(adminRPC)
 	admin := &http.Server{Handler: withGRPC(adminRPC, adminMux(hs, reg, manual)), ReadHeaderTimeout: 5 * time.Second}

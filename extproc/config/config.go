@@ -33,6 +33,9 @@ type Config struct {
 	// take inside its ext_proc reply; past it, the rest of the prompt is
 	// bounded by its size in bytes.
 	EstimateBudget time.Duration `yaml:"estimate_budget"`
+	// KeySaltEnv names the environment variable holding a secret salt for
+	// key hashes (HMAC-SHA256); unset: plain SHA-256.
+	KeySaltEnv string `yaml:"key_salt_env"`
 	// TLS secures the ext_proc listener; with client_ca_file, mutually.
 	TLS      TLS      `yaml:"tls"`
 	Admin    Admin    `yaml:"admin"`

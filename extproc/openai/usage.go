@@ -3,7 +3,11 @@ package openai
 import (
 	"bytes"
 	"encoding/json"
+	"errors"
 	"fmt"
+	"math"
+	"strconv"
+	"strings"
 )
 
 // Usage is what an upstream reported it used.
@@ -16,23 +20,47 @@ type Usage struct {
 }
 
 type wireUsage struct {
-	PromptTokens        int64 `json:"prompt_tokens"`
-	CompletionTokens    int64 `json:"completion_tokens"`
-	InputTokens         int64 `json:"input_tokens"`
-	OutputTokens        int64 `json:"output_tokens"`
-	TotalTokens         int64 `json:"total_tokens"`
+	PromptTokens        count `json:"prompt_tokens"`
+	CompletionTokens    count `json:"completion_tokens"`
+	InputTokens         count `json:"input_tokens"`
+	OutputTokens        count `json:"output_tokens"`
+	TotalTokens         count `json:"total_tokens"`
 	PromptTokensDetails *struct {
-		CachedTokens int64 `json:"cached_tokens"`
+		CachedTokens count `json:"cached_tokens"`
 	} `json:"prompt_tokens_details"`
 	InputTokensDetails *struct {
-		CachedTokens int64 `json:"cached_tokens"`
+		CachedTokens count `json:"cached_tokens"`
 	} `json:"input_tokens_details"`
 	CompletionTokensDetails *struct {
-		ReasoningTokens int64 `json:"reasoning_tokens"`
+		ReasoningTokens count `json:"reasoning_tokens"`
 	} `json:"completion_tokens_details"`
 	OutputTokensDetails *struct {
-		ReasoningTokens int64 `json:"reasoning_tokens"`
+		ReasoningTokens count `json:"reasoning_tokens"`
 	} `json:"output_tokens_details"`
+}
+
+// MaxCount caps any one count an upstream reports: a broken or hostile
+// upstream must not lock a key out for a minute with 10^18 tokens.
+const MaxCount = 1 << 31
+
+// count is a token count as upstreams really send it: an integer, an
+// exponent (1e3), a float, even a quoted number or "NaN". Anything that is
+// not a finite number counts as 0, negatives as 0, and it is capped at
+// MaxCount, so a count never refunds and never explodes.
+type count int64
+
+func (c *count) UnmarshalJSON(b []byte) error {
+	s := strings.Trim(string(b), `"`)
+	f, err := strconv.ParseFloat(s, 64)
+	switch {
+	case err != nil && !errors.Is(err, strconv.ErrRange), math.IsNaN(f), f <= 0:
+		*c = 0
+	case f >= MaxCount: // +Inf and out-of-range included
+		*c = MaxCount
+	default:
+		*c = count(f)
+	}
+	return nil
 }
 
 // ParseUsage finds usage in a buffered response body. ok is false when the
@@ -67,19 +95,19 @@ var usageKey = []byte(`"usage"`)
 // send: negative counts never refund anyone.
 func (w *wireUsage) normalize() Usage {
 	u := Usage{
-		Prompt:     max(w.PromptTokens, w.InputTokens, 0),
-		Completion: max(w.CompletionTokens, w.OutputTokens, 0),
-		Total:      max(w.TotalTokens, 0),
+		Prompt:     int64(max(w.PromptTokens, w.InputTokens)),
+		Completion: int64(max(w.CompletionTokens, w.OutputTokens)),
+		Total:      int64(w.TotalTokens),
 	}
 	if d := w.PromptTokensDetails; d != nil {
-		u.Cached = d.CachedTokens
+		u.Cached = int64(d.CachedTokens)
 	} else if d := w.InputTokensDetails; d != nil {
-		u.Cached = d.CachedTokens
+		u.Cached = int64(d.CachedTokens)
 	}
 	if d := w.CompletionTokensDetails; d != nil {
-		u.Reasoning = d.ReasoningTokens
+		u.Reasoning = int64(d.ReasoningTokens)
 	} else if d := w.OutputTokensDetails; d != nil {
-		u.Reasoning = d.ReasoningTokens
+		u.Reasoning = int64(d.ReasoningTokens)
 	}
 	if u.Total < u.Prompt+u.Completion {
 		u.Total = u.Prompt + u.Completion

@@ -19,6 +19,9 @@ func TestParseUsage(t *testing.T) {
 			Usage{Prompt: 10, Completion: 4, Total: 14, Cached: 2, Reasoning: 1}, true},
 		{"total missing", `{"usage":{"prompt_tokens":3,"completion_tokens":4}}`, Usage{Prompt: 3, Completion: 4, Total: 7}, true},
 		{"negative clamped", `{"usage":{"prompt_tokens":-30,"completion_tokens":5,"total_tokens":-25}}`, Usage{Completion: 5, Total: 5}, true},
+		{"exponents and floats", `{"usage":{"prompt_tokens":1e3,"completion_tokens":2.9,"total_tokens":"1002"}}`, Usage{Prompt: 1000, Completion: 2, Total: 1002}, true},
+		{"NaN and absurd", `{"usage":{"prompt_tokens":"NaN","completion_tokens":1e300,"total_tokens":"Infinity"}}`, Usage{Completion: MaxCount, Total: MaxCount}, true},
+		{"garbage counts", `{"usage":{"prompt_tokens":"lots","completion_tokens":[1],"total_tokens":{}}}`, Usage{}, true},
 		{"no usage", `{"error":{"message":"bad"}}`, Usage{}, false},
 		{"null usage", `{"usage":null}`, Usage{}, false},
 		{"usage last, after a big body", `{"choices":[{"message":{"content":"` + strings.Repeat("x", 1<<16) + `"}}],"usage":{"prompt_tokens":5,"completion_tokens":6,"total_tokens":11}}`, Usage{Prompt: 5, Completion: 6, Total: 11}, true},
@@ -40,7 +43,7 @@ func TestParseUsage(t *testing.T) {
 			t.Errorf("%s: got %+v %v %v, want no usage", body, u, ok, err)
 		}
 	}
-	if _, _, err := ParseUsage([]byte(`{"usage":{"prompt_tokens":"many"}}`)); err == nil {
+	if _, _, err := ParseUsage([]byte(`{"usage":{"prompt_tokens":1,}}`)); err == nil {
 		t.Error("malformed usage: want error")
 	}
 }

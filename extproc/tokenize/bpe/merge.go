@@ -100,8 +100,10 @@ func (v *vocab) mergeLinear(piece string, sc *scratch) []part {
 }
 
 // mergeHeap is merge for long pieces. Parts are a doubly linked list
-// indexed by their start byte; rank[i] is the rank of joining part i with the next,
-// and the heap holds rank<<32 | i for every rank set, stale ones skipped.
+// indexed by their start byte; rank[i] is the rank of joining part i with
+// the next one, and the heap holds rank<<32 | i for every rank set: its
+// minimum is the lowest rank, leftmost on a tie. Entries whose part has
+// since been re-ranked or joined are stale and skipped.
 func (v *vocab) mergeHeap(piece string, sc *scratch) []part {
 	n := len(piece)
 	next, prev, rank := grow(sc.next, n+1), grow(sc.prev, n+1), grow(sc.rank, n+1)
@@ -115,7 +117,7 @@ func (v *vocab) mergeHeap(piece string, sc *scratch) []part {
 			h = append(h, uint64(r)<<32|uint64(i))
 		}
 	}
-	for k := len(h)/2 - 1; k >= 0; k-- {
+	for k := (len(h) - 2) / 4; k >= 0; k-- {
 		down(h, k)
 	}
 	for len(h) > 0 {
@@ -163,10 +165,12 @@ func grow[T any](s []T, n int) []T {
 	return s[:n]
 }
 
+// push adds x to the heap h. The heap is 4-ary: a node's children share a
+// cache line, and half a million pairs are ten levels deep, not twenty.
 func push(h []uint64, x uint64) []uint64 {
 	h = append(h, x)
 	for i := len(h) - 1; i > 0; {
-		p := (i - 1) / 2
+		p := (i - 1) / 4
 		if h[p] <= h[i] {
 			break
 		}
@@ -176,20 +180,28 @@ func push(h []uint64, x uint64) []uint64 {
 	return h
 }
 
+// down restores the heap below i.
 func down(h []uint64, i int) {
+	if i >= len(h) {
+		return
+	}
+	x := h[i]
 	for {
-		l := 2*i + 1
-		if l >= len(h) {
-			return
+		c := 4*i + 1
+		if c >= len(h) {
+			break
 		}
-		m := l
-		if r := l + 1; r < len(h) && h[r] < h[l] {
-			m = r
+		m := c
+		for k := c + 1; k < min(c+4, len(h)); k++ {
+			if h[k] < h[m] {
+				m = k
+			}
 		}
-		if h[i] <= h[m] {
-			return
+		if x <= h[m] {
+			break
 		}
-		h[i], h[m] = h[m], h[i]
+		h[i] = h[m]
 		i = m
 	}
+	h[i] = x
 }

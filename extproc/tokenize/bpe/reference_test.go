@@ -248,6 +248,20 @@ func TestVocabMatchesLoader(t *testing.T) {
 				t.Fatalf("%s: rank(%q) = %d, %v; want %d", name, tok, r, ok, rank)
 			}
 		}
+		longest := 0 // probe length: a poor hash would show here
+		for r := range len(v.off) - 1 {
+			tok := v.arena[v.off[r]:v.off[r+1]]
+			_, h := keyHash(tok)
+			d := 0
+			for i := h & v.mask; v.slots[i].rank != uint32(r+1); i = (i + 1) & v.mask {
+				d++
+			}
+			longest = max(longest, d)
+		}
+		if longest > 64 {
+			t.Errorf("%s: a token sits %d slots from its hash's", name, longest)
+		}
+		t.Logf("%s: %d tokens in %d slots, longest probe %d", name, len(v.off)-1, len(v.slots), longest)
 		for _, s := range []string{"", "\x00\x00\x00\x00\x00\x00\x00\x00\x00", "not a single token at all", strings.Repeat("z", 129)} {
 			if r, ok := v.rank(s); ok {
 				t.Errorf("%s: rank(%q) = %d, want none", name, s, r)
@@ -259,6 +273,9 @@ func TestVocabMatchesLoader(t *testing.T) {
 // TestCountDoesNotAllocate: no allocation per piece nor per call, once the
 // scratch buffers are pooled, for valid UTF-8.
 func TestCountDoesNotAllocate(t *testing.T) {
+	if raceEnabled {
+		t.Skip("sync.Pool drops buffers under the race detector")
+	}
 	text := corpus(t)["english.txt"] + corpus(t)["cjk.txt"] + corpus(t)["whitespace.txt"]
 	for _, name := range encodingNames {
 		e := mustGet(t, name)
@@ -272,5 +289,30 @@ func TestCountDoesNotAllocate(t *testing.T) {
 func TestUnknownEncoding(t *testing.T) {
 	if _, err := Get("p50k_base"); err == nil {
 		t.Fatal("Get(p50k_base): no error")
+	}
+}
+
+// TestConcurrentCount: one Encoding, many goroutines, the same answers.
+func TestConcurrentCount(t *testing.T) {
+	texts := corpus(t)
+	for _, name := range encodingNames {
+		e := mustGet(t, name)
+		want := map[string]int{}
+		for f, s := range texts {
+			want[f] = e.Count(s)
+		}
+		var wg sync.WaitGroup
+		for range 8 {
+			wg.Go(func() {
+				for range 20 {
+					for f, s := range texts {
+						if got := e.Count(s); got != want[f] {
+							t.Errorf("%s %s: Count = %d, want %d", name, f, got, want[f])
+						}
+					}
+				}
+			})
+		}
+		wg.Wait()
 	}
 }

@@ -123,13 +123,8 @@ func keyHash(s string) (key, h uint64) {
 	)
 	n := len(s)
 	switch {
-	case n == 8:
-		key = load64(s)
-		return key, mix(key^k1, k2^8)
+	case n > 8:
 	case n >= 4:
-		if n > 8 {
-			break
-		}
 		key = uint64(load32(s)) | uint64(load32(s[n-4:]))<<(8*(n-4))
 		return key, mix(key^k1, k2^uint64(n))
 	case n > 0:
