@@ -72,6 +72,8 @@ func (e *Encoding) Count(s string) int {
 	return n
 }
 
+// countPiece counts one piece's tokens: one if the whole piece is a token
+// (most pieces are), else the parts of its merge.
 func (e *Encoding) countPiece(piece string, sc *scratch) int {
 	if len(piece) == 1 {
 		return 1
@@ -94,7 +96,7 @@ func (e *Encoding) encode(s string) []int {
 		q := e.next(s, p)
 		piece := s[p:q]
 		p = q
-		if r, ok := e.v.rank(piece); ok {
+		if r := e.v.rankOr(piece); r != noRank {
 			ids = append(ids, int(r))
 			continue
 		}
