@@ -31,6 +31,7 @@ type processor struct {
 	ctx context.Context
 
 	seenHeaders bool
+	bodyDone    bool
 	path        string
 	route       openai.Route
 	policy      *config.Policy
@@ -119,13 +120,16 @@ func (p *processor) counterKey() string { return CounterKey(p.policy, p.keyHash,
 // requestBody reads the request's model and prompt and, when the policy
 // estimates, reserves the prompt before the upstream sees it.
 func (p *processor) requestBody(b *extprocv3.HttpBody) *extprocv3.ProcessingResponse {
-	if !p.admitted {
+	if !p.admitted || p.bodyDone || p.settled {
+		// Once the body is read, more body is a confused client: it must
+		// not reserve again, least of all after settlement.
 		return continueRequestBody()
 	}
 	body := p.collect(b)
 	if body == nil {
 		return continueRequestBody()
 	}
+	p.bodyDone = true
 	req, err := openai.ParseRequest(p.route.API, body)
 	if err != nil {
 		// Not ours to judge: the upstream will answer 400, and nothing
