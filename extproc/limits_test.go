@@ -221,6 +221,13 @@ func TestConfusedStreams(t *testing.T) {
 	if got := e.used(t, "lab", "k"); got != 15 {
 		t.Errorf("after a doubled request_headers: %d used, want the 15 reported", got)
 	}
+	// A body after settlement must not reserve again (it would never be
+	// released).
+	e.run(t, reqHeaders(false, ":method", "POST", ":path", "/v1/chat/completions", "api-key", "k2"),
+		reqBody(withMax(100)), respHeaders("200", false), respBody(chatUsage(30, 20)), reqBody(withMax(100)))
+	if got := e.used(t, "lab", "k2"); got != 50 {
+		t.Errorf("after a body past settlement: %d used, want the 50 reported", got)
+	}
 	// Out of order: a response before any request is answered, not counted.
 	out := e.run(t, respBody(chatUsage(99, 99)), reqBody(labBody))
 	if len(out) != 2 || out[0].GetResponseBody() == nil || out[1].GetRequestBody() == nil {
