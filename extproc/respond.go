@@ -159,14 +159,26 @@ func continueAny(req *extprocv3.ProcessingRequest) *extprocv3.ProcessingResponse
 	return nil
 }
 
-// tokenMetadata is the dynamic metadata Envoy's access log can print, in the
-// tokengate namespace.
-func tokenMetadata(fields map[string]any) *structpb.Struct {
-	inner, err := structpb.NewStruct(fields)
-	if err != nil {
-		return nil
-	}
+// meta builds the dynamic metadata Envoy's access log can print, in the
+// tokengate namespace, straight into protobuf values.
+type meta map[string]*structpb.Value
+
+func newMeta(decision string) meta {
+	return meta{"decision": structpb.NewStringValue(decision)}
+}
+
+func (m meta) num(k string, v int64) meta {
+	m[k] = structpb.NewNumberValue(float64(v))
+	return m
+}
+
+func (m meta) str(k, v string) meta {
+	m[k] = structpb.NewStringValue(v)
+	return m
+}
+
+func (m meta) build() *structpb.Struct {
 	return &structpb.Struct{Fields: map[string]*structpb.Value{
-		Namespace: structpb.NewStructValue(inner),
+		Namespace: structpb.NewStructValue(&structpb.Struct{Fields: m}),
 	}}
 }

@@ -95,14 +95,8 @@ func (p *processor) settle() (*extprocv3.HeaderMutation, *structpb.Struct) {
 	if name := p.policy.Headers.TokensConsumed; name != "" {
 		h.set(name, strconv.FormatInt(charged, 10))
 	}
-	return h.mutation(), tokenMetadata(map[string]any{
-		"prompt_tokens":     prompt,
-		"completion_tokens": completion,
-		"total_tokens":      total,
-		"remaining_tokens":  d.Remaining,
-		"decision":          p.decision(),
-		"source":            source,
-	})
+	return h.mutation(), newMeta(p.decision()).num("prompt_tokens", prompt).num("completion_tokens", completion).
+		num("total_tokens", total).num("remaining_tokens", d.Remaining).str("source", source).build()
 }
 
 // finish settles a request whose stream ended before its response did:
@@ -152,7 +146,7 @@ func (p *processor) reject(d limiter.Decision) *extprocv3.ProcessingResponse {
 	p.rateHeaders(&h, d)
 	p.s.metrics.request(p.policy.Name, decision)
 	p.logDecision(decision, zap.Duration("retry_after", d.RetryAfter))
-	md := tokenMetadata(map[string]any{"decision": decision, "remaining_tokens": d.Remaining})
+	md := newMeta(decision).num("remaining_tokens", d.Remaining).build()
 	if decision == decisionQuota {
 		h.set("x-should-retry", "false")
 		msg := fmt.Sprintf("Token quota is exceeded. Try again in %d seconds.", secs)
@@ -171,7 +165,7 @@ func (p *processor) unavailable() *extprocv3.ProcessingResponse {
 	h.set("retry-after", "1")
 	return immediate(typev3.StatusCode_ServiceUnavailable, &h,
 		errorBody("The token limiter is unavailable. Try again shortly.", "server_error", "limiter_unavailable"),
-		"tokengate_unavailable", tokenMetadata(map[string]any{"decision": decisionUnavailable}))
+		"tokengate_unavailable", newMeta(decisionUnavailable).build())
 }
 
 func (p *processor) rejectMissingKey() *extprocv3.ProcessingResponse {
@@ -180,7 +174,7 @@ func (p *processor) rejectMissingKey() *extprocv3.ProcessingResponse {
 	msg := fmt.Sprintf("Access denied due to missing subscription key. Include it in one of these headers: %v.",
 		p.policy.CounterKey.Header)
 	return immediate(typev3.StatusCode_Unauthorized, &headerSet{}, errorBody(msg, "invalid_request_error", "missing_subscription_key"),
-		"tokengate_missing_key", tokenMetadata(map[string]any{"decision": decisionMissingKey}))
+		"tokengate_missing_key", newMeta(decisionMissingKey).build())
 }
 
 // logDecision writes one line per decision at debug and per refusal at

@@ -22,17 +22,6 @@ type Request struct {
 	body []byte // kept to read the prompt only when a policy estimates
 }
 
-type wireRequest struct {
-	Model         string `json:"model"`
-	Stream        bool   `json:"stream"`
-	StreamOptions *struct {
-		IncludeUsage bool `json:"include_usage"`
-	} `json:"stream_options"`
-	MaxTokens           int64 `json:"max_tokens"`
-	MaxCompletionTokens int64 `json:"max_completion_tokens"`
-	MaxOutputTokens     int64 `json:"max_output_tokens"`
-}
-
 // wirePrompt is the text of a request, decoded only when estimating.
 type wirePrompt struct {
 	Messages     json.RawMessage `json:"messages"`
@@ -50,21 +39,45 @@ type wireMessage struct {
 // ParseRequest reads a request body of the given API. An error means the
 // body is not JSON of the expected shape; the caller lets it through.
 func ParseRequest(api API, body []byte) (*Request, error) {
-	var w wireRequest
-	if err := json.Unmarshal(body, &w); err != nil {
+	r := &Request{api: api, body: body}
+	var maxTokens [3]int64
+	err := members(body, func(key, v []byte) error {
+		var err error
+		switch string(key) {
+		case "model":
+			r.Model, err = readString(v)
+		case "stream":
+			r.Stream, err = readBool(v)
+		case "stream_options":
+			r.IncludeUsage, err = readIncludeUsage(v)
+		case "max_tokens":
+			maxTokens[0], err = readInt(v)
+		case "max_completion_tokens":
+			maxTokens[1], err = readInt(v)
+		case "max_output_tokens":
+			maxTokens[2], err = readInt(v)
+		}
+		if err != nil {
+			return fmt.Errorf("%s: %w", key, err)
+		}
+		return nil
+	})
+	if err != nil {
 		return nil, fmt.Errorf("openai: %s request: %w", api, err)
 	}
-	r := &Request{
-		Model:     w.Model,
-		Stream:    w.Stream,
-		MaxOutput: firstPositive(w.MaxTokens, w.MaxCompletionTokens, w.MaxOutputTokens),
-		api:       api,
-	}
-	if w.StreamOptions != nil {
-		r.IncludeUsage = w.StreamOptions.IncludeUsage
-	}
-	r.body = body
+	r.MaxOutput = firstPositive(maxTokens[:]...)
 	return r, nil
+}
+
+func readIncludeUsage(v []byte) (bool, error) {
+	if isNull(v) {
+		return false, nil
+	}
+	var o struct {
+		IncludeUsage bool `json:"include_usage"`
+	}
+	err := json.Unmarshal(v, &o)
+	return o.IncludeUsage, err
 }
 
 // PromptTokens estimates the prompt the way the model will count it.
