@@ -63,6 +63,10 @@ type BoltOptions struct {
 	// when <= 0; never unbounded, so a second process fails instead of
 	// hanging.
 	OpenTimeout time.Duration
+	// OnFlushError hears of every failed write-behind flush (a full disk,
+	// say): the charges stay pending and are written by a later flush,
+	// but an operator must know the file is behind.
+	OnFlushError func(error)
 }
 
 // Bolt is a Store that answers from a Memory store and writes it behind to
@@ -78,6 +82,12 @@ type Bolt struct {
 
 	flushMu sync.Mutex // one flush at a time, so writes land in order
 	closed  bool       // under flushMu
+
+	// quotaMu guards pendingQuotas: keys whose quota write failed at
+	// settle, written again by the next flush.
+	quotaMu       sync.Mutex
+	pendingQuotas map[string]struct{}
+	onFlushError  func(error)
 
 	stop      chan struct{}
 	done      chan struct{}
@@ -123,6 +133,9 @@ func OpenBolt(opts BoltOptions) (*Bolt, error) {
 		clock: opts.Clock,
 		stop:  make(chan struct{}),
 		done:  make(chan struct{}),
+
+		pendingQuotas: map[string]struct{}{},
+		onFlushError:  opts.OnFlushError,
 	}
 	if err := b.restore(opts.Clock.Now()); err != nil {
 		_ = db.Close()
@@ -213,7 +226,13 @@ func (b *Bolt) run(every time.Duration) {
 		case <-b.stop:
 			return
 		case <-t.C:
-			_ = b.Flush()
+			// Forget idle keys first, so that the flush deletes them from
+			// the file: under many keys the sweep riding on calls falls
+			// behind.
+			b.mem.Sweep(b.clock.Now())
+			if err := b.Flush(); err != nil && b.onFlushError != nil {
+				b.onFlushError(err)
+			}
 		}
 	}
 }
@@ -242,6 +261,11 @@ func (b *Bolt) Settle(ctx context.Context, key string, lim Limits, h Hold, used 
 		return tx.Bucket(quotasBucket).Put([]byte(key), v)
 	})
 	if err != nil {
+		// Kept for the next flush: the charge is in memory and must reach
+		// the file as soon as the file can take it.
+		b.quotaMu.Lock()
+		b.pendingQuotas[key] = struct{}{}
+		b.quotaMu.Unlock()
 		return d, fmt.Errorf("limiter: persist quota to bbolt file %s: %w", b.path, err)
 	}
 	return d, nil
@@ -265,11 +289,29 @@ func (b *Bolt) Flush() error {
 	if b.closed {
 		return errClosed
 	}
-	changes, vals := b.mem.drain(b.clock.Now())
-	if len(changes) == 0 {
+	now := b.clock.Now()
+	changes, vals := b.mem.drain(now)
+	b.quotaMu.Lock()
+	quotas := b.pendingQuotas
+	b.pendingQuotas = map[string]struct{}{}
+	b.quotaMu.Unlock()
+	if len(changes) == 0 && len(quotas) == 0 {
 		return nil
 	}
 	err := b.db.Update(func(tx *bolt.Tx) error {
+		qb := tx.Bucket(quotasBucket)
+		for key := range quotas {
+			v, ok := b.mem.appendQuotaOf(nil, key, now)
+			var err error
+			if ok {
+				err = qb.Put([]byte(key), v)
+			} else {
+				err = qb.Delete([]byte(key))
+			}
+			if err != nil {
+				return fmt.Errorf("quota of key %q: %w", key, err)
+			}
+		}
 		bk := tx.Bucket(windowsBucket)
 		for _, c := range changes {
 			var err error
@@ -286,6 +328,11 @@ func (b *Bolt) Flush() error {
 	})
 	if err != nil {
 		b.mem.undrain(changes)
+		b.quotaMu.Lock()
+		for key := range quotas {
+			b.pendingQuotas[key] = struct{}{}
+		}
+		b.quotaMu.Unlock()
 		return fmt.Errorf("limiter: flush to bbolt file %s: %w", b.path, err)
 	}
 	return nil

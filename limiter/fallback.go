@@ -188,9 +188,15 @@ func (f *Fallback) Reserve(ctx context.Context, key string, lim Limits, n int64,
 		start := time.Now()
 		d, err := f.shared.Reserve(ctx, key, lim, n, now)
 		if err != nil && d.Hold.ID != "" {
+			// The reserve may still run in Redis: remember its hold.
 			f.mu.Lock()
 			f.orphans = append(f.orphans, orphan{key, lim, d.Hold})
 			f.mu.Unlock()
+		}
+		if err != nil && ctx.Err() != nil {
+			// The caller gave up (client gone, Envoy's timeout): that
+			// says nothing of Redis, and nobody waits for an answer.
+			return d, err
 		}
 		f.result("reserve", start, err)
 		if err == nil {
@@ -219,6 +225,9 @@ func (f *Fallback) Settle(ctx context.Context, key string, lim Limits, h Hold, u
 	if f.try() {
 		start := time.Now()
 		d, err := f.shared.Settle(ctx, key, lim, h, used, now)
+		if err != nil && ctx.Err() != nil {
+			return d, err
+		}
 		f.result("settle", start, err)
 		if err == nil {
 			return d, nil
@@ -235,6 +244,9 @@ func (f *Fallback) Status(ctx context.Context, key string, lim Limits, now time.
 	if f.try() {
 		start := time.Now()
 		d, err := f.shared.Status(ctx, key, lim, now)
+		if err != nil && ctx.Err() != nil {
+			return d, err
+		}
 		f.result("status", start, err)
 		if err == nil {
 			return d, nil

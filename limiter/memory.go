@@ -17,8 +17,8 @@ const (
 	// shard are looked at. The cost is a fraction of a key per operation,
 	// and a shard of k keys is gone through every k*sweepEvery/sweepBatch
 	// of its operations.
-	sweepEvery = 16
-	sweepBatch = 4
+	sweepEvery = 4
+	sweepBatch = 8
 )
 
 // Memory is a Store that keeps every window in this process. Keys are spread

@@ -28,7 +28,11 @@ func openStore(c config.Store, clock limiter.Clock, hooks storeHooks) (limiter.S
 	case "memory":
 		return limiter.NewMemory(), nil
 	case "bbolt":
-		b, err := limiter.OpenBolt(limiter.BoltOptions{Path: c.Bbolt.Path, FlushInterval: c.Bbolt.FlushInterval, Clock: clock})
+		b, err := limiter.OpenBolt(limiter.BoltOptions{Path: c.Bbolt.Path, FlushInterval: c.Bbolt.FlushInterval, Clock: clock,
+			OnFlushError: func(err error) {
+				hooks.metrics.StoreCall("flush", 0, err)
+				hooks.log.Error("bbolt flush failed; charges stay pending for the next flush", zap.Error(err))
+			}})
 		if err != nil {
 			return nil, err
 		}

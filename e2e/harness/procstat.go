@@ -1,0 +1,44 @@
+package harness
+
+import (
+	"bufio"
+	"fmt"
+	"os"
+	"strconv"
+	"strings"
+)
+
+// OSPid is the process's operating-system id, for what only /proc tells
+// (its resident memory) or what only a syscall does (its resource limits).
+func (p *Process) OSPid() int { return p.cmd.Process.Pid }
+
+// ReadVmRSS returns the resident set size of process pid, in bytes, as
+// the kernel reports it in /proc/PID/status (VmRSS).
+func ReadVmRSS(pid int) (int64, error) {
+	f, err := os.Open(fmt.Sprintf("/proc/%d/status", pid))
+	if err != nil {
+		return 0, fmt.Errorf("harness: %w", err)
+	}
+	defer f.Close()
+	sc := bufio.NewScanner(f)
+	for sc.Scan() {
+		rest, ok := strings.CutPrefix(sc.Text(), "VmRSS:")
+		if !ok {
+			continue
+		}
+		// "VmRSS:	   123456 kB"
+		fields := strings.Fields(rest)
+		if len(fields) != 2 || fields[1] != "kB" {
+			return 0, fmt.Errorf("harness: /proc/%d/status: unexpected VmRSS line %q", pid, sc.Text())
+		}
+		kb, err := strconv.ParseInt(fields[0], 10, 64)
+		if err != nil {
+			return 0, fmt.Errorf("harness: /proc/%d/status: %w", pid, err)
+		}
+		return kb << 10, nil
+	}
+	if err := sc.Err(); err != nil {
+		return 0, fmt.Errorf("harness: /proc/%d/status: %w", pid, err)
+	}
+	return 0, fmt.Errorf("harness: /proc/%d/status has no VmRSS line (a zombie?)", pid)
+}
