@@ -161,6 +161,10 @@ func (p *processor) requestBody(b *extprocv3.HttpBody) *extprocv3.ProcessingResp
 		if bounded {
 			p.s.metrics.bounded()
 		}
+		if err := req.PromptErr(); err != nil {
+			p.s.log.Debug("request prompt is not the JSON expected; estimated at 0",
+				zap.String("key", p.keyHash[:8]), zap.Error(err))
+		}
 	}
 	if n := p.reservation(req, strict, budget); n > 0 {
 		if resp := p.admit(n); resp != nil {

@@ -18,9 +18,14 @@ type Request struct {
 	// whichever the request sets; 0 when none.
 	MaxOutput int64
 
-	api  API
-	body []byte // kept to read the prompt only when a policy estimates
+	api       API
+	body      []byte // kept to read the prompt only when a policy estimates
+	promptErr error
 }
+
+// PromptErr says why the prompt could not be read for an estimate (nil
+// when it could): the request still goes on, estimated at nothing.
+func (r *Request) PromptErr() error { return r.promptErr }
 
 // wirePrompt is the text of a request, decoded only when estimating.
 type wirePrompt struct {
@@ -98,7 +103,8 @@ const maxExactBytes = 8 << 20
 // the bound never undercounts. bounded reports that it was used.
 func (r *Request) PromptTokensWithin(model string, budget time.Duration) (n int64, bounded bool) {
 	var w wirePrompt
-	if json.Unmarshal(r.body, &w) != nil {
+	if err := json.Unmarshal(r.body, &w); err != nil {
+		r.promptErr = fmt.Errorf("openai: %s prompt: %w", r.api, err)
 		return 0, false
 	}
 	var msgs []tokenize.Message
