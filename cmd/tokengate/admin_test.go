@@ -25,17 +25,7 @@ import (
 // charge plays one counted request whose upstream reports total tokens.
 func charge(t *testing.T, addr, key string, total int) {
 	t.Helper()
-	conn, err := grpc.NewClient(addr, grpc.WithTransportCredentials(insecure.NewCredentials()))
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer conn.Close()
-	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
-	defer cancel()
-	stream, err := extprocv3.NewExternalProcessorClient(conn).Process(ctx)
-	if err != nil {
-		t.Fatal(err)
-	}
+	stream := openStream(t, addr)
 	hv := func(kv ...string) *corev3.HeaderMap {
 		m := &corev3.HeaderMap{}
 		for i := 0; i < len(kv); i += 2 {

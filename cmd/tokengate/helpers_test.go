@@ -2,7 +2,11 @@ package main
 
 import (
 	"bufio"
+
 	"context"
+	extprocv3 "github.com/envoyproxy/go-control-plane/envoy/service/ext_proc/v3"
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/credentials/insecure"
 	"io"
 	"os"
 	"path/filepath"
@@ -48,4 +52,21 @@ func startRun(t *testing.T, cfg string, extra ...string) running {
 	go io.Copy(io.Discard, pr)
 	f := readyFields(t, line)
 	return running{grpc: f["grpc"], admin: f["admin"], config: path}
+}
+
+// openStream opens one ext_proc stream to addr, closed at cleanup.
+func openStream(t *testing.T, addr string) extprocv3.ExternalProcessor_ProcessClient {
+	t.Helper()
+	conn, err := grpc.NewClient(addr, grpc.WithTransportCredentials(insecure.NewCredentials()))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { conn.Close() })
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	t.Cleanup(cancel)
+	stream, err := extprocv3.NewExternalProcessorClient(conn).Process(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return stream
 }
