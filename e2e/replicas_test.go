@@ -139,21 +139,7 @@ func runReplicated(t *testing.T, redisAddr string, n int, strict bool, key strin
 		Seed:        1,
 		HTTP:        client,
 	})
-	t.Log(res.String())
-	if err != nil {
-		t.Fatal(err)
-	}
-	if res.Failed > 0 {
-		t.Fatalf("%d requests failed; first: %+v", res.Failed, res.Failures[0])
-	}
-	if res.Cancelled > 0 {
-		t.Fatalf("%d requests were cut: the records are not the whole account", res.Cancelled)
-	}
-	if res.Stopped != "" {
-		// As in runAccuracy: the rounds run are exact; the callers check
-		// they were enough to press the limit.
-		t.Logf("the run stopped after %d of %d rounds: %s", res.Ticks, res.Rounds, res.Stopped)
-	}
+	checkLoadRun(t, res, err)
 	// Round-robin gives each replica Requests/n; the last round's
 	// decisions may still be being counted when the load returns.
 	for i := range n {

@@ -64,9 +64,6 @@ func HashKey(salt []byte, key string) string {
 	return hex.EncodeToString(m.Sum(nil))
 }
 
-// hashKey is HashKey without a salt, for tests.
-func hashKey(key string) string { return HashKey(nil, key) }
-
 // CounterKey names the budget a key draws on under a policy: the policy,
 // the key's hash and, for per_model policies, the model.
 func CounterKey(p *config.Policy, keyHash, model string) string {

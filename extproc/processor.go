@@ -194,7 +194,7 @@ func (p *processor) reservation(req *openai.Request, strict bool, budget int64) 
 		// on an empty window, as any request whose real use is larger
 		// than its reservation does. A prompt alone past the budget is
 		// still refused: it cannot fit.
-		if lim := p.policy.LimitsFor(p.keyHash).TokensPerMinute; lim > 0 {
+		if lim := p.limits.TokensPerMinute; lim > 0 { // set by the headers-phase admit
 			completion = min(completion, max(lim-prompt, 0))
 		}
 	}
