@@ -20,6 +20,7 @@ type Metrics struct {
 	tokens       *prometheus.CounterVec
 	passthrough  prometheus.Counter
 	latency      *prometheus.HistogramVec
+	phases       [numPhases]prometheus.Observer // latency's series, resolved once: observed per message
 	storeErrors  *prometheus.CounterVec
 	storeLatency *prometheus.HistogramVec
 	storeDown    prometheus.Gauge
@@ -80,6 +81,9 @@ func NewMetrics(reg prometheus.Registerer) *Metrics {
 		Name: "tokengate_panics_total",
 		Help: "Panics recovered in gRPC handlers; each is a bug, logged with its stack.",
 	})
+	for i, name := range phaseNames {
+		m.phases[i] = m.latency.WithLabelValues(name)
+	}
 	reg.MustRegister(m.bounds, m.panics)
 	reg.MustRegister(m.requests, m.tokens, m.passthrough, m.latency, m.storeErrors, m.storeLatency, m.storeDown, m.estimateErr, m.reloads)
 	return m
@@ -108,9 +112,9 @@ func (m *Metrics) passed() {
 	}
 }
 
-func (m *Metrics) observe(phase string, start time.Time) {
+func (m *Metrics) observe(ph phase, start time.Time) {
 	if m != nil {
-		m.latency.WithLabelValues(phase).Observe(time.Since(start).Seconds())
+		m.phases[ph].Observe(time.Since(start).Seconds())
 	}
 }
 

@@ -15,24 +15,76 @@ import (
 )
 
 // headerSet collects response headers, each name once: a policy's custom
-// name that equals a standard one must not send the value twice.
+// name that equals a standard one must not send the value twice. Every
+// counted request gets a reply with headers, so they are built with few
+// allocations: values share one buffer, and options come from blocks.
 type headerSet struct {
-	opts []*corev3.HeaderValueOption
-	seen map[string]bool
+	opts  []*corev3.HeaderValueOption
+	slots slab[headerSlot]
+	buf   []byte
+}
+
+type headerSlot struct {
+	opt corev3.HeaderValueOption
+	val corev3.HeaderValue
 }
 
 func (h *headerSet) set(name, value string) {
-	if name == "" || h.seen[name] {
+	if h.skip(name) {
 		return
 	}
-	if h.seen == nil {
-		h.seen = make(map[string]bool, 8)
+	start := len(h.buf)
+	h.buf = append(h.buf, value...)
+	h.add(name, start)
+}
+
+func (h *headerSet) setInt(name string, v int64) {
+	if h.skip(name) {
+		return
 	}
-	h.seen[name] = true
-	h.opts = append(h.opts, &corev3.HeaderValueOption{
-		Header:       &corev3.HeaderValue{Key: name, RawValue: []byte(value)},
-		AppendAction: corev3.HeaderValueOption_OVERWRITE_IF_EXISTS_OR_ADD,
-	})
+	start := len(h.buf)
+	h.buf = strconv.AppendInt(h.buf, v, 10)
+	h.add(name, start)
+}
+
+func (h *headerSet) skip(name string) bool {
+	if name == "" {
+		return true
+	}
+	for _, o := range h.opts {
+		if o.Header.Key == name {
+			return true
+		}
+	}
+	if h.buf == nil {
+		h.buf = make([]byte, 0, 128)
+		h.opts = make([]*corev3.HeaderValueOption, 0, 8)
+	}
+	return false
+}
+
+// add sets name to the value at h.buf[start:]. Later appends may move
+// h.buf, but never the bytes an earlier header already points at.
+func (h *headerSet) add(name string, start int) {
+	s := h.slots.next()
+	s.val.Key, s.val.RawValue = name, h.buf[start:len(h.buf):len(h.buf)]
+	s.opt.Header, s.opt.AppendAction = &s.val, corev3.HeaderValueOption_OVERWRITE_IF_EXISTS_OR_ADD
+	h.opts = append(h.opts, &s.opt)
+}
+
+// slab hands out zeroed T's from blocks of slabBlock, one allocation per
+// block instead of one per T.
+type slab[T any] struct{ free []T }
+
+const slabBlock = 6
+
+func (s *slab[T]) next() *T {
+	if len(s.free) == 0 {
+		s.free = make([]T, slabBlock)
+	}
+	p := &s.free[0]
+	s.free = s.free[1:]
+	return p
 }
 
 func (h *headerSet) mutation() *extprocv3.HeaderMutation {
@@ -47,14 +99,13 @@ func (h *headerSet) mutation() *extprocv3.HeaderMutation {
 // A budget the key does not have is not advertised.
 func (p *processor) rateHeaders(h *headerSet, d limiter.Decision) {
 	if d.Limit > 0 {
-		remaining := strconv.FormatInt(d.Remaining, 10)
-		h.set("x-ratelimit-limit-tokens", strconv.FormatInt(d.Limit, 10))
-		h.set("x-ratelimit-remaining-tokens", remaining)
+		h.setInt("x-ratelimit-limit-tokens", d.Limit)
+		h.setInt("x-ratelimit-remaining-tokens", d.Remaining)
 		h.set("x-ratelimit-reset-tokens", d.Reset.Round(time.Millisecond).String())
-		h.set(p.policy.Headers.RemainingTokens, remaining)
+		h.setInt(p.policy.Headers.RemainingTokens, d.Remaining)
 	}
 	if d.Quota.Limit > 0 {
-		h.set(p.policy.Headers.RemainingQuotaTokens, strconv.FormatInt(d.Quota.Remaining, 10))
+		h.setInt(p.policy.Headers.RemainingQuotaTokens, d.Quota.Remaining)
 	}
 }
 
@@ -64,9 +115,9 @@ func (p *processor) rateHeaders(h *headerSet, d limiter.Decision) {
 func (p *processor) retryHeaders(h *headerSet, wait time.Duration) int64 {
 	secs := int64(math.Ceil(wait.Seconds()))
 	ms := (wait + time.Millisecond - 1) / time.Millisecond
-	h.set("retry-after", strconv.FormatInt(secs, 10))
-	h.set("retry-after-ms", strconv.FormatInt(int64(ms), 10))
-	h.set(p.policy.Headers.RetryAfter, strconv.FormatInt(secs, 10))
+	h.setInt("retry-after", secs)
+	h.setInt("retry-after-ms", int64(ms))
+	h.setInt(p.policy.Headers.RetryAfter, secs)
 	return secs
 }
 
@@ -116,7 +167,7 @@ func continueRequestBody() *extprocv3.ProcessingResponse {
 // does not match it, so the new length goes with the new body.
 func rewriteRequestBody(body []byte) *extprocv3.ProcessingResponse {
 	var h headerSet
-	h.set("content-length", strconv.Itoa(len(body)))
+	h.setInt("content-length", int64(len(body)))
 	return &extprocv3.ProcessingResponse{Response: &extprocv3.ProcessingResponse_RequestBody{
 		RequestBody: &extprocv3.BodyResponse{Response: &extprocv3.CommonResponse{
 			HeaderMutation: h.mutation(),
@@ -160,25 +211,35 @@ func continueAny(req *extprocv3.ProcessingRequest) *extprocv3.ProcessingResponse
 }
 
 // meta builds the dynamic metadata Envoy's access log can print, in the
-// tokengate namespace, straight into protobuf values.
-type meta map[string]*structpb.Value
-
-func newMeta(decision string) meta {
-	return meta{"decision": structpb.NewStringValue(decision)}
+// tokengate namespace, straight into protobuf values taken from slabs.
+type meta struct {
+	fields map[string]*structpb.Value
+	vals   slab[structpb.Value]
+	nums   slab[structpb.Value_NumberValue]
+	strs   slab[structpb.Value_StringValue]
 }
 
-func (m meta) num(k string, v int64) meta {
-	m[k] = structpb.NewNumberValue(float64(v))
+func newMeta(decision string) *meta {
+	m := &meta{fields: make(map[string]*structpb.Value, slabBlock)}
+	return m.str("decision", decision)
+}
+
+func (m *meta) num(k string, v int64) *meta {
+	n, val := m.nums.next(), m.vals.next()
+	n.NumberValue, val.Kind = float64(v), n
+	m.fields[k] = val
 	return m
 }
 
-func (m meta) str(k, v string) meta {
-	m[k] = structpb.NewStringValue(v)
+func (m *meta) str(k, v string) *meta {
+	s, val := m.strs.next(), m.vals.next()
+	s.StringValue, val.Kind = v, s
+	m.fields[k] = val
 	return m
 }
 
-func (m meta) build() *structpb.Struct {
+func (m *meta) build() *structpb.Struct {
 	return &structpb.Struct{Fields: map[string]*structpb.Value{
-		Namespace: structpb.NewStructValue(&structpb.Struct{Fields: m}),
+		Namespace: structpb.NewStructValue(&structpb.Struct{Fields: m.fields}),
 	}}
 }

@@ -89,7 +89,7 @@ func (s *Server) Process(stream extprocv3.ExternalProcessor_ProcessServer) error
 		}
 		start := time.Now()
 		resp := p.handle(req)
-		s.metrics.observe(phaseName(req), start)
+		s.metrics.observe(phaseOf(req), start)
 		if resp == nil {
 			return status.Errorf(codes.InvalidArgument, "tokengate: unexpected ext_proc message %T", req.Request)
 		}
@@ -125,16 +125,30 @@ func containsFold(list []string, s string) bool {
 	return false
 }
 
-func phaseName(req *extprocv3.ProcessingRequest) string {
+// phase numbers the ext_proc message kinds for the latency histogram.
+type phase int
+
+const (
+	phaseRequestHeaders phase = iota
+	phaseRequestBody
+	phaseResponseHeaders
+	phaseResponseBody
+	phaseOther
+	numPhases
+)
+
+var phaseNames = [numPhases]string{"request_headers", "request_body", "response_headers", "response_body", "other"}
+
+func phaseOf(req *extprocv3.ProcessingRequest) phase {
 	switch req.Request.(type) {
 	case *extprocv3.ProcessingRequest_RequestHeaders:
-		return "request_headers"
+		return phaseRequestHeaders
 	case *extprocv3.ProcessingRequest_RequestBody:
-		return "request_body"
+		return phaseRequestBody
 	case *extprocv3.ProcessingRequest_ResponseHeaders:
-		return "response_headers"
+		return phaseResponseHeaders
 	case *extprocv3.ProcessingRequest_ResponseBody:
-		return "response_body"
+		return phaseResponseBody
 	}
-	return "other"
+	return phaseOther
 }

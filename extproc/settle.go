@@ -3,7 +3,6 @@ package extproc
 import (
 	"context"
 	"fmt"
-	"strconv"
 	"time"
 
 	extprocv3 "github.com/envoyproxy/go-control-plane/envoy/service/ext_proc/v3"
@@ -93,7 +92,7 @@ func (p *processor) settle() (*extprocv3.HeaderMutation, *structpb.Struct) {
 	var h headerSet
 	p.rateHeaders(&h, d)
 	if name := p.policy.Headers.TokensConsumed; name != "" {
-		h.set(name, strconv.FormatInt(charged, 10))
+		h.setInt(name, charged)
 	}
 	return h.mutation(), newMeta(p.decision()).num("prompt_tokens", prompt).num("completion_tokens", completion).
 		num("total_tokens", total).num("remaining_tokens", d.Remaining).str("source", source).build()

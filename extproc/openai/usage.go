@@ -8,6 +8,7 @@ import (
 	"math"
 	"strconv"
 	"strings"
+	"unicode/utf8"
 )
 
 // Usage is what an upstream reported it used.
@@ -20,23 +21,23 @@ type Usage struct {
 }
 
 type wireUsage struct {
-	PromptTokens        count `json:"prompt_tokens"`
-	CompletionTokens    count `json:"completion_tokens"`
-	InputTokens         count `json:"input_tokens"`
-	OutputTokens        count `json:"output_tokens"`
-	TotalTokens         count `json:"total_tokens"`
-	PromptTokensDetails *struct {
-		CachedTokens count `json:"cached_tokens"`
-	} `json:"prompt_tokens_details"`
-	InputTokensDetails *struct {
-		CachedTokens count `json:"cached_tokens"`
-	} `json:"input_tokens_details"`
-	CompletionTokensDetails *struct {
-		ReasoningTokens count `json:"reasoning_tokens"`
-	} `json:"completion_tokens_details"`
-	OutputTokensDetails *struct {
-		ReasoningTokens count `json:"reasoning_tokens"`
-	} `json:"output_tokens_details"`
+	PromptTokens            count           `json:"prompt_tokens"`
+	CompletionTokens        count           `json:"completion_tokens"`
+	InputTokens             count           `json:"input_tokens"`
+	OutputTokens            count           `json:"output_tokens"`
+	TotalTokens             count           `json:"total_tokens"`
+	PromptTokensDetails     cachedTokens    `json:"prompt_tokens_details"`
+	InputTokensDetails      cachedTokens    `json:"input_tokens_details"`
+	CompletionTokensDetails reasoningTokens `json:"completion_tokens_details"`
+	OutputTokensDetails     reasoningTokens `json:"output_tokens_details"`
+}
+
+type cachedTokens struct {
+	CachedTokens count `json:"cached_tokens"`
+}
+
+type reasoningTokens struct {
+	ReasoningTokens count `json:"reasoning_tokens"`
 }
 
 // MaxCount caps any one count an upstream reports: a broken or hostile
@@ -50,6 +51,10 @@ const MaxCount = 1 << 31
 type count int64
 
 func (c *count) UnmarshalJSON(b []byte) error {
+	if n, ok := smallInt(b); ok {
+		*c = count(n)
+		return nil
+	}
 	s := strings.Trim(string(b), `"`)
 	f, err := strconv.ParseFloat(s, 64)
 	switch {
@@ -61,6 +66,22 @@ func (c *count) UnmarshalJSON(b []byte) error {
 		*c = count(f)
 	}
 	return nil
+}
+
+// smallInt reads the common case, a plain non-negative integer under
+// MaxCount, without going through strconv.
+func smallInt(b []byte) (int64, bool) {
+	if len(b) == 0 || len(b) > 9 {
+		return 0, false
+	}
+	var n int64
+	for _, c := range b {
+		if c < '0' || c > '9' {
+			return 0, false
+		}
+		n = n*10 + int64(c-'0')
+	}
+	return n, true
 }
 
 // ParseUsage finds usage in a buffered response body. ok is false when the
@@ -78,14 +99,110 @@ func ParseUsage(body []byte) (Usage, bool, error) {
 	if len(rest) == 0 || rest[0] != ':' {
 		return Usage{}, false, nil
 	}
+	rest = rest[1:]
+	start := skipSpace(rest, 0)
+	end, err := skipValue(rest, start)
+	if err == nil && json.Valid(rest[start:end]) {
+		if w, ok, exact := scanUsage(rest[start:end]); exact {
+			if !ok {
+				return Usage{}, false, nil
+			}
+			return w.normalize(), true, nil
+		}
+	}
+	return decodeUsage(rest)
+}
+
+// decodeUsage is ParseUsage's slow path, for what the scan leaves to
+// encoding/json: malformed JSON (for its error) and keys that only match
+// after case folding or unescaping.
+func decodeUsage(v []byte) (Usage, bool, error) {
 	var w *wireUsage
-	if err := json.NewDecoder(bytes.NewReader(rest[1:])).Decode(&w); err != nil {
+	if err := json.NewDecoder(bytes.NewReader(v)).Decode(&w); err != nil {
 		return Usage{}, false, fmt.Errorf("openai: usage in response body: %w", err)
 	}
 	if w == nil {
 		return Usage{}, false, nil
 	}
 	return w.normalize(), true, nil
+}
+
+// scanUsage reads a valid JSON usage value without reflection, the way
+// encoding/json would decode it into a *wireUsage. exact is false when it
+// cannot be sure of that — a non-object, or a key that differs from a
+// field's name only in case or escapes — and decodeUsage must answer.
+func scanUsage(v []byte) (w wireUsage, ok, exact bool) {
+	if isNull(v) {
+		return w, false, true
+	}
+	if v[0] != '{' {
+		return w, false, false
+	}
+	exact = true
+	// details reads a breakdown object's one field; null leaves it as it
+	// was, as encoding/json does with a struct.
+	details := func(dst *count, val []byte, field string) {
+		switch {
+		case isNull(val):
+		case val[0] != '{':
+			exact = false // encoding/json's type error
+		default:
+			_ = members(val, func(k, val []byte) error {
+				if string(k) == field {
+					_ = dst.UnmarshalJSON(val)
+				} else if foldsTo(k, field) {
+					exact = false
+				}
+				return nil
+			})
+		}
+	}
+	_ = members(v, func(k, val []byte) error {
+		switch string(k) {
+		case "prompt_tokens":
+			_ = w.PromptTokens.UnmarshalJSON(val)
+		case "completion_tokens":
+			_ = w.CompletionTokens.UnmarshalJSON(val)
+		case "input_tokens":
+			_ = w.InputTokens.UnmarshalJSON(val)
+		case "output_tokens":
+			_ = w.OutputTokens.UnmarshalJSON(val)
+		case "total_tokens":
+			_ = w.TotalTokens.UnmarshalJSON(val)
+		case "prompt_tokens_details":
+			details(&w.PromptTokensDetails.CachedTokens, val, "cached_tokens")
+		case "input_tokens_details":
+			details(&w.InputTokensDetails.CachedTokens, val, "cached_tokens")
+		case "completion_tokens_details":
+			details(&w.CompletionTokensDetails.ReasoningTokens, val, "reasoning_tokens")
+		case "output_tokens_details":
+			details(&w.OutputTokensDetails.ReasoningTokens, val, "reasoning_tokens")
+		default:
+			for _, f := range usageFields {
+				if foldsTo(k, f) {
+					exact = false
+					break
+				}
+			}
+		}
+		return nil
+	})
+	return w, true, exact
+}
+
+var usageFields = []string{"prompt_tokens", "completion_tokens", "input_tokens", "output_tokens", "total_tokens",
+	"prompt_tokens_details", "input_tokens_details", "completion_tokens_details", "output_tokens_details"}
+
+// foldsTo reports whether encoding/json might match the raw key k to the
+// field name f although k != f: ASCII case aside, escapes and non-ASCII
+// letters (the Kelvin sign folds to k) are left to encoding/json.
+func foldsTo(k []byte, f string) bool {
+	for _, c := range k {
+		if c == '\\' || c >= utf8.RuneSelf {
+			return true
+		}
+	}
+	return len(k) == len(f) && bytes.EqualFold(k, []byte(f))
 }
 
 var usageKey = []byte(`"usage"`)
@@ -98,16 +215,8 @@ func (w *wireUsage) normalize() Usage {
 		Prompt:     int64(max(w.PromptTokens, w.InputTokens)),
 		Completion: int64(max(w.CompletionTokens, w.OutputTokens)),
 		Total:      int64(w.TotalTokens),
-	}
-	if d := w.PromptTokensDetails; d != nil {
-		u.Cached = int64(d.CachedTokens)
-	} else if d := w.InputTokensDetails; d != nil {
-		u.Cached = int64(d.CachedTokens)
-	}
-	if d := w.CompletionTokensDetails; d != nil {
-		u.Reasoning = int64(d.ReasoningTokens)
-	} else if d := w.OutputTokensDetails; d != nil {
-		u.Reasoning = int64(d.ReasoningTokens)
+		Cached:     int64(max(w.PromptTokensDetails.CachedTokens, w.InputTokensDetails.CachedTokens)),
+		Reasoning:  int64(max(w.CompletionTokensDetails.ReasoningTokens, w.OutputTokensDetails.ReasoningTokens)),
 	}
 	if u.Total < u.Prompt+u.Completion {
 		u.Total = u.Prompt + u.Completion

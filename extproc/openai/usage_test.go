@@ -1,6 +1,7 @@
 package openai
 
 import (
+	"bytes"
 	"strings"
 	"testing"
 )
@@ -48,11 +49,51 @@ func TestParseUsage(t *testing.T) {
 	}
 }
 
+// decodedUsage is ParseUsage as it was before the scan: every usage value
+// decoded by encoding/json. The scan must agree with it.
+func decodedUsage(body []byte) (Usage, bool, error) {
+	i := bytes.LastIndex(body, usageKey)
+	if i < 0 {
+		return Usage{}, false, nil
+	}
+	rest := bytes.TrimLeft(body[i+len(usageKey):], " \t\r\n")
+	if len(rest) == 0 || rest[0] != ':' {
+		return Usage{}, false, nil
+	}
+	return decodeUsage(rest[1:])
+}
+
+func TestParseUsageAgreesWithDecoding(t *testing.T) {
+	for _, body := range []string{
+		`{"usage":{"Prompt_Tokens":4,"completion_tokens":1}}`,                // case folded: encoding/json matches it
+		`{"usage":{"prompt\u005ftokens":4}}`,                                 // escaped key
+		"{\"usage\":{\"prompt_tokens_details\":{\"cached_to\u212Aens\":2}}}", // Kelvin sign folds to k
+		`{"usage":{"prompt_tokens_details":3}}`,                              // type error
+		`{"usage":[1,2]}`,
+		`{"usage":"none"}`,
+		`{"usage":{"prompt_tokens":1,"x":[1,,2]}}`, // malformed inside a skipped value
+		`{"usage":{"prompt_tokens":5,"prompt_tokens":null,"total_tokens":2}}`,
+		`{"usage":{"prompt_tokens_details":{"cached_tokens":5},"prompt_tokens_details":null}}`,
+		`{"usage":{"prompt_tokens":7} trailing garbage`,
+	} {
+		got, ok, err := ParseUsage([]byte(body))
+		want, wantOK, wantErr := decodedUsage([]byte(body))
+		if got != want || ok != wantOK || (err == nil) != (wantErr == nil) {
+			t.Errorf("%s:\n scan   %+v %v %v\n decode %+v %v %v", body, got, ok, err, want, wantOK, wantErr)
+		}
+	}
+}
+
 func FuzzParseUsage(f *testing.F) {
 	f.Add([]byte(`{"usage":{"prompt_tokens":30,"completion_tokens":12,"total_tokens":42}}`))
 	f.Add([]byte(`{"usage":{"input_tokens":1e3,"output_tokens":-1}}`))
+	f.Add([]byte(`{"usage":{"PROMPT_TOKENS":"9","prompt_tokens_details":{"cached_tokens":1},"output_tokens_details":null}}`))
 	f.Fuzz(func(t *testing.T, body []byte) {
-		u, _, err := ParseUsage(body)
+		u, ok, err := ParseUsage(body)
+		want, wantOK, wantErr := decodedUsage(body)
+		if u != want || ok != wantOK || (err == nil) != (wantErr == nil) {
+			t.Fatalf("scan %+v %v %v, decode %+v %v %v", u, ok, err, want, wantOK, wantErr)
+		}
 		if err != nil {
 			return
 		}
@@ -60,4 +101,27 @@ func FuzzParseUsage(f *testing.F) {
 			t.Fatalf("usage out of bounds: %+v", u)
 		}
 	})
+}
+
+// BenchmarkParseUsage reads the usage of a buffered chat completion, as the
+// response_body phase does, next to decoding it with encoding/json.
+func BenchmarkParseUsage(b *testing.B) {
+	body := []byte(`{"id":"chatcmpl-1","object":"chat.completion","created":1,"model":"gpt-4o","choices":[{"index":0,"message":{"role":"assistant","content":"` +
+		strings.Repeat("The time in Lisbon is noon. ", 30) + `"},"finish_reason":"stop"}],` +
+		`"usage":{"prompt_tokens":260,"completion_tokens":100,"total_tokens":360,"prompt_tokens_details":{"cached_tokens":0,"audio_tokens":0},` +
+		`"completion_tokens_details":{"reasoning_tokens":0,"audio_tokens":0,"accepted_prediction_tokens":0,"rejected_prediction_tokens":0}},"system_fingerprint":"fp_1"}`)
+	for _, parse := range []struct {
+		name string
+		fn   func([]byte) (Usage, bool, error)
+	}{{"scan", ParseUsage}, {"decode", decodedUsage}} {
+		b.Run(parse.name, func(b *testing.B) {
+			b.ReportAllocs()
+			b.SetBytes(int64(len(body)))
+			for b.Loop() {
+				if u, ok, err := parse.fn(body); !ok || err != nil || u.Total != 360 {
+					b.Fatal(u, ok, err)
+				}
+			}
+		})
+	}
 }
