@@ -65,6 +65,38 @@ func members(b []byte, fn func(key, value []byte) error) error {
 	}
 }
 
+// elements calls fn with each element of the array b, raw.
+func elements(b []byte, fn func(value []byte) error) error {
+	if len(b) == 0 || b[0] != '[' {
+		return errors.New("not a JSON array")
+	}
+	i := skipSpace(b, 1)
+	if i < len(b) && b[i] == ']' {
+		return trailing(b, i+1)
+	}
+	for {
+		end, err := skipValue(b, i)
+		if err != nil {
+			return err
+		}
+		if err := fn(b[i:end]); err != nil {
+			return err
+		}
+		i = skipSpace(b, end)
+		if i >= len(b) {
+			return errSyntax
+		}
+		switch b[i] {
+		case ',':
+			i = skipSpace(b, i+1)
+		case ']':
+			return trailing(b, i+1)
+		default:
+			return errSyntax
+		}
+	}
+}
+
 func trailing(b []byte, i int) error {
 	if skipSpace(b, i) != len(b) {
 		return errors.New("data after the JSON object")
@@ -146,6 +178,19 @@ func readString(v []byte) (string, error) {
 	var s string
 	err := json.Unmarshal(v, &s)
 	return s, err
+}
+
+// appendString appends the JSON string v, decoded, to dst.
+func appendString(dst, v []byte) ([]byte, error) {
+	if len(v) < 2 || v[0] != '"' {
+		return dst, errors.New("not a string")
+	}
+	if bytes.IndexByte(v, '\\') < 0 && utf8.Valid(v) {
+		return append(dst, v[1:len(v)-1]...), nil
+	}
+	var s string
+	err := json.Unmarshal(v, &s)
+	return append(dst, s...), err
 }
 
 // readBool reads true, false or null.

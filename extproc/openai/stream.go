@@ -2,7 +2,6 @@ package openai
 
 import (
 	"bytes"
-	"encoding/json"
 
 	"github.com/tokengate/tokengate/extproc/sse"
 	"github.com/tokengate/tokengate/extproc/tokenize"
@@ -30,6 +29,7 @@ type StreamCounter struct {
 	events      int
 	badEvents   int
 	onEventFunc func(sse.Event)
+	fields      chunkFields // the current event's, reused
 }
 
 // NewStreamCounter starts counting a stream of the given API and model.
@@ -89,37 +89,31 @@ func (c *StreamCounter) onEvent(e sse.Event) {
 		c.done = true
 		return
 	}
-	var ch streamChunk
-	if err := json.Unmarshal(data, &ch); err != nil {
+	f := &c.fields
+	if !f.read(data) {
 		c.badEvents++
 		return
 	}
-	if ch.Usage != nil {
-		c.usage, c.reported = ch.Usage.normalize(), true
+	if f.hasUsage {
+		c.usage, c.reported = f.usage.normalize(), true
 	}
-	if ch.Response != nil && ch.Response.Usage != nil {
-		c.usage, c.reported = ch.Response.Usage.normalize(), true
+	if f.hasResp {
+		c.usage, c.reported = f.respUsage.normalize(), true
 	}
-	switch ch.Type {
+	switch string(f.text(f.typ)) {
 	case "response.output_text.delta", "response.refusal.delta", "response.function_call_arguments.delta",
 		"response.reasoning_text.delta":
-		c.addText(ch.Delta)
+		c.addText(f.text(f.delta))
 	case "response.completed", "response.incomplete", "response.failed":
 		c.done = true
 	}
-	for _, choice := range ch.Choices {
-		c.addText(choice.Text)
-		c.addText(choice.Delta.Content)
-		c.addText(choice.Delta.Refusal)
-		c.addText(choice.Delta.Reasoning)
-		for _, tc := range choice.Delta.ToolCalls {
-			c.addText(tc.Function.Arguments)
-		}
+	for _, s := range f.texts {
+		c.addText(f.text(s))
 	}
 }
 
-func (c *StreamCounter) addText(s string) {
-	if s == "" {
+func (c *StreamCounter) addText(s []byte) {
+	if len(s) == 0 {
 		return
 	}
 	if len(c.text)+len(s) > maxCountedText {

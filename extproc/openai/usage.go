@@ -150,7 +150,7 @@ func scanUsage(v []byte) (w wireUsage, ok, exact bool) {
 			_ = members(val, func(k, val []byte) error {
 				if string(k) == field {
 					_ = dst.UnmarshalJSON(val)
-				} else if foldsTo(k, field) {
+				} else if mayFold(k, []string{field}) {
 					exact = false
 				}
 				return nil
@@ -178,11 +178,8 @@ func scanUsage(v []byte) (w wireUsage, ok, exact bool) {
 		case "output_tokens_details":
 			details(&w.OutputTokensDetails.ReasoningTokens, val, "reasoning_tokens")
 		default:
-			for _, f := range usageFields {
-				if foldsTo(k, f) {
-					exact = false
-					break
-				}
+			if mayFold(k, usageFields) {
+				exact = false
 			}
 		}
 		return nil
@@ -193,16 +190,21 @@ func scanUsage(v []byte) (w wireUsage, ok, exact bool) {
 var usageFields = []string{"prompt_tokens", "completion_tokens", "input_tokens", "output_tokens", "total_tokens",
 	"prompt_tokens_details", "input_tokens_details", "completion_tokens_details", "output_tokens_details"}
 
-// foldsTo reports whether encoding/json might match the raw key k to the
-// field name f although k != f: ASCII case aside, escapes and non-ASCII
-// letters (the Kelvin sign folds to k) are left to encoding/json.
-func foldsTo(k []byte, f string) bool {
+// mayFold reports whether encoding/json might match the raw key k, which
+// is none of names, to one of them anyway: ASCII case aside, escapes and
+// non-ASCII letters (the Kelvin sign folds to k) are left to encoding/json.
+func mayFold(k []byte, names []string) bool {
 	for _, c := range k {
 		if c == '\\' || c >= utf8.RuneSelf {
 			return true
 		}
 	}
-	return len(k) == len(f) && bytes.EqualFold(k, []byte(f))
+	for _, n := range names {
+		if len(k) == len(n) && bytes.EqualFold(k, []byte(n)) {
+			return true
+		}
+	}
+	return false
 }
 
 var usageKey = []byte(`"usage"`)
