@@ -102,29 +102,10 @@ const maxExactBytes = 8 << 20
 // bytes, plus each message's framing: no token is shorter than a byte, so
 // the bound never undercounts. bounded reports that it was used.
 func (r *Request) PromptTokensWithin(model string, budget time.Duration) (n int64, bounded bool) {
-	var w wirePrompt
-	if err := json.Unmarshal(r.body, &w); err != nil {
+	msgs, texts, err := r.prompt()
+	if err != nil {
 		r.promptErr = fmt.Errorf("openai: %s prompt: %w", r.api, err)
 		return 0, false
-	}
-	var msgs []tokenize.Message
-	var texts []string
-	switch r.api {
-	case ChatCompletions:
-		msgs = messagesOf(w.Messages)
-	case Completions:
-		texts = stringsOf(w.Prompt)
-	case Embeddings:
-		texts = stringsOf(w.Input)
-	case Responses:
-		if w.Instructions != "" {
-			msgs = append(msgs, tokenize.Message{Role: "system", Content: w.Instructions})
-		}
-		if m := messagesOf(w.Input); m != nil {
-			msgs = append(msgs, m...)
-		} else {
-			texts = stringsOf(w.Input)
-		}
 	}
 	start := time.Now()
 	spent := func(size int) bool {
@@ -152,6 +133,43 @@ func (r *Request) PromptTokensWithin(model string, budget time.Duration) (n int6
 		n += int64(tokenize.Text(model, t))
 	}
 	return n, bounded
+}
+
+// prompt reads the texts to count: by the scanner, or where it cannot be
+// sure of reading what encoding/json would, by decodePrompt.
+func (r *Request) prompt() ([]tokenize.Message, []string, error) {
+	if json.Valid(r.body) {
+		if msgs, texts, ok := scanPrompt(r.api, r.body); ok {
+			return msgs, texts, nil
+		}
+	}
+	return decodePrompt(r.api, r.body)
+}
+
+// decodePrompt reads the texts to count with encoding/json.
+func decodePrompt(api API, body []byte) (msgs []tokenize.Message, texts []string, err error) {
+	var w wirePrompt
+	if err := json.Unmarshal(body, &w); err != nil {
+		return nil, nil, err
+	}
+	switch api {
+	case ChatCompletions:
+		msgs = messagesOf(w.Messages)
+	case Completions:
+		texts = stringsOf(w.Prompt)
+	case Embeddings:
+		texts = stringsOf(w.Input)
+	case Responses:
+		if w.Instructions != "" {
+			msgs = append(msgs, tokenize.Message{Role: "system", Content: w.Instructions})
+		}
+		if m := messagesOf(w.Input); m != nil {
+			msgs = append(msgs, m...)
+		} else {
+			texts = stringsOf(w.Input)
+		}
+	}
+	return msgs, texts, nil
 }
 
 // chatFramingBound covers a message's framing tokens (and its name's).
