@@ -75,7 +75,7 @@ func unknownKey(k []byte, names ...string) error {
 	return nil
 }
 
-// scanChunk fills f from the event data; false means decode it instead.
+// scan fills f from the event data; false means decode it instead.
 // data must be valid JSON (json.Valid): the scanner is strict only about
 // the parts it reads.
 func (f *chunkFields) scan(data []byte) bool {
@@ -122,16 +122,37 @@ func scanUsageField(v []byte, w *wireUsage, has *bool) error {
 	return nil
 }
 
-func (f *chunkFields) scanResponse(v []byte) error {
+// object walks a value encoding/json would decode into a struct: null is
+// nothing, anything but an object is its type error.
+func object(v []byte, fn func(k, v []byte) error) error {
 	if isNull(v) {
-		f.hasResp = false
 		return nil
 	}
 	if v[0] != '{' {
 		return errInexact
 	}
+	return members(v, fn)
+}
+
+// array walks a value encoding/json would decode into a slice: null is
+// nothing, anything but an array is its type error.
+func array(v []byte, fn func(elem []byte) error) error {
+	if len(v) == 0 || isNull(v) {
+		return nil
+	}
+	if v[0] != '[' {
+		return errInexact
+	}
+	return elements(v, fn)
+}
+
+func (f *chunkFields) scanResponse(v []byte) error {
+	if isNull(v) {
+		f.hasResp = false
+		return nil
+	}
 	var seen fieldSet
-	return members(v, func(k, v []byte) error {
+	return object(v, func(k, v []byte) error {
 		if string(k) == "usage" {
 			if err := seen.once(0); err != nil {
 				return err
@@ -145,23 +166,11 @@ func (f *chunkFields) scanResponse(v []byte) error {
 // scanChoices reads each choice's texts in the order the counter adds
 // them: text, content, refusal, reasoning, then the tool calls' arguments.
 func (f *chunkFields) scanChoices(v []byte) error {
-	if isNull(v) {
-		return nil
-	}
-	if v[0] != '[' {
-		return errInexact
-	}
-	return elements(v, func(c []byte) error {
-		if isNull(c) {
-			return nil
-		}
-		if c[0] != '{' {
-			return errInexact
-		}
+	return array(v, func(c []byte) error {
 		var text, content, refusal, reasoning span
 		var args []byte // the raw tool_calls array, read after the rest
 		var seen fieldSet
-		err := members(c, func(k, v []byte) error {
+		err := object(c, func(k, v []byte) error {
 			switch string(k) {
 			case "text":
 				return errors.Join(seen.once(0), f.addString(&text, v))
@@ -182,14 +191,8 @@ func (f *chunkFields) scanChoices(v []byte) error {
 }
 
 func (f *chunkFields) scanDelta(v []byte, content, refusal, reasoning *span, args *[]byte) error {
-	if isNull(v) {
-		return nil
-	}
-	if v[0] != '{' {
-		return errInexact
-	}
 	var seen fieldSet
-	return members(v, func(k, v []byte) error {
+	return object(v, func(k, v []byte) error {
 		switch string(k) {
 		case "content":
 			return errors.Join(seen.once(0), f.addString(content, v))
@@ -212,33 +215,18 @@ func (f *chunkFields) scanDelta(v []byte, content, refusal, reasoning *span, arg
 }
 
 func (f *chunkFields) scanToolCalls(v []byte) error {
-	if v == nil || isNull(v) {
-		return nil
-	}
-	return elements(v, func(call []byte) error {
-		if isNull(call) {
-			return nil
-		}
-		if call[0] != '{' {
-			return errInexact
-		}
+	return array(v, func(call []byte) error {
 		var arguments span
 		var seen fieldSet
-		err := members(call, func(k, v []byte) error {
+		err := object(call, func(k, v []byte) error {
 			if string(k) != "function" {
 				return unknownKey(k, "function")
 			}
 			if err := seen.once(0); err != nil {
 				return err
 			}
-			if isNull(v) {
-				return nil
-			}
-			if v[0] != '{' {
-				return errInexact
-			}
 			var fseen fieldSet
-			return members(v, func(k, v []byte) error {
+			return object(v, func(k, v []byte) error {
 				if string(k) != "arguments" {
 					return unknownKey(k, "arguments")
 				}
@@ -281,7 +269,7 @@ func (f *chunkFields) decoded(ch *streamChunk) {
 	}
 }
 
-// readChunk reads one event's JSON into f; false when it is not a chunk
+// read reads one event's JSON into f; false when it is not a chunk
 // (not JSON, or not of the shape), which the counter counts as bad.
 func (f *chunkFields) read(data []byte) bool {
 	if json.Valid(data) && f.scan(data) {

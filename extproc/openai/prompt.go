@@ -81,16 +81,9 @@ func scanMessages(raw []byte) ([]tokenize.Message, error) {
 	}
 	out := []tokenize.Message{} // an empty array is not "no messages"
 	err := elements(raw, func(v []byte) error {
-		var m tokenize.Message
-		if isNull(v) {
-			out = append(out, m)
-			return nil
-		}
-		if v[0] != '{' {
-			return errInexact
-		}
+		var m tokenize.Message // a null element is an empty message
 		var seen fieldSet
-		err := members(v, func(k, v []byte) error {
+		err := object(v, func(k, v []byte) error {
 			var dst *string
 			switch string(k) {
 			case "role":
@@ -134,14 +127,8 @@ func scanContent(v []byte) (string, error) {
 	}
 	var buf []byte
 	err := elements(v, func(part []byte) error {
-		if isNull(part) {
-			return nil
-		}
-		if part[0] != '{' {
-			return errInexact
-		}
 		var seen fieldSet
-		return members(part, func(k, v []byte) error {
+		return object(part, func(k, v []byte) error {
 			switch string(k) {
 			case "text":
 				if err := seen.once(0); err != nil {

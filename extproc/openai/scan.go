@@ -50,17 +50,9 @@ func members(b []byte, fn func(key, value []byte) error) error {
 		if err := fn(key, b[start:end]); err != nil {
 			return err
 		}
-		i = skipSpace(b, end)
-		if i >= len(b) {
-			return errSyntax
-		}
-		switch b[i] {
-		case ',':
-			i = skipSpace(b, i+1)
-		case '}':
-			return trailing(b, i+1)
-		default:
-			return errSyntax
+		var done bool
+		if i, done, err = afterValue(b, end, '}'); err != nil || done {
+			return err
 		}
 	}
 }
@@ -82,19 +74,28 @@ func elements(b []byte, fn func(value []byte) error) error {
 		if err := fn(b[i:end]); err != nil {
 			return err
 		}
-		i = skipSpace(b, end)
-		if i >= len(b) {
-			return errSyntax
-		}
-		switch b[i] {
-		case ',':
-			i = skipSpace(b, i+1)
-		case ']':
-			return trailing(b, i+1)
-		default:
-			return errSyntax
+		var done bool
+		if i, done, err = afterValue(b, end, ']'); err != nil || done {
+			return err
 		}
 	}
+}
+
+// afterValue steps over what follows a member or element ending at i: a
+// comma (the next one starts at next), or the container's closing byte
+// (done, and nothing may follow but space).
+func afterValue(b []byte, i int, closing byte) (next int, done bool, err error) {
+	i = skipSpace(b, i)
+	if i >= len(b) {
+		return 0, false, errSyntax
+	}
+	switch b[i] {
+	case ',':
+		return skipSpace(b, i+1), false, nil
+	case closing:
+		return 0, true, trailing(b, i+1)
+	}
+	return 0, false, errSyntax
 }
 
 func trailing(b []byte, i int) error {

@@ -91,15 +91,10 @@ func smallInt(b []byte) (int64, bool) {
 // one is taken, which is the top-level object's in every OpenAI response
 // (usage comes after the choices or the output).
 func ParseUsage(body []byte) (Usage, bool, error) {
-	i := bytes.LastIndex(body, usageKey)
-	if i < 0 {
+	rest, found := usageValue(body)
+	if !found {
 		return Usage{}, false, nil
 	}
-	rest := bytes.TrimLeft(body[i+len(usageKey):], " \t\r\n")
-	if len(rest) == 0 || rest[0] != ':' {
-		return Usage{}, false, nil
-	}
-	rest = rest[1:]
 	start := skipSpace(rest, 0)
 	end, err := skipValue(rest, start)
 	if err == nil && json.Valid(rest[start:end]) {
@@ -111,6 +106,19 @@ func ParseUsage(body []byte) (Usage, bool, error) {
 		}
 	}
 	return decodeUsage(rest)
+}
+
+// usageValue returns what follows the last "usage" key's colon.
+func usageValue(body []byte) ([]byte, bool) {
+	i := bytes.LastIndex(body, usageKey)
+	if i < 0 {
+		return nil, false
+	}
+	rest := bytes.TrimLeft(body[i+len(usageKey):], " \t\r\n")
+	if len(rest) == 0 || rest[0] != ':' {
+		return nil, false
+	}
+	return rest[1:], true
 }
 
 // decodeUsage is ParseUsage's slow path, for what the scan leaves to

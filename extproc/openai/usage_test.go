@@ -1,7 +1,6 @@
 package openai
 
 import (
-	"bytes"
 	"strings"
 	"testing"
 )
@@ -52,15 +51,11 @@ func TestParseUsage(t *testing.T) {
 // decodedUsage is ParseUsage as it was before the scan: every usage value
 // decoded by encoding/json. The scan must agree with it.
 func decodedUsage(body []byte) (Usage, bool, error) {
-	i := bytes.LastIndex(body, usageKey)
-	if i < 0 {
+	rest, found := usageValue(body)
+	if !found {
 		return Usage{}, false, nil
 	}
-	rest := bytes.TrimLeft(body[i+len(usageKey):], " \t\r\n")
-	if len(rest) == 0 || rest[0] != ':' {
-		return Usage{}, false, nil
-	}
-	return decodeUsage(rest[1:])
+	return decodeUsage(rest)
 }
 
 func TestParseUsageAgreesWithDecoding(t *testing.T) {
