@@ -19,7 +19,7 @@ run server   go test -run '^$' -bench 'Server|Stream' -benchtime 3s ./extproc/
 run limiter  go test -run '^$' -bench 'Window|MemoryReserve|StoreReserveSettle|Decision' -benchtime 2s ./limiter/
 run perkey   go test -run '^$' -bench MemoryPerKey -benchtime 1x ./limiter/
 run tokenize go test -run '^$' -bench 'Count|Load' ./extproc/tokenize/bpe/
-run parsers  go test -run '^$' -bench 'ParseUsage|Chunk' ./extproc/openai/
+run parsers  go test -run '^$' -bench 'ParseUsage|Chunk|Prompt' ./extproc/openai/
 go run ./e2e/bench -mode all -duration 10s -concurrency 1 -out "$tmp/serial.md" >&2
 go run ./e2e/bench -mode all -duration 10s -concurrency 8 -out "$tmp/parallel.md" >&2
 
@@ -88,11 +88,13 @@ vocabulary, once, lazily.
 $(cat "$tmp/tokenize.txt")
 \`\`\`
 
-## Response parsing
+## Request and response parsing
 
-What the response phases read: a buffered chat completion's \`usage\`
-(\`ParseUsage\`) and one streamed chat chunk (\`Chunk\`), each by the
-scanner and, for comparison, by \`encoding/json\` in the same run.
+What the phases read: a 1 KB chat prompt when estimating (\`Prompt\`,
+reading only: the tokenizer's figures are above), a buffered chat
+completion's \`usage\` (\`ParseUsage\`) and one streamed chat chunk
+(\`Chunk\`), each by the scanner and, for comparison, by
+\`encoding/json\` in the same run.
 
 \`\`\`
 $(cat "$tmp/parsers.txt")

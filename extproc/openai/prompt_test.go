@@ -102,9 +102,9 @@ func FuzzPromptScanAgreesWithJSON(f *testing.F) {
 	})
 }
 
-// BenchmarkPrompt reads and counts the prompt of a 1 KB chat request, as
-// the request_body phase does with estimation on, next to reading it with
-// encoding/json.
+// BenchmarkPrompt reads the prompt of a 1 KB chat request, as the
+// request_body phase does with estimation on before tokenizing it, next to
+// reading it with encoding/json.
 func BenchmarkPrompt(b *testing.B) {
 	body := []byte(`{"model":"gpt-4o","messages":[{"role":"system","content":"You are a helpful assistant."},{"role":"user","content":"` +
 		strings.Repeat("What time is it in Lisbon? ", 38) + `"}],"max_tokens":100}`)
