@@ -7,6 +7,7 @@ import (
 	corev3 "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
 	extprocv3 "github.com/envoyproxy/go-control-plane/envoy/service/ext_proc/v3"
 	"google.golang.org/grpc/metadata"
+	"google.golang.org/protobuf/proto"
 )
 
 // fakeStream plays Envoy's side of one Process stream: it hands the server
@@ -29,7 +30,17 @@ func (f *fakeStream) Recv() (*extprocv3.ProcessingRequest, error) {
 	return m, nil
 }
 
-func (f *fakeStream) Send(r *extprocv3.ProcessingResponse) error {
+// Send keeps the reply as Envoy would read it: marshalled and parsed again,
+// as gRPC carries it.
+func (f *fakeStream) Send(sent *extprocv3.ProcessingResponse) error {
+	b, err := proto.Marshal(sent)
+	if err != nil {
+		return err
+	}
+	r := &extprocv3.ProcessingResponse{}
+	if err := proto.Unmarshal(b, r); err != nil {
+		return err
+	}
 	f.out = append(f.out, r)
 	if r.GetImmediateResponse() != nil {
 		f.in = nil // Envoy sends nothing more once it has answered locally

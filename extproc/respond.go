@@ -9,7 +9,6 @@ import (
 	corev3 "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
 	extprocv3 "github.com/envoyproxy/go-control-plane/envoy/service/ext_proc/v3"
 	typev3 "github.com/envoyproxy/go-control-plane/envoy/type/v3"
-	"google.golang.org/protobuf/types/known/structpb"
 
 	"github.com/tokengate/tokengate/limiter"
 )
@@ -137,17 +136,18 @@ func errorBody(message, typ, code string) []byte {
 	return b
 }
 
-func immediate(code typev3.StatusCode, h *headerSet, body []byte, details string, md *structpb.Struct) *extprocv3.ProcessingResponse {
+func immediate(code typev3.StatusCode, h *headerSet, body []byte, details string, md *meta) *extprocv3.ProcessingResponse {
 	h.set("content-type", "application/json")
-	return &extprocv3.ProcessingResponse{
+	resp := &extprocv3.ProcessingResponse{
 		Response: &extprocv3.ProcessingResponse_ImmediateResponse{ImmediateResponse: &extprocv3.ImmediateResponse{
 			Status:  &typev3.HttpStatus{Code: code},
 			Headers: h.mutation(),
 			Body:    body,
 			Details: details,
 		}},
-		DynamicMetadata: md,
 	}
+	md.attach(resp)
+	return resp
 }
 
 func continueRequestHeaders() *extprocv3.ProcessingResponse {
@@ -208,38 +208,4 @@ func continueAny(req *extprocv3.ProcessingRequest) *extprocv3.ProcessingResponse
 			ResponseTrailers: &extprocv3.TrailersResponse{}}}
 	}
 	return nil
-}
-
-// meta builds the dynamic metadata Envoy's access log can print, in the
-// tokengate namespace, straight into protobuf values taken from slabs.
-type meta struct {
-	fields map[string]*structpb.Value
-	vals   slab[structpb.Value]
-	nums   slab[structpb.Value_NumberValue]
-	strs   slab[structpb.Value_StringValue]
-}
-
-func newMeta(decision string) *meta {
-	m := &meta{fields: make(map[string]*structpb.Value, slabBlock)}
-	return m.str("decision", decision)
-}
-
-func (m *meta) num(k string, v int64) *meta {
-	n, val := m.nums.next(), m.vals.next()
-	n.NumberValue, val.Kind = float64(v), n
-	m.fields[k] = val
-	return m
-}
-
-func (m *meta) str(k, v string) *meta {
-	s, val := m.strs.next(), m.vals.next()
-	s.StringValue, val.Kind = v, s
-	m.fields[k] = val
-	return m
-}
-
-func (m *meta) build() *structpb.Struct {
-	return &structpb.Struct{Fields: map[string]*structpb.Value{
-		Namespace: structpb.NewStructValue(&structpb.Struct{Fields: m.fields}),
-	}}
 }

@@ -110,6 +110,6 @@ func (p *processor) settleReply(reply func(*extprocv3.HeaderMutation) *extprocv3
 		m = nil
 	}
 	resp := reply(m)
-	resp.DynamicMetadata = md
+	md.attach(resp)
 	return resp
 }

@@ -8,7 +8,6 @@ import (
 	extprocv3 "github.com/envoyproxy/go-control-plane/envoy/service/ext_proc/v3"
 	typev3 "github.com/envoyproxy/go-control-plane/envoy/type/v3"
 	"go.uber.org/zap"
-	"google.golang.org/protobuf/types/known/structpb"
 
 	"github.com/tokengate/tokengate/extproc/config"
 	"github.com/tokengate/tokengate/limiter"
@@ -76,7 +75,7 @@ func decisionFor(d limiter.Decision) string {
 
 // settle ends the reservation with the real count and returns the headers
 // and metadata that tell the client where its budget stands.
-func (p *processor) settle() (*extprocv3.HeaderMutation, *structpb.Struct) {
+func (p *processor) settle() (*extprocv3.HeaderMutation, *meta) {
 	prompt, completion, total, source := p.charge()
 	charged := p.counted(prompt, completion, total)
 	p.settled = true
@@ -95,7 +94,7 @@ func (p *processor) settle() (*extprocv3.HeaderMutation, *structpb.Struct) {
 		h.setInt(name, charged)
 	}
 	return h.mutation(), newMeta(p.decision()).num("prompt_tokens", prompt).num("completion_tokens", completion).
-		num("total_tokens", total).num("remaining_tokens", d.Remaining).str("source", source).build()
+		num("total_tokens", total).num("remaining_tokens", d.Remaining).str("source", source)
 }
 
 // finish settles a request whose stream ended before its response did:
@@ -145,7 +144,7 @@ func (p *processor) reject(d limiter.Decision) *extprocv3.ProcessingResponse {
 	p.rateHeaders(&h, d)
 	p.s.metrics.request(p.policy.Name, decision)
 	p.logDecision(decision, zap.Duration("retry_after", d.RetryAfter))
-	md := newMeta(decision).num("remaining_tokens", d.Remaining).build()
+	md := newMeta(decision).num("remaining_tokens", d.Remaining)
 	if decision == decisionQuota {
 		h.set("x-should-retry", "false")
 		msg := fmt.Sprintf("Token quota is exceeded. Try again in %d seconds.", secs)
@@ -164,7 +163,7 @@ func (p *processor) unavailable() *extprocv3.ProcessingResponse {
 	h.set("retry-after", "1")
 	return immediate(typev3.StatusCode_ServiceUnavailable, &h,
 		errorBody("The token limiter is unavailable. Try again shortly.", "server_error", "limiter_unavailable"),
-		"tokengate_unavailable", newMeta(decisionUnavailable).build())
+		"tokengate_unavailable", newMeta(decisionUnavailable))
 }
 
 func (p *processor) rejectMissingKey() *extprocv3.ProcessingResponse {
@@ -173,7 +172,7 @@ func (p *processor) rejectMissingKey() *extprocv3.ProcessingResponse {
 	msg := fmt.Sprintf("Access denied due to missing subscription key. Include it in one of these headers: %v.",
 		p.policy.CounterKey.Header)
 	return immediate(typev3.StatusCode_Unauthorized, &headerSet{}, errorBody(msg, "invalid_request_error", "missing_subscription_key"),
-		"tokengate_missing_key", newMeta(decisionMissingKey).build())
+		"tokengate_missing_key", newMeta(decisionMissingKey))
 }
 
 // logDecision writes one line per decision at debug and per refusal at
