@@ -20,8 +20,11 @@ run limiter  go test -run '^$' -bench 'Window|MemoryReserve|StoreReserveSettle|D
 run perkey   go test -run '^$' -bench MemoryPerKey -benchtime 1x ./limiter/
 run tokenize go test -run '^$' -bench 'Count|Load' ./extproc/tokenize/bpe/
 run parsers  go test -run '^$' -bench 'ParseUsage|Chunk|Prompt' ./extproc/openai/
-go run ./e2e/bench -mode all -duration 10s -concurrency 1 -out "$tmp/serial.md" >&2
-go run ./e2e/bench -mode all -duration 10s -concurrency 8 -out "$tmp/parallel.md" >&2
+# 20 s per server and mode in 8 alternating rounds: on a shared VM the
+# machine's speed drifts within seconds, and shorter rounds spread the drift
+# evenly over both servers.
+go run ./e2e/bench -mode all -duration 20s -rounds 8 -concurrency 1 -out "$tmp/serial.md" >&2
+go run ./e2e/bench -mode all -duration 20s -rounds 8 -concurrency 8 -out "$tmp/parallel.md" >&2
 
 commit=$(git rev-parse --short HEAD 2>/dev/null || echo unknown)
 {
