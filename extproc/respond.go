@@ -16,10 +16,10 @@ import (
 // headerSet collects response headers, each name once: a policy's custom
 // name that equals a standard one must not send the value twice. Every
 // counted request gets a reply with headers, so they are built with few
-// allocations: values share one buffer, and options come from blocks.
+// allocations: values share one buffer, and options come in blocks.
 type headerSet struct {
 	opts  []*corev3.HeaderValueOption
-	slots slab[headerSlot]
+	slots []headerSlot // allocated, not yet used
 	buf   []byte
 }
 
@@ -29,61 +29,58 @@ type headerSlot struct {
 }
 
 func (h *headerSet) set(name, value string) {
-	if h.skip(name) {
+	if !h.fresh(name) {
 		return
 	}
-	start := len(h.buf)
+	at := h.start()
 	h.buf = append(h.buf, value...)
-	h.add(name, start)
+	h.add(name, at)
 }
 
 func (h *headerSet) setInt(name string, v int64) {
-	if h.skip(name) {
+	if !h.fresh(name) {
 		return
 	}
-	start := len(h.buf)
+	at := h.start()
 	h.buf = strconv.AppendInt(h.buf, v, 10)
-	h.add(name, start)
+	h.add(name, at)
 }
 
-func (h *headerSet) skip(name string) bool {
+// fresh reports whether name is to be set: not empty, not set before.
+func (h *headerSet) fresh(name string) bool {
 	if name == "" {
-		return true
+		return false
 	}
 	for _, o := range h.opts {
 		if o.Header.Key == name {
-			return true
+			return false
 		}
 	}
+	return true
+}
+
+// start returns where the next value begins in the shared buffer.
+func (h *headerSet) start() int {
 	if h.buf == nil {
 		h.buf = make([]byte, 0, 128)
-		h.opts = make([]*corev3.HeaderValueOption, 0, 8)
 	}
-	return false
+	return len(h.buf)
 }
 
-// add sets name to the value at h.buf[start:]. Later appends may move
-// h.buf, but never the bytes an earlier header already points at.
-func (h *headerSet) add(name string, start int) {
-	s := h.slots.next()
-	s.val.Key, s.val.RawValue = name, h.buf[start:len(h.buf):len(h.buf)]
+// add sets name to the value at h.buf[at:]. Later appends may move h.buf,
+// but never the bytes an earlier header already points at.
+func (h *headerSet) add(name string, at int) {
+	if len(h.slots) == 0 {
+		h.slots = make([]headerSlot, 4)
+		if h.opts == nil {
+			h.opts = make([]*corev3.HeaderValueOption, 0, 8)
+		}
+	}
+	s := &h.slots[0]
+	h.slots = h.slots[1:]
+	s.val.Key, s.val.RawValue = name, h.buf[at:len(h.buf):len(h.buf)]
 	s.opt.Header, s.opt.AppendAction = &s.val, corev3.HeaderValueOption_OVERWRITE_IF_EXISTS_OR_ADD
 	h.opts = append(h.opts, &s.opt)
-}
-
-// slab hands out zeroed T's from blocks of slabBlock, one allocation per
-// block instead of one per T.
-type slab[T any] struct{ free []T }
-
-const slabBlock = 6
-
-func (s *slab[T]) next() *T {
-	if len(s.free) == 0 {
-		s.free = make([]T, slabBlock)
-	}
-	p := &s.free[0]
-	s.free = s.free[1:]
-	return p
 }
 
 func (h *headerSet) mutation() *extprocv3.HeaderMutation {
