@@ -146,63 +146,55 @@ func OpenBolt(opts BoltOptions) (*Bolt, error) {
 	return b, nil
 }
 
-// restore loads every window of the file into memory and deletes those
-// already idle at now, so the file does not keep keys nobody uses.
+// restore loads every quota and window of the file into memory and
+// deletes those already idle at now, so the file does not keep keys nobody
+// uses.
 func (b *Bolt) restore(now time.Time) error {
 	return b.db.Update(func(tx *bolt.Tx) error {
-		if err := b.restoreQuotas(tx, now); err != nil {
-			return err
-		}
-		bk, err := tx.CreateBucketIfNotExists(windowsBucket)
-		if err != nil {
-			return err
-		}
-		var stale [][]byte
-		err = bk.ForEach(func(k, v []byte) error {
-			w, err := decodeWindow(v, now)
+		err := restoreBucket(tx, quotasBucket, func(k, v []byte) (bool, error) {
+			q, err := decodeQuota(v)
 			if err != nil {
-				return fmt.Errorf("key %q: %w", k, err)
+				return false, fmt.Errorf("quota of key %q: %w", k, err)
 			}
-			if w.idle(now) {
-				// Copied: the slice is only valid until the
-				// transaction changes.
-				stale = append(stale, bytes.Clone(k))
-				return nil
+			if q.idle(now) {
+				return false, nil
 			}
-			b.mem.load(string(k), &w)
-			return nil
+			b.mem.loadQuota(string(k), q)
+			return true, nil
 		})
 		if err != nil {
 			return err
 		}
-		for _, k := range stale {
-			if err := bk.Delete(k); err != nil {
-				return err
+		return restoreBucket(tx, windowsBucket, func(k, v []byte) (bool, error) {
+			w, err := decodeWindow(v, now)
+			if err != nil {
+				return false, fmt.Errorf("key %q: %w", k, err)
 			}
-		}
-		return nil
+			if w.idle(now) {
+				return false, nil
+			}
+			b.mem.load(string(k), &w)
+			return true, nil
+		})
 	})
 }
 
-// restoreQuotas loads the quotas of periods still running at now and
-// deletes the rest.
-func (b *Bolt) restoreQuotas(tx *bolt.Tx, now time.Time) error {
-	bk, err := tx.CreateBucketIfNotExists(quotasBucket)
+// restoreBucket hands every entry of the named bucket to load and deletes
+// those it does not keep.
+func restoreBucket(tx *bolt.Tx, name []byte, load func(k, v []byte) (keep bool, err error)) error {
+	bk, err := tx.CreateBucketIfNotExists(name)
 	if err != nil {
 		return err
 	}
 	var stale [][]byte
 	err = bk.ForEach(func(k, v []byte) error {
-		q, err := decodeQuota(v)
-		if err != nil {
-			return fmt.Errorf("quota of key %q: %w", k, err)
-		}
-		if q.idle(now) {
+		keep, err := load(k, v)
+		if err == nil && !keep {
+			// Copied: the slice is only valid until the transaction
+			// changes.
 			stale = append(stale, bytes.Clone(k))
-			return nil
 		}
-		b.mem.loadQuota(string(k), q)
-		return nil
+		return err
 	})
 	if err != nil {
 		return err
