@@ -9,7 +9,6 @@ import (
 	"net/http"
 	"strconv"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
@@ -261,17 +260,8 @@ func faultChatBody(t *testing.T, content string, maxTokens int, stream bool) []b
 }
 
 // faultLoad is a few clients sending the same chat completion back to
-// back through a gateway until stopped, each answer kept: the traffic a
-// fault lands in.
-type faultLoad struct {
-	stopped chan struct{}
-	wg      sync.WaitGroup
-	client  *http.Client
-
-	mu      sync.Mutex
-	replies []faultReply
-	changed chan struct{}
-}
+// back through a gateway until stopped, each answer kept.
+type faultLoad struct{ *clientLoad[faultReply] }
 
 // faultLoadMax bounds a fault load in count and time, whatever the test
 // does.
@@ -282,82 +272,21 @@ const (
 
 // startFaultLoad starts clients sending body with key to base; it stops
 // at stop, or when the test ends.
-func startFaultLoad(t *testing.T, clients int, base, key string, body []byte, headers ...string) *faultLoad {
+func startFaultLoad(t *testing.T, clients int, base, key string, body []byte, headers ...string) faultLoad {
 	t.Helper()
-	tr := http.DefaultTransport.(*http.Transport).Clone()
-	tr.MaxIdleConnsPerHost = clients
-	l := &faultLoad{stopped: make(chan struct{}), changed: make(chan struct{}),
-		client: &http.Client{Transport: tr, Timeout: chatTimeout}}
-	deadline := time.Now().Add(faultLoadMaxWall)
-	ctx, cancel := context.WithDeadline(context.Background(), deadline.Add(chatTimeout))
-	for range clients {
-		l.wg.Go(func() {
-			for range faultLoadMaxPerClient {
-				select {
-				case <-l.stopped:
-					return
-				default:
-				}
-				if !time.Now().Before(deadline) {
-					return
-				}
-				r := faultSend(ctx, l.client, base, key, body, headers...)
-				l.mu.Lock()
-				l.replies = append(l.replies, r)
-				close(l.changed)
-				l.changed = make(chan struct{})
-				l.mu.Unlock()
-			}
-		})
-	}
-	t.Cleanup(func() {
-		l.stop()
-		cancel()
-	})
-	return l
-}
-
-// stop ends the load once every client's request in flight is answered,
-// and returns every answer; it may be called again.
-func (l *faultLoad) stop() []faultReply {
-	l.mu.Lock()
-	select {
-	case <-l.stopped:
-	default:
-		close(l.stopped)
-	}
-	l.mu.Unlock()
-	l.wg.Wait()
-	l.client.CloseIdleConnections()
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return append([]faultReply(nil), l.replies...)
+	b := loadBounds{clients: clients, maxPerClient: faultLoadMaxPerClient, maxWall: faultLoadMaxWall, timeout: chatTimeout}
+	return faultLoad{startClientLoad(t, b, func(ctx context.Context, client *http.Client, _, _ int) faultReply {
+		return faultSend(ctx, client, base, key, body, headers...)
+	})}
 }
 
 // waitAnswers waits until n answers with status have been seen, failing
 // the test after timeout.
-func (l *faultLoad) waitAnswers(t *testing.T, step string, status, n int, timeout time.Duration) {
+func (l faultLoad) waitAnswers(t *testing.T, step string, status, n int, timeout time.Duration) {
 	t.Helper()
-	timer := time.NewTimer(timeout)
-	defer timer.Stop()
-	for {
-		l.mu.Lock()
-		got := 0
-		for _, r := range l.replies {
-			if r.status == status {
-				got++
-			}
-		}
-		changed := l.changed
-		l.mu.Unlock()
-		if got >= n {
-			return
-		}
-		select {
-		case <-changed:
-		case <-timer.C:
-			t.Fatalf("%s: %d answers %d after %v, want %d", step, got, status, timeout, n)
-		}
+	got, ok := l.waitFor(func(r faultReply) bool { return r.status == status }, n, timeout)
+	if !ok {
+		t.Fatalf("%s: %d answers %d after %v, want %d", step, len(got), status, timeout, n)
 	}
 }
 

@@ -9,7 +9,6 @@ import (
 	"net/http"
 	"slices"
 	"strconv"
-	"sync"
 	"testing"
 	"time"
 )
@@ -21,15 +20,9 @@ import (
 // clock and never waits for a round, so no request is held back while the
 // store is down.
 type steadyLoad struct {
-	urls    []string
-	key     string
-	client  *http.Client
-	stopped chan struct{}
-	wg      sync.WaitGroup
-
-	mu      sync.Mutex
-	done    []outcome
-	changed chan struct{} // closed and replaced whenever done grows
+	*clientLoad[outcome]
+	urls []string
+	key  string
 }
 
 // outcome is one answered (or failed) request of the steady load.
@@ -56,40 +49,16 @@ const (
 // latest.
 func startSteady(t *testing.T, urls []string, key string) *steadyLoad {
 	t.Helper()
-	tr := http.DefaultTransport.(*http.Transport).Clone()
-	tr.MaxIdleConnsPerHost = steadyClients
-	l := &steadyLoad{urls: urls, key: key, client: &http.Client{Transport: tr, Timeout: steadyTimeout},
-		stopped: make(chan struct{}), changed: make(chan struct{})}
-	deadline := time.Now().Add(steadyMaxWall)
-	for c := range steadyClients {
-		l.wg.Go(func() { l.run(c, deadline) })
-	}
-	t.Cleanup(func() { l.stop() })
+	l := &steadyLoad{urls: urls, key: key}
+	b := loadBounds{clients: steadyClients, maxPerClient: steadyMaxPerClient, maxWall: steadyMaxWall, timeout: steadyTimeout}
+	// Each client spreads its requests over the replicas.
+	l.clientLoad = startClientLoad(t, b, func(_ context.Context, client *http.Client, c, n int) outcome {
+		return l.send(client, (c+n)%len(urls))
+	})
 	return l
 }
 
-// run is one client: requests back to back, spread over the replicas.
-func (l *steadyLoad) run(c int, deadline time.Time) {
-	for n := range steadyMaxPerClient {
-		select {
-		case <-l.stopped:
-			return
-		default:
-		}
-		if !time.Now().Before(deadline) {
-			return
-		}
-		replica := (c + n) % len(l.urls)
-		o := l.send(replica)
-		l.mu.Lock()
-		l.done = append(l.done, o)
-		close(l.changed)
-		l.changed = make(chan struct{})
-		l.mu.Unlock()
-	}
-}
-
-func (l *steadyLoad) send(replica int) outcome {
+func (l *steadyLoad) send(client *http.Client, replica int) outcome {
 	o := outcome{replica: replica, start: time.Now()}
 	body, _ := json.Marshal(map[string]any{
 		"model":      "gpt-4o",
@@ -104,7 +73,7 @@ func (l *steadyLoad) send(replica int) outcome {
 	req.Header.Set("Content-Type", "application/json")
 	req.Header.Set("api-key", l.key)
 	req.Header.Set("x-mock-completion-tokens", "8")
-	resp, err := l.client.Do(req)
+	resp, err := client.Do(req)
 	if err != nil {
 		o.end, o.code = time.Now(), err.Error()
 		return o
@@ -127,51 +96,15 @@ func (l *steadyLoad) send(replica int) outcome {
 	return o
 }
 
-// stop ends the load and returns every outcome; it may be called again.
-func (l *steadyLoad) stop() []outcome {
-	l.mu.Lock()
-	select {
-	case <-l.stopped:
-	default:
-		close(l.stopped)
-	}
-	l.mu.Unlock()
-	l.wg.Wait()
-	l.client.CloseIdleConnections()
-	return l.outcomes()
-}
-
-func (l *steadyLoad) outcomes() []outcome {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return slices.Clone(l.done)
-}
-
 // waitSince waits until n requests sent at or after from have been
 // answered, and returns them; it fails the test on timeout.
 func (l *steadyLoad) waitSince(t *testing.T, step string, from time.Time, n int, timeout time.Duration) []outcome {
 	t.Helper()
-	timer := time.NewTimer(timeout)
-	defer timer.Stop()
-	for {
-		l.mu.Lock()
-		var got []outcome
-		for _, o := range l.done {
-			if !o.start.Before(from) {
-				got = append(got, o)
-			}
-		}
-		changed := l.changed
-		l.mu.Unlock()
-		if len(got) >= n {
-			return got
-		}
-		select {
-		case <-changed:
-		case <-timer.C:
-			t.Fatalf("%s: %d of %d requests sent since %v answered after %v", step, len(got), n, from.Format(time.TimeOnly), timeout)
-		}
+	got, ok := l.waitFor(func(o outcome) bool { return !o.start.Before(from) }, n, timeout)
+	if !ok {
+		t.Fatalf("%s: %d of %d requests sent since %v answered after %v", step, len(got), n, from.Format(time.TimeOnly), timeout)
 	}
+	return got
 }
 
 // tally counts outcomes by status ("200", "503 limiter_unavailable", …).
