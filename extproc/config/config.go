@@ -5,6 +5,7 @@ package config
 
 import (
 	"bytes"
+	"cmp"
 	_ "embed"
 	"errors"
 	"fmt"
@@ -244,51 +245,27 @@ func cleanYAMLError(err error) error {
 }
 
 func (c *Config) fillDefaults() {
-	if c.Listen == "" {
-		c.Listen = "0.0.0.0:50051"
-	}
-	if c.AdminListen == "" {
-		c.AdminListen = "127.0.0.1:9090"
-	}
-	if c.MaxReceiveBytes == 0 {
-		c.MaxReceiveBytes = 64 << 20
-	}
-	if c.EstimateBudget == 0 {
-		c.EstimateBudget = 50 * time.Millisecond
-	}
-	if c.Store.Backend == "" {
-		c.Store.Backend = "bbolt"
-	}
-	if c.Store.Bbolt.Path == "" {
-		c.Store.Bbolt.Path = "./data/tokengate.db"
-	}
-	if c.Store.Bbolt.FlushInterval == 0 {
-		c.Store.Bbolt.FlushInterval = time.Second
-	}
+	c.Listen = cmp.Or(c.Listen, "0.0.0.0:50051")
+	c.AdminListen = cmp.Or(c.AdminListen, "127.0.0.1:9090")
+	c.MaxReceiveBytes = cmp.Or(c.MaxReceiveBytes, 64<<20)
+	c.EstimateBudget = cmp.Or(c.EstimateBudget, 50*time.Millisecond)
+	c.Store.Backend = cmp.Or(c.Store.Backend, "bbolt")
+	c.Store.Bbolt.Path = cmp.Or(c.Store.Bbolt.Path, "./data/tokengate.db")
+	c.Store.Bbolt.FlushInterval = cmp.Or(c.Store.Bbolt.FlushInterval, time.Second)
 	c.Store.Redis.fillDefaults()
 	for i := range c.Policies {
 		p := &c.Policies[i]
-		if p.Name == "" {
-			p.Name = fmt.Sprintf("policy-%d", i)
-		}
-		if p.Match.PathPrefix == "" {
-			p.Match.PathPrefix = "/"
-		}
+		p.Name = cmp.Or(p.Name, fmt.Sprintf("policy-%d", i))
+		p.Match.PathPrefix = cmp.Or(p.Match.PathPrefix, "/")
 		if len(p.CounterKey.Header) == 0 {
 			p.CounterKey.Header = []string{"api-key", "ocp-apim-subscription-key", "authorization"}
 		}
 		for j, h := range p.CounterKey.Header {
 			p.CounterKey.Header[j] = strings.ToLower(h)
 		}
-		if p.CounterKey.Missing == "" {
-			p.CounterKey.Missing = MissingReject
-		}
-		if p.Count == "" {
-			p.Count = CountTotal
-		}
-		if p.ReserveCompletion == "" {
-			p.ReserveCompletion = "none"
-		}
+		p.CounterKey.Missing = cmp.Or(p.CounterKey.Missing, MissingReject)
+		p.Count = cmp.Or(p.Count, CountTotal)
+		p.ReserveCompletion = cmp.Or(p.ReserveCompletion, "none")
 		for j := range p.Overrides {
 			p.Overrides[j].KeySHA256 = strings.ToLower(p.Overrides[j].KeySHA256)
 		}
@@ -439,33 +416,15 @@ func (r *Redis) fillDefaults() {
 	if len(r.Addrs) == 0 {
 		r.Addrs = []string{"127.0.0.1:6379"}
 	}
-	if r.PasswordEnv == "" {
-		r.PasswordEnv = "REDIS_PASSWORD"
-	}
-	if r.KeyPrefix == "" {
-		r.KeyPrefix = "tokengate:"
-	}
-	if r.DialTimeout == 0 {
-		r.DialTimeout = 100 * time.Millisecond
-	}
-	if r.ReadTimeout == 0 {
-		r.ReadTimeout = 50 * time.Millisecond
-	}
-	if r.WriteTimeout == 0 {
-		r.WriteTimeout = 50 * time.Millisecond
-	}
-	if r.OnError == "" {
-		r.OnError = "fail_open"
-	}
-	if r.Clock == "" {
-		r.Clock = "server"
-	}
-	if r.HoldTTL == 0 {
-		r.HoldTTL = 10 * time.Minute
-	}
-	if r.RetryInterval == 0 {
-		r.RetryInterval = 500 * time.Millisecond
-	}
+	r.PasswordEnv = cmp.Or(r.PasswordEnv, "REDIS_PASSWORD")
+	r.KeyPrefix = cmp.Or(r.KeyPrefix, "tokengate:")
+	r.DialTimeout = cmp.Or(r.DialTimeout, 100*time.Millisecond)
+	r.ReadTimeout = cmp.Or(r.ReadTimeout, 50*time.Millisecond)
+	r.WriteTimeout = cmp.Or(r.WriteTimeout, 50*time.Millisecond)
+	r.OnError = cmp.Or(r.OnError, "fail_open")
+	r.Clock = cmp.Or(r.Clock, "server")
+	r.HoldTTL = cmp.Or(r.HoldTTL, 10*time.Minute)
+	r.RetryInterval = cmp.Or(r.RetryInterval, 500*time.Millisecond)
 }
 
 func (r *Redis) validate(bad func(field, format string, a ...any)) {
