@@ -35,44 +35,14 @@ func (f *chunkFields) reset() {
 
 func (f *chunkFields) text(s span) []byte { return f.buf[s.from:s.to] }
 
-// addString decodes the JSON string v into buf. A null leaves *dst as it
-// was, as encoding/json does for a string field.
+// addString decodes the string field v into buf and points *dst at it.
 func (f *chunkFields) addString(dst *span, v []byte) error {
-	if isNull(v) {
-		return nil
-	}
 	from := len(f.buf)
-	buf, err := appendString(f.buf, v)
-	if err != nil {
-		return errInexact
+	buf, err := appendStringField(f.buf, v)
+	if err == nil && len(buf) > from {
+		f.buf, *dst = buf, span{from, len(buf)}
 	}
-	f.buf = buf
-	*dst = span{from, len(f.buf)}
-	return nil
-}
-
-// errInexact stops a scan that encoding/json must redo.
-var errInexact = errors.New("left to encoding/json")
-
-// fieldSet tracks which of an object's fields were seen, to send a repeated
-// one to encoding/json (which merges or resets by type).
-type fieldSet uint8
-
-func (s *fieldSet) once(i int) error {
-	if *s&(1<<i) != 0 {
-		return errInexact
-	}
-	*s |= 1 << i
-	return nil
-}
-
-// unknownKey refuses a key that is none of names but that encoding/json
-// might still match to one of them.
-func unknownKey(k []byte, names ...string) error {
-	if mayFold(k, names) {
-		return errInexact
-	}
-	return nil
+	return err
 }
 
 // scan fills f from the event data; false means decode it instead.
@@ -114,36 +84,12 @@ func scanUsageField(v []byte, w *wireUsage, has *bool) error {
 		*has = false
 		return nil
 	}
-	u, ok, exact := scanUsage(v)
-	if !exact || !ok {
-		return errInexact
+	u, err := scanUsage(v)
+	if err != nil {
+		return err
 	}
 	*w, *has = u, true
 	return nil
-}
-
-// object walks a value encoding/json would decode into a struct: null is
-// nothing, anything but an object is its type error.
-func object(v []byte, fn func(k, v []byte) error) error {
-	if isNull(v) {
-		return nil
-	}
-	if v[0] != '{' {
-		return errInexact
-	}
-	return members(v, fn)
-}
-
-// array walks a value encoding/json would decode into a slice: null is
-// nothing, anything but an array is its type error.
-func array(v []byte, fn func(elem []byte) error) error {
-	if len(v) == 0 || isNull(v) {
-		return nil
-	}
-	if v[0] != '[' {
-		return errInexact
-	}
-	return elements(v, fn)
 }
 
 func (f *chunkFields) scanResponse(v []byte) error {

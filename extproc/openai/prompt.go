@@ -62,9 +62,6 @@ func scanPrompt(api API, body []byte) (msgs []tokenize.Message, texts []string, 
 
 // scanString reads a JSON string; any other value is left to encoding/json.
 func scanString(v []byte) (string, error) {
-	if v[0] != '"' {
-		return "", errInexact
-	}
 	s, err := readString(v)
 	if err != nil {
 		return "", errInexact
@@ -134,17 +131,9 @@ func scanContent(v []byte) (string, error) {
 				if err := seen.once(0); err != nil {
 					return err
 				}
-				if isNull(v) {
-					return nil
-				}
-				if v[0] != '"' {
-					return errInexact
-				}
 				var err error
-				if buf, err = appendString(buf, v); err != nil {
-					return errInexact
-				}
-				return nil
+				buf, err = appendStringField(buf, v)
+				return err
 			case "type":
 				if !isNull(v) && v[0] != '"' {
 					return errInexact // a type error for encoding/json

@@ -170,28 +170,47 @@ func readString(v []byte) (string, error) {
 	if isNull(v) {
 		return "", nil
 	}
-	if len(v) < 2 || v[0] != '"' {
-		return "", errors.New("not a string")
+	if p, ok := plainString(v); ok {
+		return string(p), nil
 	}
-	if bytes.IndexByte(v, '\\') < 0 && utf8.Valid(v) {
-		return string(v[1 : len(v)-1]), nil
-	}
-	var s string
-	err := json.Unmarshal(v, &s)
-	return s, err
+	b, err := appendString(nil, v)
+	return string(b), err
 }
 
 // appendString appends the JSON string v, decoded, to dst.
 func appendString(dst, v []byte) ([]byte, error) {
+	if p, ok := plainString(v); ok {
+		return append(dst, p...), nil
+	}
 	if len(v) < 2 || v[0] != '"' {
 		return dst, errors.New("not a string")
-	}
-	if bytes.IndexByte(v, '\\') < 0 && utf8.Valid(v) {
-		return append(dst, v[1:len(v)-1]...), nil
 	}
 	var s string
 	err := json.Unmarshal(v, &s)
 	return append(dst, s...), err
+}
+
+// appendStringField appends the value of a string field as encoding/json
+// would set it: null leaves it as it was (nothing appended), and anything
+// but a string is left to encoding/json.
+func appendStringField(dst, v []byte) ([]byte, error) {
+	if isNull(v) {
+		return dst, nil
+	}
+	b, err := appendString(dst, v)
+	if err != nil {
+		return dst, errInexact
+	}
+	return b, nil
+}
+
+// plainString returns the JSON string v's contents when they need no
+// decoding (no escapes, valid UTF-8): its own bytes, unquoted.
+func plainString(v []byte) ([]byte, bool) {
+	if len(v) < 2 || v[0] != '"' || bytes.IndexByte(v, '\\') >= 0 || !utf8.Valid(v) {
+		return nil, false
+	}
+	return v[1 : len(v)-1], true
 }
 
 // readBool reads true, false or null.
@@ -233,6 +252,75 @@ func endsScalar(c byte) bool {
 	switch c {
 	case ',', '}', ']', ' ', '\t', '\n', '\r':
 		return true
+	}
+	return false
+}
+
+// The readers built on the scanner (usage, stream events, prompts) must
+// read what encoding/json would; where they cannot be sure, they stop with
+// errInexact and encoding/json reads the value instead.
+
+// errInexact stops a scan that encoding/json must redo.
+var errInexact = errors.New("left to encoding/json")
+
+// fieldSet tracks which of an object's fields were seen, to send a repeated
+// one to encoding/json (which merges or resets by type).
+type fieldSet uint8
+
+func (s *fieldSet) once(i int) error {
+	if *s&(1<<i) != 0 {
+		return errInexact
+	}
+	*s |= 1 << i
+	return nil
+}
+
+// unknownKey refuses a key that is none of names but that encoding/json
+// might still match to one of them.
+func unknownKey(k []byte, names ...string) error {
+	if mayFold(k, names) {
+		return errInexact
+	}
+	return nil
+}
+
+// object walks a value encoding/json would decode into a struct: null is
+// nothing, anything but an object is its type error.
+func object(v []byte, fn func(k, v []byte) error) error {
+	if isNull(v) {
+		return nil
+	}
+	if v[0] != '{' {
+		return errInexact
+	}
+	return members(v, fn)
+}
+
+// array walks a value encoding/json would decode into a slice: null is
+// nothing, anything but an array is its type error.
+func array(v []byte, fn func(elem []byte) error) error {
+	if len(v) == 0 || isNull(v) {
+		return nil
+	}
+	if v[0] != '[' {
+		return errInexact
+	}
+	return elements(v, fn)
+}
+
+// mayFold reports whether encoding/json might match the raw key k, which
+// is none of names, to one of them anyway: ASCII case aside, escapes and
+// non-ASCII letters (the Kelvin sign folds to k) are left to encoding/json.
+func mayFold(k []byte, names []string) bool {
+	for _, c := range k {
+		if c == '\\' || c >= utf8.RuneSelf {
+			return true
+		}
+	}
+	for _, n := range names {
+		if len(k) == len(n) && bytes.EqualFold(k, []byte(n)) {
+			return true
+		}
 	}
 	return false
 }

@@ -8,7 +8,6 @@ import (
 	"math"
 	"strconv"
 	"strings"
-	"unicode/utf8"
 )
 
 // Usage is what an upstream reported it used.
@@ -96,12 +95,12 @@ func ParseUsage(body []byte) (Usage, bool, error) {
 		return Usage{}, false, nil
 	}
 	start := skipSpace(rest, 0)
-	end, err := skipValue(rest, start)
-	if err == nil && json.Valid(rest[start:end]) {
-		if w, ok, exact := scanUsage(rest[start:end]); exact {
-			if !ok {
-				return Usage{}, false, nil
-			}
+	if end, err := skipValue(rest, start); err == nil && json.Valid(rest[start:end]) {
+		v := rest[start:end]
+		if isNull(v) {
+			return Usage{}, false, nil
+		}
+		if w, err := scanUsage(v); err == nil {
 			return w.normalize(), true, nil
 		}
 	}
@@ -135,85 +134,48 @@ func decodeUsage(v []byte) (Usage, bool, error) {
 	return w.normalize(), true, nil
 }
 
-// scanUsage reads a valid JSON usage value without reflection, the way
-// encoding/json would decode it into a *wireUsage. exact is false when it
-// cannot be sure of that — a non-object, or a key that differs from a
-// field's name only in case or escapes — and decodeUsage must answer.
-func scanUsage(v []byte) (w wireUsage, ok, exact bool) {
-	if isNull(v) {
-		return w, false, true
-	}
-	if v[0] != '{' {
-		return w, false, false
-	}
-	exact = true
+// scanUsage reads a valid JSON usage object without reflection, the way
+// encoding/json would decode it into a wireUsage; errInexact when it
+// cannot be sure of that, and decodeUsage must answer.
+func scanUsage(v []byte) (w wireUsage, err error) {
 	// details reads a breakdown object's one field; null leaves it as it
 	// was, as encoding/json does with a struct.
-	details := func(dst *count, val []byte, field string) {
-		switch {
-		case isNull(val):
-		case val[0] != '{':
-			exact = false // encoding/json's type error
-		default:
-			_ = members(val, func(k, val []byte) error {
-				if string(k) == field {
-					_ = dst.UnmarshalJSON(val)
-				} else if mayFold(k, []string{field}) {
-					exact = false
-				}
-				return nil
-			})
-		}
+	details := func(dst *count, v []byte, field string) error {
+		return object(v, func(k, v []byte) error {
+			if string(k) == field {
+				return dst.UnmarshalJSON(v)
+			}
+			return unknownKey(k, field)
+		})
 	}
-	_ = members(v, func(k, val []byte) error {
+	err = object(v, func(k, v []byte) error {
 		switch string(k) {
 		case "prompt_tokens":
-			_ = w.PromptTokens.UnmarshalJSON(val)
+			return w.PromptTokens.UnmarshalJSON(v)
 		case "completion_tokens":
-			_ = w.CompletionTokens.UnmarshalJSON(val)
+			return w.CompletionTokens.UnmarshalJSON(v)
 		case "input_tokens":
-			_ = w.InputTokens.UnmarshalJSON(val)
+			return w.InputTokens.UnmarshalJSON(v)
 		case "output_tokens":
-			_ = w.OutputTokens.UnmarshalJSON(val)
+			return w.OutputTokens.UnmarshalJSON(v)
 		case "total_tokens":
-			_ = w.TotalTokens.UnmarshalJSON(val)
+			return w.TotalTokens.UnmarshalJSON(v)
 		case "prompt_tokens_details":
-			details(&w.PromptTokensDetails.CachedTokens, val, "cached_tokens")
+			return details(&w.PromptTokensDetails.CachedTokens, v, "cached_tokens")
 		case "input_tokens_details":
-			details(&w.InputTokensDetails.CachedTokens, val, "cached_tokens")
+			return details(&w.InputTokensDetails.CachedTokens, v, "cached_tokens")
 		case "completion_tokens_details":
-			details(&w.CompletionTokensDetails.ReasoningTokens, val, "reasoning_tokens")
+			return details(&w.CompletionTokensDetails.ReasoningTokens, v, "reasoning_tokens")
 		case "output_tokens_details":
-			details(&w.OutputTokensDetails.ReasoningTokens, val, "reasoning_tokens")
-		default:
-			if mayFold(k, usageFields) {
-				exact = false
-			}
+			return details(&w.OutputTokensDetails.ReasoningTokens, v, "reasoning_tokens")
 		}
-		return nil
+		return unknownKey(k, usageFields...)
 	})
-	return w, true, exact
+	return w, err
 }
 
 var usageFields = []string{"prompt_tokens", "completion_tokens", "input_tokens", "output_tokens", "total_tokens",
 	"prompt_tokens_details", "input_tokens_details", "completion_tokens_details", "output_tokens_details"}
-
-// mayFold reports whether encoding/json might match the raw key k, which
-// is none of names, to one of them anyway: ASCII case aside, escapes and
-// non-ASCII letters (the Kelvin sign folds to k) are left to encoding/json.
-func mayFold(k []byte, names []string) bool {
-	for _, c := range k {
-		if c == '\\' || c >= utf8.RuneSelf {
-			return true
-		}
-	}
-	for _, n := range names {
-		if len(k) == len(n) && bytes.EqualFold(k, []byte(n)) {
-			return true
-		}
-	}
-	return false
-}
 
 var usageKey = []byte(`"usage"`)
 
