@@ -9,6 +9,23 @@ type responsesRequest struct {
 	Input           json.RawMessage `json:"input"`
 	Stream          bool            `json:"stream"`
 	MaxOutputTokens *int            `json:"max_output_tokens"`
+	echoed
+}
+
+// echoed are the request fields the Responses API writes back into the
+// response object as the client sent them. They are where a hostile
+// client hides a "usage" of its own, so the mock echoes them verbatim and
+// in OpenAI's order: instructions to tools before usage, user and
+// metadata after it.
+type echoed struct {
+	Instructions json.RawMessage `json:"instructions,omitempty"`
+	Prompt       json.RawMessage `json:"prompt,omitempty"`
+	Reasoning    json.RawMessage `json:"reasoning,omitempty"`
+	Text         json.RawMessage `json:"text,omitempty"`
+	ToolChoice   json.RawMessage `json:"tool_choice,omitempty"`
+	Tools        json.RawMessage `json:"tools,omitempty"`
+	User         json.RawMessage `json:"user,omitempty"`
+	Metadata     json.RawMessage `json:"metadata,omitempty"`
 }
 
 type responseObject struct {
@@ -21,7 +38,15 @@ type responseObject struct {
 	Model             string             `json:"model"`
 	MaxOutputTokens   *int               `json:"max_output_tokens"`
 	Output            []outputItem       `json:"output"`
+	Instructions      json.RawMessage    `json:"instructions,omitempty"`
+	Prompt            json.RawMessage    `json:"prompt,omitempty"`
+	Reasoning         json.RawMessage    `json:"reasoning,omitempty"`
+	Text              json.RawMessage    `json:"text,omitempty"`
+	ToolChoice        json.RawMessage    `json:"tool_choice,omitempty"`
+	Tools             json.RawMessage    `json:"tools,omitempty"`
 	Usage             *responsesUsage    `json:"usage"`
+	User              json.RawMessage    `json:"user,omitempty"`
+	Metadata          json.RawMessage    `json:"metadata,omitempty"`
 }
 
 type incompleteDetails struct {
@@ -71,7 +96,9 @@ func (s *server) responses(w *wire, c call) {
 	final := responseObject{
 		ID: s.nextID("resp_mock"), Object: "response", CreatedAt: s.now().Unix(), Status: "completed",
 		Model: model, MaxOutputTokens: req.MaxOutputTokens, Output: []outputItem{item},
-		Usage: &responsesUsage{InputTokens: in, OutputTokens: gen.tokens, TotalTokens: in + gen.tokens},
+		Usage:        &responsesUsage{InputTokens: in, OutputTokens: gen.tokens, TotalTokens: in + gen.tokens},
+		Instructions: req.Instructions, Prompt: req.Prompt, Reasoning: req.Reasoning, Text: req.Text,
+		ToolChoice: req.ToolChoice, Tools: req.Tools, User: req.User, Metadata: req.Metadata,
 	}
 	done := "response.completed"
 	if gen.capped {

@@ -34,7 +34,6 @@ func TestChunkScanLeavesDoubtToJSON(t *testing.T) {
 	for _, data := range []string{
 		`{"Choices":[{"delta":{"content":"folded key"}}]}`,
 		`{"choices":[{"delta":{"CONTENT":"folded key"}}]}`,
-		`{"choices":[{"delta":{"cont\u0065nt":"escaped key"}}]}`,
 		`{"choices":[{"delta":{"content":"a"}}],"choices":[{"delta":{"content":"b"}}]}`,
 		`{"choices":[{"delta":{"content":1}}]}`,
 		`{"choices":{"delta":{"content":"not an array"}}}`,
@@ -50,6 +49,13 @@ func TestChunkScanLeavesDoubtToJSON(t *testing.T) {
 		}
 		checkChunkAgrees(t, []byte(data))
 	}
+	// An escaped key is unescaped by the scan as by every JSON parser.
+	escaped := []byte(`{"choices":[{"delta":{"cont\u0065nt":"escaped key"}}]}`)
+	var f chunkFields
+	if !f.scan(escaped) || len(f.texts) < 2 || string(f.text(f.texts[1])) != "escaped key" {
+		t.Errorf("escaped key: scan did not read %s", escaped)
+	}
+	checkChunkAgrees(t, escaped)
 }
 
 // checkChunkAgrees fails when the scan accepts data and reads something

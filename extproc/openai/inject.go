@@ -3,7 +3,6 @@ package openai
 import (
 	"bytes"
 	"encoding/json"
-	"errors"
 	"fmt"
 )
 
@@ -48,32 +47,17 @@ func InjectIncludeUsage(body []byte) ([]byte, error) {
 	return append(out, body[end:]...), nil
 }
 
-// topLevelValue finds the byte span of a top-level member's value.
+// topLevelValue finds the byte span of a top-level member's value: the
+// last one of that name, which is the one the upstream reads.
 func topLevelValue(body []byte, name string) (start, end int, found bool, err error) {
-	dec := json.NewDecoder(bytes.NewReader(body))
-	if t, err := dec.Token(); err != nil || t != json.Delim('{') {
-		return 0, 0, false, errors.New("openai: request body is not a JSON object")
+	v, found, err := topLevel(body, name)
+	if err != nil {
+		return 0, 0, false, fmt.Errorf("openai: request body: %w", err)
 	}
-	for dec.More() {
-		t, err := dec.Token()
-		if err != nil {
-			return 0, 0, false, err
-		}
-		key, _ := t.(string)
-		// The decoder stops after the key; the value starts past the colon.
-		off := int(dec.InputOffset())
-		for off < len(body) && (body[off] == ':' || isSpace(body[off])) {
-			off++
-		}
-		var v json.RawMessage
-		if err := dec.Decode(&v); err != nil {
-			return 0, 0, false, err
-		}
-		if key == name {
-			return off, int(dec.InputOffset()), true, nil
-		}
+	if !found {
+		return 0, 0, false, nil
 	}
-	return 0, 0, false, nil
+	// v is a slice of body: its offset is what its capacity lacks.
+	start = cap(body) - cap(v)
+	return start, start + len(v), true, nil
 }
-
-func isSpace(c byte) bool { return c == ' ' || c == '\t' || c == '\n' || c == '\r' }

@@ -46,3 +46,28 @@ func FuzzInjectIncludeUsage(f *testing.F) {
 		}
 	})
 }
+
+// The upstream reads the last of repeated stream_options: that is the one
+// the injection must set.
+func TestInjectIncludeUsageSetsTheOptionsTheUpstreamReads(t *testing.T) {
+	for _, body := range []string{
+		`{"stream":true,"stream_options":{"include_usage":true},"stream_options":{"include_usage":false}}`,
+		`{"stream":true,"stream_options":{"INCLUDE_USAGE":true}}`,
+		`{"stream":true,"stream_options":{"include_usage":true,"include_usage":false}}`,
+		`{"stream":true,"stream_options":{},"stream_options":null}`,
+	} {
+		r, err := ParseRequest(ChatCompletions, []byte(body))
+		if err != nil || r.IncludeUsage {
+			t.Fatalf("%s: include_usage read as %v (%v), want false", body, r != nil && r.IncludeUsage, err)
+		}
+		out, err := InjectIncludeUsage([]byte(body))
+		if err != nil {
+			t.Fatalf("%s: %v", body, err)
+		}
+		var top map[string]json.RawMessage // the last of repeated keys, as the upstream
+		var opts map[string]json.RawMessage
+		if json.Unmarshal(out, &top) != nil || json.Unmarshal(top["stream_options"], &opts) != nil || string(opts["include_usage"]) != "true" {
+			t.Errorf("%s: rewritten to %s, which the upstream reads without include_usage", body, out)
+		}
+	}
+}

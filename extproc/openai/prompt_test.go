@@ -47,7 +47,6 @@ func TestPromptScanLeavesDoubtToJSON(t *testing.T) {
 	}{
 		{ChatCompletions, `{"Messages":[{"role":"user","content":"folded"}]}`},
 		{ChatCompletions, `{"messages":[{"ROLE":"user","content":"folded"}]}`},
-		{ChatCompletions, `{"messages":[{"role":"user","c\u006fntent":"escaped"}]}`},
 		{ChatCompletions, `{"messages":[],"messages":[{"role":"user","content":"twice"}]}`},
 		{ChatCompletions, `{"messages":[{"role":1,"content":"x"}]}`},
 		{ChatCompletions, `{"messages":[1,2]}`},
@@ -63,6 +62,12 @@ func TestPromptScanLeavesDoubtToJSON(t *testing.T) {
 		}
 		checkPromptAgrees(t, c.api, []byte(c.body))
 	}
+	// An escaped key is unescaped by the scan as by every JSON parser.
+	escaped := []byte(`{"messages":[{"role":"user","c\u006fntent":"escaped"}]}`)
+	if msgs, _, ok := scanPrompt(ChatCompletions, escaped); !ok || len(msgs) != 1 || msgs[0].Content != "escaped" {
+		t.Errorf("escaped key: scan read %+v %v", msgs, ok)
+	}
+	checkPromptAgrees(t, ChatCompletions, escaped)
 }
 
 // checkPromptAgrees fails when the scan accepts body and reads other texts

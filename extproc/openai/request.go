@@ -2,6 +2,7 @@ package openai
 
 import (
 	"encoding/json"
+	"errors"
 	"fmt"
 	"strings"
 	"time"
@@ -74,15 +75,21 @@ func ParseRequest(api API, body []byte) (*Request, error) {
 	return r, nil
 }
 
+// readIncludeUsage reads stream_options.include_usage as the upstream
+// does: that exact key, the last of repeated ones. "INCLUDE_USAGE": true
+// asks the upstream for nothing, so it must not stop the injection either.
 func readIncludeUsage(v []byte) (bool, error) {
 	if isNull(v) {
 		return false, nil
 	}
-	var o struct {
-		IncludeUsage bool `json:"include_usage"`
+	if v[0] != '{' {
+		return false, errors.New("not an object")
 	}
-	err := json.Unmarshal(v, &o)
-	return o.IncludeUsage, err
+	include, found, err := topLevel(v, "include_usage")
+	if err != nil || !found {
+		return false, err
+	}
+	return readBool(include)
 }
 
 // PromptTokens estimates the prompt the way the model will count it.

@@ -110,3 +110,35 @@ func TestPromptTokensWithinBudget(t *testing.T) {
 		t.Errorf("completions bound %d, want %d", n, len(long)+1)
 	}
 }
+
+// The request fields are read where and as the upstream reads them: at the
+// top level (stream_options one level down), case-sensitively, unescaped,
+// the last of repeated keys.
+func TestRequestFieldsAsTheUpstreamReadsThem(t *testing.T) {
+	tests := []struct {
+		body    string
+		model   string
+		stream  bool
+		include bool
+		maxOut  int64
+	}{
+		{`{"stream":true,"stream_options":{"INCLUDE_USAGE":true}}`, "", true, false, 0},
+		{`{"Stream":true,"MODEL":"x","Max_Tokens":5}`, "", false, false, 0},
+		{`{"str\u0065am":true,"stream_options":{"include\u005fusage":true},"m\u006fdel":"esc"}`, "esc", true, true, 0},
+		{`{"stream":true,"stream_options":{"include_usage":true},"stream_options":{"include_usage":false}}`, "", true, false, 0},
+		{`{"stream_options":{"include_usage":true,"include_usage":false},"stream":true}`, "", true, false, 0},
+		{`{"stream":false,"stream":true,"model":"a","model":"b","max_tokens":3,"max_tokens":9}`, "b", true, false, 9},
+		{`{"metadata":{"stream":false,"model":"inner","max_tokens":1},"stream":true,"model":"outer"}`, "outer", true, false, 0},
+		{`{"stream":true,"stream_options":{"x":{"include_usage":true}}}`, "", true, false, 0},
+	}
+	for _, tt := range tests {
+		r, err := ParseRequest(ChatCompletions, []byte(tt.body))
+		if err != nil {
+			t.Errorf("%s: %v", tt.body, err)
+			continue
+		}
+		if r.Model != tt.model || r.Stream != tt.stream || r.IncludeUsage != tt.include || r.MaxOutput != tt.maxOut {
+			t.Errorf("%s: got model %q stream %v include %v max %d", tt.body, r.Model, r.Stream, r.IncludeUsage, r.MaxOutput)
+		}
+	}
+}

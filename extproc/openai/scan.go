@@ -18,8 +18,9 @@ import (
 
 var errSyntax = errors.New("malformed JSON")
 
-// members calls fn with each top-level member of the object in b: the raw
-// key (without quotes, escapes left as they are) and the raw value.
+// members calls fn with each top-level member of the object in b: the key,
+// unescaped as the upstream's own JSON parser reads it (so "str\u0065am"
+// is stream there as here), and the raw value.
 func members(b []byte, fn func(key, value []byte) error) error {
 	i := skipSpace(b, 0)
 	if i >= len(b) || b[i] != '{' {
@@ -38,6 +39,11 @@ func members(b []byte, fn func(key, value []byte) error) error {
 			return err
 		}
 		key := b[i+1 : end-1]
+		if bytes.IndexByte(key, '\\') >= 0 {
+			if key, err = appendString(nil, b[i:end]); err != nil {
+				return errSyntax
+			}
+		}
 		i = skipSpace(b, end)
 		if i >= len(b) || b[i] != ':' {
 			return errSyntax
@@ -113,16 +119,25 @@ func skipSpace(b []byte, i int) int {
 }
 
 // skipString returns the index after the string starting at b[i] == '"'.
+// Completions are long strings: the closing quote is looked for with
+// IndexByte, and a quote is escaped when an odd run of backslashes ends
+// right before it.
 func skipString(b []byte, i int) (int, error) {
-	for j := i + 1; j < len(b); j++ {
-		switch b[j] {
-		case '\\':
-			j++
-		case '"':
-			return j + 1, nil
+	for j := i + 1; ; {
+		q := bytes.IndexByte(b[j:], '"')
+		if q < 0 {
+			return 0, errSyntax
 		}
+		q += j
+		bs := 0
+		for k := q - 1; k > i && b[k] == '\\'; k-- {
+			bs++
+		}
+		if bs%2 == 0 {
+			return q + 1, nil
+		}
+		j = q + 1
 	}
-	return 0, errSyntax
 }
 
 // skipValue returns the index after the value starting at b[i]. Nesting

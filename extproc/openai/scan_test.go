@@ -6,50 +6,40 @@ import (
 	"testing"
 )
 
-// referenceRequest is what encoding/json makes of the fields ParseRequest
-// reads: the scanner must agree wherever json succeeds.
-type referenceRequest struct {
-	Model         string `json:"model"`
-	Stream        bool   `json:"stream"`
-	StreamOptions *struct {
-		IncludeUsage bool `json:"include_usage"`
-	} `json:"stream_options"`
-	MaxTokens           int64 `json:"max_tokens"`
-	MaxCompletionTokens int64 `json:"max_completion_tokens"`
-	MaxOutputTokens     int64 `json:"max_output_tokens"`
-}
-
-// comparable reports whether json and the scanner read the same keys:
-// json matches keys case-insensitively and unescapes them, the scanner
-// (like the OpenAI API) takes them as written.
-func comparable(body []byte) bool {
-	var m map[string]json.RawMessage
-	if json.Unmarshal(body, &m) != nil || m == nil {
-		// json reads null into a struct as nothing; the scanner refuses
-		// anything but an object, which lets the request through as well.
-		return false
+// referenceRequest reads the fields ParseRequest reads as the upstream
+// does (Python's json, like Go's into a map: keys case-sensitive and
+// unescaped, the last of repeated ones): the scanner must agree wherever
+// it succeeds. ok is false when a field is not of its type.
+func referenceRequest(body []byte) (model string, stream, include bool, maxOut int64, ok bool) {
+	var top map[string]json.RawMessage
+	if json.Unmarshal(body, &top) != nil || top == nil {
+		return "", false, false, 0, false
 	}
-	for k := range m {
-		if strings.ContainsRune(k, '\\') || (k != strings.ToLower(k) && strings.Contains("model stream stream_options max_tokens max_completion_tokens max_output_tokens", strings.ToLower(k))) {
-			return false
-		}
+	field := func(name string, dst any) bool {
+		v, has := top[name]
+		return !has || json.Unmarshal(v, dst) == nil
 	}
-	return !strings.Contains(string(body), `\u`)
+	var opts map[string]json.RawMessage
+	var max [3]int64
+	ok = field("model", &model) && field("stream", &stream) && field("stream_options", &opts) &&
+		field("max_tokens", &max[0]) && field("max_completion_tokens", &max[1]) && field("max_output_tokens", &max[2])
+	if v, has := opts["include_usage"]; has && ok {
+		ok = json.Unmarshal(v, &include) == nil
+	}
+	return model, stream, include, firstPositive(max[:]...), ok
 }
 
 func checkAgainstJSON(t *testing.T, body []byte) {
-	var ref referenceRequest
-	if !comparable(body) || json.Unmarshal(body, &ref) != nil {
+	model, stream, include, maxOut, ok := referenceRequest(body)
+	if !ok {
 		return
 	}
 	r, err := ParseRequest(ChatCompletions, body)
 	if err != nil {
 		t.Fatalf("json reads %s, the scanner fails: %v", body, err)
 	}
-	include := ref.StreamOptions != nil && ref.StreamOptions.IncludeUsage
-	max := firstPositive(ref.MaxTokens, ref.MaxCompletionTokens, ref.MaxOutputTokens)
-	if r.Model != ref.Model || r.Stream != ref.Stream || r.IncludeUsage != include || r.MaxOutput != max {
-		t.Fatalf("%s:\nscanner %q %v %v %d\n   json %q %v %v %d", body, r.Model, r.Stream, r.IncludeUsage, r.MaxOutput, ref.Model, ref.Stream, include, max)
+	if r.Model != model || r.Stream != stream || r.IncludeUsage != include || r.MaxOutput != maxOut {
+		t.Fatalf("%s:\nscanner %q %v %v %d\n   json %q %v %v %d", body, r.Model, r.Stream, r.IncludeUsage, r.MaxOutput, model, stream, include, maxOut)
 	}
 }
 
@@ -62,6 +52,11 @@ func TestScannerAgreesWithJSON(t *testing.T) {
 		`{"nested":{"model":"inner","a":[1,{"b":[[]]}]},"model":"outer"}`,
 		`{}`,
 		`{"max_tokens":-3,"max_output_tokens":12,"x":[true,false,null,1.5e3]}`,
+		`{"stream":true,"stream_options":{"INCLUDE_USAGE":true},"Model":"x","STREAM":false}`,
+		`{"str\u0065am":true,"stream_options":{"include\u005fusage":true},"m\u006fdel":"esc"}`,
+		`{"stream":true,"stream_options":{"include_usage":true},"stream_options":{"include_usage":false}}`,
+		`{"stream_options":{"include_usage":true,"include_usage":false},"stream":false,"stream":true}`,
+		`{"metadata":{"stream":false,"model":"inner"},"stream":true,"model":"outer"}`,
 	} {
 		checkAgainstJSON(t, []byte(body))
 	}

@@ -83,41 +83,44 @@ func smallInt(b []byte) (int64, bool) {
 	return n, true
 }
 
-// ParseUsage finds usage in a buffered response body. ok is false when the
-// body carries none. It does not decode the body: a completion can be
-// megabytes of text, and only usage matters. A quote inside a JSON string
-// is escaped, so the bytes "usage" in quotes can only be a key; the last
-// one is taken, which is the top-level object's in every OpenAI response
-// (usage comes after the choices or the output).
+// ParseUsage reads the usage of a buffered response body: the top-level
+// object's own "usage" member, nothing else. ok is false when the body has
+// none. Upstreams echo parts of the request (the Responses API's metadata,
+// tools' schemas, text formats), so a "usage" key anywhere deeper is the
+// client's and never counts. Keys are matched as the upstream's JSON
+// parser writes and reads them: case-sensitively, after unescaping; of a
+// repeated top-level "usage" the last is taken, as Python's json and Go's
+// encoding/json both keep the last. The walk skips the other members'
+// values without decoding them: a completion can be megabytes of text.
 func ParseUsage(body []byte) (Usage, bool, error) {
-	rest, found := usageValue(body)
-	if !found {
+	v, found, err := topLevel(body, "usage")
+	if err != nil {
+		return Usage{}, false, fmt.Errorf("openai: response body: %w", err)
+	}
+	if !found || isNull(v) {
 		return Usage{}, false, nil
 	}
-	start := skipSpace(rest, 0)
-	if end, err := skipValue(rest, start); err == nil && json.Valid(rest[start:end]) {
-		v := rest[start:end]
-		if isNull(v) {
-			return Usage{}, false, nil
-		}
+	if json.Valid(v) {
 		if w, err := scanUsage(v); err == nil {
 			return w.normalize(), true, nil
 		}
 	}
-	return decodeUsage(rest)
+	return decodeUsage(v)
 }
 
-// usageValue returns what follows the last "usage" key's colon.
-func usageValue(body []byte) ([]byte, bool) {
-	i := bytes.LastIndex(body, usageKey)
-	if i < 0 {
-		return nil, false
+// topLevel returns the value of the object b's last top-level member
+// named name.
+func topLevel(b []byte, name string) (v []byte, found bool, err error) {
+	err = members(b, func(k, value []byte) error {
+		if string(k) == name {
+			v, found = value, true
+		}
+		return nil
+	})
+	if err != nil {
+		return nil, false, err
 	}
-	rest := bytes.TrimLeft(body[i+len(usageKey):], " \t\r\n")
-	if len(rest) == 0 || rest[0] != ':' {
-		return nil, false
-	}
-	return rest[1:], true
+	return v, found, nil
 }
 
 // decodeUsage is ParseUsage's slow path, for what the scan leaves to
@@ -176,8 +179,6 @@ func scanUsage(v []byte) (w wireUsage, err error) {
 
 var usageFields = []string{"prompt_tokens", "completion_tokens", "input_tokens", "output_tokens", "total_tokens",
 	"prompt_tokens_details", "input_tokens_details", "completion_tokens_details", "output_tokens_details"}
-
-var usageKey = []byte(`"usage"`)
 
 // normalize maps both naming schemes (Chat Completions' prompt/completion,
 // Responses' input/output) onto one, and clamps what no upstream should
