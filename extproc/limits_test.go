@@ -82,6 +82,22 @@ func TestStrictModeReservesCompletion(t *testing.T) {
 	}
 }
 
+// Each of n choices may use max_tokens, and each is billed: strict mode
+// holds them all.
+func TestStrictModeReservesEveryChoice(t *testing.T) {
+	prompt := labPrompt(t)
+	e := newEnv(t, parsePolicy(t, "{name: lab, tokens_per_minute: 100000, reserve_completion: max_tokens, counter_key: {header: [api-key]}}"))
+	e.inFlight(t, "n", strings.Replace(withMax(500), `"max_tokens"`, `"n":4,"max_tokens"`, 1))
+	if got := e.used(t, "lab", "n"); got != prompt+4*500 {
+		t.Errorf("n 4: reserved %d, want prompt %d + 4 × 500", got, prompt)
+	}
+	e2 := newEnv(t, parsePolicy(t, "{name: lab, tokens_per_minute: 100000, reserve_completion: \"700\", counter_key: {header: [api-key]}}"))
+	e2.inFlight(t, "k", strings.Replace(labBody, `"model"`, `"n":3,"model"`, 1))
+	if got := e2.used(t, "lab", "k"); got != prompt+3*700 {
+		t.Errorf("n 3 without max_tokens: reserved %d, want prompt %d + 3 × 700", got, prompt)
+	}
+}
+
 func TestStrictModeSettlesToRealCount(t *testing.T) {
 	e := newEnv(t, parsePolicy(t, "{name: lab, tokens_per_minute: 1000, reserve_completion: max_tokens, counter_key: {header: [api-key]}}"))
 	e.run(t, fullRequest("k", "/v1/chat/completions", withMax(500), "200", chatUsage(30, 12))...)

@@ -3,6 +3,7 @@ package extproc
 import (
 	"context"
 	"errors"
+	"math"
 	"strings"
 
 	extprocv3 "github.com/envoyproxy/go-control-plane/envoy/service/ext_proc/v3"
@@ -181,7 +182,8 @@ func (p *processor) requestBody(b *extprocv3.HttpBody) *extprocv3.ProcessingResp
 
 // reservation is what the request holds until it settles: the prompt
 // estimate, plus in strict mode the completion budget (the request's own
-// max, else the policy's), of the tokens the policy counts.
+// max, else the policy's) for each choice the upstream generates, of the
+// tokens the policy counts.
 func (p *processor) reservation(req *openai.Request, strict bool, budget int64) int64 {
 	prompt, completion := p.estimate, int64(0)
 	if strict {
@@ -189,6 +191,7 @@ func (p *processor) reservation(req *openai.Request, strict bool, budget int64) 
 		if req.MaxOutput > 0 {
 			completion = req.MaxOutput
 		}
+		completion = saturatingMul(completion, req.Choices)
 		// A max_tokens past what the budget leaves after the prompt
 		// could never be admitted; reserving the whole budget lets it run
 		// on an empty window, as any request whose real use is larger
@@ -276,4 +279,13 @@ func (p *processor) collect(b *extprocv3.HttpBody) []byte {
 		body = []byte{}
 	}
 	return body
+}
+
+// saturatingMul is a*b for non-negative a and b, capped at MaxInt64: a
+// max_tokens of 2^62 times n must not wrap into a small reservation.
+func saturatingMul(a, b int64) int64 {
+	if a > 0 && b > math.MaxInt64/a {
+		return math.MaxInt64
+	}
+	return a * b
 }

@@ -18,6 +18,11 @@ type Request struct {
 	// MaxOutput is max_tokens, max_completion_tokens or max_output_tokens,
 	// whichever the request sets; 0 when none.
 	MaxOutput int64
+	// Choices is how many completions the upstream generates, and bills,
+	// for the request: n for Chat Completions, the larger of n and
+	// best_of for legacy Completions (best_of candidates are generated
+	// and billed, n of them returned); 1 for APIs without either.
+	Choices int64
 
 	api       API
 	body      []byte // kept to read the prompt only when a policy estimates
@@ -47,6 +52,7 @@ type wireMessage struct {
 func ParseRequest(api API, body []byte) (*Request, error) {
 	r := &Request{api: api, body: body}
 	var maxTokens [3]int64
+	var n, bestOf int64
 	err := members(body, func(key, v []byte) error {
 		var err error
 		switch string(key) {
@@ -62,6 +68,10 @@ func ParseRequest(api API, body []byte) (*Request, error) {
 			maxTokens[1], err = readInt(v)
 		case "max_output_tokens":
 			maxTokens[2], err = readInt(v)
+		case "n":
+			n, err = readInt(v)
+		case "best_of":
+			bestOf, err = readInt(v)
 		}
 		if err != nil {
 			return fmt.Errorf("%s: %w", key, err)
@@ -72,7 +82,25 @@ func ParseRequest(api API, body []byte) (*Request, error) {
 		return nil, fmt.Errorf("openai: %s request: %w", api, err)
 	}
 	r.MaxOutput = firstPositive(maxTokens[:]...)
+	r.Choices = choices(api, n, bestOf)
 	return r, nil
+}
+
+// maxChoices caps n: OpenAI allows 128, and a larger n only multiplies a
+// reservation that could never be admitted anyway.
+const maxChoices = 128
+
+// choices is how many completions a request makes the upstream generate.
+// A missing, zero or negative n is the upstream's default of one.
+func choices(api API, n, bestOf int64) int64 {
+	switch api {
+	case ChatCompletions:
+	case Completions:
+		n = max(n, bestOf)
+	default:
+		return 1
+	}
+	return min(max(n, 1), maxChoices)
 }
 
 // readIncludeUsage reads stream_options.include_usage as the upstream

@@ -142,3 +142,33 @@ func TestRequestFieldsAsTheUpstreamReadsThem(t *testing.T) {
 		}
 	}
 }
+
+// Choices is what a strict reservation multiplies the completion budget
+// by: every completion the upstream generates is billed.
+func TestRequestChoices(t *testing.T) {
+	tests := []struct {
+		api  API
+		body string
+		want int64
+	}{
+		{ChatCompletions, `{"n":4,"max_tokens":500}`, 4},
+		{ChatCompletions, `{}`, 1},
+		{ChatCompletions, `{"n":null}`, 1},
+		{ChatCompletions, `{"n":0}`, 1},
+		{ChatCompletions, `{"n":-3}`, 1},
+		{ChatCompletions, `{"n":1e12}`, maxChoices},
+		{ChatCompletions, `{"best_of":5}`, 1}, // chat has no best_of
+		{ChatCompletions, `{"metadata":{"n":9},"n":2}`, 2},
+		{Completions, `{"n":2,"best_of":5}`, 5},
+		{Completions, `{"n":3}`, 3},
+		{Completions, `{"best_of":3}`, 3},
+		{Responses, `{"n":4}`, 1},
+		{Embeddings, `{"n":4}`, 1},
+	}
+	for _, tt := range tests {
+		r, err := ParseRequest(tt.api, []byte(tt.body))
+		if err != nil || r.Choices != tt.want {
+			t.Errorf("%s %s: choices %v (%v), want %d", tt.api, tt.body, r, err, tt.want)
+		}
+	}
+}
