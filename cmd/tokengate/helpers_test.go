@@ -2,10 +2,12 @@ package main
 
 import (
 	"bufio"
+	"bytes"
 	"context"
 	"io"
 	"os"
 	"path/filepath"
+	"sync"
 	"testing"
 	"time"
 
@@ -21,20 +23,34 @@ type running struct {
 	config      string
 }
 
-// startRun runs tokengate in-process on cfg (YAML) with free loopback
-// ports. It stops at cleanup.
-func startRun(t *testing.T, cfg string, extra ...string) running {
+// writeConfig writes cfg (YAML) to a file in a test directory and returns
+// its path.
+func writeConfig(t *testing.T, cfg string) string {
 	t.Helper()
 	path := filepath.Join(t.TempDir(), "tokengate.yaml")
 	if err := os.WriteFile(path, []byte(cfg), 0o600); err != nil {
 		t.Fatal(err)
 	}
+	return path
+}
+
+// startRun runs tokengate in-process on cfg (YAML) with free loopback
+// ports. It stops at cleanup.
+func startRun(t *testing.T, cfg string, extra ...string) running {
+	t.Helper()
+	return startRunLog(t, cfg, io.Discard, extra...)
+}
+
+// startRunLog is startRun with the log (Run's stderr) written to logw.
+func startRunLog(t *testing.T, cfg string, logw io.Writer, extra ...string) running {
+	t.Helper()
+	path := writeConfig(t, cfg)
 	ctx, cancel := context.WithCancel(context.Background())
 	pr, pw := io.Pipe()
 	done := make(chan error, 1)
 	args := append([]string{"--config", path, "--listen", "127.0.0.1:0", "--admin-listen", "127.0.0.1:0"}, extra...)
 	go func() {
-		done <- Run(ctx, args, pw, io.Discard)
+		done <- Run(ctx, args, pw, logw)
 		pw.Close()
 	}()
 	t.Cleanup(func() {
@@ -69,4 +85,23 @@ func openStream(t *testing.T, addr string) extprocv3.ExternalProcessor_ProcessCl
 		t.Fatal(err)
 	}
 	return stream
+}
+
+// syncBuffer is a bytes.Buffer that a running server may write to while
+// the test reads it.
+type syncBuffer struct {
+	mu  sync.Mutex
+	buf bytes.Buffer
+}
+
+func (b *syncBuffer) Write(p []byte) (int, error) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.buf.Write(p)
+}
+
+func (b *syncBuffer) String() string {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.buf.String()
 }

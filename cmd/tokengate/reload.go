@@ -26,6 +26,7 @@ func reload(path string, proc *extproc.Server, metrics *extproc.Metrics, log *za
 	}
 	proc.SetPolicies(cfg.Policies)
 	metrics.Reload(true)
+	logWarnings(log, "SIGHUP: ", cfg)
 	log.Info("SIGHUP: config reloaded; new policies apply to new requests", zap.Int("policies", len(cfg.Policies)),
 		zap.String("note", "listen, admin_listen, tls and store changes need a restart"))
 }

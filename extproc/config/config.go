@@ -11,6 +11,7 @@ import (
 	"fmt"
 	"io"
 	"os"
+	"slices"
 	"strconv"
 	"strings"
 	"time"
@@ -128,11 +129,12 @@ type Policy struct {
 	InjectStreamUsage *bool   `yaml:"inject_stream_usage"`
 	Headers           Headers `yaml:"headers"`
 
-	// Derived by validation.
-	period           limiter.Period
-	strict           bool
-	completionBudget int64
-	overrides        map[string]Override
+	// Derived while filling defaults and validating.
+	defaultKeyHeaders bool // counter_key.header was not given
+	period            limiter.Period
+	strict            bool
+	completionBudget  int64
+	overrides         map[string]Override
 }
 
 // InjectsStreamUsage reports the effective inject_stream_usage.
@@ -176,6 +178,11 @@ type CounterKey struct {
 	// PerModel gives each model its own budget under the key.
 	PerModel bool `yaml:"per_model"`
 }
+
+// DefaultKeyHeaders are the counter key headers of a policy that names
+// none: APIM's and Azure OpenAI's, first present wins. Being several, they
+// draw a warning (see Warnings).
+var DefaultKeyHeaders = []string{"api-key", "ocp-apim-subscription-key", "authorization"}
 
 // Headers are the policy's custom response header names, sent in addition
 // to the standard ones (APIM's retry-after-header-name and friends). Empty
@@ -258,7 +265,8 @@ func (c *Config) fillDefaults() {
 		p.Name = cmp.Or(p.Name, fmt.Sprintf("policy-%d", i))
 		p.Match.PathPrefix = cmp.Or(p.Match.PathPrefix, "/")
 		if len(p.CounterKey.Header) == 0 {
-			p.CounterKey.Header = []string{"api-key", "ocp-apim-subscription-key", "authorization"}
+			p.CounterKey.Header = slices.Clone(DefaultKeyHeaders)
+			p.defaultKeyHeaders = true
 		}
 		for j, h := range p.CounterKey.Header {
 			p.CounterKey.Header[j] = strings.ToLower(h)
@@ -331,6 +339,40 @@ func (c *Config) validate() error {
 		}
 	}
 	return errors.Join(errs...)
+}
+
+// Warnings returns what is valid but probably wrong in the configuration,
+// one message per finding, for --check-config and the logs. They name
+// fields and headers, never a key.
+//
+// Today there is one: a policy whose counter key may come from several
+// headers. The first present one is the key, so a client that the mesh
+// authenticates by one of them can put any value in another listed before
+// it and get a fresh budget per value.
+func (c *Config) Warnings() []string {
+	var out []string
+	for i := range c.Policies {
+		p := &c.Policies[i]
+		var names []string
+		for _, h := range p.CounterKey.Header {
+			if !slices.Contains(names, h) {
+				names = append(names, h)
+			}
+		}
+		if len(names) < 2 {
+			continue
+		}
+		list := strings.Join(names, ", ")
+		what := "lists several headers (" + list + ")"
+		if p.defaultKeyHeaders {
+			what = "is not set, so the default list applies (" + list + ")"
+		}
+		out = append(out, fmt.Sprintf("policies[%d] (%q): counter_key.header %s. The first of them a request carries is its key, "+
+			"so unless the mesh authenticates every one of them, a client can put a made-up value in an earlier one "+
+			"and get a fresh budget per value. List exactly one header, the one that carries the identity the mesh "+
+			"authenticated (README: \"Choosing the counter key\").", i, p.Name, what))
+	}
+	return out
 }
 
 // validateBudgets checks the limits, strict mode and tiers, and derives

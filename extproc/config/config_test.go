@@ -143,3 +143,65 @@ func TestTiers(t *testing.T) {
 		t.Errorf("policy %+v", p)
 	}
 }
+
+// A counter key read from several headers is one a client may be able to
+// rotate: Warnings says so, naming the policy and the headers, and the
+// default list (three headers) warns as much as an explicit one.
+func TestWarningsSeveralKeyHeaders(t *testing.T) {
+	tests := []struct {
+		name   string
+		yaml   string
+		want   []string // substrings of the one warning; nil: no warning
+		reason string
+	}{
+		{"several", "policies:\n- {name: chat, tokens_per_minute: 10, counter_key: {header: [API-Key, authorization]}}\n",
+			[]string{`policies[0] ("chat")`, "counter_key.header lists several headers (api-key, authorization)", "List exactly one header"}, ""},
+		{"default", "policies:\n- {name: lab, tokens_per_minute: 10}\n",
+			[]string{`policies[0] ("lab")`, "is not set, so the default list applies (" + strings.Join(DefaultKeyHeaders, ", ") + ")", "fresh budget per value", "List exactly one header"}, ""},
+		{"one", "policies:\n- {name: p, tokens_per_minute: 10, counter_key: {header: [x-jwt-sub]}}\n", nil, ""},
+		{"one twice", "policies:\n- {name: p, tokens_per_minute: 10, counter_key: {header: [api-key, Api-Key]}}\n", nil,
+			"the same header twice is one header"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			c, err := Parse([]byte(tt.yaml))
+			if err != nil {
+				t.Fatal(err)
+			}
+			got := c.Warnings()
+			if tt.want == nil {
+				if len(got) != 0 {
+					t.Errorf("Warnings() = %q, want none (%s)", got, tt.reason)
+				}
+				return
+			}
+			if len(got) != 1 {
+				t.Fatalf("Warnings() = %q, want one", got)
+			}
+			for _, w := range tt.want {
+				if !strings.Contains(got[0], w) {
+					t.Errorf("warning %q\ndoes not contain %q", got[0], w)
+				}
+			}
+		})
+	}
+}
+
+// One warning per policy that needs one, in order; the embedded default
+// (keyed by api-key alone) has none.
+func TestWarningsPerPolicy(t *testing.T) {
+	c, err := Parse([]byte("policies:\n" +
+		"- {name: a, tokens_per_minute: 10, counter_key: {header: [api-key]}}\n" +
+		"- {name: b, tokens_per_minute: 10}\n" +
+		"- {name: c, tokens_per_minute: 10, counter_key: {header: [ocp-apim-subscription-key, api-key]}}\n"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	got := c.Warnings()
+	if len(got) != 2 || !strings.HasPrefix(got[0], `policies[1] ("b")`) || !strings.HasPrefix(got[1], `policies[2] ("c")`) {
+		t.Errorf("Warnings() = %q, want policies[1] and policies[2]", got)
+	}
+	if w := Default().Warnings(); len(w) != 0 {
+		t.Errorf("embedded default: Warnings() = %q, want none", w)
+	}
+}
