@@ -55,17 +55,34 @@ type Fallback struct {
 	down      bool
 	downUntil time.Time // wall time; the breaker is about the network, not the limiter's clock
 	probing   bool
-	orphans   []orphan // holds whose reserve failed but may have been made
+	orphans   []orphan // holds left in the shared store by a failed call
 	closed    chan struct{}
 	probes    sync.WaitGroup
 }
 
-// orphan is a hold of unknown fate: its reserve timed out, and the script
-// may yet have run. Left alone it would hold budget for hold_ttl.
+// orphan is a hold, in the shared store, that no settle is known to have
+// ended: its reserve timed out, and the script may yet have run; or its
+// settle failed (Redis away, the breaker open, the caller gone). Left alone
+// it would hold budget for hold_ttl, and the shared budget would miss what
+// was used. Once Redis answers, the settle is replayed with the real count:
+// a replay charges only if the hold is still there, so a settle that did
+// run in Redis, though its caller saw an error, is not charged twice.
 type orphan struct {
-	key string
-	lim Limits
-	h   Hold
+	key  string
+	lim  Limits
+	h    Hold
+	used int64 // the settle's count; 0 for a reserve's hold
+}
+
+// maxOrphans bounds the orphans kept through a long outage. Past it the
+// oldest go first: their holds are the nearest to expiring by themselves,
+// and once expired their replay charges nothing.
+const maxOrphans = 100_000
+
+// replayer is a shared store that can send a failed settle again without
+// charging it twice (Redis).
+type replayer interface {
+	replaySettle(ctx context.Context, key string, lim Limits, h Hold, used int64, now time.Time) (Decision, error)
 }
 
 var _ Store = (*Fallback)(nil)
@@ -123,6 +140,29 @@ func (f *Fallback) result(op string, start time.Time, err error) {
 	}
 }
 
+// keep records an orphan, and makes sure a probe runs to release it: a
+// call whose caller gave up records no result, and Redis may be up.
+func (f *Fallback) keep(o orphan) {
+	if o.h.ID == "" && o.used <= 0 {
+		return // nothing held, nothing to charge
+	}
+	f.mu.Lock()
+	if len(f.orphans) >= maxOrphans {
+		// Drop the oldest quarter at once: amortised, no copy per call.
+		f.orphans = append(f.orphans[:0], f.orphans[maxOrphans/4:]...)
+	}
+	f.orphans = append(f.orphans, o)
+	startProbe := !f.probing
+	if startProbe {
+		f.probing = true
+		f.probes.Add(1)
+	}
+	f.mu.Unlock()
+	if startProbe {
+		go f.probe()
+	}
+}
+
 // probe tries the shared store every Retry while it is down. Traffic alone
 // cannot be relied on to notice it is back: under fail_closed the health
 // check turns Envoy away, and no request comes to try.
@@ -144,10 +184,17 @@ func (f *Fallback) probe() {
 			f.orphans = nil
 			f.mu.Unlock()
 			if f.release(orphans) {
+				// Orphans kept, or a failure seen, during the release
+				// started no probe of their own: this one goes on.
 				f.mu.Lock()
-				f.probing = false
+				done := !f.down && len(f.orphans) == 0
+				if done {
+					f.probing = false
+				}
 				f.mu.Unlock()
-				return
+				if done {
+					return
+				}
 			}
 			continue
 		}
@@ -162,12 +209,18 @@ func (f *Fallback) probe() {
 	}
 }
 
-// release settles orphaned holds with nothing used; it reports false, and
-// keeps what it could not release, when Redis failed again.
+// release replays the settles of orphaned holds (a reserve's with nothing
+// used); it reports false, and keeps what it could not release, when Redis
+// failed again or the Fallback is closing.
 func (f *Fallback) release(orphans []orphan) bool {
 	for i, o := range orphans {
+		select {
+		case <-f.closed:
+			return false
+		default:
+		}
 		ctx, cancel := context.WithTimeout(context.Background(), f.o.Retry)
-		_, err := f.shared.Settle(ctx, o.key, o.lim, o.h, 0, time.Now())
+		err := f.replay(ctx, o)
 		cancel()
 		if err != nil {
 			f.mu.Lock()
@@ -177,6 +230,24 @@ func (f *Fallback) release(orphans []orphan) bool {
 		}
 	}
 	return true
+}
+
+// replay settles an orphan in the shared store. The time is the replay's,
+// not the failed call's: by now that one may lie in a quota period that
+// has ended, and a charge put there would restart the current one (with
+// the server's clock, the default, the time passed in is not used).
+func (f *Fallback) replay(ctx context.Context, o orphan) error {
+	if r, ok := f.shared.(replayer); ok {
+		_, err := r.replaySettle(ctx, o.key, o.lim, o.h, o.used, time.Now())
+		return err
+	}
+	// A store that cannot tell whether the first settle ran: release the
+	// hold and charge nothing, rather than charge twice.
+	if o.h.ID == "" {
+		return nil
+	}
+	_, err := f.shared.Settle(ctx, o.key, o.lim, o.h, 0, time.Now())
+	return err
 }
 
 // probeKey is a counter key no request can have (keys are policy:hash).
@@ -189,9 +260,7 @@ func (f *Fallback) Reserve(ctx context.Context, key string, lim Limits, n int64,
 		d, err := f.shared.Reserve(ctx, key, lim, n, now)
 		if err != nil && d.Hold.ID != "" {
 			// The reserve may still run in Redis: remember its hold.
-			f.mu.Lock()
-			f.orphans = append(f.orphans, orphan{key, lim, d.Hold})
-			f.mu.Unlock()
+			f.keep(orphan{key: key, lim: lim, h: d.Hold})
 		}
 		if err != nil && ctx.Err() != nil {
 			// The caller gave up (client gone, Envoy's timeout): that
@@ -214,17 +283,25 @@ func (f *Fallback) Reserve(ctx context.Context, key string, lim Limits, n int64,
 	return Decision{Allowed: true, Hold: Hold{ID: localHold}}, nil
 }
 
-// Settle implements Store. A hold made locally is settled locally; a
-// charge the shared store cannot take is kept locally (counted, for
-// fail_open; limiting this replica, for local), and lost to the shared
-// budget: nothing is reconciled.
+// Settle implements Store. A hold made locally is settled locally. A settle
+// the shared store does not take (it failed, the breaker is open, the
+// caller gave up) is kept as an orphan and replayed, with its count, once
+// the shared store answers: its hold is released and its charge made
+// there, late. The charge is also kept locally (counted, for fail_open;
+// limiting this replica, for local) as before.
 func (f *Fallback) Settle(ctx context.Context, key string, lim Limits, h Hold, used int64, now time.Time) (Decision, error) {
 	if strings.HasPrefix(h.ID, localHold) {
 		return f.local.Settle(ctx, key, lim, h, used, now)
 	}
-	if f.try() {
+	o := orphan{key: key, lim: lim, h: h, used: max(used, 0)}
+	if !f.try() {
+		f.keep(o)
+	} else {
 		start := time.Now()
 		d, err := f.shared.Settle(ctx, key, lim, h, used, now)
+		if err != nil {
+			f.keep(o)
+		}
 		if err != nil && ctx.Err() != nil {
 			return d, err
 		}

@@ -3,6 +3,8 @@ package limiter
 import (
 	"context"
 	"errors"
+	"fmt"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -92,5 +94,273 @@ func TestFallbackModes(t *testing.T) {
 				t.Errorf("state changes %v, want [down, up]", states)
 			}
 		})
+	}
+}
+
+// pending reports the orphans a Fallback still has to release, and whether
+// a probe runs (one does while a release is under way).
+func pending(f *Fallback) (orphans int, probing bool) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	return len(f.orphans), f.probing
+}
+
+// waitFor polls cond until it holds or a generous deadline passes: the
+// state is asserted, not how fast a busy machine reaches it.
+func waitFor(t *testing.T, what string, cond func() bool) {
+	t.Helper()
+	deadline := time.Now().Add(20 * time.Second)
+	for !cond() {
+		if time.Now().After(deadline) {
+			t.Fatalf("not within 20 s: %s", what)
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+}
+
+// sharedView reads a key's state straight from Redis, as another replica
+// would: the tokens charged in the window plus those held, and the holds.
+func sharedView(t *testing.T, addr string, lim Limits) func() (used, holds int64, err error) {
+	c := redis.NewClient(&redis.Options{Addr: addr, MaxRetries: -1})
+	t.Cleanup(func() { c.Close() })
+	view := NewRedis(RedisOptions{Client: c, ServerTime: true})
+	return func() (int64, int64, error) {
+		ctx := context.Background()
+		d, err := view.Status(ctx, "k", lim, time.Now())
+		if err != nil {
+			return 0, 0, err
+		}
+		n, err := c.ZCard(ctx, view.keys("k")[1]).Result()
+		return d.Used, n, err
+	}
+}
+
+// TestFallbackSettleWhileRedisDown: holds made before Redis went away, and
+// settled while it was, are released, and their real counts charged, once
+// it is back, without waiting for hold_ttl.
+func TestFallbackSettleWhileRedisDown(t *testing.T) {
+	defer goleak.VerifyNone(t, goleak.IgnoreCurrent())
+	// The holds must survive the restart: an append-only file, synced at
+	// every write.
+	srv := newRedisServer(t, "--appendonly", "yes", "--appendfsync", "always")
+	defer srv.stop()
+	ctx := context.Background()
+	lim := Limits{TokensPerMinute: 1000}
+	const retry = 50 * time.Millisecond
+	c := redis.NewClient(&redis.Options{Addr: srv.addr(), DialTimeout: 100 * time.Millisecond,
+		ReadTimeout: 100 * time.Millisecond, WriteTimeout: 100 * time.Millisecond, MaxRetries: -1})
+	var mu sync.Mutex
+	calls := map[string]int{}
+	f := NewFallback(NewRedis(RedisOptions{Client: c, ServerTime: true}), FallbackOptions{
+		Mode:   FailOpen,
+		Retry:  retry,
+		OnCall: func(op string, _ time.Duration, _ error) { mu.Lock(); calls[op]++; mu.Unlock() },
+	})
+	defer f.Close()
+	shared := sharedView(t, srv.addr(), lim)
+
+	d1, err1 := f.Reserve(ctx, "k", lim, 60, time.Now())
+	d2, err2 := f.Reserve(ctx, "k", lim, 30, time.Now())
+	if err1 != nil || err2 != nil || d1.Hold.ID == "" || d2.Hold.ID == "" {
+		t.Fatalf("reserves with redis up: %+v %v / %+v %v", d1, err1, d2, err2)
+	}
+	if used, holds, err := shared(); err != nil || used != 90 || holds != 2 {
+		t.Fatalf("before the outage: used %d, %d holds (%v); want 90 held in 2", used, holds, err)
+	}
+
+	srv.stop()
+	// The first settle fails; the second most likely finds the breaker
+	// open and is not sent at all. Both are kept.
+	if _, err := f.Settle(ctx, "k", lim, d1.Hold, 40, time.Now()); err != nil {
+		t.Fatalf("fail_open settle: %v", err)
+	}
+	if _, err := f.Settle(ctx, "k", lim, d2.Hold, 20, time.Now()); err != nil {
+		t.Fatalf("fail_open settle: %v", err)
+	}
+	mu.Lock()
+	t.Logf("settles sent to redis while down: %d of 2", calls["settle"])
+	mu.Unlock()
+	if !f.Down() {
+		t.Error("Down() = false with redis killed")
+	}
+	if n, _ := pending(f); n != 2 {
+		t.Fatalf("%d orphans kept, want the 2 settles", n)
+	}
+
+	srv.start()
+	back := time.Now()
+	waitFor(t, "the shared window shows 60 charged and no hold", func() bool {
+		used, holds, err := shared()
+		return err == nil && used == 60 && holds == 0
+	})
+	t.Logf("released %v after redis came back (retry_interval %v)", time.Since(back).Round(time.Millisecond), retry)
+	waitFor(t, "the probe ends", func() bool { n, probing := pending(f); return n == 0 && !probing })
+	if used, holds, err := shared(); err != nil || used != 60 || holds != 0 {
+		t.Errorf("after the release: used %d, %d holds (%v); want 60 charged, none held", used, holds, err)
+	}
+}
+
+// TestFallbackSettleTimedOutNotChargedTwice: a settle whose caller timed
+// out on a stalled Redis, and that Redis ran once it woke, is replayed
+// without being charged twice.
+func TestFallbackSettleTimedOutNotChargedTwice(t *testing.T) {
+	defer goleak.VerifyNone(t, goleak.IgnoreCurrent())
+	srv := newRedisServer(t)
+	defer srv.stop()
+	ctx := context.Background()
+	lim := Limits{TokensPerMinute: 1000}
+	// Long enough that the thawed server runs the queued settle well before
+	// the probe (one retry) and the replay (one more) come.
+	const retry = 500 * time.Millisecond
+	c := redis.NewClient(&redis.Options{Addr: srv.addr(), DialTimeout: 100 * time.Millisecond,
+		ReadTimeout: 100 * time.Millisecond, WriteTimeout: 100 * time.Millisecond, MaxRetries: -1})
+	f := NewFallback(NewRedis(RedisOptions{Client: c, ServerTime: true}), FallbackOptions{Mode: FailOpen, Retry: retry})
+	defer f.Close()
+	shared := sharedView(t, srv.addr(), lim)
+
+	// Load the settle script, so that the frozen server's queued EVALSHA
+	// runs when it thaws instead of failing with NOSCRIPT.
+	d, err := f.Reserve(ctx, "warm", lim, 1, time.Now())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := f.Settle(ctx, "warm", lim, d.Hold, 1, time.Now()); err != nil {
+		t.Fatal(err)
+	}
+	d, err = f.Reserve(ctx, "k", lim, 60, time.Now())
+	if err != nil || d.Hold.ID == "" {
+		t.Fatalf("reserve: %+v %v", d, err)
+	}
+
+	srv.freeze()
+	if _, err := f.Settle(ctx, "k", lim, d.Hold, 40, time.Now()); err != nil {
+		t.Fatalf("fail_open settle: %v", err)
+	}
+	if n, _ := pending(f); n != 1 || !f.Down() {
+		t.Fatalf("after a timed-out settle: %d orphans, down %v; want 1, true", n, f.Down())
+	}
+	srv.thaw()
+
+	var orphansThen int
+	waitFor(t, "the queued settle runs", func() bool {
+		used, holds, err := shared()
+		orphansThen, _ = pending(f)
+		return err == nil && used == 40 && holds == 0
+	})
+	if orphansThen == 1 {
+		t.Log("the queued settle ran before the replay: the replay must charge nothing")
+	} else {
+		t.Log("the replay was under way when the queued settle was seen: which ran first is not known")
+	}
+	waitFor(t, "the orphan is released", func() bool { n, probing := pending(f); return n == 0 && !probing })
+	if used, holds, err := shared(); err != nil || used != 40 || holds != 0 {
+		t.Errorf("after the replay: used %d, %d holds (%v); want 40 charged once, none held", used, holds, err)
+	}
+}
+
+// replayStore is a shared store that fails while down and records what
+// reaches it: settles sent, settles replayed.
+type replayStore struct {
+	mu      sync.Mutex
+	down    bool
+	sent    []string // hold IDs
+	replays []string // "hold ID=used"
+}
+
+func (s *replayStore) setDown(down bool) { s.mu.Lock(); s.down = down; s.mu.Unlock() }
+
+func (s *replayStore) fail(ctx context.Context) error {
+	if ctx.Err() != nil {
+		return ctx.Err()
+	}
+	if s.down {
+		return errors.New("replayStore: down")
+	}
+	return nil
+}
+
+func (s *replayStore) Reserve(ctx context.Context, _ string, _ Limits, n int64, _ time.Time) (Decision, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return Decision{Allowed: true}, s.fail(ctx)
+}
+
+func (s *replayStore) Settle(ctx context.Context, _ string, _ Limits, h Hold, _ int64, _ time.Time) (Decision, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.sent = append(s.sent, h.ID)
+	return Decision{}, s.fail(ctx)
+}
+
+func (s *replayStore) replaySettle(ctx context.Context, _ string, _ Limits, h Hold, used int64, _ time.Time) (Decision, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if err := s.fail(ctx); err != nil {
+		return Decision{}, err
+	}
+	s.replays = append(s.replays, fmt.Sprintf("%s=%d", h.ID, used))
+	return Decision{}, nil
+}
+
+func (s *replayStore) Status(ctx context.Context, _ string, _ Limits, _ time.Time) (Decision, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return Decision{Allowed: true}, s.fail(ctx)
+}
+
+func (s *replayStore) Close() error { return nil }
+
+// TestFallbackReplaysFailedSettles: each way a settle can miss the shared
+// store (the caller gone, the store failing, the breaker open) is replayed
+// with its real count once the store answers; the local charge is made as
+// before.
+func TestFallbackReplaysFailedSettles(t *testing.T) {
+	defer goleak.VerifyNone(t, goleak.IgnoreCurrent())
+	ctx := context.Background()
+	lim := Limits{TokensPerMinute: 1000}
+	now := time.Now()
+	s := &replayStore{}
+	f := NewFallback(s, FallbackOptions{Mode: Local, Retry: 200 * time.Millisecond})
+	defer f.Close()
+
+	// The caller gave up, the store is up: an error, and a replay all the
+	// same (the settle may not have been sent).
+	gone, cancel := context.WithCancel(ctx)
+	cancel()
+	if _, err := f.Settle(gone, "k", lim, Hold{ID: "h1", Tokens: 50}, 11, now); err == nil {
+		t.Error("settle with an ended context: no error")
+	}
+	s.setDown(true)
+	for _, st := range []struct {
+		h    Hold
+		used int64
+	}{
+		{Hold{ID: "h2", Tokens: 50}, 22}, // the store fails
+		{Hold{ID: "h3", Tokens: 50}, 33}, // the breaker is open: not sent
+		{Hold{}, 5},                      // nothing held, a charge all the same
+		{Hold{}, 0},                      // nothing held, nothing used: not kept
+		{Hold{ID: localHold}, 7},         // made locally, settled locally
+	} {
+		if _, err := f.Settle(ctx, "k", lim, st.h, st.used, now); err != nil {
+			t.Errorf("local settle of %+v: %v", st.h, err)
+		}
+	}
+	s.mu.Lock()
+	t.Logf("settles sent: %q", s.sent)
+	if len(s.sent) != 2 {
+		t.Logf("the breaker was not open for h3 (a stall of %v?): still kept", f.o.Retry)
+	}
+	s.mu.Unlock()
+	if d, _ := f.local.Status(ctx, "k", lim, now); d.Used != 22+33+5+7 {
+		t.Errorf("local store used %d, want %d: the failed settles' and the local hold's", d.Used, 22+33+5+7)
+	}
+
+	s.setDown(false)
+	waitFor(t, "the orphans are released", func() bool { n, probing := pending(f); return n == 0 && !probing })
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	got := strings.Join(s.replays, " ")
+	if want := "h1=11 h2=22 h3=33 =5"; got != want {
+		t.Errorf("replayed %q, want %q", got, want)
 	}
 }

@@ -95,12 +95,30 @@ func (r *Redis) Reserve(ctx context.Context, key string, lim Limits, n int64, no
 
 // Settle implements Store with one script.
 func (r *Redis) Settle(ctx context.Context, key string, lim Limits, h Hold, used int64, now time.Time) (Decision, error) {
+	return r.settle(ctx, key, lim, h, used, now, false)
+}
+
+// replaySettle sends again a settle whose first try failed on the client's
+// side, and may have run all the same: it charges used only if the hold
+// was still there, so a settle that did run is not charged twice. A hold
+// with no ID (a reserve of 0 tokens holds nothing) leaves no such proof:
+// its replay is charged whatever happened to the first try, and counts
+// twice in the rare case that the first did run.
+func (r *Redis) replaySettle(ctx context.Context, key string, lim Limits, h Hold, used int64, now time.Time) (Decision, error) {
+	return r.settle(ctx, key, lim, h, used, now, true)
+}
+
+func (r *Redis) settle(ctx context.Context, key string, lim Limits, h Hold, used int64, now time.Time, replay bool) (Decision, error) {
 	quota := int64(0)
 	if lim.Period != NoPeriod {
 		quota = max(lim.Quota, 0)
 	}
+	rep := 0
+	if replay {
+		rep = 1
+	}
 	res, err := settleScript.Run(ctx, r.c, r.keys(key), r.nowArg(now), h.ID, max(used, 0),
-		max(lim.TokensPerMinute, 0), quota, int(lim.Period)).Slice()
+		max(lim.TokensPerMinute, 0), quota, int(lim.Period), rep).Slice()
 	if err != nil {
 		return Decision{}, fmt.Errorf("limiter: redis settle: %w", err)
 	}

@@ -137,14 +137,25 @@ return {reason, now, held, qused, buckets}
 // state as reserveScript does with n = 0. Keys expire once nothing in them
 // can count any more.
 //
+// A replay is a settle sent again after the first one failed on the
+// client's side: the first may still have run (a reply slower than the
+// timeout; a stalled server that ran its queued input when it woke). The
+// hold is the proof: a replay charges only when its ZREM removed the hold,
+// that is when no settle of that hold has run. A hold gone for another
+// reason (its TTL passed, a restart without persistence lost it) loses
+// the charge, as the budget it held was lost to everyone.
+//
 // ARGV: now_ms (-1: server time), hold member ("" for none), used,
-// tokens_per_minute, quota (0: none), period kind.
+// tokens_per_minute, quota (0: none), period kind, replay ("1" or "0").
 var settleScript = redis.NewScript(luaPrelude + luaState + `
 local now = now_ms(ARGV[1])
 local sec = math.floor(now / 1000)
 local tpm, quota, kind = tonumber(ARGV[4]), tonumber(ARGV[5]), tonumber(ARGV[6])
-if ARGV[2] ~= '' then redis.call('ZREM', KEYS[2], ARGV[2]) end
 local used = tonumber(ARGV[3])
+if ARGV[2] ~= '' then
+  local removed = redis.call('ZREM', KEYS[2], ARGV[2])
+  if ARGV[7] == '1' and removed == 0 then used = 0 end
+end
 if used > 0 then
   redis.call('HINCRBY', KEYS[1], sec, used)
   redis.call('EXPIRE', KEYS[1], 61)

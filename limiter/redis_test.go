@@ -8,6 +8,7 @@ import (
 	"os"
 	"os/exec"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
 
@@ -20,6 +21,7 @@ type redisServer struct {
 	bin  string
 	dir  string
 	port int
+	args []string // after the defaults, which they override
 	cmd  *exec.Cmd
 }
 
@@ -27,7 +29,10 @@ type redisServer struct {
 // test. CI installs it; a developer machine without it skips, saying so.
 func startRedis(t testing.TB) string { return newRedisServer(t).addr() }
 
-func newRedisServer(t testing.TB) *redisServer {
+// newRedisServer starts a server without persistence, unless args (extra
+// command-line options, which override the defaults) turn it on: a
+// restart, on the same port and directory, then finds its data again.
+func newRedisServer(t testing.TB, args ...string) *redisServer {
 	t.Helper()
 	bin, err := exec.LookPath("redis-server")
 	if err != nil {
@@ -40,7 +45,7 @@ func newRedisServer(t testing.TB) *redisServer {
 	if err != nil {
 		t.Fatal(err)
 	}
-	s := &redisServer{t: t, bin: bin, dir: t.TempDir(), port: ln.Addr().(*net.TCPAddr).Port}
+	s := &redisServer{t: t, bin: bin, dir: t.TempDir(), port: ln.Addr().(*net.TCPAddr).Port, args: args}
 	ln.Close()
 	s.start()
 	t.Cleanup(s.stop)
@@ -51,7 +56,8 @@ func (s *redisServer) addr() string { return fmt.Sprintf("127.0.0.1:%d", s.port)
 
 func (s *redisServer) start() {
 	s.t.Helper()
-	s.cmd = exec.Command(s.bin, "--port", fmt.Sprint(s.port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no", "--dir", s.dir)
+	args := append([]string{"--port", fmt.Sprint(s.port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no", "--dir", s.dir}, s.args...)
+	s.cmd = exec.Command(s.bin, args...)
 	out, err := s.cmd.StdoutPipe()
 	if err != nil {
 		s.t.Fatal(err)
@@ -84,6 +90,24 @@ func (s *redisServer) stop() {
 		s.cmd.Process.Kill()
 		s.cmd.Wait()
 		s.cmd = nil
+	}
+}
+
+// freeze stops the server's process (SIGSTOP), as a stalled server: the
+// kernel still accepts connections and queues what clients send, which the
+// server runs once thawed.
+func (s *redisServer) freeze() {
+	s.t.Helper()
+	if err := s.cmd.Process.Signal(syscall.SIGSTOP); err != nil {
+		s.t.Fatal(err)
+	}
+}
+
+// thaw resumes a frozen server (SIGCONT).
+func (s *redisServer) thaw() {
+	s.t.Helper()
+	if err := s.cmd.Process.Signal(syscall.SIGCONT); err != nil {
+		s.t.Fatal(err)
 	}
 }
 
@@ -235,6 +259,77 @@ func TestRedisHoldsExpire(t *testing.T) {
 			t.Errorf("key %s has no TTL (%v): idle keys must vanish", k, ttl)
 		}
 	}
+}
+
+// TestRedisReplaySettle: a settle replayed after its caller saw an error
+// charges only if the first never ran, which the hold still there proves.
+func TestRedisReplaySettle(t *testing.T) {
+	addr := startRedis(t)
+	ctx := context.Background()
+	c := redis.NewClient(&redis.Options{Addr: addr})
+	defer c.Close()
+	red := NewRedis(RedisOptions{Client: c, Prefix: "test:"})
+	lim := Limits{TokensPerMinute: 1000, Quota: 5000, Period: Daily}
+	now := utc(2026, 5, 5, 10, 0, 0)
+	check := func(step, key string, used, held int64) {
+		t.Helper()
+		d, err := red.Status(ctx, key, lim, now)
+		if err != nil {
+			t.Fatal(err)
+		}
+		h, err := c.ZCard(ctx, red.keys(key)[1]).Result()
+		if err != nil {
+			t.Fatal(err)
+		}
+		// Used counts what is held too, window and quota alike.
+		if d.Used != used+held || d.Quota.Used != used+held || h != min(held, 1) {
+			t.Errorf("%s: used %d, quota used %d, %d holds; want %d charged and %d held",
+				step, d.Used, d.Quota.Used, h, used, held)
+		}
+	}
+
+	// The settle did run: its replay changes nothing.
+	d, _ := red.Reserve(ctx, "ran", lim, 60, now)
+	if !d.Allowed || d.Hold.ID == "" {
+		t.Fatalf("reserve: %+v", d)
+	}
+	if _, err := red.Settle(ctx, "ran", lim, d.Hold, 40, now); err != nil {
+		t.Fatal(err)
+	}
+	for i := 0; i < 2; i++ {
+		if _, err := red.replaySettle(ctx, "ran", lim, d.Hold, 40, now); err != nil {
+			t.Fatal(err)
+		}
+	}
+	check("settled, then replayed twice", "ran", 40, 0)
+
+	// The settle never ran: the first replay charges and releases, a
+	// second one nothing.
+	d, _ = red.Reserve(ctx, "lost", lim, 60, now)
+	check("held", "lost", 0, 60)
+	for i := 0; i < 2; i++ {
+		if _, err := red.replaySettle(ctx, "lost", lim, d.Hold, 40, now); err != nil {
+			t.Fatal(err)
+		}
+		check(fmt.Sprint("replay ", i), "lost", 40, 0)
+	}
+
+	// No hold, no proof: charged each time (see replaySettle).
+	if _, err := red.replaySettle(ctx, "none", lim, Hold{}, 10, now); err != nil {
+		t.Fatal(err)
+	}
+	check("replay without a hold", "none", 10, 0)
+
+	// A plain settle still charges an expired hold's use (as
+	// TestRedisHoldsExpire): only replays ask for the hold.
+	d, _ = red.Reserve(ctx, "plain", lim, 60, now)
+	if _, err := red.Settle(ctx, "plain", lim, d.Hold, 40, now); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := red.Settle(ctx, "plain", lim, d.Hold, 40, now); err != nil {
+		t.Fatal(err)
+	}
+	check("settled twice, not replayed", "plain", 80, 0)
 }
 
 // TestRedisServerTime: replicas whose clocks disagree by minutes still
