@@ -42,9 +42,11 @@ type processor struct {
 	model       string
 	shadow      string // in shadow mode, the refusal that was not sent
 
-	admitted bool         // a reservation is held and must be settled
-	hold     limiter.Hold // what the reservation holds
-	estimate int64        // prompt tokens estimated from the request body
+	admitted bool            // a reservation is held and must be settled
+	hold     limiter.Hold    // what the reservation holds
+	req      *openai.Request // the request body, read; nil when it was not JSON
+	estimate int64           // prompt tokens estimated from the request body
+	prompted bool            // estimate is computed (else it is 0 so far)
 	body     []byte
 	settled  bool
 
@@ -53,6 +55,8 @@ type processor struct {
 	encoding string // content-encoding
 	usage    openai.Usage
 	reported bool                  // usage came from the upstream
+	answered int64                 // completion tokens counted in a buffered answer without usage
+	hasCount bool                  // answered holds a count
 	stream   *openai.StreamCounter // set for event-stream responses
 	decoder  *decode.Stream        // set for encoded event streams
 }
@@ -139,6 +143,7 @@ func (p *processor) requestBody(b *extprocv3.HttpBody) *extprocv3.ProcessingResp
 			zap.String("key", p.keyHash[:8]), zap.String("api", p.route.API.String()), zap.Error(err))
 		return continueRequestBody()
 	}
+	p.req = req
 	if req.Model != "" {
 		p.model = req.Model
 	}
@@ -157,15 +162,7 @@ func (p *processor) requestBody(b *extprocv3.HttpBody) *extprocv3.ProcessingResp
 	}
 	strict, budget := p.policy.Strict()
 	if p.policy.EstimatePromptTokens || req.Stream || strict {
-		var bounded bool
-		p.estimate, bounded = req.PromptTokensWithin(p.model, p.s.budget)
-		if bounded {
-			p.s.metrics.bounded()
-		}
-		if err := req.PromptErr(); err != nil {
-			p.s.log.Debug("request prompt is not the JSON expected; estimated at 0",
-				zap.String("key", p.keyHash[:8]), zap.Error(err))
-		}
+		p.estimatePrompt()
 	}
 	if n := p.reservation(req, strict, budget); n > 0 {
 		if resp := p.admit(n); resp != nil {
@@ -178,6 +175,26 @@ func (p *processor) requestBody(b *extprocv3.HttpBody) *extprocv3.ProcessingResp
 		}
 	}
 	return continueRequestBody()
+}
+
+// estimatePrompt counts the request's prompt, once, within the estimate
+// budget. A policy that does not estimate still gets here when a request
+// ends without usage (abandoned, or an answer that reports none): the
+// upstream read the prompt, and bills it.
+func (p *processor) estimatePrompt() {
+	if p.prompted || p.req == nil {
+		return
+	}
+	p.prompted = true
+	var bounded bool
+	p.estimate, bounded = p.req.PromptTokensWithin(p.model, p.s.budget)
+	if bounded {
+		p.s.metrics.bounded()
+	}
+	if err := p.req.PromptErr(); err != nil {
+		p.s.log.Debug("request prompt is not the JSON expected; estimated at 0",
+			zap.String("key", p.keyHash[:8]), zap.Error(err))
+	}
 }
 
 // reservation is what the request holds until it settles: the prompt

@@ -100,6 +100,14 @@ func (p *processor) readBufferedUsage(body []byte) {
 		p.s.log.Debug("response body carries no readable usage", zap.String("key", p.keyHash[:8]), zap.Error(err))
 	}
 	p.usage, p.reported = u, ok
+	if !ok && p.status >= 200 && p.status <= 299 {
+		// An answer without usage is counted from what it carries.
+		if p.answered, err = openai.CompletionTokens(p.route.API, p.model, body); err == nil {
+			p.hasCount = true
+		} else {
+			p.s.log.Debug("answer without usage not countable", zap.String("key", p.keyHash[:8]), zap.Error(err))
+		}
+	}
 }
 
 // settleReply settles and answers in the phase's shape with the rate

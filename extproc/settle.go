@@ -21,26 +21,33 @@ const settleTimeout = 2 * time.Second
 // Sources of a settled count, in metadata and logs.
 const (
 	sourceReported  = "reported"  // the upstream's usage
-	sourceCounted   = "counted"   // prompt estimate + completion tokenized from the stream
+	sourceCounted   = "counted"   // prompt estimate + completion tokenized from the stream or the answer
 	sourceEstimated = "estimated" // prompt estimate alone
 	sourceNone      = "none"      // a failed request without usage costs nothing
 )
 
 // charge is what a finished request really used (SPEC §2 step 5): the
 // reported usage when there is one; a failed request without usage costs
-// nothing; otherwise the prompt estimate plus whatever completion the stream
-// delivered. A request whose outcome is unknown (the stream ended before the
-// response) counts as successful: the upstream probably did the work.
+// nothing; otherwise the prompt, counted now if the policy did not
+// estimate it, plus whatever completion the stream delivered or the
+// buffered answer carries. A request whose outcome is unknown (the stream
+// ended after the request body, before any response) counts as successful:
+// the upstream read the prompt, and bills it.
 func (p *processor) charge() (prompt, completion, total int64, source string) {
 	switch {
 	case p.reported:
 		return p.usage.Prompt, p.usage.Completion, p.usage.Total, sourceReported
 	case p.status != 0 && (p.status < 200 || p.status > 299):
 		return 0, 0, 0, sourceNone
+	}
+	p.estimatePrompt()
+	switch {
 	case p.stream != nil:
 		if c := p.stream.CompletionTokens(); c > 0 {
 			return p.estimate, c, p.estimate + c, sourceCounted
 		}
+	case p.hasCount:
+		return p.estimate, p.answered, p.estimate + p.answered, sourceCounted
 	}
 	return p.estimate, 0, p.estimate, sourceEstimated
 }

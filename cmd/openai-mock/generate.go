@@ -30,6 +30,13 @@ func (c completion) text() string { return strings.Join(c.pieces, "") }
 // limit is not negative and smaller. The count reported is that of the final
 // text, so the usage is exact even for an unusual model's encoding.
 func generate(model string, want, limit int) completion {
+	return generateChoice(model, want, limit, 0)
+}
+
+// generateChoice is generate for the k-th choice of a request asking for
+// several: the same length, its words taken from k further along the
+// list, so that each choice is its own text. Choice 0 is generate's text.
+func generateChoice(model string, want, limit, k int) completion {
 	target := want
 	capped := false
 	if limit >= 0 && limit < want {
@@ -38,7 +45,7 @@ func generate(model string, want, limit int) completion {
 	var c completion
 	c.capped = capped
 	for i, n := 0, 0; n < target; i++ {
-		p := words[i%len(words)]
+		p := words[(i+k)%len(words)]
 		if i == 0 {
 			p = "The"
 		}
@@ -76,4 +83,16 @@ func limitOf(fields ...*int) int {
 		}
 	}
 	return limit
+}
+
+// generateChoices makes n choices (n ≥ 1) with generateChoice, and their
+// completion tokens summed, as the usage bills them.
+func generateChoices(model string, want, limit, n int) ([]completion, int) {
+	out := make([]completion, n)
+	sum := 0
+	for k := range out {
+		out[k] = generateChoice(model, want, limit, k)
+		sum += out[k].tokens
+	}
+	return out, sum
 }

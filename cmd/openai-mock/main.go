@@ -11,9 +11,17 @@
 //	x-mock-latency: 250ms           wait before answering (or a bare number of ms)
 //	x-mock-encoding: gzip|deflate|br  compress the body; streams are flushed per event
 //	x-mock-ignore-include-usage: true  stream without the usage chunk although asked
+//	x-mock-no-usage: true           leave "usage" out of a buffered answer (every API)
 //	x-mock-chunk-delay: 10ms        wait before every event but the first
 //	x-mock-stall: 1s                wait once, after x-mock-stall-after events (default 1)
 //	x-mock-cut-after: 5             drop the connection after 5 events, without [DONE]
+//
+// Chat completions honour n: that many choices, each its own text of the
+// asked length (streamed as chunks per choice index), the usage's
+// completion_tokens their sum. Legacy completions honour n and best_of:
+// best_of candidates are generated and billed, the first n returned. As on
+// OpenAI, n below 1 or above 128, best_of above 20 or below n, and a
+// stream with best_of above n are answered 400.
 //
 // The completion text is deterministic: words that are one token each in
 // o200k_base and cl100k_base, three to a streamed event (after a first event

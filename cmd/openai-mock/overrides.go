@@ -23,7 +23,11 @@ type overrides struct {
 	// request asks for it (x-mock-ignore-include-usage), as some
 	// OpenAI-compatible servers do.
 	ignoreIncludeUsage bool
-	pace               pacing
+	// noUsage leaves the usage member out of a buffered answer
+	// altogether (x-mock-no-usage), as some OpenAI-compatible servers
+	// and proxies do.
+	noUsage bool
+	pace    pacing
 }
 
 // pacing shapes a stream in time and says where it is cut.
@@ -94,12 +98,21 @@ func (s *server) overrides(h http.Header) (overrides, error) {
 	default:
 		return o, fmt.Errorf("x-mock-encoding: %q is none of gzip, deflate, br, identity", v)
 	}
-	if v := h.Get("x-mock-ignore-include-usage"); v != "" {
-		b, err := strconv.ParseBool(v)
-		if err != nil {
-			return o, fmt.Errorf("x-mock-ignore-include-usage: %q is not a boolean", v)
+	flags := []struct {
+		name string
+		dst  *bool
+	}{
+		{"x-mock-ignore-include-usage", &o.ignoreIncludeUsage},
+		{"x-mock-no-usage", &o.noUsage},
+	}
+	for _, f := range flags {
+		if v := h.Get(f.name); v != "" {
+			b, err := strconv.ParseBool(v)
+			if err != nil {
+				return o, fmt.Errorf("%s: %q is not a boolean", f.name, v)
+			}
+			*f.dst = b
 		}
-		o.ignoreIncludeUsage = b
 	}
 	return o, nil
 }

@@ -79,7 +79,9 @@ type call struct {
 	completionTokens int
 	encoding         string
 	ignoreUsage      bool
-	pace             pacing
+	// noUsage leaves usage out of a buffered answer (x-mock-no-usage).
+	noUsage bool
+	pace    pacing
 	tr               *trace
 }
 
@@ -146,7 +148,7 @@ func (s *server) inference(h apiHandler) http.Handler {
 		h(w, call{
 			ctx: r.Context(), body: body, deployment: r.PathValue("d"), status: status,
 			completionTokens: o.completionTokens, encoding: o.encoding, ignoreUsage: o.ignoreIncludeUsage,
-			pace: o.pace, tr: tr,
+			noUsage: o.noUsage, pace: o.pace, tr: tr,
 		})
 	})
 }

@@ -31,8 +31,12 @@ func startSSE(w *wire, c call) *sse {
 
 // data sends one "data:" event, the framing Chat Completions uses; delta
 // is the completion text it carries, for the trace.
-func (s *sse) data(v any, delta string) {
-	s.send("", v, func(r *traceRecord) { r.Text += delta })
+func (s *sse) data(v any, delta string) { s.dataAt(v, 0, delta) }
+
+// dataAt is data for an event of choice index, when a request asked for
+// several (n).
+func (s *sse) dataAt(v any, index int, delta string) {
+	s.send("", v, func(r *traceRecord) { r.addText(index, delta) })
 }
 
 // usageData sends the chunk that carries usage.
@@ -42,7 +46,7 @@ func (s *sse) usageData(v any) {
 
 // event sends a named event, the framing the Responses API uses.
 func (s *sse) event(name string, v any, delta string) {
-	s.send(name, v, func(r *traceRecord) { r.Text += delta })
+	s.send(name, v, func(r *traceRecord) { r.addText(0, delta) })
 }
 
 // final sends the Responses API's terminal event, which ends its stream.

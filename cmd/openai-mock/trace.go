@@ -3,6 +3,8 @@ package main
 import (
 	"encoding/hex"
 	"net/http"
+	"slices"
+	"strings"
 	"sync"
 
 	"github.com/tokengate/tokengate/extproc/tokenize"
@@ -28,9 +30,14 @@ type traceRecord struct {
 	// Events counts the SSE events written, [DONE] included.
 	Events int `json:"events"`
 	// Text is the completion text written: the deltas sent so far, or the
-	// whole text of a buffered answer. CompletionTokens is its count.
-	Text             string `json:"text"`
-	CompletionTokens int    `json:"completion_tokens"`
+	// whole text of a buffered answer. An answer with several choices
+	// (n) has their texts joined in index order here, and each in
+	// ChoiceTexts. CompletionTokens is the count of what was sent, summed
+	// over the choices as the usage sums them; a legacy best_of's
+	// candidates that were not sent are billed by the usage, not here.
+	Text             string   `json:"text"`
+	ChoiceTexts      []string `json:"choice_texts,omitempty"`
+	CompletionTokens int      `json:"completion_tokens"`
 	// Usage reports that a usage block was sent.
 	Usage bool `json:"usage"`
 	// Done reports that the stream's end ([DONE], or the Responses API's
@@ -65,8 +72,26 @@ func (t *trace) snapshot() traceRecord {
 	t.mu.Lock()
 	defer t.mu.Unlock()
 	r := t.rec
-	r.CompletionTokens = tokenize.Text(r.Model, r.Text)
+	r.ChoiceTexts = slices.Clone(r.ChoiceTexts)
+	r.Text, r.CompletionTokens = strings.Join(r.ChoiceTexts, ""), 0
+	for _, text := range r.ChoiceTexts {
+		r.CompletionTokens += tokenize.Text(r.Model, text)
+	}
+	if len(r.ChoiceTexts) < 2 {
+		r.ChoiceTexts = nil // one choice: Text says it all
+	}
 	return r
+}
+
+// addText notes delta as sent for choice index. The texts are kept per
+// choice (Text is only made from them by snapshot), so that each is
+// counted apart: words joined across two choices could tokenize
+// differently.
+func (r *traceRecord) addText(index int, delta string) {
+	for len(r.ChoiceTexts) <= index {
+		r.ChoiceTexts = append(r.ChoiceTexts, "")
+	}
+	r.ChoiceTexts[index] += delta
 }
 
 // traces finds answers by id.
@@ -124,7 +149,14 @@ func (t *trace) finish(digest []byte) {
 	})
 }
 
-// buffered traces a whole (non-streamed) answer: its text, with usage.
-func (c call) buffered(text string) {
-	c.tr.update(func(r *traceRecord) { r.Text, r.Usage, r.Done = text, true, true })
+// buffered traces a whole (non-streamed) answer: the text of each choice
+// sent, and whether the usage went with it.
+func (c call) buffered(withUsage bool, texts ...string) {
+	c.tr.update(func(r *traceRecord) {
+		r.ChoiceTexts = nil
+		for i, text := range texts {
+			r.addText(i, text)
+		}
+		r.Usage, r.Done = withUsage, true
+	})
 }
