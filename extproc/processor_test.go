@@ -17,6 +17,7 @@ import (
 
 	"github.com/tokengate/tokengate/extproc/config"
 	"github.com/tokengate/tokengate/extproc/openai"
+	"github.com/tokengate/tokengate/extproc/tokenize"
 	"github.com/tokengate/tokengate/limiter"
 )
 
@@ -317,5 +318,35 @@ func TestMetricsMove(t *testing.T) {
 		if n := out.GetHistogram().GetSampleCount(); n == 0 {
 			t.Errorf("phase %s was never timed", name)
 		}
+	}
+}
+
+// A request that ends without usage is not free, whether or not its
+// policy estimates prompts: abandoned after its body, the upstream read
+// the prompt; a buffered answer without usage is counted from its text.
+func TestRequestsWithoutUsageAreCharged(t *testing.T) {
+	prompt := labPrompt(t)
+	pol := labPolicy() // estimate_prompt_tokens: false
+	pol.TokensPerMinute = 1 << 30
+	e := newEnv(t, pol)
+
+	e.run(t, reqHeaders(false, ":method", "POST", ":path", "/v1/chat/completions", "api-key", "gone"), reqBody(labBody))
+	if got := e.used(t, "lab", "gone"); got != prompt {
+		t.Errorf("abandoned after the body: charged %d, want the prompt's %d", got, prompt)
+	}
+	e.run(t, reqHeaders(false, ":method", "POST", ":path", "/v1/chat/completions", "api-key", "headers-only"))
+	if got := e.used(t, "lab", "headers-only"); got != 0 {
+		t.Errorf("abandoned before the body: charged %d, want 0", got)
+	}
+
+	content := strings.Repeat("It is noon somewhere. ", 50)
+	answer := `{"choices":[{"message":{"content":"` + content + `"}}]}`
+	e.run(t, fullRequest("no-usage", "/v1/chat/completions", labBody, "200", answer)...)
+	if got, want := e.used(t, "lab", "no-usage"), prompt+int64(tokenize.Text("gpt-4o", content)); got != want {
+		t.Errorf("answer without usage: charged %d, want prompt + counted content %d", got, want)
+	}
+	e.run(t, fullRequest("failed", "/v1/chat/completions", labBody, "500", `{"error":{"message":"x"}}`)...)
+	if got := e.used(t, "lab", "failed"); got != 0 {
+		t.Errorf("failed answer without usage: charged %d, want 0", got)
 	}
 }
