@@ -11,6 +11,7 @@ type chatRequest struct {
 	StreamOptions       *streamOptions `json:"stream_options"`
 	MaxTokens           *int           `json:"max_tokens"`
 	MaxCompletionTokens *int           `json:"max_completion_tokens"`
+	N                   *int           `json:"n"`
 }
 
 type chatResponse struct {
@@ -19,7 +20,7 @@ type chatResponse struct {
 	Created           int64        `json:"created"`
 	Model             string       `json:"model"`
 	Choices           []chatChoice `json:"choices"`
-	Usage             *usage       `json:"usage"`
+	Usage             *usage       `json:"usage,omitempty"` // nil only for x-mock-no-usage
 	SystemFingerprint string       `json:"system_fingerprint"`
 }
 
@@ -61,6 +62,8 @@ type chatDelta struct {
 
 const fingerprint = "fp_openai_mock"
 
+// chat answers Chat Completions with n choices (one by default), each its
+// own text of the asked length; the usage bills them all.
 func (s *server) chat(w *wire, c call) {
 	var req chatRequest
 	if !decodeBody(w, c.body, &req) {
@@ -70,36 +73,51 @@ func (s *server) chat(w *wire, c call) {
 		badRequest(w, "Missing required parameter: 'messages'.")
 		return
 	}
+	_, n, msg := choiceCounts(req.N, nil, req.Stream)
+	if msg != "" {
+		badRequest(w, "%s", msg)
+		return
+	}
 	model := c.model(req.Model)
 	prompt, err := chatTokens(model, req.Messages)
 	if err != nil {
 		badRequest(w, "Invalid 'messages': %v.", err)
 		return
 	}
-	gen := generate(model, c.completionTokens, limitOf(req.MaxTokens, req.MaxCompletionTokens))
-	u := chatUsage(prompt, gen.tokens)
+	gens, completion := generateChoices(model, c.completionTokens, limitOf(req.MaxTokens, req.MaxCompletionTokens), n)
+	u := chatUsage(prompt, completion)
 	id, created := s.nextID("chatcmpl-mock"), s.now().Unix()
 	c.begin(s, id, model, req.Stream)
 	if !req.Stream {
-		c.buffered(gen.text())
-		writeJSON(w, c.status, chatResponse{
+		resp := chatResponse{
 			ID: id, Object: "chat.completion", Created: created, Model: model,
-			Choices: []chatChoice{{
-				Message:      assistantMessage{Role: "assistant", Content: gen.text()},
-				FinishReason: finishReason(gen),
-			}},
+			Choices:           make([]chatChoice, n),
 			Usage:             u,
 			SystemFingerprint: fingerprint,
-		})
+		}
+		texts := make([]string, n)
+		for i, gen := range gens {
+			texts[i] = gen.text()
+			resp.Choices[i] = chatChoice{
+				Index:        i,
+				Message:      assistantMessage{Role: "assistant", Content: texts[i]},
+				FinishReason: finishReason(gen),
+			}
+		}
+		if c.noUsage {
+			resp.Usage = nil
+		}
+		c.buffered(resp.Usage != nil, texts...)
+		writeJSON(w, c.status, resp)
 		return
 	}
 
 	withUsage := req.StreamOptions.includeUsage() && !c.ignoreUsage
-	chunk := func(d chatDelta, finish *string) chatChunk {
+	chunk := func(index int, d chatDelta, finish *string) chatChunk {
 		ch := chatChunk{
 			ID: id, Object: "chat.completion.chunk", Created: created, Model: model,
 			SystemFingerprint: fingerprint,
-			Choices:           []chatChunkChoice{{Delta: d, FinishReason: finish}},
+			Choices:           []chatChunkChoice{{Index: index, Delta: d, FinishReason: finish}},
 		}
 		if withUsage {
 			ch.Usage = nullJSON
@@ -107,14 +125,30 @@ func (s *server) chat(w *wire, c call) {
 		return ch
 	}
 	out := startSSE(w, c)
+	// Every choice opens with its role, then the choices' texts go out
+	// in turns, an event of each per turn, as OpenAI interleaves them;
+	// each closes with its finish_reason.
 	empty := ""
-	out.data(chunk(chatDelta{Role: "assistant", Content: &empty}, nil), "")
-	for _, text := range gen.chunks(chunksPerEvent) {
-		out.data(chunk(chatDelta{Content: &text}, nil), text)
+	pieces := make([][]string, n)
+	turns := 0
+	for i, gen := range gens {
+		out.dataAt(chunk(i, chatDelta{Role: "assistant", Content: &empty}, nil), i, "")
+		pieces[i] = gen.chunks(chunksPerEvent)
+		turns = max(turns, len(pieces[i]))
 	}
-	out.data(chunk(chatDelta{}, finishReason(gen)), "")
+	for turn := range turns {
+		for i := range gens {
+			if turn < len(pieces[i]) {
+				text := pieces[i][turn]
+				out.dataAt(chunk(i, chatDelta{Content: &text}, nil), i, text)
+			}
+		}
+	}
+	for i, gen := range gens {
+		out.dataAt(chunk(i, chatDelta{}, finishReason(gen)), i, "")
+	}
 	if withUsage {
-		last := chunk(chatDelta{}, nil)
+		last := chunk(0, chatDelta{}, nil)
 		last.Choices = []chatChunkChoice{}
 		last.Usage, _ = json.Marshal(u)
 		out.usageData(last)

@@ -10,6 +10,8 @@ type completionsRequest struct {
 	Stream        bool            `json:"stream"`
 	StreamOptions *streamOptions  `json:"stream_options"`
 	MaxTokens     *int            `json:"max_tokens"`
+	N             *int            `json:"n"`
+	BestOf        *int            `json:"best_of"`
 }
 
 // completionsResponse is both the legacy answer and its stream chunks,
@@ -31,11 +33,18 @@ type completionsChoice struct {
 	FinishReason *string   `json:"finish_reason"`
 }
 
-// completions answers the legacy API with one choice whatever the number
-// of prompts: the prompt tokens of all of them, one generated text.
+// completions answers the legacy API with n choices (one by default)
+// whatever the number of prompts: the prompt tokens of all of them, n
+// generated texts. best_of candidates are generated, the first n of them
+// sent back, and the usage bills every candidate, as OpenAI does.
 func (s *server) completions(w *wire, c call) {
 	var req completionsRequest
 	if !decodeBody(w, c.body, &req) {
+		return
+	}
+	generated, n, msg := choiceCounts(req.N, req.BestOf, req.Stream)
+	if msg != "" {
+		badRequest(w, "%s", msg)
 		return
 	}
 	model := c.model(req.Model)
@@ -44,36 +53,59 @@ func (s *server) completions(w *wire, c call) {
 		badRequest(w, "Invalid 'prompt': %v.", err)
 		return
 	}
-	gen := generate(model, c.completionTokens, limitOf(req.MaxTokens))
+	candidates, completion := generateChoices(model, c.completionTokens, limitOf(req.MaxTokens), generated)
+	gens := candidates[:n]
 	prompt := sumTokens(ins)
-	u, _ := json.Marshal(usage{PromptTokens: prompt, CompletionTokens: gen.tokens, TotalTokens: prompt + gen.tokens})
+	u, _ := json.Marshal(usage{PromptTokens: prompt, CompletionTokens: completion, TotalTokens: prompt + completion})
 	resp := completionsResponse{
 		ID: s.nextID("cmpl-mock"), Object: "text_completion", Created: s.now().Unix(), Model: model,
 		SystemFingerprint: fingerprint,
 	}
 	c.begin(s, resp.ID, model, req.Stream)
 	if !req.Stream {
-		c.buffered(gen.text())
-		resp.Choices = []completionsChoice{{Text: gen.text(), FinishReason: finishReason(gen)}}
-		resp.Usage = u
+		resp.Choices = make([]completionsChoice, n)
+		texts := make([]string, n)
+		for i, gen := range gens {
+			texts[i] = gen.text()
+			resp.Choices[i] = completionsChoice{Text: texts[i], Index: i, FinishReason: finishReason(gen)}
+		}
+		if !c.noUsage {
+			resp.Usage = u
+		}
+		c.buffered(resp.Usage != nil, texts...)
 		writeJSON(w, c.status, resp)
 		return
 	}
 
 	withUsage := req.StreamOptions.includeUsage() && !c.ignoreUsage
-	chunk := func(text string, finish *string) completionsResponse {
+	chunk := func(index int, text string, finish *string) completionsResponse {
 		ch := resp
-		ch.Choices = []completionsChoice{{Text: text, FinishReason: finish}}
+		ch.Choices = []completionsChoice{{Text: text, Index: index, FinishReason: finish}}
 		if withUsage {
 			ch.Usage = nullJSON
 		}
 		return ch
 	}
 	out := startSSE(w, c)
-	for _, text := range gen.chunks(chunksPerEvent) {
-		out.data(chunk(text, nil), text)
+	// The choices' texts go out in turns, an event of each per turn;
+	// each closes with its finish_reason.
+	pieces := make([][]string, n)
+	turns := 0
+	for i, gen := range gens {
+		pieces[i] = gen.chunks(chunksPerEvent)
+		turns = max(turns, len(pieces[i]))
 	}
-	out.data(chunk("", finishReason(gen)), "")
+	for turn := range turns {
+		for i := range gens {
+			if turn < len(pieces[i]) {
+				text := pieces[i][turn]
+				out.dataAt(chunk(i, text, nil), i, text)
+			}
+		}
+	}
+	for i, gen := range gens {
+		out.dataAt(chunk(i, "", finishReason(gen)), i, "")
+	}
 	if withUsage {
 		last := resp
 		last.Choices = []completionsChoice{}

@@ -19,10 +19,10 @@ type embeddingsRequest struct {
 }
 
 type embeddingsResponse struct {
-	Object string          `json:"object"`
-	Data   []embedding     `json:"data"`
-	Model  string          `json:"model"`
-	Usage  embeddingsUsage `json:"usage"`
+	Object string           `json:"object"`
+	Data   []embedding      `json:"data"`
+	Model  string           `json:"model"`
+	Usage  *embeddingsUsage `json:"usage,omitempty"` // nil only for x-mock-no-usage
 }
 
 // embedding holds a float array, or a base64 string when the request asked
@@ -61,8 +61,10 @@ func (s *server) embeddings(w *wire, c call) {
 			resp.Data[i].Embedding = base64Floats(v)
 		}
 	}
-	n := sumTokens(ins)
-	resp.Usage = embeddingsUsage{PromptTokens: n, TotalTokens: n}
+	if !c.noUsage {
+		n := sumTokens(ins)
+		resp.Usage = &embeddingsUsage{PromptTokens: n, TotalTokens: n}
+	}
 	writeJSON(w, c.status, resp)
 }
 

@@ -139,7 +139,7 @@ func TestBadStreamOverrides(t *testing.T) {
 	for _, hdr := range [][2]string{
 		{"x-mock-encoding", "zstd"}, {"x-mock-cut-after", "0"}, {"x-mock-cut-after", "x"},
 		{"x-mock-stall", "soon"}, {"x-mock-stall-after", "0"}, {"x-mock-chunk-delay", "-5ms"},
-		{"x-mock-ignore-include-usage", "maybe"},
+		{"x-mock-ignore-include-usage", "maybe"}, {"x-mock-no-usage", "maybe"},
 	} {
 		var e apiError
 		decodeJSON(t, post(t, h, "/v1/chat/completions", chatStream, hdr[0], hdr[1]), 400, &e)

@@ -44,9 +44,12 @@ type responseObject struct {
 	Text              json.RawMessage    `json:"text,omitempty"`
 	ToolChoice        json.RawMessage    `json:"tool_choice,omitempty"`
 	Tools             json.RawMessage    `json:"tools,omitempty"`
-	Usage             *responsesUsage    `json:"usage"`
-	User              json.RawMessage    `json:"user,omitempty"`
-	Metadata          json.RawMessage    `json:"metadata,omitempty"`
+	// Usage is the marshalled responsesUsage, null while the response
+	// is in progress or when a stream leaves it out, and missing
+	// altogether from a buffered answer under x-mock-no-usage.
+	Usage    json.RawMessage `json:"usage,omitempty"`
+	User     json.RawMessage `json:"user,omitempty"`
+	Metadata json.RawMessage `json:"metadata,omitempty"`
 }
 
 type incompleteDetails struct {
@@ -93,10 +96,11 @@ func (s *server) responses(w *wire, c call) {
 	text := outputText{Type: "output_text", Text: gen.text(), Annotations: []any{}}
 	item := outputItem{ID: s.nextID("msg_mock"), Type: "message", Status: "completed", Role: "assistant",
 		Content: []outputText{text}}
+	u, _ := json.Marshal(responsesUsage{InputTokens: in, OutputTokens: gen.tokens, TotalTokens: in + gen.tokens})
 	final := responseObject{
 		ID: s.nextID("resp_mock"), Object: "response", CreatedAt: s.now().Unix(), Status: "completed",
 		Model: model, MaxOutputTokens: req.MaxOutputTokens, Output: []outputItem{item},
-		Usage:        &responsesUsage{InputTokens: in, OutputTokens: gen.tokens, TotalTokens: in + gen.tokens},
+		Usage:        u,
 		Instructions: req.Instructions, Prompt: req.Prompt, Reasoning: req.Reasoning, Text: req.Text,
 		ToolChoice: req.ToolChoice, Tools: req.Tools, User: req.User, Metadata: req.Metadata,
 	}
@@ -108,7 +112,10 @@ func (s *server) responses(w *wire, c call) {
 	}
 	c.begin(s, final.ID, model, req.Stream)
 	if !req.Stream {
-		c.buffered(gen.text())
+		if c.noUsage {
+			final.Usage = nil
+		}
+		c.buffered(final.Usage != nil, gen.text())
 		writeJSON(w, c.status, final)
 		return
 	}
@@ -123,7 +130,7 @@ func (s *server) responses(w *wire, c call) {
 	}
 	emit := func(name string, fields map[string]any) { emitText(name, fields, "") }
 	started := final
-	started.Status, started.IncompleteDetails, started.Output, started.Usage = "in_progress", nil, []outputItem{}, nil
+	started.Status, started.IncompleteDetails, started.Output, started.Usage = "in_progress", nil, []outputItem{}, nullJSON
 	emit("response.created", map[string]any{"response": started})
 	emit("response.in_progress", map[string]any{"response": started})
 	open := item
@@ -140,11 +147,12 @@ func (s *server) responses(w *wire, c call) {
 	emit("response.output_text.done", at(map[string]any{"text": text.Text, "logprobs": []any{}}))
 	emit("response.content_part.done", at(map[string]any{"part": text}))
 	emit("response.output_item.done", map[string]any{"output_index": 0, "item": item})
-	if c.ignoreUsage {
+	withUsage := !c.ignoreUsage
+	if !withUsage {
 		// The Responses API has no include_usage; an upstream that leaves
 		// usage out of its terminal event is the same case for a counter.
-		final.Usage = nil
+		final.Usage = nullJSON
 	}
-	out.final(done, map[string]any{"type": done, "sequence_number": seq, "response": final}, final.Usage != nil)
+	out.final(done, map[string]any{"type": done, "sequence_number": seq, "response": final}, withUsage)
 	out.end()
 }

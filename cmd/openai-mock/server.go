@@ -82,7 +82,7 @@ type call struct {
 	// noUsage leaves usage out of a buffered answer (x-mock-no-usage).
 	noUsage bool
 	pace    pacing
-	tr               *trace
+	tr      *trace
 }
 
 // model picks the body's model, else the Azure deployment (SPEC section 6),

@@ -10,6 +10,7 @@ import (
 	"io"
 	"net/http"
 	"net/http/httptest"
+	"reflect"
 	"testing"
 	"time"
 
@@ -171,7 +172,7 @@ func TestTraceRecordsWhatWasSent(t *testing.T) {
 				Text: text, CompletionTokens: 12, Usage: usage != nil, Done: true,
 				WireBytes: int64(len(wire)), WireSHA256: hex.EncodeToString(sum[:]), Finished: true,
 			}
-			if tr != want {
+			if !reflect.DeepEqual(tr, want) {
 				t.Errorf("trace\n%+v\nwant\n%+v", tr, want)
 			}
 			if usage != nil && usage.CompletionTokens != tr.CompletionTokens {
