@@ -30,8 +30,8 @@
 // is also what the usage reports for the whole stream.
 //
 // GET /mock/traces/{id}, with the answer's id (chatcmpl-mock…, cmpl-mock…,
-// resp_mock…), reports what was actually sent: events, completion text and
-// its tokens, whether usage and the stream's end went out, whether it was
+// resp_mock…), reports what was actually sent: events, completion text (per
+// choice too when there are several) and its tokens, whether usage and the stream's end went out, whether it was
 // cut, and the size and SHA-256 of the body bytes on the wire (after
 // compression). GET /mock/calls counts requests by path.
 package main
