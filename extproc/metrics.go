@@ -39,7 +39,7 @@ func NewMetrics(reg prometheus.Registerer) *Metrics {
 		}, []string{"policy", "decision"}),
 		tokens: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "tokengate_tokens_total",
-			Help: "Tokens charged, by policy, kind (prompt, completion) and source of the count (reported, counted, estimated).",
+			Help: "Tokens charged, by policy, kind (prompt, completion) and source of the count (reported, counted, estimated, unanswered, none).",
 		}, []string{"policy", "kind", "source"}),
 		passthrough: prometheus.NewCounter(prometheus.CounterOpts{
 			Name: "tokengate_passthrough_total",

@@ -6,6 +6,7 @@ import (
 	"math"
 	"strings"
 
+	filterv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/http/ext_proc/v3"
 	extprocv3 "github.com/envoyproxy/go-control-plane/envoy/service/ext_proc/v3"
 	"go.uber.org/zap"
 
@@ -42,6 +43,10 @@ type processor struct {
 	model       string
 	shadow      string // in shadow mode, the refusal that was not sent
 
+	// Envoy's body modes, from the stream's protocol_config: a body of a
+	// buffered mode comes in one message, whatever its end_of_stream says.
+	wholeRequestBody, wholeResponseBody bool
+
 	admitted bool            // a reservation is held and must be settled
 	hold     limiter.Hold    // what the reservation holds
 	req      *openai.Request // the request body, read; nil when it was not JSON
@@ -51,28 +56,49 @@ type processor struct {
 	settled  bool
 
 	// The response.
-	status   int    // upstream status, 0 until known
-	encoding string // content-encoding
-	usage    openai.Usage
-	reported bool                  // usage came from the upstream
-	answered int64                 // completion tokens counted in a buffered answer without usage
-	hasCount bool                  // answered holds a count
-	stream   *openai.StreamCounter // set for event-stream responses
-	decoder  *decode.Stream        // set for encoded event streams
+	responded bool   // a response phase was seen: the request was answered
+	status    int    // upstream status, 0 until known
+	encoding  string // content-encoding
+	usage     openai.Usage
+	reported  bool                  // usage came from the upstream
+	answered  int64                 // completion tokens counted in a buffered answer without usage
+	hasCount  bool                  // answered holds a count
+	stream    *openai.StreamCounter // set for event-stream responses
+	decoder   *decode.Stream        // set for encoded event streams
 }
 
 func (p *processor) handle(req *extprocv3.ProcessingRequest) *extprocv3.ProcessingResponse {
+	if pc := req.GetProtocolConfig(); pc != nil {
+		p.wholeRequestBody = wholeBody(pc.GetRequestBodyMode())
+		p.wholeResponseBody = wholeBody(pc.GetResponseBodyMode())
+	}
 	switch r := req.Request.(type) {
 	case *extprocv3.ProcessingRequest_RequestHeaders:
 		return p.requestHeaders(r.RequestHeaders)
 	case *extprocv3.ProcessingRequest_RequestBody:
 		return p.requestBody(r.RequestBody)
 	case *extprocv3.ProcessingRequest_ResponseHeaders:
+		p.responded = true
 		return p.responseHeaders(r.ResponseHeaders)
 	case *extprocv3.ProcessingRequest_ResponseBody:
+		p.responded = true
 		return p.responseBody(r.ResponseBody)
+	case *extprocv3.ProcessingRequest_RequestTrailers:
+		return p.requestTrailers()
+	case *extprocv3.ProcessingRequest_ResponseTrailers:
+		p.responded = true
+		return p.responseTrailers()
 	}
 	return continueAny(req)
+}
+
+// wholeBody reports whether Envoy sends a body of this mode in one message.
+// It then sends end_of_stream false when trailers follow (with trailers
+// SKIP, nothing follows at all): the one message is the whole body, or all
+// of it Envoy will show, and must be read as such. Waiting for an end that
+// never comes would let a request with trailers skip every body check.
+func wholeBody(m filterv3.ProcessingMode_BodySendMode) bool {
+	return m == filterv3.ProcessingMode_BUFFERED || m == filterv3.ProcessingMode_BUFFERED_PARTIAL
 }
 
 // requestHeaders finds the API, the policy and the key, and refuses at once
@@ -130,10 +156,43 @@ func (p *processor) requestBody(b *extprocv3.HttpBody) *extprocv3.ProcessingResp
 		// not reserve again, least of all after settlement.
 		return continueRequestBody()
 	}
-	body := p.collect(b)
+	body := p.collect(b, p.wholeRequestBody)
 	if body == nil {
 		return continueRequestBody()
 	}
+	if resp, rewritten := p.readRequestBody(body); resp != nil {
+		return resp
+	} else if rewritten != nil {
+		return rewriteRequestBody(rewritten)
+	}
+	return continueRequestBody()
+}
+
+// requestTrailers ends a request body that came in several messages
+// (a streamed body mode) without an end_of_stream: the body phase's checks
+// run now. The body can no longer be rewritten, so a stream is not asked
+// for usage; its text is counted instead.
+func (p *processor) requestTrailers() *extprocv3.ProcessingResponse {
+	cont := &extprocv3.ProcessingResponse{Response: &extprocv3.ProcessingResponse_RequestTrailers{
+		RequestTrailers: &extprocv3.TrailersResponse{}}}
+	if !p.admitted || p.bodyDone || p.settled {
+		return cont
+	}
+	body := p.body
+	if body == nil {
+		body = []byte{}
+	}
+	p.body = nil
+	if resp, _ := p.readRequestBody(body); resp != nil {
+		return resp
+	}
+	return cont
+}
+
+// readRequestBody runs the body phase on the whole request body: a refusal
+// to send instead of the request, or the body rewritten to ask a stream
+// for its usage (nil: unchanged).
+func (p *processor) readRequestBody(body []byte) (*extprocv3.ProcessingResponse, []byte) {
 	p.bodyDone = true
 	req, err := openai.ParseRequest(p.route.API, body)
 	if err != nil {
@@ -141,7 +200,7 @@ func (p *processor) requestBody(b *extprocv3.HttpBody) *extprocv3.ProcessingResp
 		// beyond the headers-phase check was charged.
 		p.s.log.Debug("request body is not the JSON expected; passing it through",
 			zap.String("key", p.keyHash[:8]), zap.String("api", p.route.API.String()), zap.Error(err))
-		return continueRequestBody()
+		return nil, nil
 	}
 	p.req = req
 	if req.Model != "" {
@@ -157,7 +216,7 @@ func (p *processor) requestBody(b *extprocv3.HttpBody) *extprocv3.ProcessingResp
 		p.release()
 		p.policy = next
 		if resp := p.admit(0); resp != nil {
-			return resp
+			return resp, nil
 		}
 	}
 	strict, budget := p.policy.Strict()
@@ -166,15 +225,15 @@ func (p *processor) requestBody(b *extprocv3.HttpBody) *extprocv3.ProcessingResp
 	}
 	if n := p.reservation(req, strict, budget); n > 0 {
 		if resp := p.admit(n); resp != nil {
-			return resp
+			return resp, nil
 		}
 	}
 	if req.Stream && !req.IncludeUsage && p.policy.InjectsStreamUsage() && p.route.API != openai.Responses {
 		if rewritten, err := openai.InjectIncludeUsage(body); err == nil {
-			return rewriteRequestBody(rewritten)
+			return nil, rewritten
 		}
 	}
-	return continueRequestBody()
+	return nil, nil
 }
 
 // estimatePrompt counts the request's prompt, once, within the estimate
@@ -280,10 +339,11 @@ func (p *processor) release() {
 }
 
 // collect gathers a body that arrives in several messages (Envoy sends one
-// when buffering, but a streamed request body is chunked) and returns it
-// once complete; nil until then. A body that arrives whole is not copied.
-func (p *processor) collect(b *extprocv3.HttpBody) []byte {
-	if !b.GetEndOfStream() {
+// when buffering, but a streamed body is chunked) and returns it once
+// complete (at end_of_stream, or at once when whole); nil until then. A
+// body that arrives in one message is not copied.
+func (p *processor) collect(b *extprocv3.HttpBody, whole bool) []byte {
+	if !b.GetEndOfStream() && !whole {
 		p.body = append(p.body, b.GetBody()...)
 		return nil
 	}

@@ -61,12 +61,36 @@ func (p *processor) responseBody(b *extprocv3.HttpBody) *extprocv3.ProcessingRes
 		p.endStream()
 		return p.settleReply(continueResponseBody)
 	}
-	body := p.collect(b)
+	body := p.collect(b, p.wholeResponseBody)
 	if body == nil {
 		return continueResponseBody(nil)
 	}
 	p.readBufferedUsage(body)
 	return p.settleReply(continueResponseBody)
+}
+
+// responseTrailers ends a response body that came without an
+// end_of_stream (trailers follow it): the request settles now. Headers can
+// no longer be set, so the rate headers go as trailers.
+func (p *processor) responseTrailers() *extprocv3.ProcessingResponse {
+	reply := func(m *extprocv3.HeaderMutation) *extprocv3.ProcessingResponse {
+		return &extprocv3.ProcessingResponse{Response: &extprocv3.ProcessingResponse_ResponseTrailers{
+			ResponseTrailers: &extprocv3.TrailersResponse{HeaderMutation: m}}}
+	}
+	if !p.admitted || p.settled {
+		return reply(nil)
+	}
+	if p.stream != nil {
+		p.endStream()
+		return p.settleReply(reply)
+	}
+	body := p.body
+	if body == nil {
+		body = []byte{}
+	}
+	p.body = nil
+	p.readBufferedUsage(body)
+	return p.settleReply(reply)
 }
 
 func (p *processor) feedStream(chunk []byte) {

@@ -24,21 +24,32 @@ const (
 	sourceCounted   = "counted"   // prompt estimate + completion tokenized from the stream or the answer
 	sourceEstimated = "estimated" // prompt estimate alone
 	sourceNone      = "none"      // a failed request without usage costs nothing
+	// The stream ended with no response at all: charge_unanswered decides.
+	sourceUnanswered = "unanswered"
 )
 
 // charge is what a finished request really used (SPEC §2 step 5): the
 // reported usage when there is one; a failed request without usage costs
 // nothing; otherwise the prompt, counted now if the policy did not
 // estimate it, plus whatever completion the stream delivered or the
-// buffered answer carries. A request whose outcome is unknown (the stream
-// ended after the request body, before any response) counts as successful:
-// the upstream read the prompt, and bills it.
+// buffered answer carries. A request that got no response at all (the
+// stream ended after the request body: a client gone, an Envoy reset, a
+// local reply Envoy keeps from the processor) is charged its prompt, or
+// nothing, as the policy's charge_unanswered says: tokengate cannot tell
+// whether the upstream read it, and a client that walks away must not be
+// free by default.
 func (p *processor) charge() (prompt, completion, total int64, source string) {
 	switch {
 	case p.reported:
 		return p.usage.Prompt, p.usage.Completion, p.usage.Total, sourceReported
 	case p.status != 0 && (p.status < 200 || p.status > 299):
 		return 0, 0, 0, sourceNone
+	case !p.responded:
+		if p.policy.ChargeUnanswered == config.ChargeNone {
+			return 0, 0, 0, sourceUnanswered
+		}
+		p.estimatePrompt()
+		return p.estimate, 0, p.estimate, sourceUnanswered
 	}
 	p.estimatePrompt()
 	switch {

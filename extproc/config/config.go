@@ -128,6 +128,11 @@ type Policy struct {
 	// streams are charged what the upstream reports. Default on.
 	InjectStreamUsage *bool   `yaml:"inject_stream_usage"`
 	Headers           Headers `yaml:"headers"`
+	// ChargeUnanswered is what a request costs whose stream ends after
+	// its body with no response at all: a client that walked away, an
+	// Envoy reset, or (Envoy 1.34–1.36) a local reply tokengate never sees.
+	// prompt (the default: the upstream may have read it) or none.
+	ChargeUnanswered string `yaml:"charge_unanswered"`
 
 	// Derived while filling defaults and validating.
 	defaultKeyHeaders bool // counter_key.header was not given
@@ -149,6 +154,12 @@ type Override struct {
 	TokensPerMinute int64  `yaml:"tokens_per_minute"`
 	TokenQuota      int64  `yaml:"token_quota"`
 }
+
+// What an unanswered request is charged (charge_unanswered).
+const (
+	ChargePrompt = "prompt"
+	ChargeNone   = "none"
+)
 
 // Count modes.
 const (
@@ -273,6 +284,7 @@ func (c *Config) fillDefaults() {
 		}
 		p.CounterKey.Missing = cmp.Or(p.CounterKey.Missing, MissingReject)
 		p.Count = cmp.Or(p.Count, CountTotal)
+		p.ChargeUnanswered = cmp.Or(p.ChargeUnanswered, ChargePrompt)
 		p.ReserveCompletion = cmp.Or(p.ReserveCompletion, "none")
 		for j := range p.Overrides {
 			p.Overrides[j].KeySHA256 = strings.ToLower(p.Overrides[j].KeySHA256)
@@ -400,6 +412,9 @@ func (p *Policy) validateBudgets(f string, bad func(field, format string, a ...a
 	case CountTotal, CountPrompt, CountCompletion:
 	default:
 		bad(f+".count", "must be total, prompt or completion, got %q", p.Count)
+	}
+	if p.ChargeUnanswered != ChargePrompt && p.ChargeUnanswered != ChargeNone {
+		bad(f+".charge_unanswered", "must be prompt or none, got %q", p.ChargeUnanswered)
 	}
 	switch p.ReserveCompletion {
 	case "none":
