@@ -18,18 +18,29 @@ const biMaxCount = 1 << 31
 // usage no well-behaved server sends: exponents are numbers, negatives
 // count as 0 and never refund, absurd counts are capped, and usage that is
 // not JSON falls back to the prompt estimate (the request is not free).
+// Usage that is JSON but no usage (null, a string) leaves an answer
+// without usage: it is counted, the prompt plus the answer's content
+// (issue 19).
 func TestBadInputUsage(t *testing.T) {
 	r := startBadInput(t)
 	reported := func(kind string, by float64) biMove {
 		return biMove{name: "tokengate_tokens_total", labels: []string{"policy", "bad", "kind", kind, "source", "reported"}, by: by}
 	}
 	estimated := biMove{name: "tokengate_tokens_total", labels: []string{"policy", "bad", "kind", "prompt", "source", "estimated"}, by: float64(biPrompt())}
+	// The custom upstream's answer says "Paris.": what an answer whose
+	// usage is not usage is counted as, besides the prompt.
+	answered := int64(tokenize.Text("gpt-4o", "Paris."))
+	counted := []biMove{
+		{name: "tokengate_tokens_total", labels: []string{"policy", "bad", "kind", "prompt", "source", "counted"}, by: float64(biPrompt())},
+		{name: "tokengate_tokens_total", labels: []string{"policy", "bad", "kind", "completion", "source", "counted"}, by: float64(answered)},
+	}
 	tests := []struct {
 		name               string
 		usage              string
 		prompt, completion float64 // the counts tokengate must read
 		charged            int64
-		fallback           bool // the usage is unreadable: the estimate is charged
+		fallback           bool // the body is unreadable: the estimate is charged
+		counted            bool // the body is JSON without usage: prompt + its content are charged
 	}{
 		{name: "exponents", usage: `{"prompt_tokens":1e3,"completion_tokens":2.5e1,"total_tokens":1.025e3}`, prompt: 1000, completion: 25, charged: 1025},
 		{name: "exponents with a sign and a capital E", usage: `{"prompt_tokens":1E+2,"completion_tokens":5e0,"total_tokens":1.05E2}`, prompt: 100, completion: 5, charged: 105},
@@ -41,16 +52,19 @@ func TestBadInputUsage(t *testing.T) {
 		{name: "integer past int64", usage: `{"prompt_tokens":99999999999999999999999,"completion_tokens":0,"total_tokens":99999999999999999999999}`, prompt: biMaxCount, charged: biMaxCount},
 		{name: "quoted NaN", usage: `{"prompt_tokens":"NaN","completion_tokens":9,"total_tokens":"NaN"}`, completion: 9, charged: 9},
 		{name: "bare NaN, as Python writes it", usage: `{"prompt_tokens":NaN,"completion_tokens":9,"total_tokens":NaN}`, charged: biPrompt(), fallback: true},
-		{name: "usage is null", usage: `null`, charged: biPrompt(), fallback: true},
-		{name: "usage is a string", usage: `"lots"`, charged: biPrompt(), fallback: true},
+		{name: "usage is null", usage: `null`, charged: biPrompt() + answered, counted: true},
+		{name: "usage is a string", usage: `"lots"`, charged: biPrompt() + answered, counted: true},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			key := "bi-usage-" + strings.ReplaceAll(tt.name, " ", "-")
 			moves := []biMove{biAllowedOnce("bad")}
-			if tt.fallback {
+			switch {
+			case tt.fallback:
 				moves = append(moves, estimated)
-			} else {
+			case tt.counted:
+				moves = append(moves, counted...)
+			default:
 				moves = append(moves, reported("prompt", tt.prompt), reported("completion", tt.completion))
 			}
 			r.run(t, r.custom, r.customURL, biRow{

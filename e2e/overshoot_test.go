@@ -66,16 +66,69 @@ func TestStrictModeNoOvershoot(t *testing.T) {
 	})
 }
 
+// TestStrictModeNoOvershootChoices is the accuracy run with requests that
+// make the upstream generate several completions: n for chat, best_of (and
+// n) for legacy Completions. The upstream bills every one, so strict mode
+// must reserve max_tokens for each; reserving one would let several times
+// the limit through. Each choice is 50–400 tokens so that a request (at
+// most 607 + 4 × 400 = 2,207 tokens) still fits the 20,000 budget many
+// times over.
+func TestStrictModeNoOvershootChoices(t *testing.T) {
+	needBinaries(t)
+	completion := load.Range{Min: 50, Max: 400}
+	tests := []struct {
+		name      string
+		legacy    bool
+		n, bestOf int
+		// largest is the most tokens one request can be billed: its
+		// longest prompt and every choice at its longest.
+		largest int64
+	}{
+		{name: "chat n 4", n: 4, largest: 607 + 4*400},
+		{name: "legacy best_of 3 n 1", legacy: true, n: 1, bestOf: 3, largest: 600 + 3*400},
+		{name: "legacy n 3", legacy: true, n: 3, largest: 600 + 3*400},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			res := runAccuracy(t, overshootConfig(true), func(o *load.Options) {
+				o.Legacy, o.N, o.BestOf, o.CompletionTokens = tt.legacy, tt.n, tt.bestOf, completion
+			})
+			t.Logf("strict, %s: %s", tt.name, res.Report(overshootLimit))
+			if most := overshootLimit * 101 / 100; res.Worst.Tokens > most {
+				t.Errorf("strict mode let %d tokens through in the 60 s from %v: more than limit × 1.01 = %d",
+					res.Worst.Tokens, res.Worst.From.Format(time.TimeOnly), most)
+			}
+			// The upstream must have billed the choices: a record's
+			// completion is every choice's (or candidate's) tokens.
+			choices := int64(max(tt.n, tt.bestOf, 1))
+			for _, r := range res.Records {
+				if r.Completion < choices*int64(completion.Min) || r.Completion > choices*int64(completion.Max) {
+					t.Fatalf("record %+v: want %d completions of %d–%d tokens billed", r, choices, completion.Min, completion.Max)
+				}
+			}
+			// Pressed, as in TestStrictModeNoOvershoot; requests are
+			// bigger here, so a refusal proves the window only held more
+			// than the limit less the largest request (a refused request
+			// did not fit in what was left).
+			if least := overshootLimit - tt.largest; res.RateLimited == 0 || res.Worst.Tokens < least || res.AdmittedTokens < 2*overshootLimit {
+				t.Errorf("the limit was not pressed: %d refused, worst window %d, %d tokens admitted in all (want refusals, ≥ %d, ≥ %d)",
+					res.RateLimited, res.Worst.Tokens, res.AdmittedTokens, least, 2*overshootLimit)
+			}
+		})
+	}
+}
+
 // runAccuracy starts a stack on cfg and drives the accuracy load through
 // it; every request must be admitted or refused, none fail or be cut.
-func runAccuracy(t *testing.T, cfg string) load.Result {
+// shape, when given, changes the requests sent (API, n, best_of, sizes).
+func runAccuracy(t *testing.T, cfg string, shape ...func(*load.Options)) load.Result {
 	t.Helper()
 	s := harness.StartStack(t, harness.StackOptions{ConfigYAML: cfg, FakeClock: overshootClock})
 	start, err := time.Parse(time.RFC3339, overshootClock)
 	if err != nil {
 		t.Fatal(err)
 	}
-	res, err := load.Run(context.Background(), load.Options{
+	o := load.Options{
 		URLs:        []string{s.URL},
 		Clients:     overshootClients,
 		Key:         "accuracy-key",
@@ -85,7 +138,11 @@ func runAccuracy(t *testing.T, cfg string) load.Result {
 		MaxRequests: overshootMaxRequests,
 		MaxWall:     overshootMaxWall,
 		Seed:        1,
-	})
+	}
+	for _, f := range shape {
+		f(&o)
+	}
+	res, err := load.Run(context.Background(), o)
 	checkLoadRun(t, res, err)
 	return res
 }

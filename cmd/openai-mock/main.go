@@ -7,7 +7,7 @@
 // Each inference request may change its own answer with headers:
 //
 //	x-mock-status: 500              answer this status (errors get OpenAI's JSON error)
-//	x-mock-completion-tokens: 90    generate this many completion tokens
+//	x-mock-completion-tokens: 90    generate this many completion tokens (per choice)
 //	x-mock-latency: 250ms           wait before answering (or a bare number of ms)
 //	x-mock-encoding: gzip|deflate|br  compress the body; streams are flushed per event
 //	x-mock-ignore-include-usage: true  stream without the usage chunk although asked
@@ -31,9 +31,10 @@
 //
 // GET /mock/traces/{id}, with the answer's id (chatcmpl-mock…, cmpl-mock…,
 // resp_mock…), reports what was actually sent: events, completion text (per
-// choice too when there are several) and its tokens, whether usage and the stream's end went out, whether it was
-// cut, and the size and SHA-256 of the body bytes on the wire (after
-// compression). GET /mock/calls counts requests by path.
+// choice too when there are several) and its tokens, whether usage and the
+// stream's end went out, whether it was cut, and the size and SHA-256 of
+// the body bytes on the wire (after compression). GET /mock/calls counts
+// requests by path.
 package main
 
 import (

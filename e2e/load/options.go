@@ -18,8 +18,19 @@ type Options struct {
 	Clients int
 	// Key is the subscription key, sent in api-key.
 	Key string
-	// Model is the chat model named in the body; gpt-4o when empty.
+	// Model is the model named in the body; gpt-4o when empty.
 	Model string
+	// Legacy sends legacy Completions (POST /v1/completions, the prompt a
+	// string) instead of chat completions.
+	Legacy bool
+	// N, when positive, is sent as the request's n: the upstream
+	// generates that many completions, each up to max_tokens, and bills
+	// them all. Zero sends no n (one completion).
+	N int
+	// BestOf, when positive, is sent as best_of (legacy Completions
+	// only; at least N): best_of candidates are generated and billed, N
+	// returned. Zero sends none.
+	BestOf int
 	// Advance moves the gateways' fake clock forward (see ClockAdvancer).
 	// It is only called between rounds, with no request in flight.
 	Advance func(time.Duration) error
@@ -37,12 +48,15 @@ type Options struct {
 	MaxWall     time.Duration
 	// Seed makes the request sizes reproducible.
 	Seed uint64
-	// PromptWords is the range of the user message's length, in words of
-	// one token each (chat framing adds 7 tokens); 20–600 by default.
+	// PromptWords is the range of the prompt's length, in words of one
+	// token each (chat framing adds 7 tokens, a legacy prompt is the words
+	// alone); 20–600 by default.
 	PromptWords Range
 	// CompletionTokens is the range of completion lengths, asked of
 	// openai-mock with x-mock-completion-tokens and sent as max_tokens too,
 	// so that a strict reservation is tight but true; 50–800 by default.
+	// It is the length of each choice: with N or BestOf the upstream
+	// generates (and bills) that many completions of it.
 	CompletionTokens Range
 	// OnRecord, when set, is called for every admitted request as soon as
 	// its answer is read, from the client's goroutine.
@@ -91,6 +105,15 @@ func (o *Options) fill() error {
 	}
 	if o.MaxWall <= 0 {
 		errs = append(errs, errors.New("max wall time must be positive"))
+	}
+	if o.N < 0 || o.BestOf < 0 {
+		errs = append(errs, fmt.Errorf("n %d and best_of %d must not be negative", o.N, o.BestOf))
+	}
+	if o.BestOf > 0 && !o.Legacy {
+		errs = append(errs, errors.New("best_of is a legacy Completions field: set Legacy"))
+	}
+	if o.BestOf > 0 && o.BestOf < o.N {
+		errs = append(errs, fmt.Errorf("best_of %d must be at least n %d", o.BestOf, o.N))
 	}
 	if o.Model == "" {
 		o.Model = "gpt-4o"

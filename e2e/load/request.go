@@ -46,6 +46,16 @@ type chatBody struct {
 	Model     string        `json:"model"`
 	Messages  []chatMessage `json:"messages"`
 	MaxTokens int           `json:"max_tokens"`
+	N         int           `json:"n,omitempty"`
+}
+
+// legacyBody is a legacy Completions request.
+type legacyBody struct {
+	Model     string `json:"model"`
+	Prompt    string `json:"prompt"`
+	MaxTokens int    `json:"max_tokens"`
+	N         int    `json:"n,omitempty"`
+	BestOf    int    `json:"best_of,omitempty"`
 }
 
 type chatMessage struct {
@@ -53,19 +63,27 @@ type chatMessage struct {
 	Content string `json:"content"`
 }
 
-// newRequest builds a chat completion whose completion will be exactly
-// completion tokens: asked of the mock, and capped by max_tokens at the
-// same figure, which is what a strict policy reserves.
+// newRequest builds a chat completion (or a legacy completion, with
+// Options.Legacy) whose every choice will be exactly completion tokens:
+// asked of the mock, and capped by max_tokens at the same figure, which is
+// what a strict policy reserves for each choice.
 func (o *Options) newRequest(ctx context.Context, url string, prompt string, completion int) (*http.Request, error) {
-	body, err := json.Marshal(chatBody{
+	path := "/v1/chat/completions"
+	var v any = chatBody{
 		Model:     o.Model,
 		Messages:  []chatMessage{{Role: "user", Content: prompt}},
 		MaxTokens: completion,
-	})
+		N:         o.N,
+	}
+	if o.Legacy {
+		path = "/v1/completions"
+		v = legacyBody{Model: o.Model, Prompt: prompt, MaxTokens: completion, N: o.N, BestOf: o.BestOf}
+	}
+	body, err := json.Marshal(v)
 	if err != nil {
 		return nil, err
 	}
-	req, err := http.NewRequestWithContext(ctx, http.MethodPost, strings.TrimSuffix(url, "/")+"/v1/chat/completions", bytes.NewReader(body))
+	req, err := http.NewRequestWithContext(ctx, http.MethodPost, strings.TrimSuffix(url, "/")+path, bytes.NewReader(body))
 	if err != nil {
 		return nil, err
 	}
@@ -75,7 +93,8 @@ func (o *Options) newRequest(ctx context.Context, url string, prompt string, com
 	return req, nil
 }
 
-// usage is the part of a chat completion the harness reads.
+// usage is the part of an answer the harness reads: the upstream's own
+// account, which for n choices or best_of candidates bills them all.
 type usage struct {
 	Usage *struct {
 		PromptTokens     int64 `json:"prompt_tokens"`

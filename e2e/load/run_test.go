@@ -20,10 +20,47 @@ type gateway struct {
 	key   string
 	limit int64
 
+	// legacy, n and bestOf are the request shape the gateway expects;
+	// any other is answered 400.
+	legacy    bool
+	n, bestOf int
+
 	mu       sync.Mutex
 	now      time.Time
 	inflight int
 	charged  []Record // as the gateway saw them
+}
+
+// gatewayRequest is either API's body, as the gateway reads it.
+type gatewayRequest struct {
+	Model     string        `json:"model"`
+	Messages  []chatMessage `json:"messages"`
+	Prompt    *string       `json:"prompt"`
+	MaxTokens int           `json:"max_tokens"`
+	N         *int          `json:"n"`
+	BestOf    *int          `json:"best_of"`
+}
+
+// shape checks the request is what the run was asked to send, and says
+// its prompt tokens and how many completions it makes the upstream
+// generate.
+func (g *gateway) shape(r *http.Request, body gatewayRequest) (prompt, choices int64, ok bool) {
+	field := func(p *int, want int) bool { return want == 0 && p == nil || p != nil && *p == want }
+	if r.Header.Get("api-key") != g.key || r.Header.Get("x-mock-completion-tokens") != strconv.Itoa(body.MaxTokens) ||
+		body.Model != "gpt-4o" || !field(body.N, g.n) || !field(body.BestOf, g.bestOf) {
+		return 0, 0, false
+	}
+	choices = int64(max(g.n, g.bestOf, 1))
+	if g.legacy {
+		if r.URL.Path != "/v1/completions" || body.Prompt == nil || body.Messages != nil {
+			return 0, 0, false
+		}
+		return int64(len(strings.Fields(*body.Prompt))), choices, true
+	}
+	if r.URL.Path != "/v1/chat/completions" || len(body.Messages) != 1 || body.Prompt != nil {
+		return 0, 0, false
+	}
+	return int64(len(strings.Fields(body.Messages[0].Content)) + 7), choices, true
 }
 
 func (g *gateway) advance(d time.Duration) error {
@@ -46,14 +83,16 @@ func (g *gateway) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		g.inflight--
 		g.mu.Unlock()
 	}()
-	var body chatBody
-	if err := json.NewDecoder(r.Body).Decode(&body); err != nil || r.Header.Get("api-key") != g.key ||
-		r.Header.Get("x-mock-completion-tokens") != strconv.Itoa(body.MaxTokens) || len(body.Messages) != 1 {
-		http.Error(w, fmt.Sprintf("bad request %+v (%v), headers %v", body, err, r.Header), http.StatusBadRequest)
+	var body gatewayRequest
+	err := json.NewDecoder(r.Body).Decode(&body)
+	prompt, choices, ok := g.shape(r, body)
+	if err != nil || !ok {
+		http.Error(w, fmt.Sprintf("bad request %s %+v (%v), headers %v", r.URL.Path, body, err, r.Header), http.StatusBadRequest)
 		return
 	}
-	prompt := int64(len(strings.Fields(body.Messages[0].Content)) + 7)
-	total := prompt + int64(body.MaxTokens)
+	// Every choice (or best_of candidate) is billed, as the upstream does.
+	completion := choices * int64(body.MaxTokens)
+	total := prompt + completion
 	g.mu.Lock()
 	var inWindow int64
 	for _, c := range g.charged {
@@ -61,7 +100,7 @@ func (g *gateway) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 			inWindow += c.Total
 		}
 	}
-	ok := inWindow+total <= g.limit
+	ok = inWindow+total <= g.limit
 	if ok {
 		g.charged = append(g.charged, Record{At: now, Total: total})
 	}
@@ -70,7 +109,7 @@ func (g *gateway) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		http.Error(w, `{"error":{"code":"rate_limit_exceeded"}}`, http.StatusTooManyRequests)
 		return
 	}
-	fmt.Fprintf(w, `{"usage":{"prompt_tokens":%d,"completion_tokens":%d,"total_tokens":%d}}`, prompt, body.MaxTokens, total)
+	fmt.Fprintf(w, `{"usage":{"prompt_tokens":%d,"completion_tokens":%d,"total_tokens":%d}}`, prompt, completion, total)
 }
 
 func TestRunAttributesEveryAdmissionToItsSecond(t *testing.T) {
@@ -120,6 +159,57 @@ func TestRunAttributesEveryAdmissionToItsSecond(t *testing.T) {
 	}
 }
 
+// TestRunSendsChoices: with n, or legacy Completions with best_of, every
+// request has the shape asked for, and the records hold the usage the
+// upstream reported, which bills every choice or candidate.
+func TestRunSendsChoices(t *testing.T) {
+	tests := []struct {
+		name      string
+		legacy    bool
+		n, bestOf int
+		choices   int64
+		prompt    Range // the prompt tokens a record may show
+	}{
+		{name: "chat n 4", n: 4, choices: 4, prompt: Range{27, 207}},
+		{name: "legacy", legacy: true, choices: 1, prompt: Range{20, 200}},
+		{name: "legacy n 2", legacy: true, n: 2, choices: 2, prompt: Range{20, 200}},
+		{name: "legacy best_of 3", legacy: true, bestOf: 3, choices: 3, prompt: Range{20, 200}},
+		{name: "legacy best_of 3 n 2", legacy: true, n: 2, bestOf: 3, choices: 3, prompt: Range{20, 200}},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			g := &gateway{key: "k", limit: 20000, now: t0, legacy: tt.legacy, n: tt.n, bestOf: tt.bestOf}
+			srv := httptest.NewServer(g)
+			defer srv.Close()
+			const clients, rounds = 8, 90
+			res, err := Run(context.Background(), Options{
+				URLs: []string{srv.URL}, Clients: clients, Key: "k", Advance: g.advance,
+				Legacy: tt.legacy, N: tt.n, BestOf: tt.bestOf,
+				PromptWords: Range{20, 200}, CompletionTokens: Range{50, 400},
+				Start: t0, SimDuration: rounds * time.Second, MaxRequests: clients * rounds, MaxWall: time.Minute, Seed: 3,
+			})
+			if err != nil {
+				t.Fatal(err)
+			}
+			t.Log(res.String())
+			if res.Failed != 0 || res.Admitted != len(g.charged) || res.RateLimited == 0 {
+				t.Fatalf("failed %d (%+v), admitted %d of the gateway's %d, refused %d (want some)",
+					res.Failed, res.Failures, res.Admitted, len(g.charged), res.RateLimited)
+			}
+			for _, r := range res.Records {
+				each := r.Completion / tt.choices
+				if r.Total != r.Prompt+r.Completion || r.Completion%tt.choices != 0 || each < 50 || each > 400 ||
+					r.Prompt < int64(tt.prompt.Min) || r.Prompt > int64(tt.prompt.Max) {
+					t.Fatalf("record %+v: want %d completions of 50–400 tokens each after a prompt of %d–%d", r, tt.choices, tt.prompt.Min, tt.prompt.Max)
+				}
+			}
+			if want := WorstWindow(g.charged, WindowSpan); res.Worst != want || res.Worst.Tokens > g.limit {
+				t.Errorf("worst window %+v, gateway's %+v (limit %d)", res.Worst, want, g.limit)
+			}
+		})
+	}
+}
+
 func TestRunStopsAtItsBounds(t *testing.T) {
 	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		http.Error(w, "upstream down", http.StatusBadGateway)
@@ -164,6 +254,25 @@ func TestRunRefusesUnboundedOptions(t *testing.T) {
 	for _, want := range []string{"no Advance", "max requests", "max wall time"} {
 		if err == nil || !strings.Contains(err.Error(), want) {
 			t.Errorf("Run without bounds or clock: %v, want it to say %q", err, want)
+		}
+	}
+}
+
+func TestRunRefusesBadChoices(t *testing.T) {
+	for _, tt := range []struct {
+		o    Options
+		want string
+	}{
+		{Options{N: -1}, "must not be negative"},
+		{Options{Legacy: true, BestOf: -2}, "must not be negative"},
+		{Options{BestOf: 3}, "set Legacy"},
+		{Options{Legacy: true, N: 4, BestOf: 3}, "best_of 3 must be at least n 4"},
+	} {
+		o := tt.o
+		o.URLs, o.Clients, o.Start, o.SimDuration, o.MaxRequests, o.MaxWall = []string{"http://127.0.0.1:1"}, 1, t0, time.Minute, 10, time.Minute
+		o.Advance = func(time.Duration) error { return nil }
+		if _, err := Run(context.Background(), o); err == nil || !strings.Contains(err.Error(), tt.want) {
+			t.Errorf("Run(n %d, best_of %d, legacy %v): %v, want it to say %q", tt.o.N, tt.o.BestOf, tt.o.Legacy, err, tt.want)
 		}
 	}
 }
