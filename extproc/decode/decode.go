@@ -1,5 +1,5 @@
-// Package decode undoes a response's content-encoding for counting only:
-// the body Envoy passes on is never touched. Streams are decoded as their
+// Package decode undoes a request's or a response's content-encoding for
+// counting only: the body Envoy passes on is never touched. Streams are decoded as their
 // chunks arrive, keeping the decompressor's state, so no chunk is inflated
 // twice.
 package decode
@@ -16,6 +16,7 @@ import (
 	"strings"
 
 	"github.com/andybalholm/brotli"
+	"github.com/klauspost/compress/zstd"
 )
 
 // ErrUnsupported is returned for encodings tokengate cannot read; the body
@@ -29,7 +30,7 @@ const maxDecoded = 256 << 20
 // Supported reports whether encoding is identity or one tokengate decodes.
 func Supported(encoding string) bool {
 	switch normalize(encoding) {
-	case "", "identity", "gzip", "x-gzip", "deflate", "br":
+	case "", "identity", "gzip", "x-gzip", "deflate", "br", "zstd":
 		return true
 	}
 	return false
@@ -111,6 +112,7 @@ func pump(encoding string, r io.Reader, sink func([]byte)) error {
 	if err != nil {
 		return fmt.Errorf("decode %s: %w", encoding, err)
 	}
+	defer dec.Close()
 	buf := make([]byte, 32<<10)
 	var total int64
 	for {
@@ -133,12 +135,20 @@ func pump(encoding string, r io.Reader, sink func([]byte)) error {
 
 // reader opens the decompressor. "deflate" is zlib-wrapped per RFC 9110,
 // but some servers send raw deflate, so the zlib header decides.
-func reader(encoding string, r *bufio.Reader) (io.Reader, error) {
+func reader(encoding string, r *bufio.Reader) (io.ReadCloser, error) {
 	switch encoding {
 	case "gzip", "x-gzip":
 		return gzip.NewReader(r)
 	case "br":
-		return brotli.NewReader(r), nil
+		return io.NopCloser(brotli.NewReader(r)), nil
+	case "zstd":
+		// One goroutine-free decoder per body, its window bounded like
+		// maxDecoded bounds the whole.
+		d, err := zstd.NewReader(r, zstd.WithDecoderConcurrency(1), zstd.WithDecoderMaxWindow(64<<20))
+		if err != nil {
+			return nil, err
+		}
+		return d.IOReadCloser(), nil
 	case "deflate":
 		head, err := r.Peek(2)
 		if err == nil && isZlibHeader(head) {

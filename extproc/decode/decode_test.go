@@ -11,6 +11,7 @@ import (
 	"testing"
 
 	"github.com/andybalholm/brotli"
+	"github.com/klauspost/compress/zstd"
 )
 
 func encode(t *testing.T, encoding string, data []byte) []byte {
@@ -26,6 +27,8 @@ func encode(t *testing.T, encoding string, data []byte) []byte {
 		w, _ = flate.NewWriter(&b, flate.DefaultCompression)
 	case "br":
 		w = brotli.NewWriter(&b)
+	case "zstd":
+		w, _ = zstd.NewWriter(&b)
 	}
 	w.Write(data)
 	w.Close()
@@ -34,7 +37,7 @@ func encode(t *testing.T, encoding string, data []byte) []byte {
 
 func TestDecode(t *testing.T) {
 	plain := []byte(strings.Repeat("data: {\"choices\":[{\"delta\":{\"content\":\"時計 tick\"}}]}\n\n", 500))
-	for _, enc := range []string{"gzip", "deflate", "raw-deflate", "br"} {
+	for _, enc := range []string{"gzip", "deflate", "raw-deflate", "br", "zstd"} {
 		header := enc
 		if enc == "raw-deflate" {
 			header = "deflate"
@@ -88,8 +91,8 @@ func TestGarbageAndAbort(t *testing.T) {
 }
 
 func TestUnsupported(t *testing.T) {
-	if _, err := NewStream("zstd", func([]byte) {}); !errors.Is(err, ErrUnsupported) {
-		t.Errorf("zstd stream: %v", err)
+	if _, err := NewStream("lzma", func([]byte) {}); !errors.Is(err, ErrUnsupported) {
+		t.Errorf("lzma stream: %v", err)
 	}
 	if _, err := Bytes("compress", []byte("x")); !errors.Is(err, ErrUnsupported) {
 		t.Errorf("compress: %v", err)
