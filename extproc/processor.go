@@ -112,7 +112,7 @@ func (p *processor) requestHeaders(h *extprocv3.HttpHeaders) *extprocv3.Processi
 	}
 	p.seenHeaders = true
 	hm := headers(h.GetHeaders().GetHeaders())
-	p.path = hm.get(":path")
+	p.path = openai.NormalizePath(hm.get(":path"))
 	p.route = openai.Detect(p.path)
 	if method := hm.get(":method"); method != "" && !strings.EqualFold(method, "POST") {
 		// Inference is a POST; anything else on these paths is not a

@@ -3,7 +3,11 @@
 // response reports in usage.
 package openai
 
-import "strings"
+import (
+	"net/url"
+	"path"
+	"strings"
+)
 
 // API is one of the inference APIs tokengate counts.
 type API int
@@ -59,4 +63,25 @@ func Detect(path string) Route {
 		return Route{}
 	}
 	return r
+}
+
+// NormalizePath is the request path as the upstream routes it: the query
+// dropped, percent-escapes decoded once (Go's net/http and Starlette route
+// /v1/chat%2Fcompletions as chat completions), slashes merged and dot
+// segments resolved. Policies match, and APIs are detected, on it, so no
+// spelling of a path the upstream serves passes uncounted. A path with a
+// malformed escape is left as it is: the upstream refuses it.
+func NormalizePath(p string) string {
+	if i := strings.IndexAny(p, "?#"); i >= 0 {
+		p = p[:i]
+	}
+	if u, err := url.PathUnescape(p); err == nil {
+		p = u
+	}
+	trailing := strings.HasSuffix(p, "/")
+	p = path.Clean("/" + p)
+	if trailing && p != "/" {
+		p += "/"
+	}
+	return p
 }

@@ -32,3 +32,24 @@ func TestDetect(t *testing.T) {
 		}
 	}
 }
+
+func TestNormalizePath(t *testing.T) {
+	for in, want := range map[string]string{
+		"/v1/chat%2Fcompletions":                        "/v1/chat/completions",
+		"/v1/chat%2fcompletions?x=1":                    "/v1/chat/completions",
+		"//v1///chat/./completions":                     "/v1/chat/completions",
+		"/v1/x/../chat/completions/":                    "/v1/chat/completions/",
+		"/openai/deployments/gpt%2D4o/chat/completions": "/openai/deployments/gpt-4o/chat/completions",
+		"/v1/%252F":     "/v1/%2F",
+		"/v1/bad%zz":    "/v1/bad%zz",
+		"v1/embeddings": "/v1/embeddings",
+		"/":             "/",
+	} {
+		if got := NormalizePath(in); got != want {
+			t.Errorf("NormalizePath(%q) = %q, want %q", in, got, want)
+		}
+	}
+	if r := Detect(NormalizePath("/v1/chat%2Fcompletions")); r.API != ChatCompletions {
+		t.Errorf("escaped slash: %v", r.API)
+	}
+}

@@ -173,12 +173,18 @@ func (r *Request) PromptTokensWithin(model string, budget time.Duration) (n int6
 // prompt reads the texts to count: by the scanner, or where it cannot be
 // sure of reading what encoding/json would, by decodePrompt.
 func (r *Request) prompt() ([]tokenize.Message, []string, error) {
-	if json.Valid(r.body) {
-		if msgs, texts, ok := scanPrompt(r.api, r.body); ok {
+	body := r.body
+	if !json.Valid(body) {
+		if b, changed := pythonNumbers(body); changed && json.Valid(b) {
+			body = b // what Python-served upstreams read
+		}
+	}
+	if json.Valid(body) {
+		if msgs, texts, ok := scanPrompt(r.api, body); ok {
 			return msgs, texts, nil
 		}
 	}
-	return decodePrompt(r.api, r.body)
+	return decodePrompt(r.api, body)
 }
 
 // decodePrompt reads the texts to count with encoding/json.

@@ -172,3 +172,30 @@ func TestRequestChoices(t *testing.T) {
 		}
 	}
 }
+
+// Python's json reads NaN, Infinity and -Infinity as numbers: a body the
+// upstream serves is estimated as one without them.
+func TestPromptReadsPythonNumbers(t *testing.T) {
+	plain := `{"model":"gpt-4o","temperature":0.5,"messages":[{"role":"user","content":"NaN Infinity -Infinity"}]}`
+	want := mustRequest(t, plain).PromptTokens("gpt-4o")
+	for _, lit := range []string{"NaN", "Infinity", "-Infinity"} {
+		body := strings.Replace(plain, "0.5", lit, 1)
+		body = strings.Replace(body, `"messages"`, `"top_p":`+lit+`,"logit_bias":{"1":[`+lit+`]},"messages"`, 1)
+		r := mustRequest(t, body)
+		if got := r.PromptTokens("gpt-4o"); got != want || r.PromptErr() != nil {
+			t.Errorf("%s: estimated %d (%v), want %d", lit, got, r.PromptErr(), want)
+		}
+	}
+	if b, changed := pythonNumbers([]byte(`{"a":"NaN","b":NaNx,"c":[Infinity]}`)); !changed || string(b) != `{"a":"NaN","b":NaNx,"c":[0       ]}` {
+		t.Errorf("pythonNumbers: %s %v", b, changed)
+	}
+}
+
+func mustRequest(t *testing.T, body string) *Request {
+	t.Helper()
+	r, err := ParseRequest(ChatCompletions, []byte(body))
+	if err != nil {
+		t.Fatal(err)
+	}
+	return r
+}
