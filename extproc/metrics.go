@@ -28,6 +28,7 @@ type Metrics struct {
 	reloads      *prometheus.CounterVec
 	bounds       prometheus.Counter
 	panics       prometheus.Counter
+	unreadable   *prometheus.CounterVec
 }
 
 // NewMetrics registers the series on reg.
@@ -81,10 +82,14 @@ func NewMetrics(reg prometheus.Registerer) *Metrics {
 		Name: "tokengate_panics_total",
 		Help: "Panics recovered in gRPC handlers; each is a bug, logged with its stack.",
 	})
+	m.unreadable = prometheus.NewCounterVec(prometheus.CounterOpts{
+		Name: "tokengate_unreadable_bodies_total",
+		Help: "Request bodies tokengate could not read, by policy, reason (encoding, json, prompt) and action (refuse, charge_bytes, pass).",
+	}, []string{"policy", "reason", "action"})
 	for i, name := range phaseNames {
 		m.phases[i] = m.latency.WithLabelValues(name)
 	}
-	reg.MustRegister(m.bounds, m.panics)
+	reg.MustRegister(m.bounds, m.panics, m.unreadable)
 	reg.MustRegister(m.requests, m.tokens, m.passthrough, m.latency, m.storeErrors, m.storeLatency, m.storeDown, m.estimateErr, m.reloads)
 	return m
 }
@@ -104,6 +109,12 @@ func (m *Metrics) charged(policy, source string, prompt, completion int64) {
 	}
 	m.tokens.WithLabelValues(policy, "prompt", source).Add(float64(prompt))
 	m.tokens.WithLabelValues(policy, "completion", source).Add(float64(completion))
+}
+
+func (m *Metrics) unreadableBody(policy, reason, action string) {
+	if m != nil {
+		m.unreadable.WithLabelValues(policy, reason, action).Inc()
+	}
 }
 
 func (m *Metrics) passed() {

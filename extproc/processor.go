@@ -3,11 +3,13 @@ package extproc
 import (
 	"context"
 	"errors"
+	"fmt"
 	"math"
 	"strings"
 
 	filterv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/http/ext_proc/v3"
 	extprocv3 "github.com/envoyproxy/go-control-plane/envoy/service/ext_proc/v3"
+	typev3 "github.com/envoyproxy/go-control-plane/envoy/type/v3"
 	"go.uber.org/zap"
 
 	"github.com/tokengate/tokengate/extproc/config"
@@ -25,6 +27,7 @@ const (
 	decisionQuota       = "quota_exceeded"
 	decisionWouldReject = "would_reject"
 	decisionUnavailable = "unavailable"
+	decisionUnreadable  = "unreadable_body"
 )
 
 // processor holds one HTTP request's state across its ext_proc messages.
@@ -46,6 +49,7 @@ type processor struct {
 	// Envoy's body modes, from the stream's protocol_config: a body of a
 	// buffered mode comes in one message, whatever its end_of_stream says.
 	wholeRequestBody, wholeResponseBody bool
+	reqEncoding                         string // the request's content-encoding
 
 	admitted bool            // a reservation is held and must be settled
 	hold     limiter.Hold    // what the reservation holds
@@ -58,7 +62,7 @@ type processor struct {
 	// The response.
 	responded bool   // a response phase was seen: the request was answered
 	status    int    // upstream status, 0 until known
-	encoding  string // content-encoding
+	encoding  string // content-encoding of the response
 	usage     openai.Usage
 	reported  bool                  // usage came from the upstream
 	answered  int64                 // completion tokens counted in a buffered answer without usage
@@ -113,6 +117,8 @@ func (p *processor) requestHeaders(h *extprocv3.HttpHeaders) *extprocv3.Processi
 	p.seenHeaders = true
 	hm := headers(h.GetHeaders().GetHeaders())
 	p.path = openai.NormalizePath(hm.get(":path"))
+	// The request's body is decoded to be read, and forwarded as it came.
+	p.reqEncoding = hm.get("content-encoding")
 	p.route = openai.Detect(p.path)
 	if method := hm.get(":method"); method != "" && !strings.EqualFold(method, "POST") {
 		// Inference is a POST; anything else on these paths is not a
@@ -192,15 +198,15 @@ func (p *processor) requestTrailers() *extprocv3.ProcessingResponse {
 // readRequestBody runs the body phase on the whole request body: a refusal
 // to send instead of the request, or the body rewritten to ask a stream
 // for its usage (nil: unchanged).
-func (p *processor) readRequestBody(body []byte) (*extprocv3.ProcessingResponse, []byte) {
+func (p *processor) readRequestBody(raw []byte) (*extprocv3.ProcessingResponse, []byte) {
 	p.bodyDone = true
+	body, err := decode.Bytes(p.reqEncoding, raw)
+	if err != nil {
+		return p.unreadable(unreadableEncoding, raw, err), nil
+	}
 	req, err := openai.ParseRequest(p.route.API, body)
 	if err != nil {
-		// Not ours to judge: the upstream will answer 400, and nothing
-		// beyond the headers-phase check was charged.
-		p.s.log.Debug("request body is not the JSON expected; passing it through",
-			zap.String("key", p.keyHash[:8]), zap.String("api", p.route.API.String()), zap.Error(err))
-		return nil, nil
+		return p.unreadable(unreadableJSON, body, err), nil
 	}
 	p.req = req
 	if req.Model != "" {
@@ -222,18 +228,81 @@ func (p *processor) readRequestBody(body []byte) (*extprocv3.ProcessingResponse,
 	strict, budget := p.policy.Strict()
 	if p.policy.EstimatePromptTokens || req.Stream || strict {
 		p.estimatePrompt()
+		if err := req.PromptErr(); err != nil && (p.policy.EstimatePromptTokens || strict) {
+			p.req = nil
+			return p.unreadable(unreadablePrompt, body, err), nil
+		}
 	}
 	if n := p.reservation(req, strict, budget); n > 0 {
 		if resp := p.admit(n); resp != nil {
 			return resp, nil
 		}
 	}
-	if req.Stream && !req.IncludeUsage && p.policy.InjectsStreamUsage() && p.route.API != openai.Responses {
+	// An encoded body is forwarded as it came: rewriting it would mean
+	// encoding it again, so such a stream is counted from its deltas.
+	if req.Stream && !req.IncludeUsage && p.policy.InjectsStreamUsage() && p.route.API != openai.Responses && decode.IsIdentity(p.reqEncoding) {
 		if rewritten, err := openai.InjectIncludeUsage(body); err == nil {
 			return nil, rewritten
 		}
 	}
 	return nil, nil
+}
+
+// Why a request body could not be read, in metrics and logs.
+const (
+	unreadableEncoding = "encoding" // a content-encoding tokengate cannot decode, or a corrupt one
+	unreadableJSON     = "json"     // not the JSON object of its API
+	unreadablePrompt   = "prompt"   // the prompt is not of a shape tokengate reads
+)
+
+// unreadable decides a body tokengate cannot read. What the upstream may
+// read, tokengate must read or refuse: under a policy that needs the body
+// it is refused, or its length in bytes stands for its prompt (held like
+// an estimate, and charged unless the upstream reports usage), as
+// unreadable_body says. A policy that does not read the body lets it
+// through as before. It returns the refusal to send, if any.
+func (p *processor) unreadable(reason string, body []byte, err error) *extprocv3.ProcessingResponse {
+	action := p.policy.UnreadableAction()
+	if !p.needsBody() {
+		action = config.UnreadablePass
+	}
+	p.s.metrics.unreadableBody(p.policy.Name, reason, action)
+	p.s.log.Debug("request body not readable", zap.String("key", p.keyHash[:8]), zap.String("api", p.route.API.String()),
+		zap.String("reason", reason), zap.String("action", action), zap.Error(err))
+	switch action {
+	case config.UnreadableRefuse:
+		p.release()
+		p.s.metrics.request(p.policy.Name, decisionUnreadable)
+		p.logDecision(decisionUnreadable, zap.String("reason", reason))
+		msg := fmt.Sprintf("The request body could not be read (%s), and this API's token limit needs it.", reason)
+		return immediate(typev3.StatusCode_BadRequest, &headerSet{}, errorBody(msg, "invalid_request_error", "unreadable_body"),
+			"tokengate_unreadable_body", newMeta(decisionUnreadable).str("reason", reason))
+	case config.UnreadableChargeBytes:
+		p.estimate, p.prompted = int64(len(body)), true
+		n := p.estimate
+		if strict, budget := p.policy.Strict(); strict {
+			n += budget
+		}
+		if p.policy.Count == config.CountCompletion {
+			n -= p.estimate
+		}
+		return p.admit(n)
+	}
+	return nil
+}
+
+// needsBody reports whether the request's limits depend on its body: the
+// policy estimates or reserves from it, or the model in it picks a budget.
+func (p *processor) needsBody() bool {
+	if strict, _ := p.policy.Strict(); strict || p.policy.EstimatePromptTokens || p.policy.CounterKey.PerModel {
+		return true
+	}
+	for _, pol := range p.s.Policies() {
+		if len(pol.Match.Models) > 0 {
+			return true
+		}
+	}
+	return false
 }
 
 // estimatePrompt counts the request's prompt, once, within the estimate

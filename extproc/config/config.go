@@ -133,6 +133,12 @@ type Policy struct {
 	// Envoy reset, or (Envoy 1.34–1.36) a local reply tokengate never sees.
 	// prompt (the default: the upstream may have read it) or none.
 	ChargeUnanswered string `yaml:"charge_unanswered"`
+	// UnreadableBody is what happens to a request whose body tokengate
+	// cannot read (an unknown content-encoding, not the JSON of its API)
+	// when the policy needs the body: refuse (400), charge_bytes (the
+	// body's length stands for its prompt) or pass. Default: refuse in
+	// strict mode, charge_bytes otherwise. See UnreadableAction.
+	UnreadableBody string `yaml:"unreadable_body"`
 
 	// Derived while filling defaults and validating.
 	defaultKeyHeaders bool // counter_key.header was not given
@@ -154,6 +160,13 @@ type Override struct {
 	TokensPerMinute int64  `yaml:"tokens_per_minute"`
 	TokenQuota      int64  `yaml:"token_quota"`
 }
+
+// What happens to a body tokengate cannot read (unreadable_body).
+const (
+	UnreadableRefuse      = "refuse"
+	UnreadableChargeBytes = "charge_bytes"
+	UnreadablePass        = "pass"
+)
 
 // What an unanswered request is charged (charge_unanswered).
 const (
@@ -413,6 +426,11 @@ func (p *Policy) validateBudgets(f string, bad func(field, format string, a ...a
 	default:
 		bad(f+".count", "must be total, prompt or completion, got %q", p.Count)
 	}
+	switch p.UnreadableBody {
+	case "", UnreadableRefuse, UnreadableChargeBytes, UnreadablePass:
+	default:
+		bad(f+".unreadable_body", "must be refuse, charge_bytes or pass, got %q", p.UnreadableBody)
+	}
 	if p.ChargeUnanswered != ChargePrompt && p.ChargeUnanswered != ChargeNone {
 		bad(f+".charge_unanswered", "must be prompt or none, got %q", p.ChargeUnanswered)
 	}
@@ -453,6 +471,18 @@ const DefaultCompletionBudget = 4096
 // Strict reports whether the policy reserves completions (strict mode),
 // and the budget for a request that names none.
 func (p *Policy) Strict() (bool, int64) { return p.strict, p.completionBudget }
+
+// UnreadableAction is the effective unreadable_body: a strict policy
+// refuses what it cannot bound, any other charges the body's bytes.
+func (p *Policy) UnreadableAction() string {
+	switch {
+	case p.UnreadableBody != "":
+		return p.UnreadableBody
+	case p.strict:
+		return UnreadableRefuse
+	}
+	return UnreadableChargeBytes
+}
 
 // LimitsFor returns the budgets of a key, by its hash: the policy's, with
 // the key's override applied.

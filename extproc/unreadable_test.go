@@ -1,0 +1,108 @@
+package extproc
+
+import (
+	"bytes"
+	"compress/gzip"
+	"strings"
+	"testing"
+
+	"github.com/andybalholm/brotli"
+	"github.com/klauspost/compress/zstd"
+)
+
+// What the upstream may read, tokengate reads: a compressed body, a body
+// with Python's NaN, a path with an escaped slash are estimated like the
+// plain request; what it cannot read is refused or charged by its bytes.
+
+func compress(t *testing.T, enc string, body string) string {
+	t.Helper()
+	var b bytes.Buffer
+	var w interface {
+		Write([]byte) (int, error)
+		Close() error
+	}
+	switch enc {
+	case "gzip":
+		w = gzip.NewWriter(&b)
+	case "br":
+		w = brotli.NewWriter(&b)
+	case "zstd":
+		w, _ = zstd.NewWriter(&b)
+	}
+	w.Write([]byte(body))
+	w.Close()
+	return b.String()
+}
+
+func TestReadsWhatTheUpstreamReads(t *testing.T) {
+	prompt := labPrompt(t)
+	estimating := "{name: lab, tokens_per_minute: 100000, estimate_prompt_tokens: true, counter_key: {header: [api-key]}}"
+	cases := []struct {
+		name, path, body string
+		headers          []string
+	}{
+		{"plain", "/v1/chat/completions", labBody, nil},
+		{"gzip", "/v1/chat/completions", compress(t, "gzip", labBody), []string{"content-encoding", "gzip"}},
+		{"br", "/v1/chat/completions", compress(t, "br", labBody), []string{"content-encoding", "br"}},
+		{"zstd", "/v1/chat/completions", compress(t, "zstd", labBody), []string{"content-encoding", "zstd"}},
+		{"NaN", "/v1/chat/completions", strings.Replace(labBody, `"model"`, `"temperature":NaN,"top_p":Infinity,"model"`, 1), nil},
+		{"escaped slash", "/v1/chat%2Fcompletions", labBody, nil},
+	}
+	for _, tc := range cases {
+		e := newEnv(t, parsePolicy(t, estimating))
+		p := &processor{s: e.srv, ctx: t.Context()}
+		h := append([]string{":method", "POST", ":path", tc.path, "api-key", "k"}, tc.headers...)
+		p.handle(reqHeaders(false, h...))
+		r := p.handle(reqBody(tc.body))
+		if r.GetImmediateResponse() != nil {
+			t.Errorf("%s: refused %v", tc.name, r)
+		}
+		if got := e.used(t, "lab", "k"); got != prompt {
+			t.Errorf("%s: held %d, want the prompt estimate %d", tc.name, got, prompt)
+		}
+		if len(r.GetRequestBody().GetResponse().GetBodyMutation().GetBody()) != 0 {
+			t.Errorf("%s: the body was rewritten", tc.name)
+		}
+	}
+}
+
+func TestUnreadableBodies(t *testing.T) {
+	bad := `{"model":"gpt-4o","messages":[` // cut short
+	cases := []struct {
+		name, policy, encoding, body string
+		status                       int32 // 0: let through
+		held                         int64
+	}{
+		{"strict refuses", "reserve_completion: max_tokens", "", bad, 400, 0},
+		{"strict refuses an unknown encoding", "reserve_completion: max_tokens", "lzma", "xxxx", 400, 0},
+		{"estimating charges the bytes", "estimate_prompt_tokens: true", "", bad, 0, int64(len(bad))},
+		{"corrupt gzip charges the bytes", "estimate_prompt_tokens: true", "gzip", "not gzip", 0, int64(len("not gzip"))},
+		{"pass when told", "estimate_prompt_tokens: true, unreadable_body: pass", "", bad, 0, 0},
+		{"refuse when told", "estimate_prompt_tokens: true, unreadable_body: refuse", "", bad, 400, 0},
+		{"a policy that does not read the body passes", "count: total", "", bad, 0, 0},
+		{"charge_bytes refuses what does not fit", "estimate_prompt_tokens: true, tokens_per_minute: 10", "", bad, 429, 0},
+	}
+	for _, tc := range cases {
+		pol := "{name: lab, tokens_per_minute: 100000, counter_key: {header: [api-key]}, " + tc.policy + "}"
+		if strings.Contains(tc.policy, "tokens_per_minute") {
+			pol = "{name: lab, counter_key: {header: [api-key]}, " + tc.policy + "}"
+		}
+		e := newEnv(t, parsePolicy(t, pol))
+		p := &processor{s: e.srv, ctx: t.Context()}
+		h := []string{":method", "POST", ":path", "/v1/chat/completions", "api-key", "k"}
+		if tc.encoding != "" {
+			h = append(h, "content-encoding", tc.encoding)
+		}
+		p.handle(reqHeaders(false, h...))
+		r := p.handle(reqBody(tc.body))
+		if got := int32(r.GetImmediateResponse().GetStatus().GetCode()); got != tc.status {
+			t.Errorf("%s: status %d, want %d (%v)", tc.name, got, tc.status, r)
+		}
+		if tc.status == 400 && !strings.Contains(string(r.GetImmediateResponse().GetBody()), "unreadable_body") {
+			t.Errorf("%s: body %s", tc.name, r.GetImmediateResponse().GetBody())
+		}
+		if got := e.used(t, "lab", "k"); got != tc.held {
+			t.Errorf("%s: held %d, want %d", tc.name, got, tc.held)
+		}
+	}
+}
