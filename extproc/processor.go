@@ -181,13 +181,12 @@ func (p *processor) requestBody(b *extprocv3.HttpBody) *extprocv3.ProcessingResp
 func (p *processor) requestTrailers() *extprocv3.ProcessingResponse {
 	cont := &extprocv3.ProcessingResponse{Response: &extprocv3.ProcessingResponse_RequestTrailers{
 		RequestTrailers: &extprocv3.TrailersResponse{}}}
-	if !p.admitted || p.bodyDone || p.settled {
+	if !p.admitted || p.bodyDone || p.settled || p.body == nil {
+		// No body begun: trailers out of order are a confused client,
+		// and the body, if it comes, is read as usual.
 		return cont
 	}
 	body := p.body
-	if body == nil {
-		body = []byte{}
-	}
 	p.body = nil
 	if resp, _ := p.readRequestBody(body); resp != nil {
 		return resp
@@ -365,6 +364,15 @@ func (p *processor) admit(n int64) *extprocv3.ProcessingResponse {
 	p.counter = p.counterKey()
 	p.limits = p.policy.LimitsFor(p.keyHash)
 	d, err := p.s.store.Reserve(p.ctx, p.counter, p.limits, n, p.s.clock.Now())
+	if err != nil && p.ctx.Err() != nil {
+		// Envoy gave up on the stream (its message timeout, a reset)
+		// while the store was deciding: nobody reads a refusal now, and
+		// with failure_mode_allow the request even goes on. The request
+		// stays admitted, with nothing held, so that finish settles it
+		// like any request that ended unanswered.
+		p.admitted = true
+		return nil
+	}
 	if err != nil {
 		// Stores apply their own on_error policy; an error that reaches
 		// here is fail_closed's: the request is refused, not let through

@@ -350,3 +350,33 @@ func TestRequestsWithoutUsageAreCharged(t *testing.T) {
 		t.Errorf("failed answer without usage: charged %d, want 0", got)
 	}
 }
+
+// ctxStore fails, as go-redis does, any call whose context has ended.
+type ctxStore struct{ limiter.Store }
+
+func (s ctxStore) Reserve(ctx context.Context, key string, lim limiter.Limits, n int64, now time.Time) (limiter.Decision, error) {
+	if err := ctx.Err(); err != nil {
+		return limiter.Decision{}, err
+	}
+	return s.Store.Reserve(ctx, key, lim, n, now)
+}
+
+// Envoy gives up on a stream (its message timeout) while the body phase
+// waits for the store: the request is settled as unanswered, not taken
+// for the store's refusal and dropped.
+func TestStreamGoneWhileAdmitting(t *testing.T) {
+	prompt := labPrompt(t)
+	mem := limiter.NewMemory()
+	pol := parsePolicy(t, "{name: lab, tokens_per_minute: 100000, counter_key: {header: [api-key], per_model: true}}")
+	srv := New(Options{Policies: []config.Policy{pol}, Store: ctxStore{mem}, Clock: limiter.NewManualClock(t0), Log: zap.NewNop()})
+	ctx, cancel := context.WithCancel(context.Background())
+	p := &processor{s: srv, ctx: ctx}
+	p.handle(reqHeaders(false, ":method", "POST", ":path", "/v1/chat/completions", "api-key", "k"))
+	cancel() // Envoy's timeout, before the body's admission is decided
+	p.handle(reqBody(labBody))
+	p.finish()
+	d, err := mem.Status(context.Background(), CounterKey(&pol, hashKey("k"), "gpt-4o"), limiter.Limits{TokensPerMinute: 1 << 40}, t0)
+	if err != nil || d.Used != prompt {
+		t.Errorf("the model's window holds %d (%v), want the unanswered prompt %d", d.Used, err, prompt)
+	}
+}

@@ -84,10 +84,11 @@ func (p *processor) responseTrailers() *extprocv3.ProcessingResponse {
 		p.endStream()
 		return p.settleReply(reply)
 	}
-	body := p.body
-	if body == nil {
-		body = []byte{}
+	if p.body == nil {
+		// No body begun: the body, if it comes, settles as usual.
+		return reply(nil)
 	}
+	body := p.body
 	p.body = nil
 	p.readBufferedUsage(body)
 	return p.settleReply(reply)
