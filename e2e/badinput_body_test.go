@@ -10,8 +10,10 @@ import (
 )
 
 // TestBadInputBodies sends request bodies of the wrong shape. What is not
-// JSON of the expected shape is not tokengate's to judge: it passes to the
-// upstream, which answers 400, and costs nothing. Deep nesting must not
+// JSON of the expected shape is the upstream's to judge under a policy that
+// can bound it: it passes to the upstream, which answers 400, and costs
+// nothing (an estimating policy holds its bytes meanwhile). Strict mode
+// refuses it itself (unreadable_body: refuse). Deep nesting must not
 // blow a stack or miss the message timeout (biWantProtocol checks every
 // reply came in time).
 func TestBadInputBodies(t *testing.T) {
@@ -46,8 +48,18 @@ func TestBadInputBodies(t *testing.T) {
 		passed("model is a number", "bi-model-number", "", "", `{"model":42,"messages":[{"role":"user","content":"hi"}]}`, true),
 		passed("stream is a string", "bi-stream-string", "", "", `{"model":"gpt-4o","stream":"yes","messages":[{"role":"user","content":"hi"}]}`, true),
 		passed("max_tokens is a string", "bi-max-string", "", "", `{"model":"gpt-4o","max_tokens":"100","messages":[{"role":"user","content":"hi"}]}`, true),
-		passed("max_tokens is a string, strict mode", "bi-max-string-strict", biStrictPath, "strict",
-			`{"model":"gpt-4o","max_tokens":"100","messages":[{"role":"user","content":"hi"}]}`, true),
+		// Strict mode cannot bound what it cannot read: unreadable_body
+		// defaults to refuse there, and tokengate answers the 400 itself.
+		{
+			name: "max_tokens is a string, strict mode", path: biStrictPath, policy: "strict",
+			headers: []string{"api-key", "bi-max-string-strict"},
+			body:    []byte(`{"model":"gpt-4o","max_tokens":"100","messages":[{"role":"user","content":"hi"}]}`),
+			status:  http.StatusBadRequest, charged: map[string]int64{"bi-max-string-strict": 0},
+			moves: []biMove{
+				{name: "tokengate_requests_total", labels: []string{"policy", "strict", "decision", "unreadable_body"}, by: 1},
+				{name: "tokengate_unreadable_bodies_total", labels: []string{"policy", "strict", "reason", "json", "action", "refuse"}, by: 1},
+			},
+		},
 		passed("100,000 nested arrays in messages", "bi-deep-arrays", "", "", deepArrays, true),
 		passed("40,000 nested objects beside messages", "bi-deep-objects", "", "", deepObjects, true),
 		passed("9,000 nested arrays as a content", "bi-deep-content", "", "", deepContent, false),
