@@ -38,6 +38,7 @@ policies:
 }
 
 func TestStrictModeNoOvershoot(t *testing.T) {
+	skipLongUnderShort(t)
 	needBinaries(t)
 	t.Run("strict", func(t *testing.T) {
 		res := runAccuracy(t, overshootConfig(true))
