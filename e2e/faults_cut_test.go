@@ -76,7 +76,9 @@ func runCuts(t *testing.T, s *harness.Stack, rds *harness.Redis) {
 		completion int64
 		source     string
 	}{
-		{"after request_body", false, nil, 0, "estimated"},
+		// No response at all: charge_unanswered (prompt by default)
+		// charges the estimate, as source unanswered.
+		{"after request_body", false, nil, 0, "unanswered"},
 		{"mid-stream", true, []*extprocsvc.ProcessingRequest{
 			harness.RawResponseHeaders(http.StatusOK, "text/event-stream"),
 			harness.RawResponseBody(chunk, false),
