@@ -1,6 +1,7 @@
 package openai
 
 import (
+	"bytes"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -47,44 +48,72 @@ type wireMessage struct {
 	Content json.RawMessage `json:"content"`
 }
 
+// The top-level fields ParseRequest reads, by index into its last-value
+// table.
+const (
+	fieldModel = iota
+	fieldStream
+	fieldStreamOptions
+	fieldMaxTokens
+	fieldMaxCompletionTokens
+	fieldMaxOutputTokens
+	fieldN
+	fieldBestOf
+	numFields
+)
+
+var fieldNames = [numFields]string{"model", "stream", "stream_options", "max_tokens",
+	"max_completion_tokens", "max_output_tokens", "n", "best_of"}
+
 // ParseRequest reads a request body of the given API. An error means the
-// body is not JSON of the expected shape; the caller lets it through.
+// body is not JSON of the expected shape: the caller treats it as
+// unreadable (the policy's unreadable_body).
+//
+// A repeated field is read as the upstream reads it: the last one counts
+// (Python's json and Go's maps alike), and only its value must be of the
+// field's type; an earlier one of another type is no error.
 func ParseRequest(api API, body []byte) (*Request, error) {
+	// Python's json.loads, given bytes as Starlette gives it, reads a body
+	// behind a UTF-8 byte-order mark.
+	body = bytes.TrimPrefix(body, utf8BOM)
 	r := &Request{api: api, body: body}
-	var maxTokens [3]int64
-	var n, bestOf int64
+	var last [numFields][]byte
 	err := members(body, func(key, v []byte) error {
-		var err error
-		switch string(key) {
-		case "model":
-			r.Model, err = readString(v)
-		case "stream":
-			r.Stream, err = readBool(v)
-		case "stream_options":
-			r.IncludeUsage, err = readIncludeUsage(v)
-		case "max_tokens":
-			maxTokens[0], err = readInt(v)
-		case "max_completion_tokens":
-			maxTokens[1], err = readInt(v)
-		case "max_output_tokens":
-			maxTokens[2], err = readInt(v)
-		case "n":
-			n, err = readInt(v)
-		case "best_of":
-			bestOf, err = readInt(v)
-		}
-		if err != nil {
-			return fmt.Errorf("%s: %w", key, err)
+		for i, name := range fieldNames {
+			if string(key) == name {
+				last[i] = v
+			}
 		}
 		return nil
 	})
 	if err != nil {
 		return nil, fmt.Errorf("openai: %s request: %w", api, err)
 	}
-	r.MaxOutput = firstPositive(maxTokens[:]...)
-	r.Choices = choices(api, n, bestOf)
+	var ints [numFields]int64
+	for i, v := range last {
+		if v == nil {
+			continue
+		}
+		switch i {
+		case fieldModel:
+			r.Model, err = readString(v)
+		case fieldStream:
+			r.Stream, err = readBool(v)
+		case fieldStreamOptions:
+			r.IncludeUsage, err = readIncludeUsage(v)
+		default:
+			ints[i], err = readInt(v)
+		}
+		if err != nil {
+			return nil, fmt.Errorf("openai: %s request: %s: %w", api, fieldNames[i], err)
+		}
+	}
+	r.MaxOutput = firstPositive(ints[fieldMaxTokens], ints[fieldMaxCompletionTokens], ints[fieldMaxOutputTokens])
+	r.Choices = choices(api, ints[fieldN], ints[fieldBestOf])
 	return r, nil
 }
+
+var utf8BOM = []byte("\xef\xbb\xbf")
 
 // maxChoices caps n: OpenAI allows 128, and a larger n only multiplies a
 // reservation that could never be admitted anyway.
