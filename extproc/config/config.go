@@ -349,6 +349,11 @@ func (c *Config) validate() error {
 		if names[p.Name] {
 			bad(f+".name", "%q is used by an earlier policy", p.Name)
 		}
+		if strings.Contains(p.Name, ":") {
+			// Counter keys are policy:hash[:model]: a policy a:b would
+			// share the prefix of policy a in the store and the admin API.
+			bad(f+".name", "must not contain ':', got %q", p.Name)
+		}
 		names[p.Name] = true
 		if !strings.HasPrefix(p.Match.PathPrefix, "/") {
 			bad(f+".match.path_prefix", "must start with /, got %q", p.Match.PathPrefix)
@@ -458,7 +463,7 @@ func (p *Policy) validateBudgets(f string, bad func(field, format string, a ...a
 			bad(of, "budgets must be positive")
 		}
 		if o.TokenQuota > 0 && p.TokenQuota == 0 {
-			bad(of+".token_quota", "the policy has no token_quota_period for it")
+			bad(of+".token_quota", "the policy has no token_quota for it to override")
 		}
 		p.overrides[o.KeySHA256] = o
 	}

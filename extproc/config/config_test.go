@@ -75,6 +75,7 @@ func TestLoadErrors(t *testing.T) {
 			`policies[0].overrides[0].key_sha256: must be 64 hex digits (the SHA-256 of the key), got "abc"`},
 		{"period_without_quota.yaml", "policies[0].token_quota: token_quota_period is set but token_quota is not"},
 		{"bad_missing.yaml", `policies[0].counter_key.missing: must be reject or anonymous, got "allow"`},
+		{"colon_name.yaml", `policies[0].name: must not contain ':', got "team:a"`},
 		{"bad_unanswered.yaml", `policies[0].charge_unanswered: must be prompt or none, got "half"`},
 		{"bad_backend.yaml", `store.backend: must be memory, bbolt or redis, got "etcd"`},
 		{"bad_redis.yaml", `store.redis.on_error: must be fail_open, fail_closed or local, got "panic"` + "\n" + `store.redis.clock: must be server or client, got "sundial"`},

@@ -216,7 +216,7 @@ func (f *chunkFields) decoded(ch *streamChunk) {
 }
 
 // read reads one event's JSON into f; false when it is not a chunk
-// (not JSON, or not of the shape), which the counter counts as bad.
+// (not JSON, or not of the shape), which the counter skips.
 func (f *chunkFields) read(data []byte) bool {
 	if json.Valid(data) && f.scan(data) {
 		return true

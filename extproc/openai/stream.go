@@ -26,8 +26,6 @@ type StreamCounter struct {
 
 	text        []byte // completion text, tokenized at the end
 	spilled     int64  // tokens of text counted early because text grew past maxCountedText
-	events      int
-	badEvents   int
 	onEventFunc func(sse.Event)
 	fields      chunkFields // the current event's, reused
 }
@@ -83,7 +81,6 @@ type streamChunk struct {
 var doneMarker = []byte("[DONE]")
 
 func (c *StreamCounter) onEvent(e sse.Event) {
-	c.events++
 	data := bytes.TrimSpace(e.Data)
 	if bytes.Equal(data, doneMarker) {
 		c.done = true
@@ -91,8 +88,7 @@ func (c *StreamCounter) onEvent(e sse.Event) {
 	}
 	f := &c.fields
 	if !f.read(data) {
-		c.badEvents++
-		return
+		return // not a chunk: nothing in it counts
 	}
 	if f.hasUsage {
 		c.usage, c.reported = f.usage.normalize(), true
