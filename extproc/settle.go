@@ -91,33 +91,55 @@ func decisionFor(d limiter.Decision) string {
 	return decisionRateLimited
 }
 
-// settle ends the reservation with the real count and returns the headers
-// and metadata that tell the client where its budget stands.
-func (p *processor) settle() (*extprocv3.HeaderMutation, *meta) {
-	prompt, completion, total, source := p.charge()
-	charged := p.counted(prompt, completion, total)
+// settlement is what settling one request charged, and where its budget
+// stands after it (d, when err is nil).
+type settlement struct {
+	prompt, completion, total int64
+	charged                   int64 // what the policy counts of them
+	source                    string
+	d                         limiter.Decision
+	err                       error
+}
+
+// settleOnce charges the request, ends its reservation, and records and
+// logs it: the one way a request is settled. ctx is the stream's while
+// Envoy waits for the answer, or a detached one once the stream is gone.
+func (p *processor) settleOnce(ctx context.Context) settlement {
 	p.settled = true
-	now := p.s.clock.Now()
-	d, err := p.s.store.Settle(p.ctx, p.counter, p.limits, p.hold, charged, now)
-	p.record(prompt, completion, source)
-	p.logDecision(p.decision(), zap.Int64("tokens", charged), zap.String("source", source))
-	if err != nil {
-		p.s.metrics.storeError("settle", err)
-		p.s.log.Warn("limiter store failed to settle", zap.String("key", p.keyHash[:8]), zap.Error(err))
+	var st settlement
+	st.prompt, st.completion, st.total, st.source = p.charge()
+	st.charged = p.counted(st.prompt, st.completion, st.total)
+	st.d, st.err = p.s.store.Settle(ctx, p.counter, p.limits, p.hold, st.charged, p.s.clock.Now())
+	p.record(st.prompt, st.completion, st.source)
+	p.logDecision(p.decision(), zap.Int64("tokens", st.charged), zap.String("source", st.source))
+	if st.err != nil {
+		p.s.metrics.storeError("settle", st.err)
+		p.s.log.Warn("limiter store failed to settle", zap.String("key", p.keyHash[:8]), zap.Error(st.err))
+	}
+	return st
+}
+
+// settle settles a request whose answer is passing through Envoy, and
+// returns the headers and metadata that tell the client where its budget
+// stands.
+func (p *processor) settle() (*extprocv3.HeaderMutation, *meta) {
+	st := p.settleOnce(p.ctx)
+	if st.err != nil {
 		return nil, nil
 	}
 	var h headerSet
-	p.rateHeaders(&h, d)
+	p.rateHeaders(&h, st.d)
 	if name := p.policy.Headers.TokensConsumed; name != "" {
-		h.setInt(name, charged)
+		h.setInt(name, st.charged)
 	}
-	return h.mutation(), newMeta(p.decision()).num("prompt_tokens", prompt).num("completion_tokens", completion).
-		num("total_tokens", total).num("remaining_tokens", d.Remaining).str("source", source)
+	return h.mutation(), newMeta(p.decision()).num("prompt_tokens", st.prompt).num("completion_tokens", st.completion).
+		num("total_tokens", st.total).num("remaining_tokens", st.d.Remaining).str("source", st.source)
 }
 
 // finish settles a request whose stream ended before its response did:
 // client gone, Envoy reset, or an upstream that never finished. A stream
-// is charged with what it delivered so far.
+// is charged with what it delivered so far. The stream's context is done
+// by now, and a shared store still needs a chance to hear of the charge.
 func (p *processor) finish() {
 	if p.decoder != nil {
 		p.decoder.Abort()
@@ -126,20 +148,14 @@ func (p *processor) finish() {
 	if !p.admitted || p.settled {
 		return
 	}
-	p.settled = true
 	if p.stream != nil {
 		p.usage, p.reported = p.stream.Usage()
 	}
-	prompt, completion, total, source := p.charge()
-	p.record(prompt, completion, source)
 	ctx, cancel := context.WithTimeout(context.WithoutCancel(p.ctx), settleTimeout)
 	defer cancel()
-	if _, err := p.s.store.Settle(ctx, p.counter, p.limits, p.hold, p.counted(prompt, completion, total), p.s.clock.Now()); err != nil {
-		p.s.metrics.storeError("settle", err)
-		p.s.log.Warn("limiter store failed to settle an interrupted request", zap.String("key", p.keyHash[:8]), zap.Error(err))
-	}
+	st := p.settleOnce(ctx)
 	p.s.log.Debug("stream ended before the response did; settled", zap.String("key", p.keyHash[:8]),
-		zap.Int("status", p.status), zap.Int64("tokens", total), zap.String("source", source))
+		zap.Int("status", p.status), zap.Int64("tokens", st.total), zap.String("source", st.source))
 }
 
 // record counts a settled request in the metrics.
