@@ -58,6 +58,8 @@ func (f *Front) configure() error {
 			unsupported = append(unsupported, m.name+": "+m.err.Error())
 		}
 	}
+	check(f.cfg.GracefulClose && f.cfg.Envoy.Resolve() == Envoy133,
+		"Config.GracefulClose with Envoy133 (ext_proc_graceful_grpc_close came with 1.34)")
 	if len(unsupported) > 0 {
 		return fmt.Errorf("ext_proc settings the front cannot imitate: %s", strings.Join(unsupported, "; "))
 	}

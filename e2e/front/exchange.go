@@ -6,6 +6,8 @@ import (
 	"fmt"
 	"io"
 	"net/http"
+	"strconv"
+	"strings"
 	"time"
 
 	extprocsvc "github.com/envoyproxy/go-control-plane/envoy/service/ext_proc/v3"
@@ -19,8 +21,10 @@ type phase int
 const (
 	phaseRequestHeaders phase = iota + 1
 	phaseRequestBody
+	phaseRequestTrailers
 	phaseResponseHeaders
 	phaseResponseBody
+	phaseResponseTrailers
 )
 
 func (p phase) String() string {
@@ -29,10 +33,14 @@ func (p phase) String() string {
 		return "request_headers"
 	case phaseRequestBody:
 		return "request_body"
+	case phaseRequestTrailers:
+		return "request_trailers"
 	case phaseResponseHeaders:
 		return "response_headers"
 	case phaseResponseBody:
 		return "response_body"
+	case phaseResponseTrailers:
+		return "response_trailers"
 	}
 	return fmt.Sprintf("phase(%d)", int(p))
 }
@@ -44,13 +52,19 @@ func (p phase) answers(m *extprocsvc.ProcessingResponse) bool {
 		return m.GetRequestHeaders() != nil
 	case phaseRequestBody:
 		return m.GetRequestBody() != nil
+	case phaseRequestTrailers:
+		return m.GetRequestTrailers() != nil
 	case phaseResponseHeaders:
 		return m.GetResponseHeaders() != nil
 	case phaseResponseBody:
 		return m.GetResponseBody() != nil
+	case phaseResponseTrailers:
+		return m.GetResponseTrailers() != nil
 	}
 	return false
 }
+
+func (p phase) request() bool { return p <= phaseRequestTrailers }
 
 // localReply is an answer the front gives by itself, as Envoy's
 // sendLocalReply. A zero status means the client is gone and nothing can
@@ -60,6 +74,24 @@ type localReply struct {
 	body    []byte
 	headers *extprocsvc.HeaderMutation
 	details string
+	// envoy marks a reply made by Envoy itself (the router, the buffer
+	// limit) rather than by the ext_proc filter: whether the filter
+	// processes it depends on the Envoy version.
+	envoy bool
+}
+
+// response is the local reply as the filter chain's encoders see it:
+// :status, content-length and a text/plain content-type.
+func (lr *localReply) response() *http.Response {
+	return &http.Response{
+		StatusCode: lr.status,
+		Header: http.Header{
+			"Content-Type":   {"text/plain"},
+			"Content-Length": {strconv.Itoa(len(lr.body))},
+		},
+		Body:          io.NopCloser(strings.NewReader(string(lr.body))),
+		ContentLength: int64(len(lr.body)),
+	}
 }
 
 // reply is one Recv result handed over by the receiving goroutine.
@@ -83,13 +115,21 @@ type exchange struct {
 	replies    chan reply
 	configSent bool
 	// complete is Envoy's processing_complete_: after an immediate
-	// response, a failure or a close, nothing more goes to the processor.
+	// response, a failure, a close or a local reply kept from the
+	// processor, nothing more goes to it.
 	complete bool
-	// reset is set once the stream was cancelled or has ended, so there is
-	// nothing left to drain.
-	reset bool
+	// closed is set once the stream was closed (half-closed and reset) or
+	// has ended, so there is nothing left to do with it.
+	closed bool
 
-	upCancel     context.CancelFunc // ends the upstream request
+	reqSrc, respSrc *bodySource
+	// wholeAtHeaders is snapshotBody's answer for the last headers reply.
+	wholeAtHeaders bool
+
+	upCancel     context.CancelCauseFunc // ends the upstream request
+	routeTimer   *time.Timer
+	upStart      time.Time
+	upHeaders    time.Duration // from the upstream request to its response headers
 	wroteHeaders bool
 	metadata     *structpb.Struct
 }
@@ -97,7 +137,8 @@ type exchange struct {
 func newExchange(f *Front, w http.ResponseWriter, r *http.Request) *exchange {
 	return &exchange{
 		f: f, w: w, r: r,
-		st:  RequestStats{Method: r.Method, Path: r.URL.RequestURI()},
+		st: RequestStats{Method: r.Method, Path: r.URL.RequestURI(), Proto: r.Proto,
+			Envoy: f.cfg.Envoy.Resolve(), RequestID: r.Header.Get("x-request-id")},
 		req: f.req, resp: f.resp,
 	}
 }
@@ -136,55 +177,129 @@ func receive(ctx context.Context, s extprocsvc.ExternalProcessor_ProcessClient, 
 	}
 }
 
+// send opens the stream if need be and sends msg: protocol_config rides on
+// the stream's first message (from 1.34). When the stream cannot be
+// opened, ok is false and lr is what the client gets (nil: go on
+// unprocessed).
+func (x *exchange) send(msg *extprocsvc.ProcessingRequest, p phase) (lr *localReply, ok bool) {
+	if err := x.open(); err != nil {
+		return x.streamFailed(err), false
+	}
+	if !x.configSent {
+		if x.f.cfg.Envoy.SendsProtocolConfig() {
+			msg.ProtocolConfig = &extprocsvc.ProtocolConfiguration{
+				RequestBodyMode:  x.req.body,
+				ResponseBodyMode: x.resp.body,
+			}
+		}
+		x.configSent = true
+	}
+	x.st.Sent = append(x.st.Sent, p.String())
+	if b := bodyOf(msg); b != nil {
+		x.st.Bodies = append(x.st.Bodies, BodyMessage{Phase: p.String(), Bytes: len(b.GetBody()), EndOfStream: b.GetEndOfStream()})
+	}
+	// A failed Send means the stream is over; its status comes from Recv,
+	// so the error is left for the receiving goroutine to report.
+	_ = x.stream.Send(msg)
+	return nil, true
+}
+
+func bodyOf(m *extprocsvc.ProcessingRequest) *extprocsvc.HttpBody {
+	if b := m.GetRequestBody(); b != nil {
+		return b
+	}
+	return m.GetResponseBody()
+}
+
 // roundTrip sends msg and waits for the reply that answers it, applying
 // what Envoy applies on receipt (mode override, dynamic metadata). It
 // returns the reply, or nil with a nil localReply when ext_proc is over for
 // this request and processing goes on without it (failure_mode_allow, a
 // clean close), or a localReply the client must get instead.
 func (x *exchange) roundTrip(msg *extprocsvc.ProcessingRequest, p phase) (*extprocsvc.ProcessingResponse, *localReply) {
-	if err := x.open(); err != nil {
-		return nil, x.streamFailed(err)
+	if lr, ok := x.send(msg, p); !ok {
+		return nil, lr
 	}
-	if !x.configSent {
-		msg.ProtocolConfig = &extprocsvc.ProtocolConfiguration{
-			RequestBodyMode:  x.req.body,
-			ResponseBodyMode: x.resp.body,
-		}
-		x.configSent = true
-	}
-	x.st.Sent = append(x.st.Sent, p.String())
-	// A failed Send means the stream is over; its status comes from Recv,
-	// so the error is left for the receiving goroutine to report.
-	_ = x.stream.Send(msg)
-
 	timer := time.NewTimer(x.f.timeout)
 	defer timer.Stop()
 	extended := false
 	for {
-		select {
-		case <-timer.C:
-			return nil, x.timedOut()
-		case <-x.r.Context().Done():
-			x.st.ClientGone = true
-			x.abandon()
-			return nil, &localReply{}
-		case rp := <-x.replies:
-			if rp.err != nil {
-				return nil, x.streamFailed(rp.err)
-			}
-			x.st.Received++
-			m := rp.msg
-			if d := m.GetOverrideMessageTimeout(); d != nil {
-				// Honoured once per message, within max_message_timeout.
-				if !extended && x.f.overrideTimeoutOK(d.AsDuration()) {
-					timer.Reset(d.AsDuration())
-					extended = true
-				}
-				continue
-			}
-			x.modeOverride(m, p)
-			return x.dispatch(m, p)
+		m, lr, over := x.await(timer.C)
+		if over {
+			return nil, lr
 		}
+		if d := m.GetOverrideMessageTimeout(); d != nil {
+			// Honoured once per message, within max_message_timeout.
+			if !extended && x.f.overrideTimeoutOK(d.AsDuration()) {
+				timer.Reset(d.AsDuration())
+				extended = true
+			}
+			continue
+		}
+		x.modeOverride(m, p)
+		r, lr := x.dispatch(m, p)
+		if r != nil {
+			x.snapshotBody(p)
+			x.replied(p)
+		}
+		return r, lr
+	}
+}
+
+// snapshotBody records, when a headers reply comes in, whether the body
+// of that direction had already arrived whole (Envoy's
+// complete_body_available_ as handleHeadersResponse reads it): Envoy
+// decides on the spot, so what arrives after the reply is never part of
+// it.
+func (x *exchange) snapshotBody(p phase) {
+	src := x.reqSrc
+	switch p {
+	case phaseRequestHeaders:
+	case phaseResponseHeaders:
+		src = x.respSrc
+	default:
+		return
+	}
+	x.wholeAtHeaders = false
+	if src == nil {
+		return
+	}
+	if fn := x.f.cfg.headersApplied; fn != nil {
+		fn(p, src)
+	}
+	// A body cut by its peer (an error, not an end) is not whole: Envoy
+	// has no end of stream for it. The front acts on the cut once the
+	// data before it has gone through (see streamed), one of the timings
+	// Envoy can meet.
+	done, err, _, _ := src.state()
+	x.wholeAtHeaders = done && err == nil
+}
+
+// await waits for the next reply while a message is in flight. over is
+// set when the exchange with the processor has ended instead: lr is then
+// what the client gets (nil: go on unprocessed). A nil timeout never fires.
+func (x *exchange) await(timeout <-chan time.Time) (m *extprocsvc.ProcessingResponse, lr *localReply, over bool) {
+	select {
+	case <-timeout:
+		return nil, x.timedOut(), true
+	case <-x.r.Context().Done():
+		x.st.ClientGone = true
+		x.abandon()
+		return nil, &localReply{}, true
+	case rp := <-x.replies:
+		if rp.err != nil {
+			return nil, x.streamFailed(rp.err), true
+		}
+		x.st.Received++
+		return rp.msg, nil, false
+	}
+}
+
+// replied tells Config.OnReply that the reply to a message of phase p has
+// come in and is being applied.
+func (x *exchange) replied(p phase) {
+	if fn := x.f.cfg.OnReply; fn != nil {
+		fn(ReplyEvent{Header: x.r.Header, Phase: p.String()})
 	}
 }
 
@@ -198,7 +313,9 @@ func (x *exchange) dispatch(m *extprocsvc.ProcessingResponse, p phase) (*extproc
 		if x.f.filter.GetDisableImmediateResponse() {
 			return nil, x.spurious()
 		}
+		// Envoy closes the stream before it answers (closeStreamMaybeGraceful).
 		x.complete = true
+		x.closeMaybeGraceful()
 		x.st.Immediate = true
 		x.st.ImmediatePhase = p.String()
 		code := int(ir.GetStatus().GetCode())
@@ -273,7 +390,10 @@ func (x *exchange) streamFailed(err error) *localReply {
 		// The processor ended the stream with OK: Envoy stops talking to
 		// it and lets the request go on, whatever failure_mode_allow says.
 		x.st.ClosedByProcessor = true
-		x.abandon()
+		x.complete, x.closed = true, true
+		if x.cancel != nil {
+			x.cancel()
+		}
 		return nil
 	}
 	if x.r.Context().Err() != nil {
@@ -313,29 +433,72 @@ func (x *exchange) failed(err error) *localReply {
 	return &localReply{status: x.f.statusOnError, details: err.Error()}
 }
 
-// abandon stops all processing and resets the stream.
+// abandon stops all processing and closes the stream, as Envoy's
+// closeStream does on a failure, a timeout or an immediate response.
 func (x *exchange) abandon() {
 	x.complete = true
-	if x.cancel != nil && !x.reset {
-		x.reset = true
-		x.cancel()
-	}
+	x.closeStream()
 }
 
-// finish ends the stream: when it is still healthy, the send side is
-// closed and the processor's end awaited, so it sees a clean end of stream
-// as it would from Envoy; otherwise it was already reset.
+// closeStream is Envoy's ExternalProcessorStreamImpl::close: the stream is
+// half-closed and reset right after, without waiting for the processor,
+// which may therefore see either its end of stream or a cancellation.
+func (x *exchange) closeStream() {
+	if x.stream == nil || x.closed {
+		return
+	}
+	x.closed = true
+	_ = x.stream.CloseSend()
+	x.cancel()
+}
+
+// closeEarly is 1.37's closeGrpcStreamIfLastRespReceived: once the last
+// reply the request needs is in, the stream is closed at once instead of
+// when the HTTP stream ends.
+func (x *exchange) closeEarly() {
+	if x.closed || x.stream == nil {
+		return
+	}
+	x.st.ClosedEarly = true
+	x.complete = true
+	x.closeMaybeGraceful()
+}
+
+// finish ends the exchange: the stream is closed as when Envoy destroys
+// the filter, unless it already was.
 func (x *exchange) finish() {
 	x.st.Metadata = x.metadata
 	if x.upCancel != nil {
-		defer x.upCancel()
+		defer x.upCancel(nil)
 	}
-	if x.stream == nil || x.reset {
+	if x.routeTimer != nil {
+		x.routeTimer.Stop()
+	}
+	for _, s := range []*bodySource{x.reqSrc, x.respSrc} {
+		if s != nil {
+			s.close()
+		}
+	}
+	x.complete = true
+	x.closeMaybeGraceful()
+}
+
+// closeMaybeGraceful is closeStreamMaybeGraceful: a plain close, or with
+// the runtime guard envoy.reloadable_features.ext_proc_graceful_grpc_close
+// (1.34 on, off by default) a half-close that waits for the processor to
+// end its side, up to the remote close timeout, before the reset.
+func (x *exchange) closeMaybeGraceful() {
+	if x.stream == nil || x.closed {
 		return
 	}
+	if !x.f.cfg.GracefulClose {
+		x.closeStream()
+		return
+	}
+	x.closed = true
 	defer x.cancel()
 	_ = x.stream.CloseSend()
-	timer := time.NewTimer(drainTimeout)
+	timer := time.NewTimer(remoteCloseTimeout)
 	defer timer.Stop()
 	for {
 		select {

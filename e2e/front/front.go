@@ -6,6 +6,16 @@
 // mutations, immediate responses, mode overrides, dynamic metadata, message
 // timeouts and stream failures are handled, and what the client sees.
 //
+// Like Envoy's listener (codec_type: AUTO) it serves HTTP/1.1 and HTTP/2
+// over cleartext, and carries trailers as Envoy's codecs do. Bodies are
+// read as they arrive, whatever the processor is doing, so what arrived
+// during a round trip is there when the reply comes: a BUFFERED body
+// ending in trailers goes without end_of_stream, STREAMED chunks are
+// pipelined. Where ext_proc changed between Envoy releases (local replies,
+// protocol_config, when the stream is closed) it follows Config.Envoy.
+// ENVOY.md lists every behaviour imitated, the Envoy code it follows, the
+// releases it holds for, and the test that checks it.
+//
 // It exists so the end-to-end tests exercise tokengate through the same
 // protocol Envoy speaks without needing an Envoy binary. Where the front
 // cannot imitate a setting faithfully (full-duplex body modes, request
@@ -35,10 +45,18 @@ import (
 // DefaultMessageTimeout is Envoy's message_timeout when the filter sets none.
 const DefaultMessageTimeout = 200 * time.Millisecond
 
-// drainTimeout bounds how long the front waits, after closing its side of
-// a stream, for the processor to end its own; a processor that needs longer
-// is reported through RequestStats.StreamLeftOpen.
-const drainTimeout = 2 * time.Second
+// remoteCloseTimeout is how long a graceful close (Config.GracefulClose)
+// waits, after the half-close, for the processor to end its side before
+// the stream is reset: Envoy's runtime value
+// envoy.filters.http.ext_proc.remote_close_timeout_milliseconds, 1000 by
+// default. A processor that needs longer is reported through
+// RequestStats.StreamLeftOpen.
+const remoteCloseTimeout = time.Second
+
+// defaultBufferLimit is Envoy's per-connection buffer limit when none is
+// configured (1 MiB); it bounds the STREAMED chunk queue when
+// Config.BufferLimit is zero.
+const defaultBufferLimit = 1 << 20
 
 // Config says what to imitate and where the pieces are.
 type Config struct {
@@ -52,24 +70,101 @@ type Config struct {
 	Upstream string
 	// BufferLimit caps a buffered body like Envoy's per-connection buffer
 	// limit: a larger request gets 413, a larger response 500. Zero means
-	// no cap.
+	// no cap. It also bounds the queue of STREAMED chunks awaiting replies
+	// (Envoy's default 1 MiB when zero), past which reading pauses.
 	BufferLimit int64
+	// Envoy is the release line imitated where ext_proc changed between
+	// releases (see EnvoyVersion and ENVOY.md); the zero value is the line
+	// docker-compose.yaml pins.
+	Envoy EnvoyVersion
+	// GracefulClose imitates the runtime guard
+	// envoy.reloadable_features.ext_proc_graceful_grpc_close (1.34 on, off
+	// by default): the stream is half-closed and the processor's end
+	// awaited (up to one second) before the reset, instead of the reset
+	// following the half-close at once.
+	GracefulClose bool
+	// RouteTimeout is the route's timeout: when the upstream has not
+	// answered in full that long after the request was sent, the router
+	// answers 504 (before the response headers) or resets the response.
+	// Zero means none.
+	RouteTimeout time.Duration
+	// DownstreamHTTP1Trailers is the connection manager's
+	// http_protocol_options.enable_trailers: without it Envoy drops the
+	// trailers of an HTTP/1.1 chunked request (HTTP/2 trailers always
+	// count).
+	DownstreamHTTP1Trailers bool
+	// UpstreamHTTP1Trailers is the upstream cluster's
+	// http_protocol_options.enable_trailers: without it Envoy drops the
+	// trailers of the upstream's HTTP/1.1 chunked response.
+	UpstreamHTTP1Trailers bool
 	// OnRequest, when set, is called with each request's record once the
 	// request is finished (after the ext_proc stream is closed).
 	OnRequest func(RequestStats)
 	// OnMetadata, when set, is called at the end of each request with the
 	// dynamic metadata Envoy would have kept (nil when none).
 	OnMetadata func(*structpb.Struct)
+	// OnReply, when set, is called from the request's goroutine each time
+	// a reply comes in for the message it answers, so a test can act at a
+	// given point of the exchange (send the rest of a body once the
+	// headers are answered: it then arrives after the reply, as far as
+	// the front is concerned).
+	OnReply func(ReplyEvent)
+
+	// headersApplied, set by this package's tests only, is called when a
+	// headers reply comes in, before the front looks at what of the body
+	// has arrived, so a test can decide what "arrived during the round
+	// trip" means.
+	headersApplied func(p phase, src *bodySource)
+}
+
+// ReplyEvent says which reply was just applied, for which request.
+type ReplyEvent struct {
+	// Header is the client's request header (do not modify it).
+	Header http.Header
+	// Phase is the message answered: "request_headers", "response_body"...
+	Phase string
+}
+
+// BodyMessage is one body message sent to the processor.
+type BodyMessage struct {
+	Phase       string // "request_body" or "response_body"
+	Bytes       int
+	EndOfStream bool
 }
 
 // RequestStats is what happened to one HTTP request, for tests to check.
 type RequestStats struct {
 	Method, Path string
+	// Proto is the client's protocol: "HTTP/1.1" or "HTTP/2.0".
+	Proto string
+	// Envoy is the release line the front imitated.
+	Envoy EnvoyVersion
+	// RequestID is the client's x-request-id, if it sent one.
+	RequestID string
 	// Status is what the client was answered; 0 when nothing was sent.
 	Status int
 	// Sent lists the ext_proc messages sent, in order: "request_headers",
-	// "request_body", "response_headers", "response_body".
+	// "request_body", "request_trailers", "response_headers",
+	// "response_body", "response_trailers".
 	Sent []string
+	// Bodies details the body messages of Sent, in order.
+	Bodies []BodyMessage
+	// MaxInFlight is the most STREAMED body messages that awaited their
+	// replies at once: above 1, chunks were pipelined.
+	MaxInFlight int
+	// RequestTrailers and ResponseTrailers are set when the body ended in
+	// trailers that Envoy would have kept.
+	RequestTrailers, ResponseTrailers bool
+	// RouterReply is set when the router answered by itself (the upstream
+	// could not be reached or reset before its headers, the route timed
+	// out, the request was over the buffer limit): its response code
+	// details. LocalReplyProcessed says whether that reply went through
+	// the processor, which depends on Envoy.
+	RouterReply         string
+	LocalReplyProcessed bool
+	// ClosedEarly is set when the stream was closed right after the last
+	// reply needed (1.37 on) rather than at the end of the request.
+	ClosedEarly bool
 	// Received counts ProcessingResponse messages read for this request.
 	Received int
 	// Immediate is set when the processor answered with immediate_response,
@@ -93,6 +188,10 @@ type RequestStats struct {
 	// ValueFieldHeaders counts set_headers entries that used value instead
 	// of raw_value; current Envoy reads raw_value only.
 	ValueFieldHeaders int
+	// IgnoredAppendActions counts set_headers entries whose append_action
+	// asked for something else than what Envoy did: Envoy's ext_proc reads
+	// only the deprecated append field (false when unset: overwrite).
+	IgnoredAppendActions int
 	// DroppedMetadata lists dynamic metadata namespaces that were not in
 	// receiving_namespaces and so were discarded.
 	DroppedMetadata []string
@@ -113,8 +212,9 @@ type RequestStats struct {
 	// Aborted is set when the response had to be cut after its headers
 	// were sent, as Envoy resets a stream it can no longer answer.
 	Aborted bool
-	// StreamLeftOpen is set when the processor did not end the stream
-	// within drainTimeout after the front closed its side.
+	// StreamLeftOpen is set, under GracefulClose only, when the processor
+	// did not end the stream within the remote close timeout after the
+	// front closed its side.
 	StreamLeftOpen bool
 	// Metadata is the dynamic metadata kept: one field per namespace.
 	Metadata *structpb.Struct
@@ -182,7 +282,12 @@ func (f *Front) Start(addr string) (string, error) {
 	if err != nil {
 		return "", fmt.Errorf("front: %w", err)
 	}
-	srv := &http.Server{Handler: f, ReadHeaderTimeout: 10 * time.Second}
+	// Envoy's listener (codec_type: AUTO) serves HTTP/1.1 and HTTP/2
+	// with prior knowledge (h2c) on the same port.
+	protocols := new(http.Protocols)
+	protocols.SetHTTP1(true)
+	protocols.SetUnencryptedHTTP2(true)
+	srv := &http.Server{Handler: f, ReadHeaderTimeout: 10 * time.Second, Protocols: protocols}
 	f.mu.Lock()
 	f.srv = srv
 	f.mu.Unlock()

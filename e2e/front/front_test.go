@@ -1,9 +1,7 @@
 package front
 
 import (
-	"errors"
 	"net"
-	"net/http"
 	"slices"
 	"strings"
 	"testing"
@@ -24,8 +22,8 @@ func TestRequestHeadersAsEnvoySendsThem(t *testing.T) {
 	if resp.StatusCode != 200 {
 		t.Fatalf("status %d, want 200", resp.StatusCode)
 	}
-	if err := s.proc.waitEnd(t, 0); !errors.Is(err, endedOK) {
-		t.Errorf("stream end seen by the processor: %v, want a clean half-close", err)
+	if err := s.proc.waitEnd(t, 0); !closedByFront(err) {
+		t.Errorf("stream end seen by the processor: %v, want Envoy's half-close and reset", err)
 	}
 	msgs := s.proc.messages(0)
 	if got, want := kinds(msgs), "request_headers,response_headers,response_body"; got != want {
@@ -97,13 +95,15 @@ func TestHeaderMutation(t *testing.T) {
 		t.Fatalf("upstream called %d times, want 1", len(calls))
 	}
 	got := calls[0]
+	// Envoy reads only the deprecated append flag: ADD_IF_ABSENT and
+	// OVERWRITE_IF_EXISTS both overwrite-or-add, like an unset append.
 	for _, c := range []struct {
 		key  string
 		want []string
 	}{
 		{"x-new", []string{"1"}},
-		{"x-keep", []string{"kept"}},
-		{"x-absent", nil},
+		{"x-keep", []string{"replaced"}},
+		{"x-absent", []string{"no"}},
 		{"x-over", []string{"new"}},
 		{"x-multi", []string{"a", "b"}},
 		{"x-old-style", []string{"v"}},
@@ -119,8 +119,9 @@ func TestHeaderMutation(t *testing.T) {
 	}
 	st := s.last(t, 1)
 	// x-envoy-internal, :authority and the removal of :method are refused.
-	if st.RejectedMutations != 3 || st.ValueFieldHeaders != 1 {
-		t.Errorf("rejected %d (want 3), value-field headers %d (want 1)", st.RejectedMutations, st.ValueFieldHeaders)
+	if st.RejectedMutations != 3 || st.ValueFieldHeaders != 1 || st.IgnoredAppendActions != 3 {
+		t.Errorf("rejected %d (want 3), value-field headers %d (want 1), ignored append actions %d (want 3)",
+			st.RejectedMutations, st.ValueFieldHeaders, st.IgnoredAppendActions)
 	}
 }
 
@@ -239,8 +240,8 @@ func TestImmediateResponse(t *testing.T) {
 			if d := st.Metadata.GetFields()["tokengate"].GetStructValue().GetFields()["decision"].GetStringValue(); d != "rejected" {
 				t.Errorf("metadata decision %q, want rejected (kept from the immediate response)", d)
 			}
-			if err := s.proc.waitEnd(t, 0); !errors.Is(err, endedOK) {
-				t.Errorf("stream end %v, want a clean half-close after an immediate response", err)
+			if err := s.proc.waitEnd(t, 0); !closedByFront(err) {
+				t.Errorf("stream end %v, want Envoy's half-close and reset after an immediate response", err)
 			}
 		})
 	}
@@ -269,8 +270,10 @@ func TestMessageTimeout(t *testing.T) {
 			t.Errorf("failure_mode_allow=%v: status %d, upstream calls %d, stats %+v; want %d and %d calls",
 				failOpen, resp.StatusCode, len(s.up.called()), st, want, wantCalls)
 		}
-		if err := s.proc.waitEnd(t, 0); errors.Is(err, endedOK) {
-			t.Errorf("failure_mode_allow=%v: stream half-closed after a timeout, want it reset", failOpen)
+		// Envoy closes the stream at once on a timeout (half-close and
+		// reset, never graceful): the processor sees it end right away.
+		if err := s.proc.waitEnd(t, 0); !closedByFront(err) {
+			t.Errorf("failure_mode_allow=%v: stream ended with %v after a timeout, want Envoy's close", failOpen, err)
 		}
 	}
 }
@@ -278,10 +281,13 @@ func TestMessageTimeout(t *testing.T) {
 func TestOverrideMessageTimeout(t *testing.T) {
 	// The processor asks for more time and never answers: the 504 comes
 	// after the extension when it is honoured (within max_message_timeout),
-	// after the configured 50 ms otherwise.
+	// after the configured 50 ms otherwise. The line between the two sits
+	// at half the extension: only the unextended case is timed from above,
+	// and a loaded machine has most of a second to answer it.
+	const extension = 2 * time.Second
 	h := func(_ int, req *extprocsvc.ProcessingRequest) []*extprocsvc.ProcessingResponse {
 		if req.GetRequestHeaders() != nil {
-			extend := &extprocsvc.ProcessingResponse{OverrideMessageTimeout: durationpb.New(time.Second)}
+			extend := &extprocsvc.ProcessingResponse{OverrideMessageTimeout: durationpb.New(extension)}
 			return []*extprocsvc.ProcessingResponse{extend}
 		}
 		return passAll(0, req)
@@ -297,9 +303,10 @@ func TestOverrideMessageTimeout(t *testing.T) {
 		if resp.StatusCode != 504 {
 			t.Errorf("max_message_timeout %v: status %d, want 504 (no reply ever comes)", maxTimeout, resp.StatusCode)
 		}
-		extended := time.Since(start) > 500*time.Millisecond
+		took := time.Since(start)
+		extended := took > extension/2
 		if extended != (maxTimeout > 0) {
-			t.Errorf("max_message_timeout %v: timer extended = %v", maxTimeout, extended)
+			t.Errorf("max_message_timeout %v: timer extended = %v (504 after %v)", maxTimeout, extended, took)
 		}
 	}
 }
@@ -436,33 +443,5 @@ func TestNewRefusesWhatItCannotImitate(t *testing.T) {
 	}
 	if _, err := New(Config{Filter: filterConfig(), ExtProcAddr: "127.0.0.1:1", Upstream: "127.0.0.1:1"}); err == nil {
 		t.Error("New accepted an upstream that is not a URL")
-	}
-}
-
-func TestUpstreamUnreachableGoesThroughResponsePhases(t *testing.T) {
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	dead := "http://" + ln.Addr().String()
-	ln.Close()
-	p := startProcessor(t, passAll)
-	fr, err := New(Config{Filter: filterConfig(), ExtProcAddr: p.addr, Upstream: dead})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { fr.Close() })
-	url, err := fr.Start("127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	s := &stand{front: fr, url: url, proc: p}
-	resp, _ := s.do(t, "GET", "/", "")
-	if resp.StatusCode != http.StatusServiceUnavailable {
-		t.Errorf("status %d, want 503", resp.StatusCode)
-	}
-	s.last(t, 1)
-	if got := kinds(p.messages(0)); got != "request_headers,response_headers,response_body" {
-		t.Errorf("messages %s: Envoy's 503 goes through the response phases too", got)
 	}
 }

@@ -3,7 +3,9 @@ package front
 import (
 	"errors"
 	"fmt"
+	"net/http"
 	"regexp"
+	"slices"
 	"strconv"
 	"strings"
 
@@ -69,6 +71,34 @@ func (h *headerMap) del(key string) {
 		}
 	}
 	h.entries = out
+}
+
+// headerMapOf builds a map from an http.Header, keys lower-cased and in
+// order, as Envoy holds trailers.
+func headerMapOf(hh http.Header) headerMap {
+	var h headerMap
+	keys := make([]string, 0, len(hh))
+	for k := range hh {
+		keys = append(keys, k)
+	}
+	slices.Sort(keys)
+	for _, k := range keys {
+		for _, v := range hh[k] {
+			h.add(strings.ToLower(k), v)
+		}
+	}
+	return h
+}
+
+// header converts the map back, pseudo-headers left out.
+func (h *headerMap) header() http.Header {
+	out := http.Header{}
+	for _, e := range h.entries {
+		if !strings.HasPrefix(e.key, ":") {
+			out.Add(e.key, e.value)
+		}
+	}
+	return out
 }
 
 // proto encodes the map as current Envoy does: values in raw_value (the
@@ -213,36 +243,28 @@ func (c *checker) applyMutation(h *headerMap, m *extprocsvc.HeaderMutation, drop
 		if !ok {
 			continue
 		}
-		applySet(h, name, value, opt)
+		applySet(h, name, value, opt, st)
 	}
 	return nil
 }
 
-// applySet honours the deprecated append flag when present, otherwise
-// append_action. APPEND_IF_EXISTS_OR_ADD is the enum's zero value and so
-// cannot be told from "unset": like Envoy's ext_proc, where append defaults
-// to false, it overwrites. Use append: true to append.
-func applySet(h *headerMap, name, value string, opt *corev3.HeaderValueOption) {
-	if a := opt.GetAppend(); a != nil {
-		if a.GetValue() {
-			h.add(name, value)
-		} else {
-			h.set(name, value)
-		}
+// applySet follows Envoy's ext_proc, which reads only the deprecated
+// append flag (false when unset: the value replaces any existing one) and
+// ignores append_action (envoyproxy/envoy issue 36982; the pull requests
+// that would honour it, 29862, 37139 and 39066, were closed unmerged). An
+// ADD_IF_ABSENT or OVERWRITE_IF_EXISTS is therefore an overwrite-or-add,
+// and is counted so a test can insist that a processor does not rely on
+// it.
+func applySet(h *headerMap, name, value string, opt *corev3.HeaderValueOption, st *RequestStats) {
+	switch opt.GetAppendAction() {
+	case corev3.HeaderValueOption_ADD_IF_ABSENT, corev3.HeaderValueOption_OVERWRITE_IF_EXISTS:
+		st.IgnoredAppendActions++
+	}
+	if opt.GetAppend().GetValue() {
+		h.add(name, value)
 		return
 	}
-	switch opt.GetAppendAction() {
-	case corev3.HeaderValueOption_ADD_IF_ABSENT:
-		if !h.has(name) {
-			h.add(name, value)
-		}
-	case corev3.HeaderValueOption_OVERWRITE_IF_EXISTS:
-		if h.has(name) {
-			h.set(name, value)
-		}
-	default:
-		h.set(name, value)
-	}
+	h.set(name, value)
 }
 
 // validName accepts RFC 9110 tokens, with a leading ':' for pseudo-headers.

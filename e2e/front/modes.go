@@ -10,23 +10,32 @@ import (
 // dirMode is what is sent to the processor in one direction (request or
 // response), as Envoy's ProcessorState keeps it.
 type dirMode struct {
-	sendHeaders bool
-	body        extprocv3.ProcessingMode_BodySendMode
+	sendHeaders  bool
+	body         extprocv3.ProcessingMode_BodySendMode
+	sendTrailers bool
 }
 
 // modesOf splits a ProcessingMode into its two directions. Headers are sent
-// unless SKIP (DEFAULT means SEND for headers); trailers are not handled by
-// the front, which never sees any on the HTTP/1.1 it serves.
+// unless SKIP (DEFAULT means SEND for headers); trailers only when SEND
+// (DEFAULT means SKIP for trailers), as Envoy's setProcessingModeInternal.
 func modesOf(pm *extprocv3.ProcessingMode) (req, resp dirMode) {
 	req = dirMode{
-		sendHeaders: pm.GetRequestHeaderMode() != extprocv3.ProcessingMode_SKIP,
-		body:        pm.GetRequestBodyMode(),
+		sendHeaders:  pm.GetRequestHeaderMode() != extprocv3.ProcessingMode_SKIP,
+		body:         pm.GetRequestBodyMode(),
+		sendTrailers: pm.GetRequestTrailerMode() == extprocv3.ProcessingMode_SEND,
 	}
 	resp = dirMode{
-		sendHeaders: pm.GetResponseHeaderMode() != extprocv3.ProcessingMode_SKIP,
-		body:        pm.GetResponseBodyMode(),
+		sendHeaders:  pm.GetResponseHeaderMode() != extprocv3.ProcessingMode_SKIP,
+		body:         pm.GetResponseBodyMode(),
+		sendTrailers: pm.GetResponseTrailerMode() == extprocv3.ProcessingMode_SEND,
 	}
 	return req, resp
+}
+
+// noExternalProcess is Envoy's ProcessorState::noExternalProcess: nothing
+// of this direction goes to the processor.
+func (m dirMode) noExternalProcess() bool {
+	return !m.sendHeaders && m.body == extprocv3.ProcessingMode_NONE && !m.sendTrailers
 }
 
 // dropsContentLength mirrors Envoy's shouldRemoveContentLength: when the

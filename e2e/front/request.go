@@ -11,6 +11,8 @@ import (
 	"slices"
 	"strconv"
 	"strings"
+	"sync"
+	"time"
 
 	extprocv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/http/ext_proc/v3"
 	extprocsvc "github.com/envoyproxy/go-control-plane/envoy/service/ext_proc/v3"
@@ -27,13 +29,23 @@ var hopByHop = map[string]bool{
 // answered the client itself mid-body.
 var errLocalReply = errors.New("front: request answered locally")
 
-// outgoing is the request body to send upstream: exact bytes, the
-// client's own body untouched, or a STREAMED body fed chunk by chunk.
+// errRouteTimeout cancels the upstream request when the route times out.
+var errRouteTimeout = errors.New("front: route timeout")
+
+// upstreamFailureText is the body of the router's 503 when the upstream
+// cannot be reached.
+const upstreamFailureText = "upstream connect error or disconnect/reset before headers. reset reason: connection failure"
+
+// outgoing is a body to send on: exact bytes, the body as it comes (src),
+// or (streamed) src through the processor chunk by chunk.
 type outgoing struct {
 	body     []byte
 	hasBody  bool
-	passthru io.Reader
+	src      *bodySource
 	streamed bool
+	// first is, for a STREAMED body, the data that arrived while the
+	// headers were with the processor: it goes as one chunk.
+	first *chunk
 }
 
 // requestHeaders builds the header map Envoy's filters see: pseudo-headers
@@ -84,10 +96,38 @@ func newRequestID() string {
 	return fmt.Sprintf("%x-%x-%x-%x-%x", b[0:4], b[4:6], b[6:8], b[8:10], b[10:16])
 }
 
-// decode runs the request side: headers, then the body per its mode.
+// requestTrailers says where the client's trailers are once its body has
+// ended; nil when Envoy would drop them (HTTP/1.1 without
+// http_protocol_options.enable_trailers).
+func (x *exchange) requestTrailers() func() http.Header {
+	if x.r.ProtoMajor < 2 && !x.f.cfg.DownstreamHTTP1Trailers {
+		return nil
+	}
+	return func() http.Header { return x.r.Trailer }
+}
+
+// queueLimit bounds what waits in a STREAMED queue or in a body source
+// before reading pauses: the buffer limit, or Envoy's default.
+func (x *exchange) queueLimit() int64 {
+	if x.f.cfg.BufferLimit > 0 {
+		return x.f.cfg.BufferLimit
+	}
+	return defaultBufferLimit
+}
+
+// decode runs the request side: headers, then the body per its mode. The
+// body is read from the start, as Envoy's codec keeps reading while the
+// headers are with the processor.
 func (x *exchange) decode(h *headerMap) (*outgoing, *localReply) {
-	noBody := x.r.ContentLength == 0
+	// HTTP/2 marks a request without body by END_STREAM on its headers,
+	// which net/http reports as a zero length.
+	noBody := x.r.Body == nil || x.r.Body == http.NoBody || x.r.ContentLength == 0
+	if !noBody {
+		x.reqSrc = newBodySource(x.r.Body, x.queueLimit(), x.requestTrailers())
+	}
+	src := x.reqSrc
 	out := &outgoing{}
+	sentHeaders := false
 	if x.req.sendHeaders {
 		msg := &extprocsvc.ProcessingRequest{Request: &extprocsvc.ProcessingRequest_RequestHeaders{
 			RequestHeaders: &extprocsvc.HttpHeaders{Headers: h.proto(), EndOfStream: noBody},
@@ -100,26 +140,42 @@ func (x *exchange) decode(h *headerMap) (*outgoing, *localReply) {
 			return nil, lr
 		}
 		if m != nil {
+			sentHeaders = true
 			if lr := x.headersReply(h, m.GetRequestHeaders(), &x.req, out); lr != nil {
 				return nil, lr
+			}
+			if x.f.cfg.Envoy.closesAfterLastReply() && x.resp.noExternalProcess() &&
+				(noBody || x.req.body == extprocv3.ProcessingMode_NONE && !x.req.sendTrailers) {
+				x.closeEarly()
 			}
 		}
 	} else {
 		x.dropContentLength(h, x.req)
 	}
+	// Envoy's complete_body_available_: the whole request, trailers
+	// included, was in when the headers reply was applied.
+	whole := sentHeaders && x.wholeAtHeaders
 	switch {
-	case out.hasBody: // replaced by CONTINUE_AND_REPLACE
+	case out.hasBody: // replaced by CONTINUE_AND_REPLACE: what the client sends is drained
+		if src != nil {
+			go io.Copy(io.Discard, src.reader(x.r.Context().Done()))
+		}
 	case noBody:
 	case x.complete || x.req.body == extprocv3.ProcessingMode_NONE:
-		out.passthru = x.r.Body
-	case x.req.body == extprocv3.ProcessingMode_STREAMED:
-		out.streamed = true
-	default: // BUFFERED, and BUFFERED_PARTIAL as long as the body fits
-		body, lr := x.readBuffered(x.r.Body, http.StatusRequestEntityTooLarge, "Payload Too Large")
-		if lr != nil {
-			return nil, lr
+		out.src = src
+	case x.req.body == extprocv3.ProcessingMode_STREAMED && !whole:
+		out.streamed, out.src = true, src
+		if sentHeaders {
+			if c := src.takeAll(); len(c.data) > 0 || c.eof {
+				out.first = &c
+			}
 		}
-		if body, lr = x.bufferedBody(h, phaseRequestBody, body, x.req); lr != nil {
+	default:
+		// BUFFERED; BUFFERED_PARTIAL as long as the body fits; and a
+		// STREAMED body that arrived whole during the headers round trip,
+		// which Envoy sends as one buffered message.
+		body, _, lr := x.bufferedBody(h, phaseRequestBody, x.req, src, whole)
+		if lr != nil {
 			return nil, lr
 		}
 		out.body, out.hasBody = body, true
@@ -151,92 +207,133 @@ func (x *exchange) headersReply(h *headerMap, hr *extprocsvc.HeadersResponse, m 
 			out.body, out.hasBody = mutateBody(nil, bm), true
 		}
 		m.body = extprocv3.ProcessingMode_NONE
+		m.sendTrailers = false
 	}
 	return nil
 }
 
-// readBuffered reads a whole body for BUFFERED mode, refusing one larger
-// than the buffer limit with Envoy's local reply for that direction.
-func (x *exchange) readBuffered(r io.Reader, tooBig int, text string) ([]byte, *localReply) {
-	if lim := x.f.cfg.BufferLimit; lim > 0 {
-		r = io.LimitReader(r, lim+1)
-	}
-	body, err := io.ReadAll(r)
-	if err != nil {
-		x.abandon()
-		if x.r.Context().Err() != nil {
-			x.st.ClientGone = true
+// bufferedBody waits for the whole body of src and sends it in one
+// message, as Envoy's BUFFERED mode does. The message carries
+// end_of_stream, except when the body ended in trailers after the headers
+// reply (onTrailers then sends what was buffered with end_of_stream
+// false, and nothing at all when no data came); a body that was whole,
+// trailers included, while the headers were with the processor goes with
+// end_of_stream all the same (whole). In SEND trailer mode the trailers
+// follow in their own message. The headers are still held, so a body
+// reply's header mutation applies; a body mutation that disagrees with a
+// remaining content-length is refused, as Envoy refuses it: the processor
+// must fix or remove content-length. Past the buffer limit, a request gets
+// Envoy's 413 and a response its 500.
+func (x *exchange) bufferedBody(h *headerMap, p phase, m dirMode, src *bodySource, whole bool) ([]byte, http.Header, *localReply) {
+	limit := x.f.cfg.BufferLimit
+	src.setHigh(limit)
+	for {
+		ch := src.wait()
+		done, err, _, pending := src.state()
+		if limit > 0 && pending > limit {
+			if p.request() {
+				return nil, nil, &localReply{status: http.StatusRequestEntityTooLarge, body: []byte("Payload Too Large"),
+					details: "request_payload_too_large", envoy: true}
+			}
+			x.complete = true
+			return nil, nil, &localReply{status: http.StatusInternalServerError, body: []byte("Internal Server Error"),
+				details: "response_payload_too_large"}
 		}
-		return nil, &localReply{} // the peer went away mid-body: nothing to answer
+		if done {
+			if err != nil {
+				// The peer went away mid-body: nothing to answer.
+				if x.r.Context().Err() != nil {
+					x.st.ClientGone = true
+				}
+				x.abandon()
+				return nil, nil, &localReply{}
+			}
+			break
+		}
+		select {
+		case <-ch:
+		case <-x.r.Context().Done():
+			x.st.ClientGone = true
+			x.abandon()
+			return nil, nil, &localReply{}
+		}
 	}
-	if lim := x.f.cfg.BufferLimit; lim > 0 && int64(len(body)) > lim {
-		x.abandon()
-		return nil, &localReply{status: tooBig, body: []byte(text), details: "buffer_limit_exceeded"}
+	body := src.takeAll().data
+	trailers := src.endTrailers()
+	x.noteTrailers(p, trailers)
+	if x.complete {
+		return body, trailers, nil
 	}
-	return body, nil
+	if eos := whole || trailers == nil; eos || len(body) > 0 {
+		reply, lr := x.roundTrip(bodyMessage(p, body, eos), p)
+		if lr != nil {
+			return nil, nil, lr
+		}
+		if reply != nil {
+			cr := commonOf(reply, p)
+			if hm := cr.GetHeaderMutation(); hm != nil {
+				if err := x.f.checker.applyMutation(h, hm, m.dropsContentLength(), &x.st); err != nil {
+					return nil, nil, x.failed(err)
+				}
+			}
+			if bm := cr.GetBodyMutation(); bm != nil {
+				if cl, ok := h.get("content-length"); ok {
+					if n, err := strconv.ParseUint(cl, 10, 64); err == nil && n != uint64(len(bm.GetBody())) {
+						return nil, nil, x.failed(errors.New("mismatch between content length and the length of the mutated body"))
+					}
+				}
+				body = mutateBody(body, bm)
+			}
+		}
+	}
+	if trailers != nil && m.sendTrailers && !x.complete {
+		var lr *localReply
+		if trailers, lr = x.trailersRoundTrip(p+1, trailers); lr != nil {
+			return nil, nil, lr
+		}
+	}
+	return body, trailers, nil
 }
 
-// bufferedBody sends a whole body in one message and applies the reply.
-// The headers are still held, so its header mutation applies; a body
-// mutation that disagrees with a remaining content-length is refused, as
-// Envoy refuses it: the processor must fix or remove content-length.
-func (x *exchange) bufferedBody(h *headerMap, p phase, body []byte, m dirMode) ([]byte, *localReply) {
-	if x.complete {
-		return body, nil
+// noteTrailers records that a body ended in trailers.
+func (x *exchange) noteTrailers(p phase, trailers http.Header) {
+	if trailers == nil {
+		return
 	}
-	reply, lr := x.roundTrip(bodyMessage(p, body, true), p)
+	if p.request() {
+		x.st.RequestTrailers = true
+	} else {
+		x.st.ResponseTrailers = true
+	}
+}
+
+// trailersRoundTrip sends trailers (SEND trailer mode) and applies the
+// reply's header mutation to them.
+func (x *exchange) trailersRoundTrip(p phase, trailers http.Header) (http.Header, *localReply) {
+	hm := headerMapOf(trailers)
+	msg := &extprocsvc.ProcessingRequest{}
+	if p == phaseRequestTrailers {
+		msg.Request = &extprocsvc.ProcessingRequest_RequestTrailers{RequestTrailers: &extprocsvc.HttpTrailers{Trailers: hm.proto()}}
+	} else {
+		msg.Request = &extprocsvc.ProcessingRequest_ResponseTrailers{ResponseTrailers: &extprocsvc.HttpTrailers{Trailers: hm.proto()}}
+	}
+	reply, lr := x.roundTrip(msg, p)
 	if lr != nil || reply == nil {
-		return body, lr
+		return trailers, lr
 	}
-	cr := commonOf(reply, p)
-	if hm := cr.GetHeaderMutation(); hm != nil {
-		if err := x.f.checker.applyMutation(h, hm, m.dropsContentLength(), &x.st); err != nil {
+	mut := reply.GetRequestTrailers().GetHeaderMutation()
+	if p == phaseResponseTrailers {
+		mut = reply.GetResponseTrailers().GetHeaderMutation()
+	}
+	if mut != nil {
+		if err := x.f.checker.applyMutation(&hm, mut, false, &x.st); err != nil {
 			return nil, x.failed(err)
 		}
 	}
-	if bm := cr.GetBodyMutation(); bm != nil {
-		if cl, ok := h.get("content-length"); ok {
-			if n, err := strconv.ParseUint(cl, 10, 64); err == nil && n != uint64(len(bm.GetBody())) {
-				return nil, x.failed(errors.New("mismatch between content length and the length of the mutated body"))
-			}
-		}
-		body = mutateBody(body, bm)
+	if x.f.cfg.Envoy.closesAfterLastReply() && (p == phaseResponseTrailers || x.resp.noExternalProcess()) {
+		x.closeEarly()
 	}
-	return body, nil
-}
-
-// streamBody copies src to emit, sending each chunk read to the processor
-// first while the direction is STREAMED and applying its body mutation;
-// end_of_stream goes with the last chunk, or alone in an empty one.
-func (x *exchange) streamBody(src io.Reader, p phase, emit func([]byte) error) (*localReply, error) {
-	buf := make([]byte, 32<<10)
-	for {
-		n, err := src.Read(buf)
-		eof := errors.Is(err, io.EOF)
-		if n > 0 || eof {
-			chunk := bytes.Clone(buf[:n])
-			if !x.complete {
-				reply, lr := x.roundTrip(bodyMessage(p, chunk, eof), p)
-				if lr != nil {
-					return lr, nil
-				}
-				if bm := commonOf(reply, p).GetBodyMutation(); bm != nil {
-					chunk = mutateBody(chunk, bm)
-				}
-			}
-			if len(chunk) > 0 {
-				if werr := emit(chunk); werr != nil {
-					return nil, werr
-				}
-			}
-		}
-		if eof {
-			return nil, nil
-		}
-		if err != nil {
-			return nil, err
-		}
-	}
+	return hm.header(), nil
 }
 
 func bodyMessage(p phase, body []byte, eos bool) *extprocsvc.ProcessingRequest {
@@ -267,15 +364,40 @@ func mutateBody(body []byte, bm *extprocsvc.BodyMutation) []byte {
 	return body
 }
 
-// forward sends the request upstream. A STREAMED body is fed by its own
-// goroutine while the upstream reads it; the exchange is left to that
-// goroutine until it is done.
+// endReader calls end once r has ended.
+type endReader struct {
+	r    io.Reader
+	end  func()
+	once sync.Once
+}
+
+func (e *endReader) Read(p []byte) (int, error) {
+	n, err := e.r.Read(p)
+	if err != nil {
+		e.once.Do(e.end)
+	}
+	return n, err
+}
+
+// forward sends the request upstream, as the router does. A STREAMED body
+// is fed by its own goroutine while the upstream reads it; the exchange is
+// left to that goroutine until it is done. The route timeout starts once
+// the request has been sent whole.
 func (x *exchange) forward(h *headerMap, out *outgoing) (*http.Response, *localReply) {
 	method, _ := h.get(":method")
 	path, _ := h.get(":path")
 	authority, _ := h.get(":authority")
-	ctx, cancel := context.WithCancel(x.r.Context())
+	ctx, cancel := context.WithCancelCause(x.r.Context())
 	x.upCancel = cancel
+	if d := x.f.cfg.RouteTimeout; d > 0 {
+		x.routeTimer = time.AfterFunc(time.Hour, func() { cancel(errRouteTimeout) })
+		x.routeTimer.Stop()
+	}
+	startRoute := func() {
+		if x.routeTimer != nil {
+			x.routeTimer.Reset(x.f.cfg.RouteTimeout)
+		}
+	}
 
 	var body io.Reader
 	var fed chan *localReply
@@ -286,21 +408,26 @@ func (x *exchange) forward(h *headerMap, out *outgoing) (*http.Response, *localR
 		body = pr
 		fed = make(chan *localReply, 1)
 		go func() {
-			lr, err := x.streamBody(x.r.Body, phaseRequestBody, func(b []byte) error {
+			_, lr, err := x.streamed(out.src, phaseRequestBody, x.req, out.first, func(b []byte) error {
 				_, err := pw.Write(b)
 				return err
 			})
 			if lr != nil {
 				err = errLocalReply
-				cancel()
+				cancel(errLocalReply)
 			}
 			pw.CloseWithError(err) // nil closes with EOF
 			fed <- lr
 		}()
-	case out.passthru != nil:
-		body = out.passthru
+	case out.src != nil:
+		body = out.src.reader(ctx.Done())
 	case out.hasBody:
 		body = bytes.NewReader(out.body)
+	}
+	if body != nil {
+		body = &endReader{r: body, end: startRoute}
+	} else {
+		startRoute()
 	}
 	req, err := http.NewRequestWithContext(ctx, method, x.f.upstream+path, body)
 	if err != nil {
@@ -323,6 +450,7 @@ func (x *exchange) forward(h *headerMap, out *outgoing) (*http.Response, *localR
 	} else if body != nil {
 		req.ContentLength = -1 // no length: chunked, as Envoy re-frames it
 	}
+	x.upStart = time.Now()
 	resp, err := x.f.http.Do(req)
 	if fed != nil {
 		if lr := <-fed; lr != nil {
@@ -333,29 +461,20 @@ func (x *exchange) forward(h *headerMap, out *outgoing) (*http.Response, *localR
 		}
 	}
 	if err != nil {
-		if x.r.Context().Err() != nil {
+		switch {
+		case errors.Is(context.Cause(ctx), errRouteTimeout):
+			x.st.UpstreamError = err.Error()
+			return nil, &localReply{status: http.StatusGatewayTimeout, body: []byte("upstream request timeout"),
+				details: "upstream_response_timeout", envoy: true}
+		case x.r.Context().Err() != nil:
 			x.st.ClientGone = true
 			x.abandon()
 			return nil, &localReply{}
 		}
 		x.st.UpstreamError = err.Error()
-		return upstreamFailure(), nil
+		return nil, &localReply{status: http.StatusServiceUnavailable, body: []byte(upstreamFailureText),
+			details: "upstream_reset_before_response_started{connection_failure}", envoy: true}
 	}
+	x.upHeaders = time.Since(x.upStart)
 	return resp, nil
-}
-
-// upstreamFailure is the response Envoy's router makes up when the
-// upstream cannot be reached; like any response it then goes through the
-// ext_proc response phases.
-func upstreamFailure() *http.Response {
-	const msg = "upstream connect error or disconnect/reset before headers. reset reason: connection failure"
-	return &http.Response{
-		StatusCode: http.StatusServiceUnavailable,
-		Header: http.Header{
-			"Content-Type":   {"text/plain"},
-			"Content-Length": {strconv.Itoa(len(msg))},
-		},
-		Body:          io.NopCloser(strings.NewReader(msg)),
-		ContentLength: int64(len(msg)),
-	}
 }

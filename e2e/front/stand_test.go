@@ -89,6 +89,13 @@ func (p *processor) Process(s extprocsvc.ExternalProcessor_ProcessServer) error 
 // endedOK is recorded for a stream the front half-closed cleanly.
 var endedOK = errors.New("ended cleanly")
 
+// closedByFront reports whether a stream ended the way Envoy's
+// ExternalProcessorStreamImpl::close ends it: a half-close followed at
+// once by a reset, of which the processor sees the first to arrive.
+func closedByFront(err error) bool {
+	return errors.Is(err, endedOK) || status.Code(err) == codes.Canceled
+}
+
 func (p *processor) end(id int, err error) {
 	if errors.Is(err, io.EOF) {
 		err = endedOK
@@ -283,6 +290,10 @@ func pass(req *extprocsvc.ProcessingRequest, cr *extprocsvc.CommonResponse) *ext
 		return &extprocsvc.ProcessingResponse{Response: &extprocsvc.ProcessingResponse_ResponseHeaders{ResponseHeaders: &extprocsvc.HeadersResponse{Response: cr}}}
 	case req.GetRequestBody() != nil:
 		return &extprocsvc.ProcessingResponse{Response: &extprocsvc.ProcessingResponse_RequestBody{RequestBody: &extprocsvc.BodyResponse{Response: cr}}}
+	case req.GetRequestTrailers() != nil:
+		return &extprocsvc.ProcessingResponse{Response: &extprocsvc.ProcessingResponse_RequestTrailers{RequestTrailers: &extprocsvc.TrailersResponse{HeaderMutation: cr.GetHeaderMutation()}}}
+	case req.GetResponseTrailers() != nil:
+		return &extprocsvc.ProcessingResponse{Response: &extprocsvc.ProcessingResponse_ResponseTrailers{ResponseTrailers: &extprocsvc.TrailersResponse{HeaderMutation: cr.GetHeaderMutation()}}}
 	default:
 		return &extprocsvc.ProcessingResponse{Response: &extprocsvc.ProcessingResponse_ResponseBody{ResponseBody: &extprocsvc.BodyResponse{Response: cr}}}
 	}

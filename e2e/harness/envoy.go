@@ -2,9 +2,11 @@ package harness
 
 import (
 	"context"
+	"fmt"
 	"net"
 	"net/http"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"strconv"
 	"testing"
@@ -16,6 +18,8 @@ import (
 	endpointv3 "github.com/envoyproxy/go-control-plane/envoy/config/endpoint/v3"
 	"google.golang.org/protobuf/encoding/protojson"
 	"google.golang.org/protobuf/proto"
+
+	"github.com/tokengate/tokengate/e2e/front"
 )
 
 // EnvoyReadyTimeout bounds Envoy's start, first health checks included.
@@ -31,6 +35,9 @@ const UpstreamCluster = "openai"
 func (s *Stack) StartEnvoy(bin string) string {
 	s.t.Helper()
 	b := proto.Clone(s.Bootstrap).(*bootstrapv3.Bootstrap)
+	if err := s.applyToBootstrap(b); err != nil {
+		s.t.Fatal(err)
+	}
 	listen, admin := freePort(s.t), freePort(s.t)
 	b.GetStaticResources().GetListeners()[0].Address = loopback(listen)
 	b.Admin = &bootstrapv3.Admin{Address: loopback(admin)}
@@ -127,4 +134,14 @@ func freePort(t testing.TB) int {
 	}
 	defer ln.Close()
 	return ln.Addr().(*net.TCPAddr).Port
+}
+
+// EnvoyBinaryVersion runs bin --version and returns the release line the
+// front would imitate for it, and the release number.
+func EnvoyBinaryVersion(bin string) (front.EnvoyVersion, string, error) {
+	out, err := exec.Command(bin, "--version").CombinedOutput()
+	if err != nil {
+		return 0, "", fmt.Errorf("harness: %s --version: %w\n%s", bin, err, out)
+	}
+	return front.ParseEnvoyVersion(string(out))
 }

@@ -102,12 +102,19 @@ func StartReplicas(t testing.TB, opts ReplicaOptions) *Replicas {
 		}
 	}
 	limit := int64(r.Bootstrap.GetStaticResources().GetListeners()[0].GetPerConnectionBufferLimitBytes().GetValue())
+	ev, err := readEnvoy(r.Bootstrap)
+	if err != nil {
+		t.Fatal(err)
+	}
 	for i, p := range r.Tokengates {
 		cfg := front.Config{
-			Filter:      r.Filter,
-			ExtProcAddr: p.Field("grpc"),
-			Upstream:    "http://" + r.Mock.Field("http"),
-			BufferLimit: limit,
+			Filter:                  r.Filter,
+			ExtProcAddr:             p.Field("grpc"),
+			Upstream:                "http://" + r.Mock.Field("http"),
+			BufferLimit:             limit,
+			RouteTimeout:            ev.routeTimeout,
+			DownstreamHTTP1Trailers: ev.downstreamTrailers,
+			UpstreamHTTP1Trailers:   ev.upstreamTrailers,
 		}
 		if opts.OnRequest != nil {
 			cfg.OnRequest = func(st front.RequestStats) { opts.OnRequest(i, st) }

@@ -40,6 +40,22 @@ type StackOptions struct {
 	// Bins are the binaries by name; nil means the set BuildBinaries built
 	// last.
 	Bins map[string]string
+
+	// Envoy is the Envoy release line the front imitates where ext_proc
+	// differs between releases (local replies, protocol_config, when the
+	// stream is closed); front.EnvoyPinned, the zero value, is the line
+	// docker-compose.yaml runs.
+	Envoy front.EnvoyVersion
+	// RouteTimeout, when set, replaces envoy.yaml's route timeout, for the
+	// front and for a real Envoy started with StartEnvoy.
+	RouteTimeout time.Duration
+	// Filter, when set, changes the ext_proc filter configuration read
+	// from envoy.yaml (Stack.Filter) before anything uses it; StartEnvoy
+	// writes the changed filter into the real Envoy's bootstrap too.
+	Filter func(*extprocv3.ExternalProcessor)
+	// Front, when set, changes the front's configuration last (see
+	// Stack.FrontConfig).
+	Front func(*front.Config)
 }
 
 // Stack is openai-mock and tokengate, with the front (Envoy's stand-in)
@@ -98,6 +114,9 @@ func StartStack(t testing.TB, opts StackOptions) *Stack {
 	if s.Filter, err = envoy.ExtProcFilter(s.Bootstrap); err != nil {
 		t.Fatal(err)
 	}
+	if opts.Filter != nil {
+		opts.Filter(s.Filter)
+	}
 	s.Mock = StartProcess(t, bins["openai-mock"], append([]string{"--listen", "127.0.0.1:0"}, opts.MockArgs...)...)
 	s.StartTokengate()
 	return s
@@ -127,12 +146,7 @@ func (s *Stack) StartTokengate() {
 	if s.Front != nil {
 		s.Front.Close()
 	}
-	f, err := front.New(front.Config{
-		Filter:      s.Filter,
-		ExtProcAddr: s.Tokengate.Field("grpc"),
-		Upstream:    "http://" + s.Mock.Field("http"),
-		BufferLimit: int64(s.Bootstrap.GetStaticResources().GetListeners()[0].GetPerConnectionBufferLimitBytes().GetValue()),
-	})
+	f, err := front.New(s.FrontConfig("http://" + s.Mock.Field("http")))
 	if err != nil {
 		s.t.Fatal(err)
 	}
