@@ -13,7 +13,7 @@ import (
 	"google.golang.org/grpc/credentials/insecure"
 
 	"github.com/tokengate/tokengate/extproc/config"
-	"github.com/tokengate/tokengate/limiter"
+	"github.com/tokengate/tokengate/limiter/memstore"
 )
 
 // nopServer is the do-nothing ext_proc server SPEC §9 measures against: it
@@ -85,7 +85,7 @@ func BenchmarkServer(b *testing.B) {
 		impl extprocv3.ExternalProcessorServer
 	}{
 		{"nop", nopServer{}},
-		{"counted", New(Options{Policies: []config.Policy{p}, Store: limiter.NewMemory()})},
+		{"counted", New(Options{Policies: []config.Policy{p}, Store: memstore.New()})},
 	}
 	for _, mode := range []string{"serial", "parallel"} {
 		for _, s := range servers {
@@ -147,7 +147,7 @@ func BenchmarkStream(b *testing.B) {
 		impl extprocv3.ExternalProcessorServer
 	}{
 		{"nop", nopServer{}},
-		{"counted", New(Options{Policies: []config.Policy{p}, Store: limiter.NewMemory()})},
+		{"counted", New(Options{Policies: []config.Policy{p}, Store: memstore.New()})},
 	} {
 		b.Run(s.name, func(b *testing.B) {
 			c := serve(b, s.impl)

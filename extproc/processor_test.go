@@ -19,6 +19,7 @@ import (
 	"github.com/tokengate/tokengate/extproc/openai"
 	"github.com/tokengate/tokengate/extproc/tokenize"
 	"github.com/tokengate/tokengate/limiter"
+	"github.com/tokengate/tokengate/limiter/memstore"
 )
 
 var t0 = time.Date(2026, 1, 5, 10, 0, 0, 250_000_000, time.UTC)
@@ -27,7 +28,7 @@ const labBody = `{"model":"gpt-4o","messages":[{"role":"system","content":"You a
 
 type env struct {
 	srv   *Server
-	store *limiter.Memory
+	store *memstore.Store
 	clock *limiter.ManualClock
 	logs  *observer.ObservedLogs
 }
@@ -38,7 +39,7 @@ func newEnv(t *testing.T, policies ...config.Policy) *env {
 		policies = []config.Policy{labPolicy()}
 	}
 	core, logs := observer.New(zap.DebugLevel)
-	e := &env{store: limiter.NewMemory(), clock: limiter.NewManualClock(t0), logs: logs}
+	e := &env{store: memstore.New(), clock: limiter.NewManualClock(t0), logs: logs}
 	e.srv = New(Options{Policies: policies, Store: e.store, Clock: e.clock, Log: zap.New(core)})
 	return e
 }
@@ -366,7 +367,7 @@ func (s ctxStore) Reserve(ctx context.Context, key string, lim limiter.Limits, n
 // for the store's refusal and dropped.
 func TestStreamGoneWhileAdmitting(t *testing.T) {
 	prompt := labPrompt(t)
-	mem := limiter.NewMemory()
+	mem := memstore.New()
 	pol := parsePolicy(t, "{name: lab, tokens_per_minute: 100000, counter_key: {header: [api-key], per_model: true}}")
 	srv := New(Options{Policies: []config.Policy{pol}, Store: ctxStore{mem}, Clock: limiter.NewManualClock(t0), Log: zap.NewNop()})
 	ctx, cancel := context.WithCancel(context.Background())

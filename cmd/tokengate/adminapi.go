@@ -101,10 +101,6 @@ func (a *adminService) usage(ctx context.Context, p *config.Policy, hash, model 
 }
 
 func (a *adminService) ListUsage(ctx context.Context, req *adminv1.ListUsageRequest) (*adminv1.ListUsageResponse, error) {
-	in, ok := a.store.(limiter.Inspector)
-	if !ok {
-		return nil, status.Error(codes.Unimplemented, "the store cannot list keys")
-	}
 	ps, err := a.policies(req.GetPolicy())
 	if err != nil {
 		return nil, err
@@ -120,7 +116,7 @@ func (a *adminService) ListUsage(ctx context.Context, req *adminv1.ListUsageRequ
 	var rows []row
 	now := a.clock.Now()
 	for i := range ps {
-		keys, err := in.List(ctx, ps[i].Name+":", now)
+		keys, err := a.store.List(ctx, ps[i].Name+":", now)
 		if err != nil {
 			return nil, status.Errorf(codes.Unavailable, "store: %v", err)
 		}
@@ -144,10 +140,6 @@ func (a *adminService) ListUsage(ctx context.Context, req *adminv1.ListUsageRequ
 }
 
 func (a *adminService) ResetUsage(ctx context.Context, req *adminv1.ResetUsageRequest) (*adminv1.ResetUsageResponse, error) {
-	in, ok := a.store.(limiter.Inspector)
-	if !ok {
-		return nil, status.Error(codes.Unimplemented, "the store cannot reset keys")
-	}
 	hash, err := a.keyHash(req.GetKey())
 	if err != nil {
 		return nil, err
@@ -158,7 +150,7 @@ func (a *adminService) ResetUsage(ctx context.Context, req *adminv1.ResetUsageRe
 	}
 	n := int32(0)
 	for i := range ps {
-		if err := in.Reset(ctx, extproc.CounterKey(&ps[i], hash, req.GetModel())); err != nil {
+		if err := a.store.Reset(ctx, extproc.CounterKey(&ps[i], hash, req.GetModel())); err != nil {
 			return nil, status.Errorf(codes.Unavailable, "store: %v", err)
 		}
 		n++

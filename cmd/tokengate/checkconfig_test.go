@@ -19,7 +19,7 @@ import (
 
 	"github.com/tokengate/tokengate/extproc"
 	"github.com/tokengate/tokengate/extproc/config"
-	"github.com/tokengate/tokengate/limiter"
+	"github.com/tokengate/tokengate/limiter/memstore"
 )
 
 // checkConfigRun runs tokengate --check-config with args and returns its
@@ -111,7 +111,7 @@ func TestStartupLogWarnsOfSeveralKeyHeaders(t *testing.T) {
 func TestReloadLogsWarnings(t *testing.T) {
 	path := writeConfig(t, "policies:\n- {name: lab, tokens_per_minute: 10}\n")
 	core, logs := observer.New(zapcore.InfoLevel)
-	proc := extproc.New(extproc.Options{Policies: config.Default().Policies, Store: limiter.NewMemory()})
+	proc := extproc.New(extproc.Options{Policies: config.Default().Policies, Store: memstore.New()})
 	reload(path, proc, extproc.NewMetrics(prometheus.NewRegistry()), zap.New(core))
 	warns := logs.FilterMessage("SIGHUP: config warning").All()
 	if len(warns) != 1 || warns[0].Level != zapcore.WarnLevel ||

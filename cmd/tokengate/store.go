@@ -13,6 +13,10 @@ import (
 	"github.com/tokengate/tokengate/extproc"
 	"github.com/tokengate/tokengate/extproc/config"
 	"github.com/tokengate/tokengate/limiter"
+	"github.com/tokengate/tokengate/limiter/boltstore"
+	"github.com/tokengate/tokengate/limiter/fallback"
+	"github.com/tokengate/tokengate/limiter/memstore"
+	"github.com/tokengate/tokengate/limiter/redisstore"
 )
 
 // storeHooks are what a shared store's state reaches: logs, metrics, and
@@ -26,9 +30,9 @@ type storeHooks struct {
 func openStore(c config.Store, clock limiter.Clock, hooks storeHooks) (limiter.Store, error) {
 	switch c.Backend {
 	case "memory":
-		return limiter.NewMemory(), nil
+		return memstore.New(), nil
 	case "bbolt":
-		b, err := limiter.OpenBolt(limiter.BoltOptions{Path: c.Bbolt.Path, FlushInterval: c.Bbolt.FlushInterval, Clock: clock,
+		b, err := boltstore.Open(boltstore.Options{Path: c.Bbolt.Path, FlushInterval: c.Bbolt.FlushInterval, Clock: clock,
 			OnFlushError: func(err error) {
 				hooks.metrics.StoreCall("flush", 0, err)
 				hooks.log.Error("bbolt flush failed; charges stay pending for the next flush", zap.Error(err))
@@ -63,14 +67,14 @@ func openRedis(c config.Redis, hooks storeHooks) limiter.Store {
 	if c.TLS {
 		opts.TLSConfig = &tls.Config{MinVersion: tls.VersionTLS12}
 	}
-	shared := limiter.NewRedis(limiter.RedisOptions{
+	shared := redisstore.New(redisstore.Options{
 		Client:     redis.NewUniversalClient(opts),
 		Prefix:     c.KeyPrefix,
 		ServerTime: c.Clock == "server",
 		HoldTTL:    c.HoldTTL,
 	})
-	mode := limiter.OnError(c.OnError)
-	return limiter.NewFallback(shared, limiter.FallbackOptions{
+	mode := fallback.OnError(c.OnError)
+	return fallback.New(shared, fallback.Options{
 		Mode:   mode,
 		Retry:  c.RetryInterval,
 		OnCall: hooks.metrics.StoreCall,
@@ -83,7 +87,7 @@ func openRedis(c config.Redis, hooks storeHooks) limiter.Store {
 			}
 			hooks.log.Error("redis store unavailable; on_error decides until it is back",
 				zap.String("on_error", c.OnError), zap.Error(err), zap.Duration("retry_every", c.RetryInterval))
-			if mode == limiter.FailClosed {
+			if mode == fallback.FailClosed {
 				hooks.health.SetServingStatus("", healthpb.HealthCheckResponse_NOT_SERVING)
 			}
 		},

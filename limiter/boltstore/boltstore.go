@@ -1,4 +1,6 @@
-package limiter
+// Package boltstore is the limiter.Store that answers from memory and
+// writes its counters behind to a bbolt file, so that a restart keeps them.
+package boltstore
 
 import (
 	"bytes"
@@ -12,10 +14,14 @@ import (
 
 	bolt "go.etcd.io/bbolt"
 	bolterrors "go.etcd.io/bbolt/errors"
+
+	"github.com/tokengate/tokengate/limiter"
+	"github.com/tokengate/tokengate/limiter/internal/counter"
+	"github.com/tokengate/tokengate/limiter/internal/memcore"
 )
 
-// ErrFileInUse is returned, wrapped, by OpenBolt when another process (or
-// another Bolt in this one) holds the file. bbolt would otherwise wait for
+// ErrFileInUse is returned, wrapped, by Open when another process (or
+// another Store in this one) holds the file. bbolt would otherwise wait for
 // the lock forever, and a second tokengate would hang instead of saying why.
 var ErrFileInUse = errors.New("limiter: bbolt file is in use by another process")
 
@@ -43,14 +49,14 @@ var (
 // fsync it then waits for.
 const quotaBatchDelay = time.Millisecond
 
-// Defaults for the zero fields of BoltOptions.
+// Defaults for the zero fields of Options.
 const (
 	DefaultFlushInterval = time.Second
 	DefaultOpenTimeout   = time.Second
 )
 
-// BoltOptions configures OpenBolt.
-type BoltOptions struct {
+// Options configures Open.
+type Options struct {
 	// Path is the bbolt file; its directory is created when missing.
 	Path string
 	// FlushInterval is how often changed windows are written to the file,
@@ -58,7 +64,7 @@ type BoltOptions struct {
 	FlushInterval time.Duration
 	// Clock dates the restore and the flushes: windows idle by then are
 	// dropped from the file. SystemClock when nil.
-	Clock Clock
+	Clock limiter.Clock
 	// OpenTimeout bounds the wait for the file lock. DefaultOpenTimeout
 	// when <= 0; never unbounded, so a second process fails instead of
 	// hanging.
@@ -69,16 +75,18 @@ type BoltOptions struct {
 	OnFlushError func(error)
 }
 
-// Bolt is a Store that answers from a Memory store and writes it behind to
-// a bbolt file, so that the hot path never waits on the disk and a restart
-// keeps the windows. Only charges are kept; reservations die with the
-// process that made them. Keys bbolt cannot hold (empty, or longer than
+// Store answers from memory, as memstore does, and writes what changed
+// behind to a bbolt file, so that the hot path never waits on the disk and
+// a restart keeps the windows. Only charges are kept; holds die with the
+// process that made them (they have no TTL, and IDs are empty, as in
+// memstore). Keys bbolt cannot hold (empty, or longer than
 // bolt.MaxKeySize) are kept in memory only.
-type Bolt struct {
-	mem   *Memory
+type Store struct {
+	mem   *memcore.Core
+	dirty *dirtySets // the keys the next flush writes; see writebehind.go
 	db    *bolt.DB
 	path  string
-	clock Clock
+	clock limiter.Clock
 
 	flushMu sync.Mutex // one flush at a time, so writes land in order
 	closed  bool       // under flushMu
@@ -95,12 +103,12 @@ type Bolt struct {
 	closeErr  error
 }
 
-var _ Store = (*Bolt)(nil)
+var _ limiter.Store = (*Store)(nil)
 
-// OpenBolt opens (or creates) the file, restores its windows with the buckets
+// Open opens (or creates) the file, restores its windows with the buckets
 // already expired at opts.Clock.Now() dropped, and starts writing behind
 // every opts.FlushInterval until Close.
-func OpenBolt(opts BoltOptions) (*Bolt, error) {
+func Open(opts Options) (*Store, error) {
 	if opts.Path == "" {
 		return nil, errors.New("limiter: bbolt path is empty")
 	}
@@ -108,7 +116,7 @@ func OpenBolt(opts BoltOptions) (*Bolt, error) {
 		opts.FlushInterval = DefaultFlushInterval
 	}
 	if opts.Clock == nil {
-		opts.Clock = SystemClock{}
+		opts.Clock = limiter.SystemClock{}
 	}
 	if opts.OpenTimeout <= 0 {
 		opts.OpenTimeout = DefaultOpenTimeout
@@ -126,8 +134,10 @@ func OpenBolt(opts BoltOptions) (*Bolt, error) {
 	// Quota settles wait for their transaction (see Settle); bbolt's
 	// default 10 ms of batching would add that to every response.
 	db.MaxBatchDelay = quotaBatchDelay
-	b := &Bolt{
-		mem:   NewMemory(),
+	dirty := newDirtySets()
+	b := &Store{
+		mem:   memcore.New(dirty),
+		dirty: dirty,
 		db:    db,
 		path:  opts.Path,
 		clock: opts.Clock,
@@ -141,7 +151,6 @@ func OpenBolt(opts BoltOptions) (*Bolt, error) {
 		_ = db.Close()
 		return nil, fmt.Errorf("limiter: restore from bbolt file %s: %w", opts.Path, err)
 	}
-	b.mem.track()
 	go b.run(opts.FlushInterval)
 	return b, nil
 }
@@ -149,31 +158,31 @@ func OpenBolt(opts BoltOptions) (*Bolt, error) {
 // restore loads every quota and window of the file into memory and
 // deletes those already idle at now, so the file does not keep keys nobody
 // uses.
-func (b *Bolt) restore(now time.Time) error {
+func (b *Store) restore(now time.Time) error {
 	return b.db.Update(func(tx *bolt.Tx) error {
 		err := restoreBucket(tx, quotasBucket, func(k, v []byte) (bool, error) {
-			q, err := decodeQuota(v)
+			q, err := counter.DecodeQuota(v)
 			if err != nil {
 				return false, fmt.Errorf("quota of key %q: %w", k, err)
 			}
-			if q.idle(now) {
+			if q.Idle(now) {
 				return false, nil
 			}
-			b.mem.loadQuota(string(k), q)
+			b.mem.With(string(k), true, func(_ int, e *memcore.Entry) { e.SetQuota(q) })
 			return true, nil
 		})
 		if err != nil {
 			return err
 		}
 		return restoreBucket(tx, windowsBucket, func(k, v []byte) (bool, error) {
-			w, err := decodeWindow(v, now)
+			w, err := counter.DecodeWindow(v, now)
 			if err != nil {
 				return false, fmt.Errorf("key %q: %w", k, err)
 			}
-			if w.idle(now) {
+			if w.Idle(now) {
 				return false, nil
 			}
-			b.mem.load(string(k), &w)
+			b.mem.With(string(k), true, func(_ int, e *memcore.Entry) { e.SetWindow(w) })
 			return true, nil
 		})
 	})
@@ -209,7 +218,7 @@ func restoreBucket(tx *bolt.Tx, name []byte, load func(k, v []byte) (keep bool, 
 
 // run flushes on every tick until Close. A failed flush keeps its keys for
 // the next one, and Close reports the last.
-func (b *Bolt) run(every time.Duration) {
+func (b *Store) run(every time.Duration) {
 	defer close(b.done)
 	t := time.NewTicker(every)
 	defer t.Stop()
@@ -229,24 +238,25 @@ func (b *Bolt) run(every time.Duration) {
 	}
 }
 
-// Reserve implements Store from memory.
-func (b *Bolt) Reserve(ctx context.Context, key string, lim Limits, n int64, now time.Time) (Decision, error) {
-	return b.mem.Reserve(ctx, key, lim, n, now)
+// Reserve implements limiter.Store from memory.
+func (b *Store) Reserve(_ context.Context, key string, lim limiter.Limits, n int64, now time.Time) (limiter.Decision, error) {
+	return b.mem.Reserve(key, lim, n, now), nil
 }
 
-// Settle implements Store in memory; the window's charge reaches the file at
-// the next flush. A quota's charge is written before Settle returns: losing
-// a second of a window is a second's worth of tokens, losing a quota's
-// charge could refund a month. Concurrent settles share one transaction.
-func (b *Bolt) Settle(ctx context.Context, key string, lim Limits, h Hold, used int64, now time.Time) (Decision, error) {
-	d, err := b.mem.Settle(ctx, key, lim, h, used, now)
-	if err != nil || lim.Quota <= 0 || used <= 0 || len(key) == 0 || len(key) > bolt.MaxKeySize {
-		return d, err
+// Settle implements limiter.Store in memory; the window's charge reaches
+// the file at the next flush. A quota's charge is written before Settle
+// returns: losing a second of a window is a second's worth of tokens,
+// losing a quota's charge could refund a month. Concurrent settles share
+// one transaction.
+func (b *Store) Settle(_ context.Context, key string, lim limiter.Limits, h limiter.Hold, used int64, now time.Time) (limiter.Decision, error) {
+	d := b.mem.Settle(key, lim, h, used, now)
+	if lim.Quota <= 0 || used <= 0 || len(key) == 0 || len(key) > bolt.MaxKeySize {
+		return d, nil
 	}
-	err = b.db.Batch(func(tx *bolt.Tx) error {
+	err := b.db.Batch(func(tx *bolt.Tx) error {
 		// Read the quota inside the transaction, not before: whichever
 		// settle's transaction commits last then writes the latest count.
-		v, ok := b.mem.appendQuotaOf(nil, key, b.clock.Now())
+		v, ok := b.quotaOf(key, b.clock.Now())
 		if !ok {
 			return tx.Bucket(quotasBucket).Delete([]byte(key))
 		}
@@ -263,26 +273,26 @@ func (b *Bolt) Settle(ctx context.Context, key string, lim Limits, h Hold, used 
 	return d, nil
 }
 
-// Status implements Store from memory.
-func (b *Bolt) Status(ctx context.Context, key string, lim Limits, now time.Time) (Decision, error) {
-	return b.mem.Status(ctx, key, lim, now)
+// Status implements limiter.Store from memory.
+func (b *Store) Status(_ context.Context, key string, lim limiter.Limits, now time.Time) (limiter.Decision, error) {
+	return b.mem.Status(key, lim, now), nil
 }
 
-// Sweep forgets the keys idle at now, as Memory.Sweep; the next flush
+// Sweep forgets the keys idle at now, as memstore's Sweep; the next flush
 // deletes them from the file.
-func (b *Bolt) Sweep(now time.Time) int { return b.mem.Sweep(now) }
+func (b *Store) Sweep(now time.Time) int { return b.mem.Sweep(now) }
 
 // Flush writes the windows changed since the last flush in one transaction,
 // and deletes from the file those now idle or forgotten. If it fails, the
 // keys stay pending for the next flush.
-func (b *Bolt) Flush() error {
+func (b *Store) Flush() error {
 	b.flushMu.Lock()
 	defer b.flushMu.Unlock()
 	if b.closed {
 		return errClosed
 	}
 	now := b.clock.Now()
-	changes, vals := b.mem.drain(now)
+	changes, vals := b.drain(now)
 	b.quotaMu.Lock()
 	quotas := b.pendingQuotas
 	b.pendingQuotas = map[string]struct{}{}
@@ -293,7 +303,7 @@ func (b *Bolt) Flush() error {
 	err := b.db.Update(func(tx *bolt.Tx) error {
 		qb := tx.Bucket(quotasBucket)
 		for key := range quotas {
-			v, ok := b.mem.appendQuotaOf(nil, key, now)
+			v, ok := b.quotaOf(key, now)
 			var err error
 			if ok {
 				err = qb.Put([]byte(key), v)
@@ -319,7 +329,7 @@ func (b *Bolt) Flush() error {
 		return nil
 	})
 	if err != nil {
-		b.mem.undrain(changes)
+		b.undrain(changes)
 		b.quotaMu.Lock()
 		for key := range quotas {
 			b.pendingQuotas[key] = struct{}{}
@@ -333,7 +343,7 @@ func (b *Bolt) Flush() error {
 // Close stops the writing behind, flushes a last time and closes the file.
 // Calls after the first return the first one's result. The store still
 // answers afterwards, from memory, but keeps nothing.
-func (b *Bolt) Close() error {
+func (b *Store) Close() error {
 	b.closeOnce.Do(func() {
 		close(b.stop)
 		<-b.done

@@ -1,10 +1,12 @@
-package limiter
+package counter
 
 import (
 	"encoding/binary"
 	"errors"
 	"fmt"
 	"time"
+
+	"github.com/tokengate/tokengate/limiter"
 )
 
 // encodingV1 leads every window written to a file, so that a later layout
@@ -19,7 +21,7 @@ import (
 const encodingV1 = 1
 
 // appendWindow appends the encoding of w to dst.
-func appendWindow(dst []byte, w *window) []byte {
+func appendWindow(dst []byte, w *Window) []byte {
 	dst = append(dst, encodingV1)
 	dst = binary.AppendVarint(dst, w.head)
 	for age := int64(0); age < Buckets; age++ {
@@ -31,14 +33,14 @@ func appendWindow(dst []byte, w *window) []byte {
 	return dst
 }
 
-// errTruncated is what decodeWindow says of a value cut short.
+// errTruncated is what DecodeWindow says of a value cut short.
 var errTruncated = errors.New("truncated")
 
-// decodeWindow restores a window from its encoding, advanced to now so that
+// DecodeWindow restores a window from its encoding, advanced to now so that
 // the buckets already expired are dropped. A now before the saved head keeps
 // the head: the clock went back, the tokens stay.
-func decodeWindow(b []byte, now time.Time) (window, error) {
-	var w window
+func DecodeWindow(b []byte, now time.Time) (Window, error) {
+	var w Window
 	if len(b) == 0 {
 		return w, errTruncated
 	}
@@ -83,35 +85,35 @@ func decodeWindow(b []byte, now time.Time) (window, error) {
 // appendQuota appends the encoding of q: the version byte, the period, the
 // period's start as a signed varint and the used count as an unsigned one.
 // Reservations are not written, as with windows.
-func appendQuota(dst []byte, q *quota) []byte {
+func appendQuota(dst []byte, q *Quota) []byte {
 	dst = append(dst, encodingV1, byte(q.period))
 	dst = binary.AppendVarint(dst, q.start)
 	return binary.AppendUvarint(dst, uint64(max(q.used, 0)))
 }
 
-// decodeQuota restores a quota from its encoding.
-func decodeQuota(b []byte) (quota, error) {
+// DecodeQuota restores a quota from its encoding.
+func DecodeQuota(b []byte) (Quota, error) {
 	if len(b) < 2 {
-		return quota{}, errTruncated
+		return Quota{}, errTruncated
 	}
 	if b[0] != encodingV1 {
-		return quota{}, fmt.Errorf("unknown quota encoding version %d", b[0])
+		return Quota{}, fmt.Errorf("unknown quota encoding version %d", b[0])
 	}
-	q := quota{period: Period(b[1])}
-	if q.period == NoPeriod || q.period > Yearly {
-		return quota{}, fmt.Errorf("unknown quota period %d", b[1])
+	q := Quota{period: limiter.Period(b[1])}
+	if q.period == limiter.NoPeriod || q.period > limiter.Yearly {
+		return Quota{}, fmt.Errorf("unknown quota period %d", b[1])
 	}
 	b = b[2:]
 	start, n := binary.Varint(b)
 	if n <= 0 {
-		return quota{}, errTruncated
+		return Quota{}, errTruncated
 	}
 	used, m := binary.Uvarint(b[n:])
 	if m <= 0 {
-		return quota{}, errTruncated
+		return Quota{}, errTruncated
 	}
 	if used > maxBucket {
-		return quota{}, fmt.Errorf("quota count %d out of range", used)
+		return Quota{}, fmt.Errorf("quota count %d out of range", used)
 	}
 	q.start, q.used = start, int64(used)
 	return q, nil

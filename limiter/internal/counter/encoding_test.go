@@ -1,14 +1,16 @@
-package limiter
+package counter
 
 import (
 	"encoding/binary"
 	"testing"
 	"time"
+
+	"github.com/tokengate/tokengate/limiter"
 )
 
 // charges builds a window from (offset from t0, tokens) pairs.
-func charges(pairs ...any) window {
-	var w window
+func charges(pairs ...any) Window {
+	var w Window
 	for i := 0; i < len(pairs); i += 2 {
 		w.settle(0, int64(pairs[i+1].(int)), at(pairs[i].(time.Duration)))
 	}
@@ -18,10 +20,10 @@ func charges(pairs ...any) window {
 func TestEncodingRoundTrip(t *testing.T) {
 	tests := []struct {
 		name    string
-		w       window
+		w       Window
 		now     time.Time
 		wantLen int
-		want    Decision // status at now, limit 100
+		want    limiter.Decision // status at now, limit 100
 	}{{
 		name:    "empty, never advanced",
 		now:     at(0),
@@ -67,7 +69,7 @@ func TestEncodingRoundTrip(t *testing.T) {
 			if len(b) != tt.wantLen {
 				t.Errorf("encoding is %d bytes, want %d", len(b), tt.wantLen)
 			}
-			got, err := decodeWindow(b, tt.now)
+			got, err := DecodeWindow(b, tt.now)
 			if err != nil {
 				t.Fatalf("decode: %v", err)
 			}
@@ -104,7 +106,7 @@ func TestDecodeWindowErrors(t *testing.T) {
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			_, err := decodeWindow(tt.b, t0)
+			_, err := DecodeWindow(tt.b, t0)
 			if err == nil || err.Error() != tt.want {
 				t.Errorf("got error %v, want %q", err, tt.want)
 			}

@@ -5,6 +5,18 @@ import (
 	"time"
 )
 
+// Clock tells the time. Stores never read the wall clock to decide; the
+// processor passes Clock.Now() in.
+type Clock interface {
+	Now() time.Time
+}
+
+// SystemClock is the wall clock.
+type SystemClock struct{}
+
+// Now returns time.Now().
+func (SystemClock) Now() time.Time { return time.Now() }
+
 // ManualClock is a Clock that moves only when told. Tests use it directly;
 // the server exposes it over its admin port with --fake-clock so end-to-end
 // tests can cross a window without waiting for one.

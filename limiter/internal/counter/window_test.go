@@ -1,9 +1,12 @@
-package limiter
+package counter
 
 import (
 	"fmt"
+	"math"
 	"testing"
 	"time"
+
+	"github.com/tokengate/tokengate/limiter"
 )
 
 const (
@@ -22,11 +25,11 @@ type wstep struct {
 	t        time.Time
 	n        int64 // reserve: tokens asked; settle: tokens released
 	used     int64 // settle: tokens charged
-	want     Decision
+	want     limiter.Decision
 	wantIdle *bool // when set, idle(t) after the call
 }
 
-func reserve(t time.Time, n int64, want Decision) wstep {
+func reserve(t time.Time, n int64, want limiter.Decision) wstep {
 	return wstep{op: "reserve", t: t, n: n, want: want}
 }
 
@@ -34,7 +37,7 @@ func settle(t time.Time, reserved, used int64) wstep {
 	return wstep{op: "settle", t: t, n: reserved, used: used}
 }
 
-func status(t time.Time, want Decision) wstep {
+func status(t time.Time, want limiter.Decision) wstep {
 	return wstep{op: "status", t: t, want: want}
 }
 
@@ -42,21 +45,21 @@ func idleAt(t time.Time, want bool) wstep {
 	return wstep{op: "idle", t: t, wantIdle: &want}
 }
 
-// ok and no build the wanted Decision; the runner fills in Limit.
-func ok(used, remaining int64, reset time.Duration) Decision {
-	return Decision{Allowed: true, Used: used, Remaining: remaining, Reset: reset}
+// ok and no build the wanted limiter.Decision; the runner fills in Limit.
+func ok(used, remaining int64, reset time.Duration) limiter.Decision {
+	return limiter.Decision{Allowed: true, Used: used, Remaining: remaining, Reset: reset}
 }
 
-func no(used, remaining int64, reset, retry time.Duration) Decision {
-	return Decision{Used: used, Remaining: remaining, Reset: reset, RetryAfter: retry}
+func no(used, remaining int64, reset, retry time.Duration) limiter.Decision {
+	return limiter.Decision{Used: used, Remaining: remaining, Reset: reset, RetryAfter: retry}
 }
 
 // runWindow plays steps on a fresh window of limit tokens.
 func runWindow(t *testing.T, limit int64, steps []wstep) {
 	t.Helper()
-	var w window
+	var w Window
 	for i, st := range steps {
-		var got Decision
+		var got limiter.Decision
 		switch st.op {
 		case "reserve":
 			got = w.reserve(limit, st.n, st.t)
@@ -66,7 +69,7 @@ func runWindow(t *testing.T, limit int64, steps []wstep) {
 			w.settle(st.n, st.used, st.t)
 			continue
 		case "idle":
-			if g := w.idle(st.t); g != *st.wantIdle {
+			if g := w.Idle(st.t); g != *st.wantIdle {
 				t.Errorf("step %d: idle at t0+%v: got %v, want %v", i, st.t.Sub(t0), g, *st.wantIdle)
 			}
 			continue
@@ -127,22 +130,22 @@ func TestWindow(t *testing.T) {
 	}, {
 		name: "n > limit never fits", limit: 100,
 		steps: []wstep{
-			reserve(at(0), 101, no(0, 100, 0, Window)),
+			reserve(at(0), 101, no(0, 100, 0, span)),
 			settle(at(0), 0, 1),
 			reserve(at(0), 100, no(1, 99, 60*s, 60*s)),
-			reserve(at(0), 101, no(1, 99, 60*s, Window)),
+			reserve(at(0), 101, no(1, 99, 60*s, span)),
 			idleAt(at(60*s), true),
 		},
 	}, {
 		name: "reservations block, settle releases", limit: 100,
 		steps: []wstep{
 			reserve(at(0), 60, ok(60, 40, 0)),
-			reserve(at(0), 50, no(60, 40, 0, Window)),
+			reserve(at(0), 50, no(60, 40, 0, span)),
 			reserve(at(0), 40, ok(100, 0, 0)),
-			status(at(0), no(100, 0, 0, Window)),
+			status(at(0), no(100, 0, 0, span)),
 			idleAt(at(10*time.Minute), false),
 			settle(at(5*s), 60, 10), // 10 charged, 40 still held
-			reserve(at(5*s), 61, no(50, 50, 60*s, Window)),
+			reserve(at(5*s), 61, no(50, 50, 60*s, span)),
 			reserve(at(5*s), 51, no(50, 50, 60*s, 60*s)),
 			reserve(at(5*s), 50, ok(100, 0, 60*s)),
 			settle(at(6*s), 40, 0),
@@ -196,8 +199,8 @@ func TestWindow(t *testing.T) {
 	}, {
 		name: "no budget at all", limit: 0,
 		steps: []wstep{
-			reserve(at(0), 0, no(0, 0, 0, Window)),
-			status(at(0), no(0, 0, 0, Window)),
+			reserve(at(0), 0, no(0, 0, 0, span)),
+			status(at(0), no(0, 0, 0, span)),
 		},
 	}}
 	for _, tt := range tests {
@@ -212,7 +215,7 @@ func TestWindow(t *testing.T) {
 func TestWindowRetryAfterFits(t *testing.T) {
 	for fill := int64(1); fill <= 60; fill++ {
 		for _, n := range []int64{1, 7, 30, 59, 60} {
-			var w window
+			var w Window
 			// Second k gets k tokens, for k < fill.
 			for k := int64(0); k < fill; k++ {
 				w.settle(0, k+1, at(time.Duration(k)*s))
@@ -233,4 +236,16 @@ func TestWindowRetryAfterFits(t *testing.T) {
 			}
 		}
 	}
+}
+
+// BenchmarkWindowReserve is the arithmetic alone: admitted reservations, the
+// clock moving a millisecond a call so that seconds roll over.
+func BenchmarkWindowReserve(b *testing.B) {
+	var w Window
+	i := 0
+	for b.Loop() {
+		w.reserve(math.MaxInt64, 1, t0.Add(time.Duration(i)*time.Millisecond))
+		i++
+	}
+	b.ReportMetric(float64(b.N)/b.Elapsed().Seconds(), "ops/s")
 }

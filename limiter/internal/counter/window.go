@@ -1,15 +1,26 @@
-package limiter
+// Package counter is the arithmetic every store shares: one key's sliding
+// window and calendar quota, how a decision is drawn from them, and how
+// they are written to a file.
+package counter
 
 import (
 	"math"
 	"time"
+
+	"github.com/tokengate/tokengate/limiter"
+)
+
+// Buckets and span are limiter's, shortened.
+const (
+	Buckets = limiter.Buckets
+	span    = limiter.Window
 )
 
 // maxBucket caps one bucket so that the sum of all Buckets of them never
 // overflows an int64, whatever counts a caller or a damaged file hands us.
 const maxBucket = math.MaxInt64 / Buckets
 
-// window is the sliding window of one key. It is pure arithmetic: no lock, no
+// Window is the sliding window of one key. It is pure arithmetic: no lock, no
 // clock; every method takes the time, so the stores decide both.
 //
 // Bucket i holds the tokens charged in the Unix second s with s mod Buckets
@@ -19,7 +30,7 @@ const maxBucket = math.MaxInt64 / Buckets
 // back neither loses tokens nor lets them count twice.
 //
 // Its 504 bytes keep a key well under the 1 KiB the spec allows.
-type window struct {
+type Window struct {
 	buckets  [Buckets]int64
 	head     int64 // newest second the window has been advanced to
 	sum      int64 // sum of buckets, so that admission costs no loop
@@ -38,7 +49,7 @@ func slot(sec int64) int {
 // clamp returns the second now falls in and now itself, both moved up to the
 // start of head when the clock went back, so durations are measured from
 // the latest time the window has seen.
-func (w *window) clamp(now time.Time) (int64, time.Time) {
+func (w *Window) clamp(now time.Time) (int64, time.Time) {
 	sec := now.Unix()
 	if sec < w.head {
 		return w.head, time.Unix(w.head, 0)
@@ -47,7 +58,7 @@ func (w *window) clamp(now time.Time) (int64, time.Time) {
 }
 
 // advance moves head to sec, zeroing the buckets of the seconds that left.
-func (w *window) advance(sec int64) {
+func (w *Window) advance(sec int64) {
 	if sec <= w.head {
 		return
 	}
@@ -66,7 +77,7 @@ func (w *window) advance(sec int64) {
 
 // charged is the sum of the buckets still in the window at sec (>= head),
 // computed without advancing, so that status can leave the window alone.
-func (w *window) charged(sec int64) int64 {
+func (w *Window) charged(sec int64) int64 {
 	if sec <= w.head {
 		return w.sum
 	}
@@ -90,7 +101,7 @@ func fits(used, need, limit int64) bool {
 
 // reserve admits n tokens when used+reserved+max(n,1) <= limit and holds
 // them until settle. A negative n counts as zero.
-func (w *window) reserve(limit, n int64, now time.Time) Decision {
+func (w *Window) reserve(limit, n int64, now time.Time) limiter.Decision {
 	n = max(n, 0)
 	sec, now := w.clamp(now)
 	w.advance(sec)
@@ -104,7 +115,7 @@ func (w *window) reserve(limit, n int64, now time.Time) Decision {
 // settle releases reserved tokens and charges used tokens to the second of
 // now. Negative values count as zero, and no more is released than is held,
 // so a confused caller cannot mint budget.
-func (w *window) settle(reserved, used int64, now time.Time) {
+func (w *Window) settle(reserved, used int64, now time.Time) {
 	sec, _ := w.clamp(now)
 	w.advance(sec)
 	w.reserved -= min(max(reserved, 0), w.reserved)
@@ -118,28 +129,34 @@ func (w *window) settle(reserved, used int64, now time.Time) {
 
 // status is reserve(limit, 0, now) without changing anything: Allowed means
 // used+reserved < limit.
-func (w *window) status(limit int64, now time.Time) Decision {
+func (w *Window) status(limit int64, now time.Time) limiter.Decision {
 	sec, now := w.clamp(now)
 	charged := w.charged(sec)
 	ok := fits(satAdd(charged, w.reserved), 1, limit)
 	return w.decide(limit, 0, sec, now, charged, ok)
 }
 
-// idle reports whether the window holds nothing at now: no charged token
+// Idle reports whether the window holds nothing at now: no charged token
 // in the window and none reserved. An idle window can be forgotten, since a
 // fresh one answers the same.
-func (w *window) idle(now time.Time) bool {
+func (w *Window) Idle(now time.Time) bool {
 	sec, _ := w.clamp(now)
 	return w.reserved == 0 && w.charged(sec) == 0
+}
+
+// Used is the tokens charged in the window at now plus those reserved.
+func (w *Window) Used(now time.Time) int64 {
+	sec, _ := w.clamp(now)
+	return satAdd(w.charged(sec), w.reserved)
 }
 
 // decide builds the Decision for a request of n tokens at sec (>= head),
 // with charged the tokens in the window at sec. It reads only the buckets of
 // seconds sec-Buckets+1 through head, which hold their own second whether or
 // not the window was advanced.
-func (w *window) decide(limit, n, sec int64, now time.Time, charged int64, allowed bool) Decision {
+func (w *Window) decide(limit, n, sec int64, now time.Time, charged int64, allowed bool) limiter.Decision {
 	used := satAdd(charged, w.reserved)
-	d := Decision{Allowed: allowed, Limit: limit, Used: used}
+	d := limiter.Decision{Allowed: allowed, Limit: limit, Used: used}
 	if used < limit {
 		d.Remaining = limit - used
 	}
@@ -159,7 +176,7 @@ func (w *window) decide(limit, n, sec int64, now time.Time, charged int64, allow
 	if !fits(w.reserved, need, limit) {
 		// In-flight tokens alone block it: no expiry can help, and when
 		// they settle is anyone's guess.
-		d.RetryAfter = Window
+		d.RetryAfter = span
 		return d
 	}
 	// Tokens that must leave; written so that it cannot overflow.

@@ -1,4 +1,4 @@
-package limiter
+package fallback
 
 import (
 	"context"
@@ -11,22 +11,39 @@ import (
 
 	"github.com/redis/go-redis/v9"
 	"go.uber.org/goleak"
+
+	"github.com/tokengate/tokengate/limiter"
+	"github.com/tokengate/tokengate/limiter/internal/redistest"
+	"github.com/tokengate/tokengate/limiter/redisstore"
+	"github.com/tokengate/tokengate/limiter/storetest"
 )
+
+// TestConformance runs the store suite on a Fallback over a real Redis
+// that stays up: every call is the shared store's, and answers as the
+// contract says, holds and their TTL included.
+func TestConformance(t *testing.T) {
+	addr := redistest.New(t).Addr()
+	storetest.Run(t, func(t *testing.T, _ limiter.Clock) limiter.Store {
+		shared := redisstore.New(redisstore.Options{Client: redis.NewClient(&redis.Options{Addr: addr}),
+			Prefix: t.Name() + ":", HoldTTL: redisstore.DefaultHoldTTL})
+		return New(shared, Options{Mode: Local})
+	}, storetest.HoldTTL(redisstore.DefaultHoldTTL))
+}
 
 // TestFallbackModes kills a real redis-server under each on_error policy,
 // then brings it back on the same port.
 func TestFallbackModes(t *testing.T) {
 	defer goleak.VerifyNone(t, goleak.IgnoreCurrent())
 	ctx := context.Background()
-	lim := Limits{TokensPerMinute: 100}
+	lim := limiter.Limits{TokensPerMinute: 100}
 	for _, mode := range []OnError{FailOpen, FailClosed, Local} {
 		t.Run(string(mode), func(t *testing.T) {
-			srv := newRedisServer(t)
-			c := redis.NewClient(&redis.Options{Addr: srv.addr(), DialTimeout: 50 * time.Millisecond,
+			srv := redistest.New(t)
+			c := redis.NewClient(&redis.Options{Addr: srv.Addr(), DialTimeout: 50 * time.Millisecond,
 				ReadTimeout: 50 * time.Millisecond, WriteTimeout: 50 * time.Millisecond, MaxRetries: -1})
 			var mu sync.Mutex
 			var states []bool
-			f := NewFallback(NewRedis(RedisOptions{Client: c, ServerTime: true}), FallbackOptions{
+			f := New(redisstore.New(redisstore.Options{Client: c, ServerTime: true}), Options{
 				Mode:    mode,
 				Retry:   20 * time.Millisecond,
 				OnState: func(down bool, _ error) { mu.Lock(); states = append(states, down); mu.Unlock() },
@@ -41,7 +58,7 @@ func TestFallbackModes(t *testing.T) {
 				t.Fatal(err)
 			}
 
-			srv.stop()
+			srv.Stop()
 			start := time.Now()
 			d1, err1 := f.Reserve(ctx, "k", lim, 30, now)
 			d2, err2 := f.Reserve(ctx, "k", lim, 80, now)
@@ -54,7 +71,7 @@ func TestFallbackModes(t *testing.T) {
 					t.Errorf("fail_open refused: %+v %v / %+v %v", d1, err1, d2, err2)
 				}
 			case FailClosed:
-				if !errors.Is(err1, ErrUnavailable) || !errors.Is(err2, ErrUnavailable) {
+				if !errors.Is(err1, limiter.ErrUnavailable) || !errors.Is(err2, limiter.ErrUnavailable) {
 					t.Errorf("fail_closed: %v / %v, want ErrUnavailable", err1, err2)
 				}
 			case Local:
@@ -70,7 +87,7 @@ func TestFallbackModes(t *testing.T) {
 				_, _ = f.Settle(ctx, "k", lim, d1.Hold, 30, now)
 			}
 
-			srv.start()
+			srv.Start()
 			deadline := time.Now().Add(5 * time.Second)
 			for {
 				d, err := f.Reserve(ctx, "k", lim, 10, time.Now())
@@ -99,7 +116,7 @@ func TestFallbackModes(t *testing.T) {
 
 // pending reports the orphans a Fallback still has to release, and whether
 // a probe runs (one does while a release is under way).
-func pending(f *Fallback) (orphans int, probing bool) {
+func pending(f *Store) (orphans int, probing bool) {
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	return len(f.orphans), f.probing
@@ -120,17 +137,18 @@ func waitFor(t *testing.T, what string, cond func() bool) {
 
 // sharedView reads a key's state straight from Redis, as another replica
 // would: the tokens charged in the window plus those held, and the holds.
-func sharedView(t *testing.T, addr string, lim Limits) func() (used, holds int64, err error) {
+func sharedView(t *testing.T, addr string, lim limiter.Limits) func() (used, holds int64, err error) {
 	c := redis.NewClient(&redis.Options{Addr: addr, MaxRetries: -1})
 	t.Cleanup(func() { c.Close() })
-	view := NewRedis(RedisOptions{Client: c, ServerTime: true})
+	view := redisstore.New(redisstore.Options{Client: c, ServerTime: true})
 	return func() (int64, int64, error) {
 		ctx := context.Background()
 		d, err := view.Status(ctx, "k", lim, time.Now())
 		if err != nil {
 			return 0, 0, err
 		}
-		n, err := c.ZCard(ctx, view.keys("k")[1]).Result()
+		// The holds of key "k", without a prefix (see redisstore's keys).
+		n, err := c.ZCard(ctx, "{k}:h").Result()
 		return d.Used, n, err
 	}
 }
@@ -142,22 +160,22 @@ func TestFallbackSettleWhileRedisDown(t *testing.T) {
 	defer goleak.VerifyNone(t, goleak.IgnoreCurrent())
 	// The holds must survive the restart: an append-only file, synced at
 	// every write.
-	srv := newRedisServer(t, "--appendonly", "yes", "--appendfsync", "always")
-	defer srv.stop()
+	srv := redistest.New(t, "--appendonly", "yes", "--appendfsync", "always")
+	defer srv.Stop()
 	ctx := context.Background()
-	lim := Limits{TokensPerMinute: 1000}
+	lim := limiter.Limits{TokensPerMinute: 1000}
 	const retry = 50 * time.Millisecond
-	c := redis.NewClient(&redis.Options{Addr: srv.addr(), DialTimeout: 100 * time.Millisecond,
+	c := redis.NewClient(&redis.Options{Addr: srv.Addr(), DialTimeout: 100 * time.Millisecond,
 		ReadTimeout: 100 * time.Millisecond, WriteTimeout: 100 * time.Millisecond, MaxRetries: -1})
 	var mu sync.Mutex
 	calls := map[string]int{}
-	f := NewFallback(NewRedis(RedisOptions{Client: c, ServerTime: true}), FallbackOptions{
+	f := New(redisstore.New(redisstore.Options{Client: c, ServerTime: true}), Options{
 		Mode:   FailOpen,
 		Retry:  retry,
 		OnCall: func(op string, _ time.Duration, _ error) { mu.Lock(); calls[op]++; mu.Unlock() },
 	})
 	defer f.Close()
-	shared := sharedView(t, srv.addr(), lim)
+	shared := sharedView(t, srv.Addr(), lim)
 
 	d1, err1 := f.Reserve(ctx, "k", lim, 60, time.Now())
 	d2, err2 := f.Reserve(ctx, "k", lim, 30, time.Now())
@@ -168,7 +186,7 @@ func TestFallbackSettleWhileRedisDown(t *testing.T) {
 		t.Fatalf("before the outage: used %d, %d holds (%v); want 90 held in 2", used, holds, err)
 	}
 
-	srv.stop()
+	srv.Stop()
 	// The first settle fails; the second most likely finds the breaker
 	// open and is not sent at all. Both are kept.
 	if _, err := f.Settle(ctx, "k", lim, d1.Hold, 40, time.Now()); err != nil {
@@ -187,7 +205,7 @@ func TestFallbackSettleWhileRedisDown(t *testing.T) {
 		t.Fatalf("%d orphans kept, want the 2 settles", n)
 	}
 
-	srv.start()
+	srv.Start()
 	back := time.Now()
 	waitFor(t, "the shared window shows 60 charged and no hold", func() bool {
 		used, holds, err := shared()
@@ -205,18 +223,18 @@ func TestFallbackSettleWhileRedisDown(t *testing.T) {
 // without being charged twice.
 func TestFallbackSettleTimedOutNotChargedTwice(t *testing.T) {
 	defer goleak.VerifyNone(t, goleak.IgnoreCurrent())
-	srv := newRedisServer(t)
-	defer srv.stop()
+	srv := redistest.New(t)
+	defer srv.Stop()
 	ctx := context.Background()
-	lim := Limits{TokensPerMinute: 1000}
+	lim := limiter.Limits{TokensPerMinute: 1000}
 	// Long enough that the thawed server runs the queued settle well before
 	// the probe (one retry) and the replay (one more) come.
 	const retry = 500 * time.Millisecond
-	c := redis.NewClient(&redis.Options{Addr: srv.addr(), DialTimeout: 100 * time.Millisecond,
+	c := redis.NewClient(&redis.Options{Addr: srv.Addr(), DialTimeout: 100 * time.Millisecond,
 		ReadTimeout: 100 * time.Millisecond, WriteTimeout: 100 * time.Millisecond, MaxRetries: -1})
-	f := NewFallback(NewRedis(RedisOptions{Client: c, ServerTime: true}), FallbackOptions{Mode: FailOpen, Retry: retry})
+	f := New(redisstore.New(redisstore.Options{Client: c, ServerTime: true}), Options{Mode: FailOpen, Retry: retry})
 	defer f.Close()
-	shared := sharedView(t, srv.addr(), lim)
+	shared := sharedView(t, srv.Addr(), lim)
 
 	// Load the settle script, so that the frozen server's queued EVALSHA
 	// runs when it thaws instead of failing with NOSCRIPT.
@@ -232,14 +250,14 @@ func TestFallbackSettleTimedOutNotChargedTwice(t *testing.T) {
 		t.Fatalf("reserve: %+v %v", d, err)
 	}
 
-	srv.freeze()
+	srv.Freeze()
 	if _, err := f.Settle(ctx, "k", lim, d.Hold, 40, time.Now()); err != nil {
 		t.Fatalf("fail_open settle: %v", err)
 	}
 	if n, _ := pending(f); n != 1 || !f.Down() {
 		t.Fatalf("after a timed-out settle: %d orphans, down %v; want 1, true", n, f.Down())
 	}
-	srv.thaw()
+	srv.Thaw()
 
 	var orphansThen int
 	waitFor(t, "the queued settle runs", func() bool {
@@ -279,34 +297,40 @@ func (s *replayStore) fail(ctx context.Context) error {
 	return nil
 }
 
-func (s *replayStore) Reserve(ctx context.Context, _ string, _ Limits, n int64, _ time.Time) (Decision, error) {
+func (s *replayStore) Reserve(ctx context.Context, _ string, _ limiter.Limits, n int64, _ time.Time) (limiter.Decision, error) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	return Decision{Allowed: true}, s.fail(ctx)
+	return limiter.Decision{Allowed: true}, s.fail(ctx)
 }
 
-func (s *replayStore) Settle(ctx context.Context, _ string, _ Limits, h Hold, _ int64, _ time.Time) (Decision, error) {
+func (s *replayStore) Settle(ctx context.Context, _ string, _ limiter.Limits, h limiter.Hold, _ int64, _ time.Time) (limiter.Decision, error) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	s.sent = append(s.sent, h.ID)
-	return Decision{}, s.fail(ctx)
+	return limiter.Decision{}, s.fail(ctx)
 }
 
-func (s *replayStore) replaySettle(ctx context.Context, _ string, _ Limits, h Hold, used int64, _ time.Time) (Decision, error) {
+func (s *replayStore) ReplaySettle(ctx context.Context, _ string, _ limiter.Limits, h limiter.Hold, used int64, _ time.Time) (limiter.Decision, error) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	if err := s.fail(ctx); err != nil {
-		return Decision{}, err
+		return limiter.Decision{}, err
 	}
 	s.replays = append(s.replays, fmt.Sprintf("%s=%d", h.ID, used))
-	return Decision{}, nil
+	return limiter.Decision{}, nil
 }
 
-func (s *replayStore) Status(ctx context.Context, _ string, _ Limits, _ time.Time) (Decision, error) {
+func (s *replayStore) Status(ctx context.Context, _ string, _ limiter.Limits, _ time.Time) (limiter.Decision, error) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	return Decision{Allowed: true}, s.fail(ctx)
+	return limiter.Decision{Allowed: true}, s.fail(ctx)
 }
+
+func (s *replayStore) List(context.Context, string, time.Time) ([]limiter.KeyUsage, error) {
+	return nil, nil
+}
+
+func (s *replayStore) Reset(context.Context, string) error { return nil }
 
 func (s *replayStore) Close() error { return nil }
 
@@ -317,29 +341,29 @@ func (s *replayStore) Close() error { return nil }
 func TestFallbackReplaysFailedSettles(t *testing.T) {
 	defer goleak.VerifyNone(t, goleak.IgnoreCurrent())
 	ctx := context.Background()
-	lim := Limits{TokensPerMinute: 1000}
+	lim := limiter.Limits{TokensPerMinute: 1000}
 	now := time.Now()
 	s := &replayStore{}
-	f := NewFallback(s, FallbackOptions{Mode: Local, Retry: 200 * time.Millisecond})
+	f := New(s, Options{Mode: Local, Retry: 200 * time.Millisecond})
 	defer f.Close()
 
 	// The caller gave up, the store is up: an error, and a replay all the
 	// same (the settle may not have been sent).
 	gone, cancel := context.WithCancel(ctx)
 	cancel()
-	if _, err := f.Settle(gone, "k", lim, Hold{ID: "h1", Tokens: 50}, 11, now); err == nil {
+	if _, err := f.Settle(gone, "k", lim, limiter.Hold{ID: "h1", Tokens: 50}, 11, now); err == nil {
 		t.Error("settle with an ended context: no error")
 	}
 	s.setDown(true)
 	for _, st := range []struct {
-		h    Hold
+		h    limiter.Hold
 		used int64
 	}{
-		{Hold{ID: "h2", Tokens: 50}, 22}, // the store fails
-		{Hold{ID: "h3", Tokens: 50}, 33}, // the breaker is open: not sent
-		{Hold{}, 5},                      // nothing held, a charge all the same
-		{Hold{}, 0},                      // nothing held, nothing used: not kept
-		{Hold{ID: localHold}, 7},         // made locally, settled locally
+		{limiter.Hold{ID: "h2", Tokens: 50}, 22}, // the store fails
+		{limiter.Hold{ID: "h3", Tokens: 50}, 33}, // the breaker is open: not sent
+		{limiter.Hold{}, 5},                      // nothing held, a charge all the same
+		{limiter.Hold{}, 0},                      // nothing held, nothing used: not kept
+		{limiter.Hold{ID: localHold}, 7},         // made locally, settled locally
 	} {
 		if _, err := f.Settle(ctx, "k", lim, st.h, st.used, now); err != nil {
 			t.Errorf("local settle of %+v: %v", st.h, err)

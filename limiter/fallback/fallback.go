@@ -1,0 +1,228 @@
+// Package fallback is the limiter.Store that fronts a shared store (Redis)
+// with the on_error policy: what to do while the shared store is away.
+package fallback
+
+import (
+	"context"
+	"errors"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/tokengate/tokengate/limiter"
+	"github.com/tokengate/tokengate/limiter/memstore"
+)
+
+// OnError is what a Store does while the shared store is away.
+type OnError string
+
+// The failure policies of SPEC §7.
+const (
+	// FailOpen admits every request; charges are counted in a local
+	// memory store, for metrics only.
+	FailOpen OnError = "fail_open"
+	// FailClosed refuses every request with ErrUnavailable.
+	FailClosed OnError = "fail_closed"
+	// Local limits with a per-replica memory store: budgets are per replica
+	// until the shared store is back, and nothing is reconciled then.
+	Local OnError = "local"
+)
+
+// localHold is the ID of every Hold answered locally (fail_open's, and the
+// local store's, which has no IDs of its own), so that its settle goes to
+// the local store even after the shared store is back. The shared store's
+// IDs are passed through as they are.
+const localHold = "local:"
+
+// Options configures New.
+type Options struct {
+	Mode OnError
+	// Retry is how long the shared store is left alone after a failure
+	// before a call tries it again: while it is down, calls don't each pay
+	// a timeout.
+	Retry time.Duration
+	// OnState is told when the shared store goes down (true) or comes
+	// back (false): health, metrics and logs hang on it.
+	OnState func(down bool, err error)
+	// OnCall is told of every call to the shared store.
+	OnCall func(op string, took time.Duration, err error)
+}
+
+// Store fronts a shared store (Redis) with the on_error policy. While the
+// shared store answers, every call is its: holds, their TTL and their IDs
+// are the shared store's. While it is away, FailOpen admits everything,
+// FailClosed answers limiter.ErrUnavailable, and Local answers from a
+// memory store of this replica; the settles the shared store missed are
+// replayed to it once it answers again.
+type Store struct {
+	shared limiter.Store
+	local  *memstore.Store
+	o      Options
+
+	mu        sync.Mutex
+	down      bool
+	downUntil time.Time // wall time; the breaker is about the network, not the limiter's clock
+	probing   bool
+	orphans   []orphan // holds left in the shared store by a failed call
+	closed    chan struct{}
+	probes    sync.WaitGroup
+}
+
+var _ limiter.Store = (*Store)(nil)
+
+// New wraps shared, which it then owns.
+func New(shared limiter.Store, o Options) *Store {
+	if o.Retry <= 0 {
+		o.Retry = 500 * time.Millisecond
+	}
+	return &Store{shared: shared, local: memstore.New(), o: o, closed: make(chan struct{})}
+}
+
+// Down reports whether the shared store is considered away.
+func (f *Store) Down() bool {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	return f.down
+}
+
+// try reports whether to call the shared store now.
+func (f *Store) try() bool {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	return !f.down || !time.Now().Before(f.downUntil)
+}
+
+// result records a call's outcome, and tells OnState of a change.
+func (f *Store) result(op string, start time.Time, err error) {
+	if f.o.OnCall != nil {
+		f.o.OnCall(op, time.Since(start), err)
+	}
+	f.mu.Lock()
+	changed := f.down != (err != nil)
+	f.down = err != nil
+	startProbe := false
+	if err == nil && len(f.orphans) > 0 && !f.probing {
+		// Redis answers again: a probe goroutine releases the orphans
+		// off the request path.
+		f.probing, startProbe = true, true
+		f.probes.Add(1)
+	}
+	if err != nil {
+		f.downUntil = time.Now().Add(f.o.Retry)
+		if !f.probing {
+			f.probing, startProbe = true, true
+			f.probes.Add(1)
+		}
+	}
+	f.mu.Unlock()
+	if changed && f.o.OnState != nil {
+		f.o.OnState(err != nil, err)
+	}
+	if startProbe {
+		go f.probe()
+	}
+}
+
+// Reserve implements limiter.Store.
+func (f *Store) Reserve(ctx context.Context, key string, lim limiter.Limits, n int64, now time.Time) (limiter.Decision, error) {
+	if f.try() {
+		start := time.Now()
+		d, err := f.shared.Reserve(ctx, key, lim, n, now)
+		if err != nil && d.Hold.ID != "" {
+			// The reserve may still run in Redis: remember its hold.
+			f.keep(orphan{key: key, lim: lim, h: d.Hold})
+		}
+		if err != nil && ctx.Err() != nil {
+			// The caller gave up (client gone, Envoy's timeout): that
+			// says nothing of Redis, and nobody waits for an answer.
+			return d, err
+		}
+		f.result("reserve", start, err)
+		if err == nil {
+			return d, nil
+		}
+	}
+	switch f.o.Mode {
+	case FailClosed:
+		return limiter.Decision{}, limiter.ErrUnavailable
+	case Local:
+		d, err := f.local.Reserve(ctx, key, lim, n, now)
+		d.Hold.ID = localHold
+		return d, err
+	}
+	return limiter.Decision{Allowed: true, Hold: limiter.Hold{ID: localHold}}, nil
+}
+
+// Settle implements limiter.Store. A hold made locally is settled locally.
+// A settle the shared store does not take (it failed, the breaker is open,
+// the caller gave up) is kept as an orphan and replayed, with its count,
+// once the shared store answers: its hold is released and its charge made
+// there, late. The charge is also kept locally (counted, for fail_open;
+// limiting this replica, for local) as before.
+func (f *Store) Settle(ctx context.Context, key string, lim limiter.Limits, h limiter.Hold, used int64, now time.Time) (limiter.Decision, error) {
+	if strings.HasPrefix(h.ID, localHold) {
+		return f.local.Settle(ctx, key, lim, h, used, now)
+	}
+	o := orphan{key: key, lim: lim, h: h, used: max(used, 0)}
+	if !f.try() {
+		f.keep(o)
+	} else {
+		start := time.Now()
+		d, err := f.shared.Settle(ctx, key, lim, h, used, now)
+		if err != nil {
+			f.keep(o)
+		}
+		if err != nil && ctx.Err() != nil {
+			return d, err
+		}
+		f.result("settle", start, err)
+		if err == nil {
+			return d, nil
+		}
+		if f.o.Mode == FailClosed {
+			return d, err
+		}
+	}
+	return f.local.Settle(ctx, key, lim, limiter.Hold{}, used, now)
+}
+
+// Status implements limiter.Store.
+func (f *Store) Status(ctx context.Context, key string, lim limiter.Limits, now time.Time) (limiter.Decision, error) {
+	if f.try() {
+		start := time.Now()
+		d, err := f.shared.Status(ctx, key, lim, now)
+		if err != nil && ctx.Err() != nil {
+			return d, err
+		}
+		f.result("status", start, err)
+		if err == nil {
+			return d, nil
+		}
+	}
+	if f.o.Mode == FailClosed {
+		return limiter.Decision{}, limiter.ErrUnavailable
+	}
+	return f.local.Status(ctx, key, lim, now)
+}
+
+// Close implements limiter.Store.
+func (f *Store) Close() error {
+	close(f.closed)
+	f.probes.Wait()
+	return errors.Join(f.shared.Close(), f.local.Close())
+}
+
+// List implements limiter.Inspector on whichever store is answering.
+func (f *Store) List(ctx context.Context, prefix string, now time.Time) ([]limiter.KeyUsage, error) {
+	if !f.Down() {
+		return f.shared.List(ctx, prefix, now)
+	}
+	return f.local.List(ctx, prefix, now)
+}
+
+// Reset implements limiter.Inspector on both stores; the shared store must
+// be reachable for its part, and says so when it is not.
+func (f *Store) Reset(ctx context.Context, key string) error {
+	_ = f.local.Reset(ctx, key)
+	return f.shared.Reset(ctx, key)
+}

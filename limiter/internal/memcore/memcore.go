@@ -1,0 +1,284 @@
+// Package memcore keeps counters in this process's memory, in sharded maps,
+// for the stores built on it: memstore alone, boltstore writing it behind.
+package memcore
+
+import (
+	"hash/maphash"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/tokengate/tokengate/limiter"
+	"github.com/tokengate/tokengate/limiter/internal/counter"
+)
+
+const (
+	// Shards spreads keys over that many locks, so that requests for
+	// different keys rarely wait on each other.
+	Shards = 64
+	// sweepEvery and sweepBatch pace the eviction of idle keys: every
+	// sweepEvery operations on a shard, the next sweepBatch keys of that
+	// shard are looked at. The cost is a fraction of a key per operation,
+	// and a shard of k keys is gone through every k*sweepEvery/sweepBatch
+	// of its operations.
+	sweepEvery = 4
+	sweepBatch = 8
+)
+
+// Core keeps every counter in this process. Keys are spread over shards,
+// each one a mutex and a map, so that Reserve, Settle and Status each take
+// exactly one lock. Nothing here waits, so nothing takes a context.
+//
+// Idle keys (nothing charged in the window, nothing reserved, no quota
+// running) are forgotten, since a fresh counter answers the same: at once
+// when a call leaves a counter empty, gradually by a sweep that rides on
+// the calls to each shard, and all at once by Sweep.
+type Core struct {
+	seed   maphash.Seed
+	shards [Shards]shard
+}
+
+// Tracker hears of the changes a store writing the core behind must write.
+// Its methods are called with the key's shard locked, and are given the
+// shard's index, so that a Tracker can keep per-shard state guarded by
+// that lock (see Visit).
+type Tracker interface {
+	// Charged says that a settle charged tokens to e.
+	Charged(shard int, e *Entry)
+	// Forgotten says that key was dropped, idle or reset.
+	Forgotten(shard int, key string)
+}
+
+// shard is one lock's share of the keys.
+type shard struct {
+	mu      sync.Mutex
+	entries map[string]*Entry
+	order   []*Entry // the entries in no particular order, for the sweep
+	cursor  int      // next index of order the sweep looks at
+	ops     int      // calls since the last sweep step
+	index   int      // of the shard in Core.shards, for the Tracker
+	tracker Tracker  // nil when nobody writes the core behind
+	_       [64]byte // keeps the next shard's mutex off this cache line
+}
+
+// Entry is a key's counter and the bookkeeping that lets it be found and
+// forgotten in constant time.
+type Entry struct {
+	counter.Counter
+	// Key is the counter key.
+	Key string
+	// Mark belongs to the Tracker, which may note there that it has seen
+	// the entry; the core never reads or sets it.
+	Mark bool
+	pos  int // index in shard.order
+}
+
+// New returns an empty core; t, when not nil, hears of its changes.
+func New(t Tracker) *Core {
+	c := &Core{seed: maphash.MakeSeed()}
+	for i := range c.shards {
+		c.shards[i].entries = make(map[string]*Entry)
+		c.shards[i].index = i
+		c.shards[i].tracker = t
+	}
+	return c
+}
+
+func (c *Core) shard(key string) *shard {
+	return &c.shards[maphash.String(c.seed, key)%Shards]
+}
+
+// Reserve implements limiter.Store. A key that is not known and that the
+// call leaves idle (a refusal, or a check with n == 0) is not stored at
+// all.
+func (c *Core) Reserve(key string, lim limiter.Limits, n int64, now time.Time) limiter.Decision {
+	s := c.shard(key)
+	s.mu.Lock()
+	var d limiter.Decision
+	if e := s.entries[key]; e != nil {
+		d = e.Reserve(lim, n, now)
+		s.forgetIfIdle(e, now)
+	} else {
+		var fresh counter.Counter
+		d = fresh.Reserve(lim, n, now)
+		if !fresh.Idle(now) {
+			s.add(key, &fresh)
+		}
+	}
+	s.tick(now)
+	s.mu.Unlock()
+	return d
+}
+
+// Settle implements limiter.Store.
+func (c *Core) Settle(key string, lim limiter.Limits, h limiter.Hold, used int64, now time.Time) limiter.Decision {
+	s := c.shard(key)
+	s.mu.Lock()
+	e := s.entries[key]
+	if e == nil && used > 0 {
+		e = s.add(key, &counter.Counter{})
+	}
+	var d limiter.Decision
+	if e != nil {
+		e.Settle(lim, h.Tokens, used, now)
+		if used > 0 && s.tracker != nil {
+			s.tracker.Charged(s.index, e)
+		}
+		d = e.Status(lim, now)
+		s.forgetIfIdle(e, now)
+	} else {
+		var fresh counter.Counter
+		d = fresh.Status(lim, now)
+	}
+	s.tick(now)
+	s.mu.Unlock()
+	return d
+}
+
+// Status implements limiter.Store.
+func (c *Core) Status(key string, lim limiter.Limits, now time.Time) limiter.Decision {
+	s := c.shard(key)
+	s.mu.Lock()
+	var d limiter.Decision
+	if e := s.entries[key]; e != nil {
+		d = e.Status(lim, now)
+	} else {
+		var fresh counter.Counter
+		d = fresh.Status(lim, now)
+	}
+	s.tick(now)
+	s.mu.Unlock()
+	return d
+}
+
+// List implements limiter.Inspector, one shard lock at a time.
+func (c *Core) List(prefix string, now time.Time) []limiter.KeyUsage {
+	var out []limiter.KeyUsage
+	for i := range c.shards {
+		s := &c.shards[i]
+		s.mu.Lock()
+		for key, e := range s.entries {
+			if strings.HasPrefix(key, prefix) && !e.Idle(now) {
+				out = append(out, limiter.KeyUsage{Key: key, Used: e.Used(now)})
+			}
+		}
+		s.mu.Unlock()
+	}
+	return out
+}
+
+// Reset implements limiter.Inspector.
+func (c *Core) Reset(key string) {
+	s := c.shard(key)
+	s.mu.Lock()
+	if e := s.entries[key]; e != nil {
+		s.remove(e)
+	}
+	s.mu.Unlock()
+}
+
+// Sweep forgets every key idle at now and returns how many it forgot.
+func (c *Core) Sweep(now time.Time) int {
+	n := 0
+	for i := range c.shards {
+		s := &c.shards[i]
+		s.mu.Lock()
+		// Downwards, so that the entry moved into a freed index has
+		// already been looked at.
+		for j := len(s.order) - 1; j >= 0; j-- {
+			if e := s.order[j]; e.Idle(now) {
+				s.remove(e)
+				n++
+			}
+		}
+		s.mu.Unlock()
+	}
+	return n
+}
+
+// Len returns how many keys the core holds, idle ones not yet swept
+// included.
+func (c *Core) Len() int {
+	n := 0
+	for i := range c.shards {
+		s := &c.shards[i]
+		s.mu.Lock()
+		n += len(s.entries)
+		s.mu.Unlock()
+	}
+	return n
+}
+
+// With calls fn with key's shard locked, the shard's index and the key's
+// entry: nil when the key is not held, unless create asks for a fresh one.
+// Nothing in it is told to the Tracker.
+func (c *Core) With(key string, create bool, fn func(shard int, e *Entry)) {
+	s := c.shard(key)
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	e := s.entries[key]
+	if e == nil && create {
+		e = s.add(key, &counter.Counter{})
+	}
+	fn(s.index, e)
+}
+
+// Visit calls fn with shard i locked; get finds a key's entry there (nil
+// when not held). A Tracker's state for shard i is safe to use inside fn.
+func (c *Core) Visit(i int, fn func(get func(key string) *Entry)) {
+	s := &c.shards[i]
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	fn(func(key string) *Entry { return s.entries[key] })
+}
+
+// add stores a copy of ctr under key. The key is cloned: it may be a slice
+// of a whole request the caller would otherwise never get back.
+func (s *shard) add(key string, ctr *counter.Counter) *Entry {
+	e := &Entry{Counter: *ctr, Key: strings.Clone(key), pos: len(s.order)}
+	s.entries[e.Key] = e
+	s.order = append(s.order, e)
+	return e
+}
+
+// remove forgets e, and tells the Tracker.
+func (s *shard) remove(e *Entry) {
+	delete(s.entries, e.Key)
+	last := len(s.order) - 1
+	moved := s.order[last]
+	s.order[e.pos] = moved
+	moved.pos = e.pos
+	s.order[last] = nil
+	s.order = s.order[:last]
+	if s.tracker != nil {
+		s.tracker.Forgotten(s.index, e.Key)
+	}
+}
+
+// forgetIfIdle removes e when a call at now has just left it empty.
+func (s *shard) forgetIfIdle(e *Entry, now time.Time) {
+	if e.Emptied(now) {
+		s.remove(e)
+	}
+}
+
+// tick counts a call and, every sweepEvery calls, looks at the next
+// sweepBatch keys, forgetting the idle ones.
+func (s *shard) tick(now time.Time) {
+	s.ops++
+	if s.ops < sweepEvery {
+		return
+	}
+	s.ops = 0
+	for n := 0; n < sweepBatch && len(s.order) > 0; n++ {
+		if s.cursor >= len(s.order) {
+			s.cursor = 0
+		}
+		if e := s.order[s.cursor]; e.Idle(now) {
+			// The last entry moves into cursor: look at it next.
+			s.remove(e)
+			continue
+		}
+		s.cursor++
+	}
+}
