@@ -127,9 +127,10 @@ func (a *adminService) ListUsage(ctx context.Context, req *adminv1.ListUsageRequ
 	sort.Slice(rows, func(i, j int) bool { return rows[i].usage.Used > rows[j].usage.Used })
 	resp := &adminv1.ListUsageResponse{}
 	for _, r := range rows[:min(limit, len(rows))] {
-		// Counter keys are policy:hash[:model].
-		rest := strings.TrimPrefix(r.usage.Key, r.p.Name+":")
-		hash, model, _ := strings.Cut(rest, ":")
+		hash, model, ok := extproc.ParseCounterKey(r.p, r.usage.Key)
+		if !ok {
+			continue
+		}
 		u, err := a.usage(ctx, r.p, hash, model)
 		if err != nil {
 			return nil, err
