@@ -27,6 +27,7 @@ const (
 )
 
 func TestStrictModeNoOvershootWithTrailers(t *testing.T) {
+	skipLongUnderShort(t)
 	needBinaries(t)
 	gates := evNewBodyGates()
 	cfg := fmt.Sprintf(`store: {backend: memory}
@@ -37,7 +38,7 @@ policies:
   estimate_prompt_tokens: true
   reserve_completion: max_tokens
 `, trOvershootLimit)
-	s := harness.StartStack(t, harness.StackOptions{ConfigYAML: cfg, FakeClock: trOvershootClock,
+	s := harness.StartStack(t, harness.StackOptions{ConfigYAML: cfg, FakeClock: trOvershootClock, Filter: patientFront,
 		Front: func(c *front.Config) { c.OnReply = gates.onReply }})
 	start, err := time.Parse(time.RFC3339, trOvershootClock)
 	if err != nil {

@@ -173,7 +173,7 @@ func cutWhileReserving(t *testing.T, s *harness.Stack, proxy *harness.LatencyPro
 		storeErrs, gauge, next.status, next.err)
 	down := unavailableLines(s.Tokengate.Stderr()[logMark:])
 	if gauge != 0 || next.status != http.StatusOK || len(down) > 0 {
-		t.Errorf("regression (limiter/fallback.go Fallback.result, fed by extproc/processor.go admit): a client cut its stream while its reserve waited for a connection to a healthy Redis; "+
+		t.Errorf("regression (limiter/fallback/fallback.go Store.result, fed by extproc/processor.go admit): a client cut its stream while its reserve waited for a connection to a healthy Redis; "+
 			"tokengate counted %v store errors, set the fallback gauge to %v and, under on_error: fail_closed, answered the next client (another key) %d %q; log: %q. "+
 			"The store is called with the stream's context; go-redis returns \"context canceled\" once it is cancelled, and Fallback.result takes any error for Redis failing: one client hanging up takes the replica out (503, NOT_SERVING) for retry_interval (%v). "+
 			"Want: an error caused by the caller's own context does not count as Redis failing.",

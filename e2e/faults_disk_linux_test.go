@@ -154,6 +154,7 @@ func setFileSizeLimit(t *testing.T, pid int, limit uint64) {
 // restores must be exact for each key it keeps (restored or lost, never
 // wrong).
 func TestFaultBboltFullDisk(t *testing.T) {
+	skipLongUnderShort(t)
 	needBinaries(t)
 	t.Run("space freed, graceful restart", func(t *testing.T) { runFullDisk(t, false) })
 	t.Run("killed while full", func(t *testing.T) { runFullDisk(t, true) })
@@ -250,7 +251,7 @@ func runFullDisk(t *testing.T, crash bool) {
 		// A crash on a full disk loses what could not be written: that is
 		// the disk's doing. Not saying so is tokengate's.
 		if len(flushedLost) > 0 && flushLogged == 0 && flushCounted == 0 {
-			t.Errorf("regression (limiter/bbolt.go Bolt.run): the window flushes failed on the full disk — %d keys answered over 2 flush intervals before the kill were not in the file — and nothing said so: no log line, no store_errors_total{op=\"flush\"}. "+
+			t.Errorf("regression (limiter/boltstore/boltstore.go Store.run): the window flushes failed on the full disk — %d keys answered over 2 flush intervals before the kill were not in the file — and nothing said so: no log line, no store_errors_total{op=\"flush\"}. "+
 				"Bolt.run calls Flush every flush_interval and drops its error (`_ = b.Flush()`), so a full disk silently turns \"a crash loses at most one flush interval\" into \"a crash loses everything since the disk filled\". "+
 				"Want: a failed flush logged (at least on the change from working to failing) and counted.",
 				len(flushedLost))
@@ -261,7 +262,7 @@ func runFullDisk(t *testing.T, crash bool) {
 		t.Errorf("%d keys lost window charges across a graceful restart after the disk was freed: %v", len(windowLost), firstFew(windowLost, 5))
 	}
 	if len(quotaLost) > 0 {
-		t.Errorf("regression (limiter/bbolt.go Bolt.Settle): %d keys settled while the disk was full lost their quota charge across a graceful restart once space was back (%v). "+
+		t.Errorf("regression (limiter/boltstore/boltstore.go Store.Settle): %d keys settled while the disk was full lost their quota charge across a graceful restart once space was back (%v). "+
 			"Bolt.Settle writes a key's quota only in that settle's own transaction; when it fails, nothing marks the quota for a later write (Flush, and the last flush at Close, write windows only), so the charge lives in memory alone and the restart refunds it. "+
 			"Want: a quota whose write failed is written again by a later flush, as a window is (Memory.undrain).",
 			len(quotaLost), firstFew(quotaLost, 5))

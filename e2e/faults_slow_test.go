@@ -23,10 +23,16 @@ import (
 // redis-server delays every reply. Below read_timeout the store is merely
 // slower; above it every call times out and on_error decides, and no
 // answer may wait past Envoy's message timeout for it.
+//
+// The delay is a lower bound on a round trip, so slowAbove always times
+// out; slowBelow must never, and a loaded two-core machine adds its own
+// scheduling delay to the proxy's, tokengate's and redis-server's turns:
+// read_timeout leaves ten times the delay for that (tokengate's default,
+// 50 ms, would leave a few tens of milliseconds).
 const (
-	slowReadTimeout = 50 * time.Millisecond
-	slowBelow       = 15 * time.Millisecond
-	slowAbove       = 150 * time.Millisecond
+	slowReadTimeout = 250 * time.Millisecond
+	slowBelow       = 25 * time.Millisecond
+	slowAbove       = 2 * slowReadTimeout
 	slowAnswers     = 30 // load answers each phase must see
 )
 
@@ -57,8 +63,9 @@ func TestFaultRedisSlow(t *testing.T) {
 	proxy.SetDelay(slowBelow)
 	belowAt := time.Now()
 	ld := startSteady(t, r.URLs, "slow-key")
-	below := ld.waitSince(t, "redis 15 ms slow", belowAt, slowAnswers, faultPhaseTimeout)
-	wantAll(t, "redis 15 ms slow", below, http.StatusOK, "")
+	belowStep := fmt.Sprintf("redis %v slow", slowBelow)
+	below := ld.waitSince(t, belowStep, belowAt, slowAnswers, faultPhaseTimeout)
+	wantAll(t, belowStep, below, http.StatusOK, "")
 	if v := r.Metric(0, "tokengate_store_fallback"); v != 0 {
 		t.Errorf("fallback gauge %v with redis %v slow, under read_timeout %v: want 0", v, slowBelow, slowReadTimeout)
 	}
@@ -75,8 +82,9 @@ func TestFaultRedisSlow(t *testing.T) {
 	proxy.SetDelay(slowAbove)
 	noticed := r.WaitMetric("tokengate_store_fallback", 1, faultStateTimeout)
 	aboveAt := time.Now()
-	above := ld.waitSince(t, "redis 150 ms slow", aboveAt, slowAnswers, faultPhaseTimeout)
-	wantAll(t, "redis 150 ms slow", endedBefore(above, time.Now()), http.StatusOK, "")
+	aboveStep := fmt.Sprintf("redis %v slow", slowAbove)
+	above := ld.waitSince(t, aboveStep, aboveAt, slowAnswers, faultPhaseTimeout)
+	wantAll(t, aboveStep, endedBefore(above, time.Now()), http.StatusOK, "")
 	timeouts := r.Metric(0, "tokengate_store_errors_total", "kind", "timeout")
 	if timeouts == 0 {
 		t.Errorf("no store error of kind timeout with redis %v slow, past read_timeout %v", slowAbove, slowReadTimeout)
@@ -125,12 +133,18 @@ func minLatency(outs []outcome) time.Duration {
 // longer than Envoy's message timeout: a misconfiguration, or a Redis
 // client stuck dialing.) An upstream stall cannot do it: the message
 // timeout only runs while Envoy waits for tokengate. The figures leave a
-// fast reply lateTimeout to arrive, however loaded the machine.
+// fast reply (a message decided on an undelayed Redis) lateTimeout to
+// arrive, and the front's timer, which a loaded machine may fire late,
+// lateDelay − lateTimeout to fire before a delayed reply arrives.
 const (
-	lateTimeout     = 100 * time.Millisecond
-	lateDelay       = 250 * time.Millisecond
-	lateReadTimeout = time.Second
-	lateMax         = 50 // the request's max_tokens, held in strict mode
+	lateTimeout     = 300 * time.Millisecond
+	lateDelay       = time.Second
+	lateReadTimeout = 3 * time.Second
+	// lateFineDelay is the slow Redis the stack's own front (envoy.yaml's
+	// 1 s) must still answer through: a message may wait two round
+	// trips (a new connection's handshake, then the call).
+	lateFineDelay = 150 * time.Millisecond
+	lateMax       = 50 // the request's max_tokens, held in strict mode
 )
 
 func lateConfig(redisAddr string) string {
@@ -229,7 +243,7 @@ func TestFaultMessageTimeout(t *testing.T) {
 			t.Errorf("late at %s: reservations left in redis: %v", phase, holds)
 		}
 		if down := unavailableLines(s.Tokengate.Stderr()[logMark:]); tripped || len(down) > 0 {
-			t.Errorf("regression (limiter/fallback.go Fallback.result, fed by extproc/processor.go admit): late at %s, Redis answered within its timeouts, yet tokengate took it for down (%v store errors counted; fallback gauge 1 when looked at: %v; log: %q). "+
+			t.Errorf("regression (limiter/fallback/fallback.go Store.result, fed by extproc/processor.go admit): late at %s, Redis answered within its timeouts, yet tokengate took it for down (%v store errors counted; fallback gauge 1 when looked at: %v; log: %q). "+
 				"The store is called with the ext_proc stream's context; when Envoy gives up (message timeout) or the client goes, that context is cancelled, go-redis returns \"context canceled\" (while waiting for a pooled or new connection), and Fallback.result counts any error as Redis failing. "+
 				"Under on_error: fail_closed the replica then answers 503 and reports NOT_SERVING until the next probe succeeds: one slow or abandoned request takes a healthy replica out. "+
 				"Want: a call whose caller's context ended does not count as Redis failing, or the store call runs on a context of its own.",
@@ -238,9 +252,9 @@ func TestFaultMessageTimeout(t *testing.T) {
 	}
 	// The stack itself is fine: the same request through the front of
 	// envoy/envoy.yaml (1 s) on a slow Redis is answered.
-	proxy.SetDelay(lateDelay)
+	proxy.SetDelay(lateFineDelay)
 	if r := faultSend(context.Background(), directClient, s.URL, "late-then-fine", body); r.status != http.StatusOK {
-		t.Errorf("through the 1 s front with redis %v slow: %d %s, want 200", lateDelay, r.status, r.err)
+		t.Errorf("through the 1 s front with redis %v slow: %d %s, want 200", lateFineDelay, r.status, r.err)
 	}
 }
 

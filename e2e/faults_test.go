@@ -33,8 +33,10 @@ const (
 	kill9Answers   = 20 // answered before the kill
 	kill9After     = 10 // sent through the restarted process
 	// kill9Slack is how much later than hold_ttl after the kill a hold may
-	// still be counted: the poll's period and a script's round trip.
-	kill9Slack = 500 * time.Millisecond
+	// still be counted: the restart, the poll's period and an admin call's
+	// round trip, on a loaded machine. Where each hold expires is checked
+	// exactly, in Redis's own clock, at the kill.
+	kill9Slack = 1500 * time.Millisecond
 )
 
 func kill9Config(redisAddr string) string {
@@ -56,6 +58,7 @@ policies:
 }
 
 func TestFaultKillRedisStoreUnderLoad(t *testing.T) {
+	skipLongUnderShort(t)
 	needBinaries(t)
 	rds := harness.StartRedis(t)
 	s := harness.StartStack(t, harness.StackOptions{ConfigYAML: kill9Config(rds.Addr()),

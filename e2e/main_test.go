@@ -10,6 +10,9 @@ import (
 	"testing"
 	"time"
 
+	extprocv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/http/ext_proc/v3"
+	"google.golang.org/protobuf/types/known/durationpb"
+
 	"github.com/tokengate/tokengate/e2e/harness"
 )
 
@@ -37,6 +40,29 @@ func needBinaries(t *testing.T) {
 	t.Helper()
 	if buildErr != nil {
 		t.Fatalf("the binaries did not build: %v", buildErr)
+	}
+}
+
+// loadMessageTimeout is the front's message_timeout in the load runs
+// (accuracy, replicas, crash, soak), in place of envoy.yaml's 1 s. Those
+// runs are about what is charged, kept or leaked, and dozens of clients
+// on two loaded cores can hold a healthy reply past 1 s; a 504 then fails
+// the run for the machine's sake. What tokengate does when Envoy gives up
+// on a message is the fault tests' subject, on envoy.yaml's own timeout.
+const loadMessageTimeout = 10 * time.Second
+
+// patientFront is StackOptions.Filter and ReplicaOptions.Filter for the
+// load runs: the front waits loadMessageTimeout for each ext_proc reply.
+func patientFront(f *extprocv3.ExternalProcessor) {
+	f.MessageTimeout = durationpb.New(loadMessageTimeout)
+}
+
+// skipLongUnderShort skips a long load, soak or fault-under-load test with
+// -short, the developer's fast loop; go test ./... (README, CI) runs it.
+func skipLongUnderShort(t *testing.T) {
+	t.Helper()
+	if testing.Short() {
+		t.Skip("a long load test: skipped with -short; go test ./... runs it")
 	}
 }
 

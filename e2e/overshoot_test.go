@@ -75,6 +75,7 @@ func TestStrictModeNoOvershoot(t *testing.T) {
 // most 607 + 4 × 400 = 2,207 tokens) still fits the 20,000 budget many
 // times over.
 func TestStrictModeNoOvershootChoices(t *testing.T) {
+	skipLongUnderShort(t)
 	needBinaries(t)
 	completion := load.Range{Min: 50, Max: 400}
 	tests := []struct {
@@ -124,7 +125,7 @@ func TestStrictModeNoOvershootChoices(t *testing.T) {
 // shape, when given, changes the requests sent (API, n, best_of, sizes).
 func runAccuracy(t *testing.T, cfg string, shape ...func(*load.Options)) load.Result {
 	t.Helper()
-	s := harness.StartStack(t, harness.StackOptions{ConfigYAML: cfg, FakeClock: overshootClock})
+	s := harness.StartStack(t, harness.StackOptions{ConfigYAML: cfg, FakeClock: overshootClock, Filter: patientFront})
 	start, err := time.Parse(time.RFC3339, overshootClock)
 	if err != nil {
 		t.Fatal(err)

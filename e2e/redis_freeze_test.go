@@ -35,14 +35,14 @@ const (
 func freezeConfig(redisAddr, onError string) string {
 	return fmt.Sprintf(`store:
   backend: redis
-  redis: {addrs: [%q], on_error: %s, retry_interval: %v}
+  redis: {addrs: [%q], dial_timeout: %v, read_timeout: %v, on_error: %s, retry_interval: %v}
 policies:
 - name: freeze
   counter_key: {header: [api-key]}
   tokens_per_minute: %d
   estimate_prompt_tokens: true
   reserve_completion: max_tokens
-`, redisAddr, onError, faultRetry, freezeLimit)
+`, redisAddr, faultRedisTimeout, faultRedisTimeout, onError, faultRetry, freezeLimit)
 }
 
 // TestRedisFreezeLeavesNoHold freezes Redis between a strict request's
@@ -52,7 +52,7 @@ policies:
 //
 // A reserve whose reply misses read_timeout may still run in Redis later
 // and leave a hold nobody settles; tokengate keeps such holds and releases
-// them once Redis answers again (limiter.Fallback), so none outlives the
+// them once Redis answers again (limiter/fallback), so none outlives the
 // outage by hold_ttl.
 func TestRedisFreezeLeavesNoHold(t *testing.T) {
 	needBinaries(t)
@@ -119,8 +119,11 @@ func runRedisFreeze(t *testing.T, mode string) {
 	if a.err != nil || a.status != want {
 		t.Fatalf("request whose reserve met a frozen redis: %d %s (%v), want %d", a.status, a.body, a.err, want)
 	}
-	if took >= faultMaxLatency {
-		t.Errorf("the request took %v after its body was sent to a frozen redis: past Envoy's message timeout %v", took, faultMaxLatency)
+	// A reserve that waited on the frozen Redis past the message timeout
+	// is the front's 504, a wrong status above; the whole answer's time
+	// is a figure, bounded only against a hang.
+	if took >= faultHangLatency {
+		t.Errorf("the request took %v after its body was sent to a frozen redis: past %v, a hang", took, faultHangLatency)
 	}
 	r.WaitMetric("tokengate_store_fallback", 1, faultStateTimeout)
 	rds.Thaw()

@@ -30,6 +30,14 @@ const (
 	// apimReplicaFactor bounds the APIM total across replicas against one
 	// process's on the same load; see TestReplicasShareOneBudget.
 	apimReplicaFactor = 1.5
+	// replicasRedisTimeout is the store's dial and read timeout: 64
+	// clients on three replicas and Redis on two loaded cores can hold a
+	// healthy Redis's reply past tokengate's default 50 ms (and past
+	// 500 ms: seen), and a replica that then falls back (on_error:
+	// fail_open) admits what the shared budget would refuse, so the
+	// strict bound fails for the machine's sake. Under the fronts'
+	// loadMessageTimeout.
+	replicasRedisTimeout = loadMessageTimeout / 2
 )
 
 func replicasConfig(redisAddr string, strict bool) string {
@@ -39,12 +47,12 @@ func replicasConfig(redisAddr string, strict bool) string {
 	}
 	return fmt.Sprintf(`store:
   backend: redis
-  redis: {addrs: [%q], clock: client}
+  redis: {addrs: [%q], clock: client, dial_timeout: %v, read_timeout: %v}
 policies:
 - name: accuracy
   counter_key: {header: [api-key]}
   tokens_per_minute: %d
-%s`, redisAddr, replicasLimit, mode)
+%s`, redisAddr, replicasRedisTimeout, replicasRedisTimeout, replicasLimit, mode)
 }
 
 // TestReplicasShareOneBudget is issue 6's proof that the Redis store makes
@@ -71,6 +79,7 @@ policies:
 // process's 50,172), so either assertion fails when the budget is not
 // shared.
 func TestReplicasShareOneBudget(t *testing.T) {
+	skipLongUnderShort(t)
 	needBinaries(t)
 	rds := harness.StartRedis(t)
 
@@ -119,7 +128,7 @@ func TestReplicasShareOneBudget(t *testing.T) {
 // share.
 func runReplicated(t *testing.T, redisAddr string, n int, strict bool, key string) load.Result {
 	t.Helper()
-	r := harness.StartReplicas(t, harness.ReplicaOptions{N: n, ConfigYAML: replicasConfig(redisAddr, strict), FakeClock: replicasClock})
+	r := harness.StartReplicas(t, harness.ReplicaOptions{N: n, ConfigYAML: replicasConfig(redisAddr, strict), FakeClock: replicasClock, Filter: patientFront})
 	warmUp(t, r)
 	start, err := time.Parse(time.RFC3339, replicasClock)
 	if err != nil {
@@ -140,6 +149,14 @@ func runReplicated(t *testing.T, redisAddr string, n int, strict bool, key strin
 		HTTP:        client,
 	})
 	checkLoadRun(t, res, err)
+	// Whether the shared store answered every call in time: a replica
+	// that took Redis for down decided per on_error (fail_open: admitted
+	// unshared), which the figures above then include.
+	for i, p := range r.Tokengates {
+		t.Logf("replica %d: %v store errors (%v timeouts), %d \"redis store unavailable\" log lines",
+			i, r.Metric(i, "tokengate_store_errors_total"), r.Metric(i, "tokengate_store_errors_total", "kind", "timeout"),
+			len(unavailableLines(p.Stderr())))
+	}
 	// Round-robin gives each replica Requests/n; the last round's
 	// decisions may still be being counted when the load returns.
 	for i := range n {

@@ -128,8 +128,11 @@ func TestStreamCharges(t *testing.T) {
 // TestStreamArrivesChunkByChunk shows that the first event reaches the
 // client while the upstream still holds the rest: nothing on the way
 // (front, tokengate's streamed mode, its decoder) buffers the stream.
+// The proof is the mock's own account, asked while the client holds the
+// first event; the stall only has to outlast that question on a loaded
+// machine. When the first event came is a figure for the log.
 func TestStreamArrivesChunkByChunk(t *testing.T) {
-	const stall = time.Second
+	const stall = 2 * time.Second
 	r := startRig(t)
 	for i, enc := range []string{"", "br"} {
 		t.Run("encoding "+enc, func(t *testing.T) {
@@ -154,8 +157,10 @@ func TestStreamArrivesChunkByChunk(t *testing.T) {
 			if err != nil || !parseStream(t, rest).done {
 				t.Fatalf("rest of the stream: %d events, %v", len(rest), err)
 			}
-			if firstAt > stall/2 || lastAt < stall {
-				t.Errorf("first event after %v, last after %v; want the first well before the %v stall ends, the last after it",
+			// A lower bound only: the rest cannot come before the stall
+			// ends, however fast or slow the machine.
+			if lastAt < stall {
+				t.Errorf("first event after %v, last after %v; want the last after the %v stall",
 					firstAt, lastAt, stall)
 			}
 			t.Logf("first event after %v, last after %v (stall %v)", firstAt, lastAt, stall)

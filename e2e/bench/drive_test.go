@@ -90,7 +90,10 @@ func TestDriveTimeBound(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if took := time.Since(start); took > 5*time.Second || r.streams == 0 || r.messages != r.streams*505 {
+	// The bound is on a hang (a drive the duration does not stop runs
+	// until the test's own timeout), not on the machine's speed: streams
+	// in flight at the deadline still finish.
+	if took := time.Since(start); took > 30*time.Second || r.streams == 0 || r.messages != r.streams*505 {
 		t.Errorf("took %v for %d streams, %d messages", took, r.streams, r.messages)
 	}
 }

@@ -32,6 +32,10 @@ type ReplicaOptions struct {
 	// OnRequest, when set, receives each front's request records, tagged
 	// with the replica's index.
 	OnRequest func(replica int, st front.RequestStats)
+	// Filter, when set, changes the ext_proc filter configuration read
+	// from envoy.yaml (Replicas.Filter) before the fronts use it, as
+	// StackOptions.Filter does for a stack.
+	Filter func(*extprocv3.ExternalProcessor)
 	// Bins are the binaries by name; nil means the set BuildBinaries built
 	// last.
 	Bins map[string]string
@@ -90,6 +94,9 @@ func StartReplicas(t testing.TB, opts ReplicaOptions) *Replicas {
 	}
 	if r.Filter, err = envoy.ExtProcFilter(r.Bootstrap); err != nil {
 		t.Fatal(err)
+	}
+	if opts.Filter != nil {
+		opts.Filter(r.Filter)
 	}
 	r.Mock = Launch(t, bins["openai-mock"], append([]string{"--listen", "127.0.0.1:0"}, opts.MockArgs...)...)
 	args := TokengateArgs(r.ConfigPath, opts.FakeClock, opts.TokengateArgs...)
