@@ -133,22 +133,7 @@ func startBadInput(t *testing.T) *biRig {
 	t.Cleanup(func() { conn.Close() })
 	r.admin = adminv1.NewAdminServiceClient(conn)
 
-	srv := httptest.NewServer(r.up)
-	t.Cleanup(srv.Close)
-	f, err := front.New(front.Config{
-		Filter:      s.Filter,
-		ExtProcAddr: s.Tokengate.Field("grpc"),
-		Upstream:    srv.URL,
-		BufferLimit: int64(s.Bootstrap.GetStaticResources().GetListeners()[0].GetPerConnectionBufferLimitBytes().GetValue()),
-	})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { f.Close() })
-	if r.customURL, err = f.Start("127.0.0.1:0"); err != nil {
-		t.Fatal(err)
-	}
-	r.custom = f
+	r.custom, r.customURL = startCustomFront(t, s, r.up)
 
 	t.Cleanup(func() { r.checkNoPanic(t) })
 	return r
@@ -403,4 +388,28 @@ func biSplit(b []byte, n int) [][]byte {
 		b = b[n:]
 	}
 	return append(out, b)
+}
+
+// startCustomFront starts a second front on the stack's tokengate and
+// filter, in front of an upstream of the test's own, and returns it with
+// its base URL.
+func startCustomFront(t *testing.T, s *harness.Stack, up http.Handler) (*front.Front, string) {
+	t.Helper()
+	srv := httptest.NewServer(up)
+	t.Cleanup(srv.Close)
+	f, err := front.New(front.Config{
+		Filter:      s.Filter,
+		ExtProcAddr: s.Tokengate.Field("grpc"),
+		Upstream:    srv.URL,
+		BufferLimit: int64(s.Bootstrap.GetStaticResources().GetListeners()[0].GetPerConnectionBufferLimitBytes().GetValue()),
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { f.Close() })
+	url, err := f.Start("127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	return f, url
 }

@@ -8,7 +8,6 @@ import (
 	"io"
 	"math"
 	"net/http"
-	"net/http/httptest"
 	"slices"
 	"strings"
 	"sync"
@@ -54,22 +53,7 @@ func startNoUsage(t *testing.T) *nuRig {
 	needBinaries(t)
 	s := harness.StartStack(t, harness.StackOptions{ConfigYAML: noUsageConfig, FakeClock: labClock})
 	r := &nuRig{Stack: s, admin: s.Tokengate.Field("admin"), up: &nuUpstream{answers: map[string][]byte{}}}
-	srv := httptest.NewServer(r.up)
-	t.Cleanup(srv.Close)
-	f, err := front.New(front.Config{
-		Filter:      s.Filter,
-		ExtProcAddr: s.Tokengate.Field("grpc"),
-		Upstream:    srv.URL,
-		BufferLimit: int64(s.Bootstrap.GetStaticResources().GetListeners()[0].GetPerConnectionBufferLimitBytes().GetValue()),
-	})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { f.Close() })
-	if r.customURL, err = f.Start("127.0.0.1:0"); err != nil {
-		t.Fatal(err)
-	}
-	r.custom = f
+	r.custom, r.customURL = startCustomFront(t, s, r.up)
 	return r
 }
 

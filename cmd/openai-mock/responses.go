@@ -9,23 +9,28 @@ type responsesRequest struct {
 	Input           json.RawMessage `json:"input"`
 	Stream          bool            `json:"stream"`
 	MaxOutputTokens *int            `json:"max_output_tokens"`
-	echoed
+	echoedBefore
+	echoedAfter
 }
 
-// echoed are the request fields the Responses API writes back into the
-// response object as the client sent them. They are where a hostile
-// client hides a "usage" of its own, so the mock echoes them verbatim and
-// in OpenAI's order: instructions to tools before usage, user and
-// metadata after it.
-type echoed struct {
+// echoedBefore and echoedAfter are the request fields the Responses API
+// writes back into the response object as the client sent them. They are
+// where a hostile client hides a "usage" of its own, so the mock echoes
+// them verbatim and in OpenAI's order: instructions to tools before usage,
+// user and metadata after it (encoding/json writes an embedded struct's
+// fields where it is embedded).
+type echoedBefore struct {
 	Instructions json.RawMessage `json:"instructions,omitempty"`
 	Prompt       json.RawMessage `json:"prompt,omitempty"`
 	Reasoning    json.RawMessage `json:"reasoning,omitempty"`
 	Text         json.RawMessage `json:"text,omitempty"`
 	ToolChoice   json.RawMessage `json:"tool_choice,omitempty"`
 	Tools        json.RawMessage `json:"tools,omitempty"`
-	User         json.RawMessage `json:"user,omitempty"`
-	Metadata     json.RawMessage `json:"metadata,omitempty"`
+}
+
+type echoedAfter struct {
+	User     json.RawMessage `json:"user,omitempty"`
+	Metadata json.RawMessage `json:"metadata,omitempty"`
 }
 
 type responseObject struct {
@@ -38,18 +43,12 @@ type responseObject struct {
 	Model             string             `json:"model"`
 	MaxOutputTokens   *int               `json:"max_output_tokens"`
 	Output            []outputItem       `json:"output"`
-	Instructions      json.RawMessage    `json:"instructions,omitempty"`
-	Prompt            json.RawMessage    `json:"prompt,omitempty"`
-	Reasoning         json.RawMessage    `json:"reasoning,omitempty"`
-	Text              json.RawMessage    `json:"text,omitempty"`
-	ToolChoice        json.RawMessage    `json:"tool_choice,omitempty"`
-	Tools             json.RawMessage    `json:"tools,omitempty"`
+	echoedBefore
 	// Usage is the marshalled responsesUsage, null while the response
 	// is in progress or when a stream leaves it out, and missing
 	// altogether from a buffered answer under x-mock-no-usage.
-	Usage    json.RawMessage `json:"usage,omitempty"`
-	User     json.RawMessage `json:"user,omitempty"`
-	Metadata json.RawMessage `json:"metadata,omitempty"`
+	Usage json.RawMessage `json:"usage,omitempty"`
+	echoedAfter
 }
 
 type incompleteDetails struct {
@@ -101,8 +100,7 @@ func (s *server) responses(w *wire, c call) {
 		ID: s.nextID("resp_mock"), Object: "response", CreatedAt: s.now().Unix(), Status: "completed",
 		Model: model, MaxOutputTokens: req.MaxOutputTokens, Output: []outputItem{item},
 		Usage:        u,
-		Instructions: req.Instructions, Prompt: req.Prompt, Reasoning: req.Reasoning, Text: req.Text,
-		ToolChoice: req.ToolChoice, Tools: req.Tools, User: req.User, Metadata: req.Metadata,
+		echoedBefore: req.echoedBefore, echoedAfter: req.echoedAfter,
 	}
 	done := "response.completed"
 	if gen.capped {
