@@ -481,10 +481,7 @@ var handwritten = []string{
 }
 
 func TestParseRequestAgreesWithPython(t *testing.T) {
-	py, err := exec.LookPath("python3")
-	if err != nil {
-		t.Skip("python3 is not on PATH: the differential test against Python's json.loads needs it (.ci/run installs it)")
-	}
+	py := needPython(t)
 	var bodies [][]byte
 	for _, s := range handwritten {
 		bodies = append(bodies, []byte(s))
@@ -553,10 +550,7 @@ func TestParseRequestAgreesWithPython(t *testing.T) {
 // them as unreadable bodies (refused, or held by their bytes, per
 // unreadable_body) rather than reading something else than the upstream.
 func TestParseRequestOtherUnicodeEncodings(t *testing.T) {
-	py, err := exec.LookPath("python3")
-	if err != nil {
-		t.Skip("python3 is not on PATH: the differential test against Python's json.loads needs it (.ci/run installs it)")
-	}
+	py := needPython(t)
 	const doc = `{"model":"gpt-4o","stream":true,"max_tokens":5}`
 	u16 := utf16.Encode([]rune(doc))
 	le, be := make([]byte, 0, 2*len(u16)), make([]byte, 0, 2*len(u16))
@@ -640,4 +634,18 @@ func TestParseRequestReadsTheLastRepeatedField(t *testing.T) {
 			t.Errorf("%s: want an error", body)
 		}
 	}
+}
+
+// needPython finds python3; without it the test skips, saying so, and in
+// CI (where .ci/run installs it) fails.
+func needPython(t *testing.T) string {
+	t.Helper()
+	py, err := exec.LookPath("python3")
+	if err != nil {
+		if os.Getenv("CI") != "" {
+			t.Fatal("python3 is not on PATH in CI: .ci/run installs it")
+		}
+		t.Skip("python3 is not on PATH: the differential test against Python's json.loads needs it (.ci/run installs it)")
+	}
+	return py
 }
