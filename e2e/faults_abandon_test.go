@@ -57,7 +57,7 @@ func TestFaultAbandonedWithoutEstimate(t *testing.T) {
 		rds := harness.StartRedis(t)
 		s := harness.StartStack(t, harness.StackOptions{ConfigYAML: abandonConfig(fmt.Sprintf(`store:
   backend: redis
-  redis: {addrs: [%q], on_error: fail_closed}`, rds.Addr()))})
+  redis: {addrs: [%q], dial_timeout: 2s, read_timeout: 2s, on_error: fail_closed}`, rds.Addr()))})
 		runAbandons(t, s, rds)
 	})
 }

@@ -109,9 +109,11 @@ func (p *processor) settleOnce(ctx context.Context) settlement {
 	var st settlement
 	st.prompt, st.completion, st.total, st.source = p.charge()
 	st.charged = p.counted(st.prompt, st.completion, st.total)
-	st.d, st.err = p.s.store.Settle(ctx, p.counter, p.limits, p.hold, st.charged, p.s.clock.Now())
+	// Counted before the store hears of it: whoever sees the charge in
+	// the window finds it in the metrics and the log too.
 	p.record(st.prompt, st.completion, st.source)
 	p.logDecision(p.decision(), zap.Int64("tokens", st.charged), zap.String("source", st.source))
+	st.d, st.err = p.s.store.Settle(ctx, p.counter, p.limits, p.hold, st.charged, p.s.clock.Now())
 	if st.err != nil {
 		p.s.metrics.storeError("settle", st.err)
 		p.s.log.Warn("limiter store failed to settle", zap.String("key", p.keyHash[:8]), zap.Error(st.err))
