@@ -270,6 +270,22 @@ func (r *biRig) metric(t *testing.T, name string, labels ...string) float64 {
 	return v
 }
 
+// waitMetric waits until the tokengate series of name (as metric sums
+// it) reads at least least, and returns the last reading: a stream that
+// failed is settled when tokengate notices, which may come after the
+// client's answer. It gives up after 5 s; the caller checks the value.
+func (r *biRig) waitMetric(t *testing.T, least float64, name string, labels ...string) float64 {
+	t.Helper()
+	deadline := time.Now().Add(5 * time.Second)
+	for {
+		v := r.metric(t, name, labels...)
+		if v >= least || time.Now().After(deadline) {
+			return v
+		}
+		time.Sleep(10 * time.Millisecond) // polling a condition, under a deadline
+	}
+}
+
 // biMove is a metric a case must move, and by how much.
 type biMove struct {
 	name   string

@@ -57,7 +57,7 @@ func TestFaultAbandonedWithoutEstimate(t *testing.T) {
 		rds := harness.StartRedis(t)
 		s := harness.StartStack(t, harness.StackOptions{ConfigYAML: abandonConfig(fmt.Sprintf(`store:
   backend: redis
-  redis: {addrs: [%q], dial_timeout: 2s, read_timeout: 2s, on_error: fail_closed}`, rds.Addr()))})
+  redis: {addrs: [%q], dial_timeout: 2s, read_timeout: 2s, write_timeout: 2s, on_error: fail_closed}`, rds.Addr()))})
 		runAbandons(t, s, rds)
 	})
 }
@@ -167,13 +167,13 @@ func runAbandons(t *testing.T, s *harness.Stack, rds *harness.Redis) {
 func lateModelConfig(redisAddr string) string {
 	return fmt.Sprintf(`store:
   backend: redis
-  redis: {addrs: [%q], dial_timeout: %v, read_timeout: %v, on_error: fail_closed, retry_interval: %v}
+  redis: {addrs: [%q], dial_timeout: %v, read_timeout: %v, write_timeout: %v, on_error: fail_closed, retry_interval: %v}
 estimate_budget: 1s
 policies:
 - name: latemodel
   counter_key: {header: [api-key], per_model: true}
   tokens_per_minute: 100000
-`, redisAddr, lateReadTimeout, lateReadTimeout, faultRetry)
+`, redisAddr, lateReadTimeout, lateReadTimeout, lateReadTimeout, faultRetry)
 }
 
 // TestFaultMessageTimeoutWithoutEstimate is TestFaultMessageTimeout's

@@ -53,7 +53,7 @@ func TestFaultClientCutsStream(t *testing.T) {
 		// failed.
 		s := harness.StartStack(t, harness.StackOptions{ConfigYAML: cutConfig(fmt.Sprintf(`store:
   backend: redis
-  redis: {addrs: [%q], dial_timeout: 1s, read_timeout: 1s, on_error: fail_closed, retry_interval: %v}`, proxy.Addr(), cutRetry))})
+  redis: {addrs: [%q], dial_timeout: 1s, read_timeout: 1s, write_timeout: 1s, on_error: fail_closed, retry_interval: %v}`, proxy.Addr(), cutRetry))})
 		cutWhileReserving(t, s, proxy)
 		runCuts(t, s, rds)
 	})

@@ -42,13 +42,13 @@ const (
 func slowConfig(redisAddr string) string {
 	return fmt.Sprintf(`store:
   backend: redis
-  redis: {addrs: [%q], read_timeout: %v, on_error: local, retry_interval: %v}
+  redis: {addrs: [%q], dial_timeout: %v, read_timeout: %v, write_timeout: %v, on_error: local, retry_interval: %v}
 policies:
 - name: slow
   counter_key: {header: [api-key]}
   tokens_per_minute: 100000000
   reserve_completion: max_tokens
-`, redisAddr, slowReadTimeout, faultRetry)
+`, redisAddr, slowReadTimeout, slowReadTimeout, slowReadTimeout, faultRetry)
 }
 
 func TestFaultRedisSlow(t *testing.T) {
@@ -150,14 +150,14 @@ const (
 func lateConfig(redisAddr string) string {
 	return fmt.Sprintf(`store:
   backend: redis
-  redis: {addrs: [%q], dial_timeout: %v, read_timeout: %v, on_error: fail_closed, retry_interval: %v}
+  redis: {addrs: [%q], dial_timeout: %v, read_timeout: %v, write_timeout: %v, on_error: fail_closed, retry_interval: %v}
 policies:
 - name: late
   counter_key: {header: [api-key]}
   tokens_per_minute: 100000
   estimate_prompt_tokens: true
   reserve_completion: max_tokens
-`, redisAddr, lateReadTimeout, lateReadTimeout, faultRetry)
+`, redisAddr, lateReadTimeout, lateReadTimeout, lateReadTimeout, faultRetry)
 }
 
 // TestFaultMessageTimeout makes tokengate's reply late at request_headers

@@ -46,7 +46,7 @@ func kill9Config(redisAddr string) string {
 	// two-core machine can hold a loopback reply past the default 50 ms.
 	return fmt.Sprintf(`store:
   backend: redis
-  redis: {addrs: [%q], clock: server, hold_ttl: %v, read_timeout: 500ms, on_error: fail_closed, retry_interval: 100ms}
+  redis: {addrs: [%q], clock: server, hold_ttl: %v, dial_timeout: 500ms, read_timeout: 500ms, write_timeout: 500ms, on_error: fail_closed, retry_interval: 100ms}
 policies:
 - name: kill9
   counter_key: {header: [api-key]}

@@ -21,11 +21,12 @@ const (
 	// faultRetry is retry_interval: how often a replica tries Redis again
 	// while it is down. Short, so recovery is quick to see.
 	faultRetry = 100 * time.Millisecond
-	// faultRedisTimeout is the store's dial and read timeout. tokengate's
-	// defaults (100 ms, 50 ms) are for a quiet network; on a loaded
-	// two-core machine a healthy loopback Redis can miss 50 ms, and the
-	// replica would then fall back (fail_closed: 503) in a phase where
-	// Redis is up. A call to a frozen Redis waits this long, twice at
+	// faultRedisTimeout is the store's dial, read and write timeout.
+	// tokengate's defaults (100 ms, 50 ms, 50 ms) are for a quiet
+	// network; on a loaded two-core machine a healthy loopback Redis can
+	// miss 50 ms (a write's deadline too: it runs while the writing
+	// goroutine waits for a core), and the replica would then fall back
+	// (fail_closed: 503) in a phase where Redis is up. A call to a frozen Redis waits this long, twice at
 	// most in one message (the call, then the recovery probe), well
 	// inside the message timeout.
 	faultRedisTimeout = 250 * time.Millisecond
@@ -73,14 +74,14 @@ const (
 func faultConfig(redisAddr, onError string) string {
 	return fmt.Sprintf(`store:
   backend: redis
-  redis: {addrs: [%q], dial_timeout: %v, read_timeout: %v, on_error: %s, retry_interval: %v}
+  redis: {addrs: [%q], dial_timeout: %v, read_timeout: %v, write_timeout: %v, on_error: %s, retry_interval: %v}
 policies:
 - name: faults
   counter_key: {header: [api-key]}
   tokens_per_minute: 100000000
   overrides:
   - {key_sha256: %q, tokens_per_minute: %d}
-`, redisAddr, faultRedisTimeout, faultRedisTimeout, onError, faultRetry, keySHA256(smallKey), smallLimit)
+`, redisAddr, faultRedisTimeout, faultRedisTimeout, faultRedisTimeout, onError, faultRetry, keySHA256(smallKey), smallLimit)
 }
 
 // TestRedisFaults runs one subtest per on_error mode: two real tokengates

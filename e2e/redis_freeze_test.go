@@ -35,14 +35,14 @@ const (
 func freezeConfig(redisAddr, onError string) string {
 	return fmt.Sprintf(`store:
   backend: redis
-  redis: {addrs: [%q], dial_timeout: %v, read_timeout: %v, on_error: %s, retry_interval: %v}
+  redis: {addrs: [%q], dial_timeout: %v, read_timeout: %v, write_timeout: %v, on_error: %s, retry_interval: %v}
 policies:
 - name: freeze
   counter_key: {header: [api-key]}
   tokens_per_minute: %d
   estimate_prompt_tokens: true
   reserve_completion: max_tokens
-`, redisAddr, faultRedisTimeout, faultRedisTimeout, onError, faultRetry, freezeLimit)
+`, redisAddr, faultRedisTimeout, faultRedisTimeout, faultRedisTimeout, onError, faultRetry, freezeLimit)
 }
 
 // TestRedisFreezeLeavesNoHold freezes Redis between a strict request's

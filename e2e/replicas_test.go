@@ -30,10 +30,11 @@ const (
 	// apimReplicaFactor bounds the APIM total across replicas against one
 	// process's on the same load; see TestReplicasShareOneBudget.
 	apimReplicaFactor = 1.5
-	// replicasRedisTimeout is the store's dial and read timeout: 64
-	// clients on three replicas and Redis on two loaded cores can hold a
-	// healthy Redis's reply past tokengate's default 50 ms (and past
-	// 500 ms: seen), and a replica that then falls back (on_error:
+	// replicasRedisTimeout is the store's dial, read and write timeout:
+	// 64 clients on three replicas and Redis on two loaded cores can hold
+	// a healthy Redis's reply past tokengate's default 50 ms (and past
+	// 500 ms: seen), or a write past its 50 ms deadline ("redis reserve:
+	// i/o timeout": seen), and a replica that then falls back (on_error:
 	// fail_open) admits what the shared budget would refuse, so the
 	// strict bound fails for the machine's sake. Under the fronts'
 	// loadMessageTimeout.
@@ -47,12 +48,12 @@ func replicasConfig(redisAddr string, strict bool) string {
 	}
 	return fmt.Sprintf(`store:
   backend: redis
-  redis: {addrs: [%q], clock: client, dial_timeout: %v, read_timeout: %v}
+  redis: {addrs: [%q], clock: client, dial_timeout: %v, read_timeout: %v, write_timeout: %v}
 policies:
 - name: accuracy
   counter_key: {header: [api-key]}
   tokens_per_minute: %d
-%s`, redisAddr, replicasRedisTimeout, replicasRedisTimeout, replicasLimit, mode)
+%s`, redisAddr, replicasRedisTimeout, replicasRedisTimeout, replicasRedisTimeout, replicasLimit, mode)
 }
 
 // TestReplicasShareOneBudget is issue 6's proof that the Redis store makes

@@ -66,7 +66,7 @@ policies:
 
 	// The Redis store: keys and values.
 	rs := harness.StartRedis(t)
-	rcfg := fmt.Sprintf(`store: {backend: redis, redis: {addrs: [%s], clock: client, dial_timeout: 2s, read_timeout: 2s}}
+	rcfg := fmt.Sprintf(`store: {backend: redis, redis: {addrs: [%s], clock: client, dial_timeout: 2s, read_timeout: 2s, write_timeout: 2s}}
 policies:
 - {name: lab, counter_key: {header: [api-key, authorization]}, tokens_per_minute: 200, token_quota: 100000, token_quota_period: monthly}
 `, rs.Addr())

@@ -188,11 +188,12 @@ func Run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	}()
 	log.Info("serving", zap.String("grpc", grpcLn.Addr().String()), zap.String("admin", adminLn.Addr().String()),
 		zap.String("store", cfg.Store.Backend), zap.Int("policies", len(cfg.Policies)))
-	fmt.Fprintf(stdout, "tokengate ready grpc=%s admin=%s\n", grpcLn.Addr(), adminLn.Addr())
-
+	// SIGHUP is caught before "ready" is printed: a reload sent the moment
+	// a supervisor reads it must not be lost (or kill the process).
 	hup := make(chan os.Signal, 1)
 	signal.Notify(hup, syscall.SIGHUP)
 	defer signal.Stop(hup)
+	fmt.Fprintf(stdout, "tokengate ready grpc=%s admin=%s\n", grpcLn.Addr(), adminLn.Addr())
 	var serveErr error
 serve:
 	for {
