@@ -100,17 +100,7 @@ func runAbandons(t *testing.T, s *harness.Stack, rds *harness.Redis) {
 			harness.RawRequestHeaders("/v1/chat/completions", "api-key", key),
 			harness.RawRequestBody(faultChatBody(t, content, 500, false), true),
 		}, tc.after...)
-		var sent []string
-		for _, m := range msgs {
-			reply, err := st.Exchange(m, cutReplyIn)
-			if err != nil {
-				t.Fatalf("%s: %s: %v", tc.name, harness.RawRequestKind(m), err)
-			}
-			if got, want := harness.RawReplyKind(reply), harness.RawRequestKind(m); got != want {
-				t.Fatalf("%s: %s answered with %s", tc.name, want, got)
-			}
-			sent = append(sent, harness.RawRequestKind(m))
-		}
+		sent := playAnswered(t, tc.name, st, msgs)
 		// Estimation off: nothing was counted or held at the body.
 		held := faultUsage(t, admin, "abandon", key).GetUsedTokens()
 		st.Reset()

@@ -94,17 +94,7 @@ func runCuts(t *testing.T, s *harness.Stack, rds *harness.Redis) {
 			harness.RawRequestHeaders("/v1/chat/completions", "api-key", key),
 			harness.RawRequestBody(faultChatBody(t, cutContent, cutMax, tc.stream), true),
 		}, tc.after...)
-		var sent []string
-		for _, m := range msgs {
-			reply, err := st.Exchange(m, cutReplyIn)
-			if err != nil {
-				t.Fatalf("%s: %s: %v", tc.name, harness.RawRequestKind(m), err)
-			}
-			if got, want := harness.RawReplyKind(reply), harness.RawRequestKind(m); got != want {
-				t.Fatalf("%s: %s answered with %s", tc.name, want, got)
-			}
-			sent = append(sent, harness.RawRequestKind(m))
-		}
+		sent := playAnswered(t, tc.name, st, msgs)
 		st.Reset()
 		waitDecisions(t, tc.name, admin, "cut", decided+1)
 		prompt, completion := faultTokens(t, admin, "cut")
@@ -180,4 +170,23 @@ func cutWhileReserving(t *testing.T, s *harness.Stack, proxy *harness.LatencyPro
 			storeErrs, gauge, next.status, next.err, down, cutRetry)
 	}
 	waitBreakerClosed(t, admin)
+}
+
+// playAnswered sends msgs on st one at a time, each answered in kind
+// before the next (as Envoy does in buffered modes), and returns the kinds
+// sent.
+func playAnswered(t *testing.T, name string, st *harness.RawStream, msgs []*extprocsvc.ProcessingRequest) []string {
+	t.Helper()
+	var sent []string
+	for _, m := range msgs {
+		reply, err := st.Exchange(m, cutReplyIn)
+		if err != nil {
+			t.Fatalf("%s: %s: %v", name, harness.RawRequestKind(m), err)
+		}
+		if got, want := harness.RawReplyKind(reply), harness.RawRequestKind(m); got != want {
+			t.Fatalf("%s: %s answered with %s", name, want, got)
+		}
+		sent = append(sent, harness.RawRequestKind(m))
+	}
+	return sent
 }

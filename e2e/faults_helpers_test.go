@@ -13,8 +13,6 @@ import (
 	"time"
 
 	"github.com/redis/go-redis/v9"
-	"google.golang.org/grpc"
-	"google.golang.org/grpc/credentials/insecure"
 
 	"github.com/tokengate/tokengate/e2e/harness"
 	adminv1 "github.com/tokengate/tokengate/proto/tokengate/admin/v1"
@@ -38,23 +36,7 @@ const (
 // store the requests used.
 func faultUsage(t *testing.T, admin, policy, key string) *adminv1.Usage {
 	t.Helper()
-	conn, err := grpc.NewClient(admin, grpc.WithTransportCredentials(insecure.NewCredentials()))
-	if err != nil {
-		t.Fatalf("admin client: %v", err)
-	}
-	defer conn.Close()
-	ctx, cancel := context.WithTimeout(context.Background(), faultAdminTimeout)
-	defer cancel()
-	resp, err := adminv1.NewAdminServiceClient(conn).GetUsage(ctx, &adminv1.GetUsageRequest{
-		Key: &adminv1.Key{Key: &adminv1.Key_Raw{Raw: key}}, Policy: policy,
-	})
-	if err != nil {
-		t.Fatalf("GetUsage %s: %v", policy, err)
-	}
-	if len(resp.GetUsage()) != 1 {
-		t.Fatalf("GetUsage %s: %d counters, want 1", policy, len(resp.GetUsage()))
-	}
-	return resp.GetUsage()[0]
+	return modelUsage(t, admin, policy, key, "")
 }
 
 // faultMetric reads a tokengate series on admin, failing the test when

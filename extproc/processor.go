@@ -179,19 +179,15 @@ func (p *processor) requestBody(b *extprocv3.HttpBody) *extprocv3.ProcessingResp
 // run now. The body can no longer be rewritten, so a stream is not asked
 // for usage; its text is counted instead.
 func (p *processor) requestTrailers() *extprocv3.ProcessingResponse {
-	cont := &extprocv3.ProcessingResponse{Response: &extprocv3.ProcessingResponse_RequestTrailers{
-		RequestTrailers: &extprocv3.TrailersResponse{}}}
 	if !p.admitted || p.bodyDone || p.settled || p.body == nil {
 		// No body begun: trailers out of order are a confused client,
 		// and the body, if it comes, is read as usual.
-		return cont
+		return continueRequestTrailers()
 	}
-	body := p.body
-	p.body = nil
-	if resp, _ := p.readRequestBody(body); resp != nil {
+	if resp, _ := p.readRequestBody(p.takeBody()); resp != nil {
 		return resp
 	}
-	return cont
+	return continueRequestTrailers()
 }
 
 // readRequestBody runs the body phase on the whole request body: a refusal
@@ -224,7 +220,7 @@ func (p *processor) readRequestBody(raw []byte) (*extprocv3.ProcessingResponse, 
 			return resp, nil
 		}
 	}
-	strict, budget := p.policy.Strict()
+	strict, _ := p.policy.Strict()
 	if p.policy.EstimatePromptTokens || req.Stream || strict {
 		p.estimatePrompt()
 		if err := req.PromptErr(); err != nil && (p.policy.EstimatePromptTokens || strict) {
@@ -232,7 +228,7 @@ func (p *processor) readRequestBody(raw []byte) (*extprocv3.ProcessingResponse, 
 			return p.unreadable(unreadablePrompt, body, err), nil
 		}
 	}
-	if n := p.reservation(req, strict, budget); n > 0 {
+	if n := p.reservation(req.MaxOutput, req.Choices); n > 0 {
 		if resp := p.admit(n); resp != nil {
 			return resp, nil
 		}
@@ -277,15 +273,10 @@ func (p *processor) unreadable(reason string, body []byte, err error) *extprocv3
 		return immediate(typev3.StatusCode_BadRequest, &headerSet{}, errorBody(msg, "invalid_request_error", "unreadable_body"),
 			"tokengate_unreadable_body", newMeta(decisionUnreadable).str("reason", reason))
 	case config.UnreadableChargeBytes:
+		// The bytes stand for the prompt; a strict policy adds its own
+		// completion budget, the body's max_tokens being unknown.
 		p.estimate, p.prompted = int64(len(body)), true
-		n := p.estimate
-		if strict, budget := p.policy.Strict(); strict {
-			n += budget
-		}
-		if p.policy.Count == config.CountCompletion {
-			n -= p.estimate
-		}
-		return p.admit(n)
+		return p.admit(p.reservation(0, 1))
 	}
 	return nil
 }
@@ -326,16 +317,16 @@ func (p *processor) estimatePrompt() {
 
 // reservation is what the request holds until it settles: the prompt
 // estimate, plus in strict mode the completion budget (the request's own
-// max, else the policy's) for each choice the upstream generates, of the
-// tokens the policy counts.
-func (p *processor) reservation(req *openai.Request, strict bool, budget int64) int64 {
+// max, else the policy's) for each of the choices the upstream generates,
+// of the tokens the policy counts.
+func (p *processor) reservation(maxOutput, choices int64) int64 {
 	prompt, completion := p.estimate, int64(0)
-	if strict {
+	if strict, budget := p.policy.Strict(); strict {
 		completion = budget
-		if req.MaxOutput > 0 {
-			completion = req.MaxOutput
+		if maxOutput > 0 {
+			completion = maxOutput
 		}
-		completion = saturatingMul(completion, req.Choices)
+		completion = saturatingMul(completion, choices)
 		// A max_tokens past what the budget leaves after the prompt
 		// could never be admitted; reserving the whole budget lets it run
 		// on an empty window, as any request whose real use is larger
@@ -432,6 +423,14 @@ func (p *processor) collect(b *extprocv3.HttpBody, whole bool) []byte {
 	if body == nil {
 		body = []byte{}
 	}
+	return body
+}
+
+// takeBody hands over the body collected so far, for a phase that ends it
+// without an end_of_stream (trailers).
+func (p *processor) takeBody() []byte {
+	body := p.body
+	p.body = nil
 	return body
 }
 

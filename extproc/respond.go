@@ -187,6 +187,18 @@ func continueResponseBody(m *extprocv3.HeaderMutation) *extprocv3.ProcessingResp
 
 // continueAny answers a message we have nothing to say about, in the shape
 // its phase requires: Envoy rejects a reply of the wrong kind.
+func continueRequestTrailers() *extprocv3.ProcessingResponse {
+	return &extprocv3.ProcessingResponse{Response: &extprocv3.ProcessingResponse_RequestTrailers{
+		RequestTrailers: &extprocv3.TrailersResponse{}}}
+}
+
+// continueResponseTrailers lets the trailers go, with m set on them: once
+// the body has passed, trailers are where headers can still go.
+func continueResponseTrailers(m *extprocv3.HeaderMutation) *extprocv3.ProcessingResponse {
+	return &extprocv3.ProcessingResponse{Response: &extprocv3.ProcessingResponse_ResponseTrailers{
+		ResponseTrailers: &extprocv3.TrailersResponse{HeaderMutation: m}}}
+}
+
 func continueAny(req *extprocv3.ProcessingRequest) *extprocv3.ProcessingResponse {
 	switch req.Request.(type) {
 	case *extprocv3.ProcessingRequest_RequestHeaders:
@@ -198,11 +210,9 @@ func continueAny(req *extprocv3.ProcessingRequest) *extprocv3.ProcessingResponse
 	case *extprocv3.ProcessingRequest_ResponseBody:
 		return continueResponseBody(nil)
 	case *extprocv3.ProcessingRequest_RequestTrailers:
-		return &extprocv3.ProcessingResponse{Response: &extprocv3.ProcessingResponse_RequestTrailers{
-			RequestTrailers: &extprocv3.TrailersResponse{}}}
+		return continueRequestTrailers()
 	case *extprocv3.ProcessingRequest_ResponseTrailers:
-		return &extprocv3.ProcessingResponse{Response: &extprocv3.ProcessingResponse_ResponseTrailers{
-			ResponseTrailers: &extprocv3.TrailersResponse{}}}
+		return continueResponseTrailers(nil)
 	}
 	return nil
 }

@@ -73,25 +73,19 @@ func (p *processor) responseBody(b *extprocv3.HttpBody) *extprocv3.ProcessingRes
 // end_of_stream (trailers follow it): the request settles now. Headers can
 // no longer be set, so the rate headers go as trailers.
 func (p *processor) responseTrailers() *extprocv3.ProcessingResponse {
-	reply := func(m *extprocv3.HeaderMutation) *extprocv3.ProcessingResponse {
-		return &extprocv3.ProcessingResponse{Response: &extprocv3.ProcessingResponse_ResponseTrailers{
-			ResponseTrailers: &extprocv3.TrailersResponse{HeaderMutation: m}}}
-	}
 	if !p.admitted || p.settled {
-		return reply(nil)
+		return continueResponseTrailers(nil)
 	}
 	if p.stream != nil {
 		p.endStream()
-		return p.settleReply(reply)
+		return p.settleReply(continueResponseTrailers)
 	}
 	if p.body == nil {
 		// No body begun: the body, if it comes, settles as usual.
-		return reply(nil)
+		return continueResponseTrailers(nil)
 	}
-	body := p.body
-	p.body = nil
-	p.readBufferedUsage(body)
-	return p.settleReply(reply)
+	p.readBufferedUsage(p.takeBody())
+	return p.settleReply(continueResponseTrailers)
 }
 
 func (p *processor) feedStream(chunk []byte) {

@@ -81,6 +81,12 @@ func TestUnreadableBodies(t *testing.T) {
 		{"refuse when told", "estimate_prompt_tokens: true, unreadable_body: refuse", "", bad, 400, 0},
 		{"a policy that does not read the body passes", "count: total", "", bad, 0, 0},
 		{"charge_bytes refuses what does not fit", "estimate_prompt_tokens: true, tokens_per_minute: 10", "", bad, 429, 0},
+		// charge_bytes holds what the policy's reservation would, with
+		// the bytes for the prompt: count prompt holds the bytes alone,
+		// strict adds its budget, clamped to what the window leaves.
+		{"charge_bytes under count prompt", "reserve_completion: \"500\", count: prompt, unreadable_body: charge_bytes", "", bad, 0, int64(len(bad))},
+		{"charge_bytes under strict", "reserve_completion: \"500\", unreadable_body: charge_bytes", "", bad, 0, int64(len(bad)) + 500},
+		{"charge_bytes under strict, clamped", "tokens_per_minute: 100, reserve_completion: \"500\", unreadable_body: charge_bytes", "", bad, 0, 100},
 	}
 	for _, tc := range cases {
 		pol := "{name: lab, tokens_per_minute: 100000, counter_key: {header: [api-key]}, " + tc.policy + "}"

@@ -78,10 +78,17 @@ func NormalizePath(p string) string {
 	if u, err := url.PathUnescape(p); err == nil {
 		p = u
 	}
-	trailing := strings.HasSuffix(p, "/")
-	p = path.Clean("/" + p)
-	if trailing && p != "/" {
-		p += "/"
+	if !strings.HasPrefix(p, "/") {
+		p = "/" + p
 	}
-	return p
+	// path.Clean returns a clean path as it is, without a copy: the
+	// common request pays for the scan only.
+	clean := path.Clean(p)
+	if strings.HasSuffix(p, "/") && clean != "/" {
+		if p[:len(p)-1] == clean {
+			return p // clean but for its trailing slash, which is kept
+		}
+		clean += "/"
+	}
+	return clean
 }

@@ -53,3 +53,13 @@ func TestNormalizePath(t *testing.T) {
 		t.Errorf("escaped slash: %v", r.API)
 	}
 }
+
+// A clean path, the common request, costs no allocation.
+func BenchmarkNormalizePath(b *testing.B) {
+	b.ReportAllocs()
+	for b.Loop() {
+		if NormalizePath("/v1/chat/completions") != "/v1/chat/completions" {
+			b.Fatal("changed a clean path")
+		}
+	}
+}
