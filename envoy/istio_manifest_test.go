@@ -15,7 +15,7 @@ import (
 
 	"go.yaml.in/yaml/v3"
 
-	"github.com/tokengate/tokengate/extproc/config"
+	"github.com/tokengate/tokengate/internal/config"
 )
 
 const istioManifestFile = "istio/tokengate.yaml"

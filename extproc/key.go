@@ -8,7 +8,7 @@ import (
 
 	corev3 "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
 
-	"github.com/tokengate/tokengate/extproc/config"
+	"github.com/tokengate/tokengate/internal/config"
 )
 
 // headers is Envoy's header list. Lookups scan it: a request has a few

@@ -13,7 +13,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/testutil"
 
-	"github.com/tokengate/tokengate/extproc/config"
+	"github.com/tokengate/tokengate/internal/config"
 	"github.com/tokengate/tokengate/extproc/openai"
 	"github.com/tokengate/tokengate/limiter"
 )

@@ -12,7 +12,7 @@ import (
 	typev3 "github.com/envoyproxy/go-control-plane/envoy/type/v3"
 	"go.uber.org/zap"
 
-	"github.com/tokengate/tokengate/extproc/config"
+	"github.com/tokengate/tokengate/internal/config"
 	"github.com/tokengate/tokengate/extproc/decode"
 	"github.com/tokengate/tokengate/extproc/openai"
 	"github.com/tokengate/tokengate/limiter"

@@ -15,7 +15,7 @@ import (
 	"go.uber.org/zap"
 	"go.uber.org/zap/zaptest/observer"
 
-	"github.com/tokengate/tokengate/extproc/config"
+	"github.com/tokengate/tokengate/internal/config"
 	"github.com/tokengate/tokengate/extproc/openai"
 	"github.com/tokengate/tokengate/extproc/tokenize"
 	"github.com/tokengate/tokengate/limiter"

@@ -18,7 +18,7 @@ import (
 	"go.uber.org/zap/zaptest/observer"
 
 	"github.com/tokengate/tokengate/extproc"
-	"github.com/tokengate/tokengate/extproc/config"
+	"github.com/tokengate/tokengate/internal/config"
 	"github.com/tokengate/tokengate/limiter/memstore"
 )
 

@@ -4,7 +4,7 @@ import (
 	"go.uber.org/zap"
 
 	"github.com/tokengate/tokengate/extproc"
-	"github.com/tokengate/tokengate/extproc/config"
+	"github.com/tokengate/tokengate/internal/config"
 )
 
 // reload re-reads the config file on SIGHUP. Policies change for requests

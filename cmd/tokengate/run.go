@@ -23,7 +23,7 @@ import (
 	"google.golang.org/grpc/reflection"
 
 	"github.com/tokengate/tokengate/extproc"
-	"github.com/tokengate/tokengate/extproc/config"
+	"github.com/tokengate/tokengate/internal/config"
 	"github.com/tokengate/tokengate/extproc/tokenize"
 	"github.com/tokengate/tokengate/limiter"
 	adminv1 "github.com/tokengate/tokengate/proto/tokengate/admin/v1"
