@@ -16,7 +16,7 @@ import (
 	"strings"
 	"testing"
 
-	"github.com/tokengate/tokengate/extproc/config"
+	"github.com/tokengate/tokengate/internal/config"
 )
 
 // repoRoot is the repository root, where the Dockerfile, .dockerignore and
