@@ -19,6 +19,7 @@ import (
 	"go.yaml.in/yaml/v3"
 
 	"github.com/tokengate/tokengate/envoy"
+	"github.com/tokengate/tokengate/extproc/policy"
 	"github.com/tokengate/tokengate/internal/config"
 )
 
@@ -266,7 +267,11 @@ func TestComposeTokengate(t *testing.T) {
 	// The documented tier: the override's hash is that of the key named
 	// in the comment.
 	sum := sha256.Sum256([]byte("demo-gold-key"))
-	gold, plain := cfg.Policies[0].LimitsFor(hex.EncodeToString(sum[:])), cfg.Policies[0].LimitsFor("")
+	pol, err := policy.Compile(cfg.Policies[0])
+	if err != nil {
+		t.Fatal(err)
+	}
+	gold, plain := pol.LimitsFor(hex.EncodeToString(sum[:])), pol.LimitsFor("")
 	if gold.TokensPerMinute <= plain.TokensPerMinute {
 		t.Errorf("demo-gold-key: %d tokens per minute, want more than everyone else's %d", gold.TokensPerMinute, plain.TokensPerMinute)
 	}

@@ -12,7 +12,6 @@ import (
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/credentials/insecure"
 
-	"github.com/tokengate/tokengate/internal/config"
 	"github.com/tokengate/tokengate/limiter/memstore"
 )
 
@@ -85,7 +84,7 @@ func BenchmarkServer(b *testing.B) {
 		impl extprocv3.ExternalProcessorServer
 	}{
 		{"nop", nopServer{}},
-		{"counted", New(Options{Policies: []config.Policy{p}, Store: memstore.New()})},
+		{"counted", New(Options{Policies: compiled(b, p), Store: memstore.New()})},
 	}
 	for _, mode := range []string{"serial", "parallel"} {
 		for _, s := range servers {
@@ -147,7 +146,7 @@ func BenchmarkStream(b *testing.B) {
 		impl extprocv3.ExternalProcessorServer
 	}{
 		{"nop", nopServer{}},
-		{"counted", New(Options{Policies: []config.Policy{p}, Store: memstore.New()})},
+		{"counted", New(Options{Policies: compiled(b, p), Store: memstore.New()})},
 	} {
 		b.Run(s.name, func(b *testing.B) {
 			c := serve(b, s.impl)

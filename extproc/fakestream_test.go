@@ -3,11 +3,15 @@ package extproc
 import (
 	"context"
 	"io"
+	"testing"
 
 	corev3 "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
 	extprocv3 "github.com/envoyproxy/go-control-plane/envoy/service/ext_proc/v3"
 	"google.golang.org/grpc/metadata"
 	"google.golang.org/protobuf/proto"
+
+	"github.com/tokengate/tokengate/extproc/policy"
+	"github.com/tokengate/tokengate/internal/config"
 )
 
 // fakeStream plays Envoy's side of one Process stream: it hands the server
@@ -96,3 +100,13 @@ func headerOf(m *extprocv3.HeaderMutation, name string) (value string, count int
 
 // hashKey is HashKey without a salt, as the test servers run.
 func hashKey(key string) string { return HashKey(nil, key) }
+
+// compiled compiles policies built or parsed by a test.
+func compiled(t testing.TB, specs ...config.Policy) []*policy.Policy {
+	t.Helper()
+	ps, err := policy.CompileAll(specs)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return ps
+}

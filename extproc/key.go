@@ -7,8 +7,6 @@ import (
 	"strings"
 
 	corev3 "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
-
-	"github.com/tokengate/tokengate/internal/config"
 )
 
 // headers is Envoy's header list. Lookups scan it: a request has a few
@@ -62,32 +60,4 @@ func HashKey(salt []byte, key string) string {
 	m := hmac.New(sha256.New, salt)
 	m.Write([]byte(key))
 	return hex.EncodeToString(m.Sum(nil))
-}
-
-// Counter keys are policy:hash[:model]. This file owns the format both
-// ways; policy names cannot hold ':' (the config refuses them), so a
-// policy's prefix is its own.
-
-// CounterKey names the budget a key draws on under a policy: the policy,
-// the key's hash and, for per_model policies, the model.
-func CounterKey(p *config.Policy, keyHash, model string) string {
-	k := CounterKeyPrefix(p) + keyHash
-	if p.CounterKey.PerModel {
-		k += ":" + strings.ToLower(model)
-	}
-	return k
-}
-
-// CounterKeyPrefix starts every counter key of the policy.
-func CounterKeyPrefix(p *config.Policy) string { return p.Name + ":" }
-
-// ParseCounterKey reads back a counter key of the policy: the key's hash,
-// and the model for per_model policies; ok is false for another policy's.
-func ParseCounterKey(p *config.Policy, key string) (keyHash, model string, ok bool) {
-	rest, ok := strings.CutPrefix(key, CounterKeyPrefix(p))
-	if !ok {
-		return "", "", false
-	}
-	keyHash, model, _ = strings.Cut(rest, ":")
-	return keyHash, model, keyHash != ""
 }

@@ -12,9 +12,10 @@ import (
 	typev3 "github.com/envoyproxy/go-control-plane/envoy/type/v3"
 	"go.uber.org/zap"
 
-	"github.com/tokengate/tokengate/internal/config"
 	"github.com/tokengate/tokengate/extproc/decode"
 	"github.com/tokengate/tokengate/extproc/openai"
+	"github.com/tokengate/tokengate/extproc/policy"
+	"github.com/tokengate/tokengate/internal/config"
 	"github.com/tokengate/tokengate/limiter"
 )
 
@@ -39,7 +40,7 @@ type processor struct {
 	bodyDone    bool
 	path        string
 	route       openai.Route
-	policy      *config.Policy
+	policy      *policy.Policy
 	keyHash     string // hex SHA-256 of the subscription key; the key itself is never kept
 	counter     string // the limiter key: policy, key hash and, per model, the model
 	limits      limiter.Limits
@@ -137,9 +138,9 @@ func (p *processor) requestHeaders(h *extprocv3.HttpHeaders) *extprocv3.Processi
 		p.logDecision(decisionPassthrough)
 		return continueRequestHeaders()
 	}
-	key, ok := subscriptionKey(hm, p.policy.CounterKey.Header)
+	key, ok := subscriptionKey(hm, p.policy.KeyHeaders())
 	if !ok {
-		if p.policy.CounterKey.Missing == config.MissingReject {
+		if p.policy.RejectsMissingKey() {
 			return p.rejectMissingKey()
 		}
 		key = "anonymous"
@@ -152,7 +153,7 @@ func (p *processor) requestHeaders(h *extprocv3.HttpHeaders) *extprocv3.Processi
 }
 
 // counterKey names the budget the request draws on.
-func (p *processor) counterKey() string { return CounterKey(p.policy, p.keyHash, p.model) }
+func (p *processor) counterKey() string { return p.policy.CounterKey(p.keyHash, p.model) }
 
 // requestBody reads the request's model and prompt and, when the policy
 // estimates, reserves the prompt before the upstream sees it.
@@ -211,7 +212,7 @@ func (p *processor) readRequestBody(raw []byte) (*extprocv3.ProcessingResponse, 
 	if next == nil {
 		next = p.policy
 	}
-	if next != p.policy || (next.CounterKey.PerModel && p.counter != p.counterKeyFor(next)) {
+	if next != p.policy || (next.PerModel() && p.counter != p.counterKeyFor(next)) {
 		// Now the model is known, a policy restricted to it, or the
 		// model's own budget, applies: the headers-phase check is redone.
 		p.release()
@@ -221,9 +222,9 @@ func (p *processor) readRequestBody(raw []byte) (*extprocv3.ProcessingResponse, 
 		}
 	}
 	strict, _ := p.policy.Strict()
-	if p.policy.EstimatePromptTokens || req.Stream || strict {
+	if p.policy.EstimatesPrompt() || req.Stream || strict {
 		p.estimatePrompt()
-		if err := req.PromptErr(); err != nil && (p.policy.EstimatePromptTokens || strict) {
+		if err := req.PromptErr(); err != nil && (p.policy.EstimatesPrompt() || strict) {
 			p.req = nil
 			return p.unreadable(unreadablePrompt, body, err), nil
 		}
@@ -261,13 +262,13 @@ func (p *processor) unreadable(reason string, body []byte, err error) *extprocv3
 	if !p.needsBody() {
 		action = config.UnreadablePass
 	}
-	p.s.metrics.unreadableBody(p.policy.Name, reason, action)
+	p.s.metrics.unreadableBody(p.policy.Name(), reason, action)
 	p.s.log.Debug("request body not readable", zap.String("key", p.keyHash[:8]), zap.String("api", p.route.API.String()),
 		zap.String("reason", reason), zap.String("action", action), zap.Error(err))
 	switch action {
 	case config.UnreadableRefuse:
 		p.release()
-		p.s.metrics.request(p.policy.Name, decisionUnreadable)
+		p.s.metrics.request(p.policy.Name(), decisionUnreadable)
 		p.logDecision(decisionUnreadable, zap.String("reason", reason))
 		msg := fmt.Sprintf("The request body could not be read (%s), and this API's token limit needs it.", reason)
 		return immediate(typev3.StatusCode_BadRequest, &headerSet{}, errorBody(msg, "invalid_request_error", "unreadable_body"),
@@ -284,11 +285,11 @@ func (p *processor) unreadable(reason string, body []byte, err error) *extprocv3
 // needsBody reports whether the request's limits depend on its body: the
 // policy estimates or reserves from it, or the model in it picks a budget.
 func (p *processor) needsBody() bool {
-	if strict, _ := p.policy.Strict(); strict || p.policy.EstimatePromptTokens || p.policy.CounterKey.PerModel {
+	if strict, _ := p.policy.Strict(); strict || p.policy.EstimatesPrompt() || p.policy.PerModel() {
 		return true
 	}
 	for _, pol := range p.s.Policies() {
-		if len(pol.Match.Models) > 0 {
+		if pol.HasModels() {
 			return true
 		}
 	}
@@ -336,7 +337,7 @@ func (p *processor) reservation(maxOutput, choices int64) int64 {
 			completion = min(completion, max(lim-prompt, 0))
 		}
 	}
-	switch p.policy.Count {
+	switch p.policy.Count() {
 	case config.CountPrompt:
 		return prompt
 	case config.CountCompletion:
@@ -345,8 +346,8 @@ func (p *processor) reservation(maxOutput, choices int64) int64 {
 	return prompt + completion
 }
 
-func (p *processor) counterKeyFor(pol *config.Policy) string {
-	return CounterKey(pol, p.keyHash, p.model)
+func (p *processor) counterKeyFor(pol *policy.Policy) string {
+	return pol.CounterKey(p.keyHash, p.model)
 }
 
 // admit checks (n == 0) or reserves n more tokens; it returns the 429 or
@@ -375,11 +376,11 @@ func (p *processor) admit(n int64) *extprocv3.ProcessingResponse {
 		p.release()
 		return p.unavailable()
 	}
-	if !d.Allowed && p.policy.Shadow {
+	if !d.Allowed && p.policy.Shadow() {
 		// Shadow mode: say what would have happened, then let it through
 		// without a reservation; it is charged when it settles.
 		p.shadow = decisionFor(d)
-		p.s.metrics.request(p.policy.Name, decisionWouldReject)
+		p.s.metrics.request(p.policy.Name(), decisionWouldReject)
 		p.logDecision(decisionWouldReject, zap.String("would", p.shadow), zap.Duration("retry_after", d.RetryAfter))
 		p.admitted = true
 		return nil

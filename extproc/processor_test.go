@@ -15,9 +15,9 @@ import (
 	"go.uber.org/zap"
 	"go.uber.org/zap/zaptest/observer"
 
-	"github.com/tokengate/tokengate/internal/config"
 	"github.com/tokengate/tokengate/extproc/openai"
 	"github.com/tokengate/tokengate/extproc/tokenize"
+	"github.com/tokengate/tokengate/internal/config"
 	"github.com/tokengate/tokengate/limiter"
 	"github.com/tokengate/tokengate/limiter/memstore"
 )
@@ -40,7 +40,7 @@ func newEnv(t *testing.T, policies ...config.Policy) *env {
 	}
 	core, logs := observer.New(zap.DebugLevel)
 	e := &env{store: memstore.New(), clock: limiter.NewManualClock(t0), logs: logs}
-	e.srv = New(Options{Policies: policies, Store: e.store, Clock: e.clock, Log: zap.New(core)})
+	e.srv = New(Options{Policies: compiled(t, policies...), Store: e.store, Clock: e.clock, Log: zap.New(core)})
 	return e
 }
 
@@ -369,14 +369,15 @@ func TestStreamGoneWhileAdmitting(t *testing.T) {
 	prompt := labPrompt(t)
 	mem := memstore.New()
 	pol := parsePolicy(t, "{name: lab, tokens_per_minute: 100000, counter_key: {header: [api-key], per_model: true}}")
-	srv := New(Options{Policies: []config.Policy{pol}, Store: ctxStore{mem}, Clock: limiter.NewManualClock(t0), Log: zap.NewNop()})
+	pols := compiled(t, pol)
+	srv := New(Options{Policies: pols, Store: ctxStore{mem}, Clock: limiter.NewManualClock(t0), Log: zap.NewNop()})
 	ctx, cancel := context.WithCancel(context.Background())
 	p := &processor{s: srv, ctx: ctx}
 	p.handle(reqHeaders(false, ":method", "POST", ":path", "/v1/chat/completions", "api-key", "k"))
 	cancel() // Envoy's timeout, before the body's admission is decided
 	p.handle(reqBody(labBody))
 	p.finish()
-	d, err := mem.Status(context.Background(), CounterKey(&pol, hashKey("k"), "gpt-4o"), limiter.Limits{TokensPerMinute: 1 << 40}, t0)
+	d, err := mem.Status(context.Background(), pols[0].CounterKey(hashKey("k"), "gpt-4o"), limiter.Limits{TokensPerMinute: 1 << 40}, t0)
 	if err != nil || d.Used != prompt {
 		t.Errorf("the model's window holds %d (%v), want the unanswered prompt %d", d.Used, err, prompt)
 	}

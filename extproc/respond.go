@@ -98,10 +98,10 @@ func (p *processor) rateHeaders(h *headerSet, d limiter.Decision) {
 		h.setInt("x-ratelimit-limit-tokens", d.Limit)
 		h.setInt("x-ratelimit-remaining-tokens", d.Remaining)
 		h.set("x-ratelimit-reset-tokens", d.Reset.Round(time.Millisecond).String())
-		h.setInt(p.policy.Headers.RemainingTokens, d.Remaining)
+		h.setInt(p.policy.Headers().RemainingTokens, d.Remaining)
 	}
 	if d.Quota.Limit > 0 {
-		h.setInt(p.policy.Headers.RemainingQuotaTokens, d.Quota.Remaining)
+		h.setInt(p.policy.Headers().RemainingQuotaTokens, d.Quota.Remaining)
 	}
 }
 
@@ -113,7 +113,7 @@ func (p *processor) retryHeaders(h *headerSet, wait time.Duration) int64 {
 	ms := (wait + time.Millisecond - 1) / time.Millisecond
 	h.setInt("retry-after", secs)
 	h.setInt("retry-after-ms", int64(ms))
-	h.setInt(p.policy.Headers.RetryAfter, secs)
+	h.setInt(p.policy.Headers().RetryAfter, secs)
 	return secs
 }
 

@@ -5,7 +5,6 @@ package extproc
 import (
 	"errors"
 	"io"
-	"strings"
 	"sync/atomic"
 	"time"
 
@@ -14,7 +13,7 @@ import (
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
 
-	"github.com/tokengate/tokengate/internal/config"
+	"github.com/tokengate/tokengate/extproc/policy"
 	"github.com/tokengate/tokengate/limiter"
 )
 
@@ -24,7 +23,7 @@ const Namespace = "tokengate"
 
 // Options wires a Server.
 type Options struct {
-	Policies []config.Policy
+	Policies []*policy.Policy
 	Store    limiter.Store
 	Clock    limiter.Clock
 	Log      *zap.Logger
@@ -39,7 +38,7 @@ type Options struct {
 type Server struct {
 	extprocv3.UnimplementedExternalProcessorServer
 
-	policies atomic.Pointer[[]config.Policy]
+	policies atomic.Pointer[[]*policy.Policy]
 	store    limiter.Store
 	clock    limiter.Clock
 	log      *zap.Logger
@@ -63,8 +62,8 @@ func New(o Options) *Server {
 
 // SetPolicies swaps the policies for requests that start from now on;
 // requests in flight keep the policy they matched.
-func (s *Server) SetPolicies(p []config.Policy) {
-	p = append([]config.Policy(nil), p...)
+func (s *Server) SetPolicies(p []*policy.Policy) {
+	p = append([]*policy.Policy(nil), p...)
 	s.policies.Store(&p)
 }
 
@@ -72,7 +71,7 @@ func (s *Server) SetPolicies(p []config.Policy) {
 func (s *Server) HashKey(key string) string { return HashKey(s.salt, key) }
 
 // Policies returns the policies new requests are matched against.
-func (s *Server) Policies() []config.Policy { return *s.policies.Load() }
+func (s *Server) Policies() []*policy.Policy { return *s.policies.Load() }
 
 // Process serves one HTTP request's stream. Whatever way the stream ends,
 // the request's reservation is settled exactly once.
@@ -101,28 +100,13 @@ func (s *Server) Process(stream extprocv3.ExternalProcessor_ProcessServer) error
 
 // match returns the first policy for the path and model; model may be empty
 // while the body is unread, and then policies restricted to models wait.
-func (s *Server) match(path, model string) *config.Policy {
-	ps := *s.policies.Load()
-	for i := range ps {
-		p := &ps[i]
-		if !strings.HasPrefix(path, p.Match.PathPrefix) {
-			continue
+func (s *Server) match(path, model string) *policy.Policy {
+	for _, p := range *s.policies.Load() {
+		if p.MatchesPath(path) && p.MatchesModel(model) {
+			return p
 		}
-		if len(p.Match.Models) > 0 && !containsFold(p.Match.Models, model) {
-			continue
-		}
-		return p
 	}
 	return nil
-}
-
-func containsFold(list []string, s string) bool {
-	for _, v := range list {
-		if strings.EqualFold(v, s) {
-			return true
-		}
-	}
-	return false
 }
 
 // phase numbers the ext_proc message kinds for the latency histogram.

@@ -45,7 +45,7 @@ func (p *processor) charge() (prompt, completion, total int64, source string) {
 	case p.status != 0 && (p.status < 200 || p.status > 299):
 		return 0, 0, 0, sourceNone
 	case !p.responded:
-		if p.policy.ChargeUnanswered == config.ChargeNone {
+		if !p.policy.ChargesUnanswered() {
 			return 0, 0, 0, sourceUnanswered
 		}
 		p.estimatePrompt()
@@ -65,7 +65,7 @@ func (p *processor) charge() (prompt, completion, total int64, source string) {
 
 // counted is what the policy charges of a request's tokens.
 func (p *processor) counted(prompt, completion, total int64) int64 {
-	switch p.policy.Count {
+	switch p.policy.Count() {
 	case config.CountPrompt:
 		return prompt
 	case config.CountCompletion:
@@ -131,7 +131,7 @@ func (p *processor) settle() (*extprocv3.HeaderMutation, *meta) {
 	}
 	var h headerSet
 	p.rateHeaders(&h, st.d)
-	if name := p.policy.Headers.TokensConsumed; name != "" {
+	if name := p.policy.Headers().TokensConsumed; name != "" {
 		h.setInt(name, st.charged)
 	}
 	return h.mutation(), newMeta(p.decision()).num("prompt_tokens", st.prompt).num("completion_tokens", st.completion).
@@ -163,8 +163,8 @@ func (p *processor) finish() {
 // record counts a settled request in the metrics.
 func (p *processor) record(prompt, completion int64, source string) {
 	m := p.s.metrics
-	m.request(p.policy.Name, p.decision())
-	m.charged(p.policy.Name, source, prompt, completion)
+	m.request(p.policy.Name(), p.decision())
+	m.charged(p.policy.Name(), source, prompt, completion)
 	if source == sourceReported {
 		m.estimate(p.estimate, p.usage.Prompt)
 	}
@@ -178,7 +178,7 @@ func (p *processor) reject(d limiter.Decision) *extprocv3.ProcessingResponse {
 	var h headerSet
 	secs := p.retryHeaders(&h, d.RetryAfter)
 	p.rateHeaders(&h, d)
-	p.s.metrics.request(p.policy.Name, decision)
+	p.s.metrics.request(p.policy.Name(), decision)
 	p.logDecision(decision, zap.Duration("retry_after", d.RetryAfter))
 	md := newMeta(decision).num("remaining_tokens", d.Remaining)
 	if decision == decisionQuota {
@@ -193,7 +193,7 @@ func (p *processor) reject(d limiter.Decision) *extprocv3.ProcessingResponse {
 // unavailable answers 503 while the shared store is away under
 // on_error: fail_closed.
 func (p *processor) unavailable() *extprocv3.ProcessingResponse {
-	p.s.metrics.request(p.policy.Name, decisionUnavailable)
+	p.s.metrics.request(p.policy.Name(), decisionUnavailable)
 	p.logDecision(decisionUnavailable)
 	var h headerSet
 	h.set("retry-after", "1")
@@ -203,10 +203,10 @@ func (p *processor) unavailable() *extprocv3.ProcessingResponse {
 }
 
 func (p *processor) rejectMissingKey() *extprocv3.ProcessingResponse {
-	p.s.metrics.request(p.policy.Name, decisionMissingKey)
+	p.s.metrics.request(p.policy.Name(), decisionMissingKey)
 	p.logDecision(decisionMissingKey)
 	msg := fmt.Sprintf("Access denied due to missing subscription key. Include it in one of these headers: %v.",
-		p.policy.CounterKey.Header)
+		p.policy.KeyHeaders())
 	return immediate(typev3.StatusCode_Unauthorized, &headerSet{}, errorBody(msg, "invalid_request_error", "missing_subscription_key"),
 		"tokengate_missing_key", newMeta(decisionMissingKey))
 }
@@ -224,7 +224,7 @@ func (p *processor) logDecision(decision string, fields ...zap.Field) {
 	}
 	base := []zap.Field{zap.String("decision", decision), zap.String("api", p.route.API.String())}
 	if p.policy != nil {
-		base = append(base, zap.String("policy", p.policy.Name))
+		base = append(base, zap.String("policy", p.policy.Name()))
 	}
 	if p.keyHash != "" {
 		base = append(base, zap.String("key", p.keyHash[:8]))

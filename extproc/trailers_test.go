@@ -7,8 +7,8 @@ import (
 	filterv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/http/ext_proc/v3"
 	extprocv3 "github.com/envoyproxy/go-control-plane/envoy/service/ext_proc/v3"
 
-	"github.com/tokengate/tokengate/internal/config"
 	"github.com/tokengate/tokengate/extproc/openai"
+	"github.com/tokengate/tokengate/internal/config"
 )
 
 // A request or response that ends in trailers reaches the processor as a

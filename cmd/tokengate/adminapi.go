@@ -13,7 +13,7 @@ import (
 	"google.golang.org/protobuf/types/known/durationpb"
 
 	"github.com/tokengate/tokengate/extproc"
-	"github.com/tokengate/tokengate/internal/config"
+	"github.com/tokengate/tokengate/extproc/policy"
 	"github.com/tokengate/tokengate/limiter"
 	adminv1 "github.com/tokengate/tokengate/proto/tokengate/admin/v1"
 )
@@ -47,14 +47,14 @@ func (a *adminService) keyHash(k *adminv1.Key) (string, error) {
 }
 
 // policies returns the policies a request names: one, or all.
-func (a *adminService) policies(name string) ([]config.Policy, error) {
+func (a *adminService) policies(name string) ([]*policy.Policy, error) {
 	ps := a.proc.Policies()
 	if name == "" {
 		return ps, nil
 	}
 	for _, p := range ps {
-		if p.Name == name {
-			return []config.Policy{p}, nil
+		if p.Name() == name {
+			return []*policy.Policy{p}, nil
 		}
 	}
 	return nil, status.Errorf(codes.NotFound, "no policy named %q", name)
@@ -70,8 +70,8 @@ func (a *adminService) GetUsage(ctx context.Context, req *adminv1.GetUsageReques
 		return nil, err
 	}
 	resp := &adminv1.GetUsageResponse{}
-	for i := range ps {
-		u, err := a.usage(ctx, &ps[i], hash, req.GetModel())
+	for _, p := range ps {
+		u, err := a.usage(ctx, p, hash, req.GetModel())
 		if err != nil {
 			return nil, err
 		}
@@ -80,14 +80,14 @@ func (a *adminService) GetUsage(ctx context.Context, req *adminv1.GetUsageReques
 	return resp, nil
 }
 
-func (a *adminService) usage(ctx context.Context, p *config.Policy, hash, model string) (*adminv1.Usage, error) {
+func (a *adminService) usage(ctx context.Context, p *policy.Policy, hash, model string) (*adminv1.Usage, error) {
 	lim := p.LimitsFor(hash)
-	d, err := a.store.Status(ctx, extproc.CounterKey(p, hash, model), lim, a.clock.Now())
+	d, err := a.store.Status(ctx, p.CounterKey(hash, model), lim, a.clock.Now())
 	if err != nil {
 		return nil, status.Errorf(codes.Unavailable, "store: %v", err)
 	}
 	u := &adminv1.Usage{
-		Policy: p.Name, KeySha256: hash, Model: model,
+		Policy: p.Name(), KeySha256: hash, Model: model,
 		LimitTokens: d.Limit, UsedTokens: d.Used, RemainingTokens: d.Remaining, WindowReset: durationpb.New(d.Reset),
 	}
 	if lim.TokensPerMinute == 0 {
@@ -110,24 +110,24 @@ func (a *adminService) ListUsage(ctx context.Context, req *adminv1.ListUsageRequ
 		limit = 20
 	}
 	type row struct {
-		p     *config.Policy
+		p     *policy.Policy
 		usage limiter.KeyUsage
 	}
 	var rows []row
 	now := a.clock.Now()
-	for i := range ps {
-		keys, err := a.store.List(ctx, ps[i].Name+":", now)
+	for _, p := range ps {
+		keys, err := a.store.List(ctx, p.KeyPrefix(), now)
 		if err != nil {
 			return nil, status.Errorf(codes.Unavailable, "store: %v", err)
 		}
 		for _, k := range keys {
-			rows = append(rows, row{&ps[i], k})
+			rows = append(rows, row{p, k})
 		}
 	}
 	sort.Slice(rows, func(i, j int) bool { return rows[i].usage.Used > rows[j].usage.Used })
 	resp := &adminv1.ListUsageResponse{}
 	for _, r := range rows[:min(limit, len(rows))] {
-		hash, model, ok := extproc.ParseCounterKey(r.p, r.usage.Key)
+		hash, model, ok := r.p.ParseCounterKey(r.usage.Key)
 		if !ok {
 			continue
 		}
@@ -150,8 +150,8 @@ func (a *adminService) ResetUsage(ctx context.Context, req *adminv1.ResetUsageRe
 		return nil, err
 	}
 	n := int32(0)
-	for i := range ps {
-		if err := a.store.Reset(ctx, extproc.CounterKey(&ps[i], hash, req.GetModel())); err != nil {
+	for _, p := range ps {
+		if err := a.store.Reset(ctx, p.CounterKey(hash, req.GetModel())); err != nil {
 			return nil, status.Errorf(codes.Unavailable, "store: %v", err)
 		}
 		n++

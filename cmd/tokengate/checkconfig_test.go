@@ -18,6 +18,7 @@ import (
 	"go.uber.org/zap/zaptest/observer"
 
 	"github.com/tokengate/tokengate/extproc"
+	"github.com/tokengate/tokengate/extproc/policy"
 	"github.com/tokengate/tokengate/internal/config"
 	"github.com/tokengate/tokengate/limiter/memstore"
 )
@@ -111,7 +112,7 @@ func TestStartupLogWarnsOfSeveralKeyHeaders(t *testing.T) {
 func TestReloadLogsWarnings(t *testing.T) {
 	path := writeConfig(t, "policies:\n- {name: lab, tokens_per_minute: 10}\n")
 	core, logs := observer.New(zapcore.InfoLevel)
-	proc := extproc.New(extproc.Options{Policies: config.Default().Policies, Store: memstore.New()})
+	proc := extproc.New(extproc.Options{Policies: policy.MustCompileAll(config.Default().Policies), Store: memstore.New()})
 	reload(path, proc, extproc.NewMetrics(prometheus.NewRegistry()), zap.New(core))
 	warns := logs.FilterMessage("SIGHUP: config warning").All()
 	if len(warns) != 1 || warns[0].Level != zapcore.WarnLevel ||

@@ -4,7 +4,6 @@ import (
 	"go.uber.org/zap"
 
 	"github.com/tokengate/tokengate/extproc"
-	"github.com/tokengate/tokengate/internal/config"
 )
 
 // reload re-reads the config file on SIGHUP. Policies change for requests
@@ -18,13 +17,13 @@ func reload(path string, proc *extproc.Server, metrics *extproc.Metrics, log *za
 		metrics.Reload(false)
 		return
 	}
-	cfg, err := config.Load(path)
+	cfg, pols, err := loadConfig(path)
 	if err != nil {
 		log.Error("SIGHUP: config refused; keeping the running one", zap.Error(err))
 		metrics.Reload(false)
 		return
 	}
-	proc.SetPolicies(cfg.Policies)
+	proc.SetPolicies(pols)
 	metrics.Reload(true)
 	logWarnings(log, "SIGHUP: ", cfg)
 	log.Info("SIGHUP: config reloaded; new policies apply to new requests", zap.Int("policies", len(cfg.Policies)),

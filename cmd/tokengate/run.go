@@ -23,8 +23,9 @@ import (
 	"google.golang.org/grpc/reflection"
 
 	"github.com/tokengate/tokengate/extproc"
-	"github.com/tokengate/tokengate/internal/config"
+	"github.com/tokengate/tokengate/extproc/policy"
 	"github.com/tokengate/tokengate/extproc/tokenize"
+	"github.com/tokengate/tokengate/internal/config"
 	"github.com/tokengate/tokengate/limiter"
 	adminv1 "github.com/tokengate/tokengate/proto/tokengate/admin/v1"
 )
@@ -87,11 +88,9 @@ func Run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	if err != nil {
 		return err
 	}
-	cfg := config.Default()
-	if o.configPath != "" {
-		if cfg, err = config.Load(o.configPath); err != nil {
-			return usageError(err)
-		}
+	cfg, pols, err := loadConfig(o.configPath)
+	if err != nil {
+		return usageError(err)
 	}
 	if o.listen != "" {
 		cfg.Listen = o.listen
@@ -168,7 +167,7 @@ func Run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 		serverOpts = append(serverOpts, grpc.Creds(creds))
 	}
 	srv := grpc.NewServer(serverOpts...)
-	proc := extproc.New(extproc.Options{Policies: cfg.Policies, Store: store, Clock: clock, Log: log, Metrics: metrics,
+	proc := extproc.New(extproc.Options{Policies: pols, Store: store, Clock: clock, Log: log, Metrics: metrics,
 		EstimateBudget: cfg.EstimateBudget, KeySalt: []byte(os.Getenv(cfg.KeySaltEnv))})
 	extprocv3.RegisterExternalProcessorServer(srv, proc)
 	healthpb.RegisterHealthServer(srv, hs)
@@ -223,6 +222,23 @@ serve:
 	}
 	log.Info("stopped")
 	return serveErr
+}
+
+// loadConfig reads the file at path ("": the embedded default) and
+// compiles its policies.
+func loadConfig(path string) (*config.Config, []*policy.Policy, error) {
+	cfg := config.Default()
+	if path != "" {
+		var err error
+		if cfg, err = config.Load(path); err != nil {
+			return nil, nil, err
+		}
+	}
+	pols, err := policy.CompileAll(cfg.Policies)
+	if err != nil {
+		return nil, nil, fmt.Errorf("config %s: %w", path, err)
+	}
+	return cfg, pols, nil
 }
 
 // checkConfig is --check-config: the configuration loaded (an invalid one

@@ -1,0 +1,189 @@
+// Package policy is a budget rule compiled for the hot path: made once by
+// Compile from the configuration's schema, never changed afterwards, and
+// the owner of the counter-key format.
+//
+// Every field is unexported, so a Policy cannot be built by hand: the
+// limits it enforces are the ones Compile derived from a checked schema,
+// never a half-filled literal whose quota silently does nothing.
+package policy
+
+import (
+	"errors"
+	"fmt"
+	"strings"
+
+	"github.com/tokengate/tokengate/internal/config"
+	"github.com/tokengate/tokengate/limiter"
+)
+
+// Policy is a compiled policy; its methods are safe for concurrent use.
+type Policy struct {
+	name           string
+	pathPrefix     string
+	models         []string
+	keyHeaders     []string
+	rejectMissing  bool
+	perModel       bool
+	limits         limiter.Limits
+	overrides      map[string]limiter.Limits // by key hash, the policy's limits with the override applied
+	estimatePrompt bool
+	count          string
+	strict         bool
+	reserve        int64
+	shadow         bool
+	injectUsage    bool
+	headers        config.Headers
+	chargePrompt   bool // charge_unanswered: prompt
+	unreadable     string
+}
+
+// Compile checks spec (with config.Policy.Checked, so a policy built in
+// code meets the file's rules) and derives what requests need from it.
+func Compile(spec config.Policy) (*Policy, error) {
+	spec, err := spec.Checked()
+	if err != nil {
+		return nil, err
+	}
+	period, _ := spec.Period()           // checked
+	strict, reserve, _ := spec.Reserve() // checked
+	p := &Policy{
+		name:           spec.Name,
+		pathPrefix:     spec.Match.PathPrefix,
+		models:         append([]string(nil), spec.Match.Models...),
+		keyHeaders:     append([]string(nil), spec.KeyHeaders()...),
+		rejectMissing:  spec.CounterKey.Missing == config.MissingReject,
+		perModel:       spec.CounterKey.PerModel,
+		limits:         limiter.Limits{TokensPerMinute: spec.TokensPerMinute, Quota: spec.TokenQuota, Period: period},
+		estimatePrompt: spec.EstimatePromptTokens,
+		count:          spec.Count,
+		strict:         strict,
+		reserve:        reserve,
+		shadow:         spec.Shadow,
+		injectUsage:    spec.InjectStreamUsage == nil || *spec.InjectStreamUsage,
+		headers:        spec.Headers,
+		chargePrompt:   spec.ChargeUnanswered == config.ChargePrompt,
+		unreadable:     spec.UnreadableBody,
+	}
+	if p.unreadable == "" {
+		// A strict policy refuses what it cannot bound; any other charges
+		// the body's bytes.
+		p.unreadable = config.UnreadableChargeBytes
+		if strict {
+			p.unreadable = config.UnreadableRefuse
+		}
+	}
+	p.overrides = make(map[string]limiter.Limits, len(spec.Overrides))
+	for _, o := range spec.Overrides {
+		lim := p.limits
+		if o.TokensPerMinute > 0 {
+			lim.TokensPerMinute = o.TokensPerMinute
+		}
+		if o.TokenQuota > 0 {
+			lim.Quota = o.TokenQuota
+		}
+		p.overrides[o.KeySHA256] = lim
+	}
+	return p, nil
+}
+
+// CompileAll compiles the policies of a configuration, in order; the
+// errors name the policy by its place in the list.
+func CompileAll(specs []config.Policy) ([]*Policy, error) {
+	out := make([]*Policy, 0, len(specs))
+	var errs []error
+	names := map[string]bool{}
+	for i, spec := range specs {
+		p, err := Compile(spec)
+		if err != nil {
+			errs = append(errs, fmt.Errorf("policies[%d]: %w", i, err))
+			continue
+		}
+		if names[p.name] {
+			errs = append(errs, fmt.Errorf("policies[%d].name: %q is used by an earlier policy", i, p.name))
+		}
+		names[p.name] = true
+		out = append(out, p)
+	}
+	if err := errors.Join(errs...); err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+// MustCompileAll is CompileAll for configurations config.Parse accepted,
+// which compile by construction.
+func MustCompileAll(specs []config.Policy) []*Policy {
+	ps, err := CompileAll(specs)
+	if err != nil {
+		panic("policy: a parsed configuration does not compile: " + err.Error())
+	}
+	return ps
+}
+
+// Name is the policy's name, the first part of its counter keys.
+func (p *Policy) Name() string { return p.name }
+
+// MatchesPath reports whether the policy applies to requests on path.
+func (p *Policy) MatchesPath(path string) bool { return strings.HasPrefix(path, p.pathPrefix) }
+
+// HasModels reports whether the policy is restricted to some models.
+func (p *Policy) HasModels() bool { return len(p.models) > 0 }
+
+// MatchesModel reports whether the policy applies to model (any model
+// when it lists none); names compare without regard to case.
+func (p *Policy) MatchesModel(model string) bool {
+	if len(p.models) == 0 {
+		return true
+	}
+	for _, m := range p.models {
+		if strings.EqualFold(m, model) {
+			return true
+		}
+	}
+	return false
+}
+
+// KeyHeaders are the headers the subscription key is read from, first
+// present wins. The slice is shared: do not change it.
+func (p *Policy) KeyHeaders() []string { return p.keyHeaders }
+
+// RejectsMissingKey reports counter_key.missing: reject.
+func (p *Policy) RejectsMissingKey() bool { return p.rejectMissing }
+
+// PerModel reports whether each model has its own budget under a key.
+func (p *Policy) PerModel() bool { return p.perModel }
+
+// EstimatesPrompt reports estimate_prompt_tokens.
+func (p *Policy) EstimatesPrompt() bool { return p.estimatePrompt }
+
+// Count is which tokens are charged: config.CountTotal, CountPrompt or
+// CountCompletion.
+func (p *Policy) Count() string { return p.count }
+
+// Strict reports whether the policy reserves completions (strict mode),
+// and the budget for a request that names none.
+func (p *Policy) Strict() (bool, int64) { return p.strict, p.reserve }
+
+// Shadow reports a policy that decides and reports but never refuses.
+func (p *Policy) Shadow() bool { return p.shadow }
+
+// InjectsStreamUsage reports the effective inject_stream_usage.
+func (p *Policy) InjectsStreamUsage() bool { return p.injectUsage }
+
+// Headers are the policy's custom response header names.
+func (p *Policy) Headers() config.Headers { return p.headers }
+
+// ChargesUnanswered reports charge_unanswered: prompt.
+func (p *Policy) ChargesUnanswered() bool { return p.chargePrompt }
+
+// UnreadableAction is the effective unreadable_body.
+func (p *Policy) UnreadableAction() string { return p.unreadable }
+
+// LimitsFor returns the budgets of a key, by its hash: the policy's, with
+// the key's override applied.
+func (p *Policy) LimitsFor(keyHash string) limiter.Limits {
+	if lim, ok := p.overrides[keyHash]; ok {
+		return lim
+	}
+	return p.limits
+}
