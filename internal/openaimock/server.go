@@ -1,0 +1,160 @@
+package openaimock
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"net/http"
+	"sync/atomic"
+	"time"
+)
+
+// maxBody matches tokengate's default gRPC receive limit: the mock should
+// accept anything the gateway would let through.
+const maxBody = 64 << 20
+
+// defaultModel is used when neither the body nor an Azure path names one.
+const defaultModel = "gpt-4o"
+
+// server holds the defaults from the flags and what tests inspect
+// afterwards. The clock is a field so tests could pin "created".
+type server struct {
+	cfg    config
+	calls  callCounter
+	traces traces
+	ids    atomic.Uint64
+	now    func() time.Time
+}
+
+func newServer(cfg config) *server {
+	return &server{cfg: cfg, calls: callCounter{byPath: map[string]int{}}, now: time.Now}
+}
+
+// apiHandler answers one decoded inference call through the wire.
+type apiHandler func(w *wire, c call)
+
+func (s *server) routes() http.Handler {
+	mux := http.NewServeMux()
+	apis := []struct {
+		h     apiHandler
+		paths []string
+	}{
+		{s.chat, []string{
+			"/v1/chat/completions",
+			"/openai/deployments/{d}/chat/completions",
+			"/openai/v1/chat/completions",
+			"/models/chat/completions",
+		}},
+		{s.completions, []string{"/v1/completions", "/openai/deployments/{d}/completions"}},
+		{s.embeddings, []string{"/v1/embeddings", "/openai/deployments/{d}/embeddings", "/openai/v1/embeddings"}},
+		{s.responses, []string{"/v1/responses", "/openai/v1/responses", "/openai/responses"}},
+	}
+	for _, a := range apis {
+		for _, p := range a.paths {
+			mux.Handle("POST "+p, s.inference(a.h))
+		}
+	}
+	mux.HandleFunc("GET /mock/calls", s.callsHandler)
+	mux.HandleFunc("GET /mock/traces/{id}", s.traceHandler)
+	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, _ *http.Request) {
+		w.Write([]byte("ok\n"))
+	})
+	// OpenAI answers unknown URLs with its JSON error, not a plain 404.
+	mux.HandleFunc("/", func(w http.ResponseWriter, r *http.Request) {
+		writeError(w, http.StatusNotFound, fmt.Sprintf("Invalid URL (%s %s)", r.Method, r.URL.Path))
+	})
+	return mux
+}
+
+// call is one inference request after the common steps: its body, the
+// Azure deployment in its path, the 2xx status to answer with, the
+// completion length it should get, how to stream it, and the trace of what
+// it was sent.
+type call struct {
+	ctx              context.Context
+	body             []byte
+	deployment       string
+	status           int
+	completionTokens int
+	encoding         string
+	ignoreUsage      bool
+	// noUsage leaves usage out of a buffered answer (x-mock-no-usage).
+	noUsage bool
+	pace    pacing
+	tr      *trace
+}
+
+// model picks the body's model, else the Azure deployment (SPEC section 6),
+// else the default.
+func (c call) model(fromBody string) string {
+	switch {
+	case fromBody != "":
+		return fromBody
+	case c.deployment != "":
+		return c.deployment
+	}
+	return defaultModel
+}
+
+// inference does what every API shares: count the call, apply the x-mock-*
+// overrides, wait the latency, and answer a forced status before the body is
+// parsed, since a failing upstream fails whatever was asked. Past the
+// overrides every answer, errors included, goes out through the wire, so it
+// is compressed when asked and measured.
+func (s *server) inference(h apiHandler) http.Handler {
+	return http.HandlerFunc(func(rw http.ResponseWriter, r *http.Request) {
+		s.calls.add(r.URL.Path)
+		o, err := s.overrides(r.Header)
+		if err != nil {
+			writeError(rw, http.StatusBadRequest, err.Error())
+			return
+		}
+		tr := &trace{}
+		w := newWire(rw, o.encoding, tr)
+		// Deferred so that a stream cut by panic(http.ErrAbortHandler) is
+		// traced too; its compressed body is left truncated on purpose.
+		defer func() {
+			if !w.cut {
+				w.close()
+			}
+			tr.finish(w.digest())
+		}()
+		body, err := io.ReadAll(http.MaxBytesReader(w, r.Body, maxBody))
+		if err != nil {
+			var tooBig *http.MaxBytesError
+			if errors.As(err, &tooBig) {
+				writeError(w, http.StatusRequestEntityTooLarge, "request body too large")
+			}
+			return // otherwise the client went away mid-body
+		}
+		if o.latency > 0 {
+			t := time.NewTimer(o.latency)
+			select {
+			case <-t.C:
+			case <-r.Context().Done():
+				t.Stop()
+				return
+			}
+		}
+		if o.status != 0 && (o.status < 200 || o.status > 299) {
+			writeError(w, o.status, fmt.Sprintf("openai-mock: forced status %d", o.status))
+			return
+		}
+		status := http.StatusOK
+		if o.status != 0 {
+			status = o.status // a forced 2xx still gets a normal body
+		}
+		h(w, call{
+			ctx: r.Context(), body: body, deployment: r.PathValue("d"), status: status,
+			completionTokens: o.completionTokens, encoding: o.encoding, ignoreUsage: o.ignoreIncludeUsage,
+			noUsage: o.noUsage, pace: o.pace, tr: tr,
+		})
+	})
+}
+
+// nextID makes ids unique within a run and stable across runs, which keeps
+// test output readable.
+func (s *server) nextID(prefix string) string {
+	return fmt.Sprintf("%s%08d", prefix, s.ids.Add(1))
+}
