@@ -1,34 +1,24 @@
 package extproc
 
 import (
-	"context"
-	"errors"
-	"io"
-	"net"
-	"syscall"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
-
-	"github.com/tokengate/tokengate/limiter"
 )
 
-// Metrics are tokengate's Prometheus series. No label carries a key: keys
+// Metrics are the ext_proc service's Prometheus series: decisions, tokens,
+// latency per phase, estimates. (The server registers the store's, reloads
+// and panics.) No label carries a key: keys
 // are unbounded and secret.
 type Metrics struct {
-	requests     *prometheus.CounterVec
-	tokens       *prometheus.CounterVec
-	passthrough  prometheus.Counter
-	latency      *prometheus.HistogramVec
-	phases       [numPhases]prometheus.Observer // latency's series, resolved once: observed per message
-	storeErrors  *prometheus.CounterVec
-	storeLatency *prometheus.HistogramVec
-	storeDown    prometheus.Gauge
-	estimateErr  prometheus.Histogram
-	reloads      *prometheus.CounterVec
-	bounds       prometheus.Counter
-	panics       prometheus.Counter
-	unreadable   *prometheus.CounterVec
+	requests    *prometheus.CounterVec
+	tokens      *prometheus.CounterVec
+	passthrough prometheus.Counter
+	latency     *prometheus.HistogramVec
+	phases      [numPhases]prometheus.Observer // latency's series, resolved once: observed per message
+	estimateErr prometheus.Histogram
+	bounds      prometheus.Counter
+	unreadable  *prometheus.CounterVec
 }
 
 // NewMetrics registers the series on reg.
@@ -51,36 +41,15 @@ func NewMetrics(reg prometheus.Registerer) *Metrics {
 			Help:    "Time to answer one ext_proc message, by phase.",
 			Buckets: []float64{25e-6, 50e-6, 100e-6, 250e-6, 500e-6, 1e-3, 2.5e-3, 5e-3, 10e-3, 25e-3, 50e-3, 100e-3, 200e-3},
 		}, []string{"phase"}),
-		storeErrors: prometheus.NewCounterVec(prometheus.CounterOpts{
-			Name: "tokengate_store_errors_total",
-			Help: "Limiter store operations that failed, by operation and kind (timeout, connection, unavailable, other).",
-		}, []string{"op", "kind"}),
-		storeLatency: prometheus.NewHistogramVec(prometheus.HistogramOpts{
-			Name:    "tokengate_store_duration_seconds",
-			Help:    "Time of one call to the shared store, by operation.",
-			Buckets: []float64{100e-6, 250e-6, 500e-6, 1e-3, 2.5e-3, 5e-3, 10e-3, 25e-3, 50e-3, 100e-3},
-		}, []string{"op"}),
-		storeDown: prometheus.NewGauge(prometheus.GaugeOpts{
-			Name: "tokengate_store_fallback",
-			Help: "1 while the shared store is away and store.redis.on_error decides, else 0.",
-		}),
 		estimateErr: prometheus.NewHistogram(prometheus.HistogramOpts{
 			Name:    "tokengate_prompt_estimate_error_ratio",
 			Help:    "(estimated - reported) / reported prompt tokens, for requests that had both.",
 			Buckets: []float64{-0.5, -0.2, -0.1, -0.05, -0.01, 0, 0.01, 0.05, 0.1, 0.2, 0.5},
 		}),
 	}
-	m.reloads = prometheus.NewCounterVec(prometheus.CounterOpts{
-		Name: "tokengate_config_reloads_total",
-		Help: "SIGHUP reloads by result (success, failure); a failure keeps the running config.",
-	}, []string{"result"})
 	m.bounds = prometheus.NewCounter(prometheus.CounterOpts{
 		Name: "tokengate_estimates_bounded_total",
 		Help: "Prompt estimates that ran out of estimate_budget and bounded the rest of the prompt by its bytes.",
-	})
-	m.panics = prometheus.NewCounter(prometheus.CounterOpts{
-		Name: "tokengate_panics_total",
-		Help: "Panics recovered in gRPC handlers; each is a bug, logged with its stack.",
 	})
 	m.unreadable = prometheus.NewCounterVec(prometheus.CounterOpts{
 		Name: "tokengate_unreadable_bodies_total",
@@ -89,8 +58,7 @@ func NewMetrics(reg prometheus.Registerer) *Metrics {
 	for i, name := range phaseNames {
 		m.phases[i] = m.latency.WithLabelValues(name)
 	}
-	reg.MustRegister(m.bounds, m.panics, m.unreadable)
-	reg.MustRegister(m.requests, m.tokens, m.passthrough, m.latency, m.storeErrors, m.storeLatency, m.storeDown, m.estimateErr, m.reloads)
+	reg.MustRegister(m.requests, m.tokens, m.passthrough, m.latency, m.estimateErr, m.bounds, m.unreadable)
 	return m
 }
 
@@ -129,76 +97,14 @@ func (m *Metrics) observe(ph phase, start time.Time) {
 	}
 }
 
-func (m *Metrics) storeError(op string, err error) {
-	if m != nil {
-		m.storeErrors.WithLabelValues(op, errorKind(err)).Inc()
-	}
-}
-
-// StoreCall records one call to the shared store.
-func (m *Metrics) StoreCall(op string, took time.Duration, err error) {
-	if m == nil {
-		return
-	}
-	m.storeLatency.WithLabelValues(op).Observe(took.Seconds())
-	if err != nil {
-		m.storeError(op, err)
-	}
-}
-
-// StoreDown sets the fallback gauge.
-func (m *Metrics) StoreDown(down bool) {
-	if m == nil {
-		return
-	}
-	v := 0.0
-	if down {
-		v = 1
-	}
-	m.storeDown.Set(v)
-}
-
-// errorKind sorts store errors for the metric, without unbounded labels.
-func errorKind(err error) string {
-	var ne net.Error
-	switch {
-	case errors.Is(err, limiter.ErrUnavailable):
-		return "unavailable"
-	case errors.Is(err, context.DeadlineExceeded), errors.As(err, &ne) && ne.Timeout():
-		return "timeout"
-	case errors.As(err, &ne), errors.Is(err, syscall.ECONNREFUSED), errors.Is(err, io.EOF):
-		return "connection"
-	}
-	return "other"
-}
-
 func (m *Metrics) estimate(estimated, reported int64) {
 	if m != nil && estimated > 0 && reported > 0 {
 		m.estimateErr.Observe(float64(estimated-reported) / float64(reported))
 	}
 }
 
-// Reload counts a SIGHUP reload.
-func (m *Metrics) Reload(ok bool) {
-	if m == nil {
-		return
-	}
-	result := "failure"
-	if ok {
-		result = "success"
-	}
-	m.reloads.WithLabelValues(result).Inc()
-}
-
 func (m *Metrics) bounded() {
 	if m != nil {
 		m.bounds.Inc()
-	}
-}
-
-// Panic counts a recovered panic.
-func (m *Metrics) Panic() {
-	if m != nil {
-		m.panics.Inc()
 	}
 }

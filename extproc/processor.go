@@ -370,7 +370,7 @@ func (p *processor) admit(n int64) *extprocv3.ProcessingResponse {
 		// here is fail_closed's: the request is refused, not let through
 		// unlimited.
 		if !errors.Is(err, limiter.ErrUnavailable) { // the store counted its own failure
-			p.s.metrics.storeError("reserve", err)
+			p.s.storeError("reserve", err)
 		}
 		p.s.log.Warn("limiter store unavailable; refusing", zap.String("key", p.keyHash[:8]), zap.Error(err))
 		p.release()

@@ -28,6 +28,9 @@ type Options struct {
 	Clock    limiter.Clock
 	Log      *zap.Logger
 	Metrics  *Metrics // nil: no metrics
+	// StoreErrors, when set, hears of every store call that failed a
+	// request (op reserve or settle); the server counts them.
+	StoreErrors func(op string, err error)
 	// EstimateBudget bounds one prompt estimate (0: no bound).
 	EstimateBudget time.Duration
 	// KeySalt, when set, keys the hash of subscription keys (HMAC).
@@ -43,13 +46,14 @@ type Server struct {
 	clock    limiter.Clock
 	log      *zap.Logger
 	metrics  *Metrics
+	storeErr func(op string, err error)
 	budget   time.Duration
 	salt     []byte
 }
 
 // New returns a Server; a nil clock is the wall clock, a nil log discards.
 func New(o Options) *Server {
-	s := &Server{store: o.Store, clock: o.Clock, log: o.Log, metrics: o.Metrics, budget: o.EstimateBudget, salt: o.KeySalt}
+	s := &Server{store: o.Store, clock: o.Clock, log: o.Log, metrics: o.Metrics, storeErr: o.StoreErrors, budget: o.EstimateBudget, salt: o.KeySalt}
 	if s.clock == nil {
 		s.clock = limiter.SystemClock{}
 	}
@@ -65,6 +69,12 @@ func New(o Options) *Server {
 func (s *Server) SetPolicies(p []*policy.Policy) {
 	p = append([]*policy.Policy(nil), p...)
 	s.policies.Store(&p)
+}
+
+func (s *Server) storeError(op string, err error) {
+	if s.storeErr != nil {
+		s.storeErr(op, err)
+	}
 }
 
 // HashKey hashes a subscription key as this server stores it.

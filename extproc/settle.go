@@ -115,7 +115,7 @@ func (p *processor) settleOnce(ctx context.Context) settlement {
 	p.logDecision(p.decision(), zap.Int64("tokens", st.charged), zap.String("source", st.source))
 	st.d, st.err = p.s.store.Settle(ctx, p.counter, p.limits, p.hold, st.charged, p.s.clock.Now())
 	if st.err != nil {
-		p.s.metrics.storeError("settle", st.err)
+		p.s.storeError("settle", st.err)
 		p.s.log.Warn("limiter store failed to settle", zap.String("key", p.keyHash[:8]), zap.Error(st.err))
 	}
 	return st

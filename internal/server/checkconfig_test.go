@@ -113,7 +113,7 @@ func TestReloadLogsWarnings(t *testing.T) {
 	path := writeConfig(t, "policies:\n- {name: lab, tokens_per_minute: 10}\n")
 	core, logs := observer.New(zapcore.InfoLevel)
 	proc := extproc.New(extproc.Options{Policies: policy.MustCompileAll(config.Default().Policies), Store: memstore.New()})
-	reload(path, proc, extproc.NewMetrics(prometheus.NewRegistry()), zap.New(core))
+	reload(path, proc, newMetrics(prometheus.NewRegistry()), zap.New(core))
 	warns := logs.FilterMessage("SIGHUP: config warning").All()
 	if len(warns) != 1 || warns[0].Level != zapcore.WarnLevel ||
 		!strings.Contains(warns[0].ContextMap()["warning"].(string), `policies[0] ("lab"): counter_key.header is not set`) {

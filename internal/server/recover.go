@@ -8,14 +8,12 @@ import (
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
-
-	"github.com/tokengate/tokengate/extproc"
 )
 
 // recoverStream keeps one request's panic from taking every other request
 // down with the process: the stream ends with Internal (Envoy then applies
 // failure_mode_allow), the panic is logged with its stack and counted.
-func recoverStream(m *extproc.Metrics, log *zap.Logger) grpc.StreamServerInterceptor {
+func recoverStream(m *metrics, log *zap.Logger) grpc.StreamServerInterceptor {
 	return func(srv any, ss grpc.ServerStream, info *grpc.StreamServerInfo, handler grpc.StreamHandler) (err error) {
 		defer func() {
 			if r := recover(); r != nil {
@@ -26,7 +24,7 @@ func recoverStream(m *extproc.Metrics, log *zap.Logger) grpc.StreamServerInterce
 	}
 }
 
-func recoverUnary(m *extproc.Metrics, log *zap.Logger) grpc.UnaryServerInterceptor {
+func recoverUnary(m *metrics, log *zap.Logger) grpc.UnaryServerInterceptor {
 	return func(ctx context.Context, req any, info *grpc.UnaryServerInfo, handler grpc.UnaryHandler) (resp any, err error) {
 		defer func() {
 			if r := recover(); r != nil {
@@ -37,8 +35,8 @@ func recoverUnary(m *extproc.Metrics, log *zap.Logger) grpc.UnaryServerIntercept
 	}
 }
 
-func recovered(m *extproc.Metrics, log *zap.Logger, method string, r any) error {
-	m.Panic()
+func recovered(m *metrics, log *zap.Logger, method string, r any) error {
+	m.panics.Inc()
 	log.Error("recovered from a panic in a gRPC handler", zap.String("method", method),
 		zap.Any("panic", r), zap.ByteString("stack", debug.Stack()))
 	return status.Error(codes.Internal, "tokengate: internal error")

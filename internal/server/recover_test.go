@@ -10,13 +10,11 @@ import (
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
-
-	"github.com/tokengate/tokengate/extproc"
 )
 
 func TestPanicsAreRecovered(t *testing.T) {
 	reg := prometheus.NewRegistry()
-	m := extproc.NewMetrics(reg)
+	m := newMetrics(reg)
 	boom := func(any, grpc.ServerStream) error { panic("boom") }
 	err := recoverStream(m, zap.NewNop())(nil, nil, &grpc.StreamServerInfo{FullMethod: "/x"}, boom)
 	if status.Code(err) != codes.Internal {

@@ -11,20 +11,20 @@ import (
 // validation is refused and the running config stays. Listeners, TLS and
 // the store are fixed at start: changing them takes a restart, and a
 // reload that changes them says so.
-func reload(path string, proc *extproc.Server, metrics *extproc.Metrics, log *zap.Logger) {
+func reload(path string, proc *extproc.Server, m *metrics, log *zap.Logger) {
 	if path == "" {
 		log.Warn("SIGHUP: running on the embedded default, nothing to reload")
-		metrics.Reload(false)
+		m.reload(false)
 		return
 	}
 	cfg, pols, err := loadConfig(path)
 	if err != nil {
 		log.Error("SIGHUP: config refused; keeping the running one", zap.Error(err))
-		metrics.Reload(false)
+		m.reload(false)
 		return
 	}
 	proc.SetPolicies(pols)
-	metrics.Reload(true)
+	m.reload(true)
 	logWarnings(log, "SIGHUP: ", cfg)
 	log.Info("SIGHUP: config reloaded; new policies apply to new requests", zap.Int("policies", len(cfg.Policies)),
 		zap.String("note", "listen, admin_listen, tls and store changes need a restart"))

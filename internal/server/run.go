@@ -137,7 +137,7 @@ func Run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 
 	reg := prometheus.NewRegistry()
 	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
-	metrics := extproc.NewMetrics(reg)
+	metrics := newMetrics(reg)
 	hs := health.NewServer()
 
 	store, err := openStore(cfg.Store, clock, storeHooks{log: log, metrics: metrics, health: hs})
@@ -180,7 +180,7 @@ func Run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 		serverOpts = append(serverOpts, grpc.Creds(creds))
 	}
 	srv := grpc.NewServer(serverOpts...)
-	proc := extproc.New(extproc.Options{Policies: pols, Store: store, Clock: clock, Log: log, Metrics: metrics,
+	proc := extproc.New(extproc.Options{Policies: pols, Store: store, Clock: clock, Log: log, Metrics: extproc.NewMetrics(reg), StoreErrors: metrics.storeError,
 		EstimateBudget: cfg.EstimateBudget, KeySalt: []byte(os.Getenv(cfg.KeySaltEnv))})
 	extprocv3.RegisterExternalProcessorServer(srv, proc)
 	healthpb.RegisterHealthServer(srv, hs)

@@ -10,7 +10,6 @@ import (
 	"google.golang.org/grpc/health"
 	healthpb "google.golang.org/grpc/health/grpc_health_v1"
 
-	"github.com/tokengate/tokengate/extproc"
 	"github.com/tokengate/tokengate/internal/config"
 	"github.com/tokengate/tokengate/limiter"
 	"github.com/tokengate/tokengate/limiter/boltstore"
@@ -23,7 +22,7 @@ import (
 // the health service Envoy and Kubernetes probe.
 type storeHooks struct {
 	log     *zap.Logger
-	metrics *extproc.Metrics
+	metrics *metrics
 	health  *health.Server
 }
 
@@ -34,7 +33,7 @@ func openStore(c config.Store, clock limiter.Clock, hooks storeHooks) (limiter.S
 	case "bbolt":
 		b, err := boltstore.Open(boltstore.Options{Path: c.Bbolt.Path, FlushInterval: c.Bbolt.FlushInterval, Clock: clock,
 			OnFlushError: func(err error) {
-				hooks.metrics.StoreCall("flush", 0, err)
+				hooks.metrics.storeCall("flush", 0, err)
 				hooks.log.Error("bbolt flush failed; charges stay pending for the next flush", zap.Error(err))
 			}})
 		if err != nil {
@@ -77,9 +76,9 @@ func openRedis(c config.Redis, hooks storeHooks) limiter.Store {
 	return fallback.New(shared, fallback.Options{
 		Mode:   mode,
 		Retry:  c.RetryInterval,
-		OnCall: hooks.metrics.StoreCall,
+		OnCall: hooks.metrics.storeCall,
 		OnState: func(down bool, err error) {
-			hooks.metrics.StoreDown(down)
+			hooks.metrics.setStoreDown(down)
 			if !down {
 				hooks.log.Info("redis store is back", zap.String("on_error", c.OnError))
 				hooks.health.SetServingStatus("", healthpb.HealthCheckResponse_SERVING)
