@@ -11,6 +11,7 @@
 package envoy
 
 import (
+	_ "embed"
 	"errors"
 	"fmt"
 	"net"
@@ -32,6 +33,13 @@ import (
 	_ "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/http/router/v3"
 	_ "github.com/envoyproxy/go-control-plane/envoy/extensions/upstreams/http/v3"
 )
+
+//go:embed envoy.yaml
+var shipped []byte
+
+// Shipped returns envoy.yaml as this repository ships it, embedded in the
+// binary, so a tool needs no checkout to follow it.
+func Shipped() (*bootstrapv3.Bootstrap, error) { return ParseBootstrap(shipped) }
 
 // LoadBootstrap reads the Envoy bootstrap at path and checks it as
 // ParseBootstrap does. Errors name the path.

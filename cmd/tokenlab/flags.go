@@ -31,7 +31,6 @@ type options struct {
 	maxRetries  int // sdk: the SDK's own retry budget
 
 	// local only
-	binDir          string
 	envoyConfig     string
 	tokensPerMinute int
 	sdk             bool
@@ -64,8 +63,7 @@ func parseFlags(command string, args []string, stderr io.Writer) (options, error
 		fs.IntVar(&o.maxRetries, "max-retries", 2, "retries the SDK makes on 429 and 5xx (the SDK's default is 2)")
 	}
 	if command == "local" {
-		fs.StringVar(&o.binDir, "bin-dir", "", "directory holding tokengate and openai-mock; missing ones are built there (default: a temporary directory)")
-		fs.StringVar(&o.envoyConfig, "envoy-config", "", "Envoy bootstrap whose ext_proc filter the stand-in follows (default: envoy/envoy.yaml of this module)")
+		fs.StringVar(&o.envoyConfig, "envoy-config", "", "Envoy bootstrap whose ext_proc filter the stand-in follows (default: the envoy/envoy.yaml built into tokenlab)")
 		fs.IntVar(&o.tokensPerMinute, "tokens-per-minute", 500, "the lab policy's budget")
 		fs.BoolVar(&o.sdk, "sdk", false, "send through the OpenAI SDK (as tokenlab sdk) instead of plain HTTP; waits out the retry-after for real")
 	}

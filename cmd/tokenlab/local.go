@@ -23,12 +23,10 @@ type localReport struct {
 // through it, then tokengate's own account of what it charged beside the
 // table's, and everything stopped again.
 func runLocal(ctx context.Context, o options, stdout, stderr io.Writer) (rep localReport, err error) {
-	fmt.Fprintln(stderr, "tokenlab local: starting openai-mock, tokengate and the Envoy stand-in (e2e/front, a test double for Envoy)…")
+	fmt.Fprintln(stderr, "tokenlab local: starting openai-mock, tokengate and the Envoy stand-in (e2e/front, a test double for Envoy) in this process…")
 	s, err := startStack(ctx, stackOptions{
-		binDir:          o.binDir,
 		envoyConfig:     o.envoyConfig,
 		tokensPerMinute: o.tokensPerMinute,
-		log:             stderr,
 	})
 	if err != nil {
 		return rep, err

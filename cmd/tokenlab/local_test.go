@@ -27,7 +27,7 @@ func TestLocal(t *testing.T) {
 	out := filepath.Join(t.TempDir(), "lab.png")
 	var stdout, stderr bytes.Buffer
 	start := time.Now()
-	err := run(context.Background(), []string{"local", "--bin-dir", binDir, "--out", out}, &stdout, &stderr)
+	err := run(context.Background(), []string{"local", "--out", out}, &stdout, &stderr)
 	elapsed := time.Since(start)
 	if err != nil {
 		t.Fatalf("tokenlab local: %v\nstdout:\n%s\nstderr:\n%s", err, &stdout, &stderr)

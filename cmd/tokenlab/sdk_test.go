@@ -18,8 +18,8 @@ import (
 func TestSDKRetriesAfter429(t *testing.T) {
 	ctx := context.Background()
 	s, err := startStack(ctx, stackOptions{
-		binDir: binDir, tokensPerMinute: 500,
-		fakeClock: "2030-01-01T00:00:00Z", clockRuns: true,
+		tokensPerMinute: 500,
+		fakeClock:       "2030-01-01T00:00:00Z", clockRuns: true,
 	})
 	if err != nil {
 		t.Fatal(err)

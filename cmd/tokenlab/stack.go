@@ -1,6 +1,7 @@
 package main
 
 import (
+	"bufio"
 	"context"
 	"encoding/json"
 	"errors"
@@ -8,38 +9,48 @@ import (
 	"io"
 	"os"
 	"path/filepath"
+	"strings"
+	"sync"
 	"time"
 
 	"github.com/tokengate/tokengate/e2e/front"
-	"github.com/tokengate/tokengate/e2e/harness"
 	"github.com/tokengate/tokengate/envoy"
+	"github.com/tokengate/tokengate/internal/openaimock"
+	"github.com/tokengate/tokengate/internal/proc"
+	"github.com/tokengate/tokengate/internal/server"
 )
 
 // labPolicy names the one policy of the local stack; metrics are read
 // under this name.
 const labPolicy = "lab"
 
+// readyTimeout bounds a service's start: both load tokenizer vocabularies
+// before they say ready, and tokengate opens its store.
+const readyTimeout = 30 * time.Second
+
+// stopTimeout bounds a graceful stop: tokengate drains and flushes bbolt.
+const stopTimeout = 20 * time.Second
+
 // stackOptions say how to bring up the local stack.
 type stackOptions struct {
-	binDir          string // tokengate and openai-mock, built there when missing; "" builds into the stack's temporary directory
-	envoyConfig     string // "" is envoy/envoy.yaml of this module
+	envoyConfig     string // "" is the envoy.yaml embedded in this binary
 	tokensPerMinute int
 	fakeClock       string // tests: start tokengate's limiter clock here (RFC 3339)
 	clockRuns       bool   // tests: and let that clock run with real time
-	log             io.Writer
 }
 
 // stack is openai-mock, tokengate with the lab's policy on a temporary
-// bbolt file, and the e2e front before them. The front is a test stand-in
-// for Envoy: it reads the ext_proc filter from the same envoy.yaml a real
-// Envoy would load and follows it, so the lab runs without Envoy or Docker.
+// bbolt file, and the e2e front before them, all in this process. The
+// front is a stand-in for Envoy: it reads the ext_proc filter from the
+// same envoy.yaml a real Envoy would load and follows it, so the lab runs
+// without Envoy, Docker or a checkout of the sources.
 type stack struct {
 	dir    string
 	db     string
 	url    string // the front: where clients send API calls
 	admin  string // tokengate's admin address (metrics, fake clock)
-	mock   *process
-	gate   *process
+	mock   *service
+	gate   *service
 	front  *front.Front
 	closed bool
 }
@@ -47,9 +58,6 @@ type stack struct {
 // startStack brings the stack up on free loopback ports. On error
 // whatever had started is stopped again.
 func startStack(ctx context.Context, so stackOptions) (_ *stack, err error) {
-	if so.log == nil {
-		so.log = io.Discard
-	}
 	s := &stack{}
 	if s.dir, err = os.MkdirTemp("", "tokenlab-"); err != nil {
 		return nil, err
@@ -59,23 +67,10 @@ func startStack(ctx context.Context, so stackOptions) (_ *stack, err error) {
 			err = errors.Join(err, s.close())
 		}
 	}()
-	binDir := so.binDir
-	if binDir == "" {
-		binDir = filepath.Join(s.dir, "bin")
+	boot, err := envoy.Shipped()
+	if so.envoyConfig != "" {
+		boot, err = envoy.LoadBootstrap(so.envoyConfig)
 	}
-	bins, err := binaries(binDir, so.log)
-	if err != nil {
-		return s, err
-	}
-	envoyConfig := so.envoyConfig
-	if envoyConfig == "" {
-		root, err := harness.ModuleRoot()
-		if err != nil {
-			return s, fmt.Errorf("finding envoy/envoy.yaml: %w (run from the tokengate repository, or pass --envoy-config)", err)
-		}
-		envoyConfig = filepath.Join(root, "envoy", "envoy.yaml")
-	}
-	boot, err := envoy.LoadBootstrap(envoyConfig)
 	if err != nil {
 		return s, err
 	}
@@ -89,7 +84,7 @@ func startStack(ctx context.Context, so stackOptions) (_ *stack, err error) {
 		return s, err
 	}
 
-	if s.mock, err = startProcess(ctx, bins["openai-mock"], "--listen", "127.0.0.1:0"); err != nil {
+	if s.mock, err = startService(ctx, "openai-mock", openaimock.Run, "--listen", "127.0.0.1:0"); err != nil {
 		return s, err
 	}
 	args := []string{"--config", configPath, "--listen", "127.0.0.1:0", "--admin-listen", "127.0.0.1:0", "--log-format", "console"}
@@ -99,7 +94,7 @@ func startStack(ctx context.Context, so stackOptions) (_ *stack, err error) {
 			args = append(args, "--fake-clock-runs")
 		}
 	}
-	if s.gate, err = startProcess(ctx, bins["tokengate"], args...); err != nil {
+	if s.gate, err = startService(ctx, "tokengate", server.Run, args...); err != nil {
 		return s, err
 	}
 	s.admin = s.gate.fields["admin"]
@@ -134,32 +129,6 @@ policies:
 `, path, labPolicy, tokensPerMinute)
 }
 
-// binaries returns tokengate and openai-mock from dir, building them there
-// (from this module's sources) unless both are already present.
-func binaries(dir string, log io.Writer) (map[string]string, error) {
-	bins := map[string]string{}
-	for _, name := range harness.Binaries {
-		path := filepath.Join(dir, name)
-		if fi, err := os.Stat(path); err != nil || fi.IsDir() {
-			bins = nil
-			break
-		}
-		bins[name] = path
-	}
-	if bins != nil {
-		return bins, nil
-	}
-	if err := os.MkdirAll(dir, 0o755); err != nil {
-		return nil, err
-	}
-	fmt.Fprintf(log, "tokenlab: building tokengate and openai-mock into %s…\n", dir)
-	bins, err := harness.BuildBinaries(dir)
-	if err != nil {
-		return nil, fmt.Errorf("building the stack (tokenlab local builds ./cmd/tokengate and ./cmd/openai-mock, so run it from the tokengate repository): %w", err)
-	}
-	return bins, nil
-}
-
 // waitRequests waits until the front has finished n requests, ext_proc
 // streams included: a client can read a whole answer before tokengate
 // has settled it.
@@ -189,4 +158,99 @@ func (s *stack) close() error {
 		errs = append(errs, os.RemoveAll(s.dir))
 	}
 	return errors.Join(errs...)
+}
+
+// runFunc is a server's whole life as its command runs it: serve until
+// ctx ends, printing "<name> ready key=value…" on stdout once serving.
+type runFunc func(ctx context.Context, args []string, stdout, stderr io.Writer) error
+
+// service is one server run in this process by the same Run its command
+// calls, its ports learnt from its ready line as if it were a child.
+type service struct {
+	name   string
+	fields map[string]string
+	cancel context.CancelFunc
+	done   chan error
+	logs   *logBuffer
+}
+
+// startService runs name's run in a goroutine and returns once it said
+// ready; a run that ends, stays silent past readyTimeout, or outlives ctx
+// first is stopped and reported with the end of its log.
+func startService(ctx context.Context, name string, run runFunc, args ...string) (*service, error) {
+	sctx, cancel := context.WithCancel(context.Background())
+	sv := &service{name: name, cancel: cancel, done: make(chan error, 1), logs: &logBuffer{}}
+	pr, pw := io.Pipe()
+	ready := make(chan map[string]string, 1)
+	go func() {
+		sc := bufio.NewScanner(pr)
+		for sc.Scan() {
+			rest, ok := strings.CutPrefix(sc.Text(), name+" ready")
+			if ok && (rest == "" || rest[0] == ' ') {
+				ready <- proc.ReadyFields(rest)
+				break
+			}
+		}
+		_, _ = io.Copy(io.Discard, pr) // a server's later stdout is not ours to block
+	}()
+	go func() {
+		err := run(sctx, args, pw, sv.logs)
+		pw.Close()
+		sv.done <- err
+	}()
+	timer := time.NewTimer(readyTimeout)
+	defer timer.Stop()
+	var err error
+	select {
+	case sv.fields = <-ready:
+		return sv, nil
+	case err = <-sv.done:
+		cancel()
+		return nil, fmt.Errorf("%s ended before it was ready (%v); its log ends:\n%s", name, err, sv.logs.tail())
+	case <-timer.C:
+		err = fmt.Errorf("%s said no ready line within %v; its log ends:\n%s", name, readyTimeout, sv.logs.tail())
+	case <-ctx.Done():
+		err = ctx.Err()
+	}
+	return nil, errors.Join(err, sv.stop())
+}
+
+// stop ends the service's run as a signal ends its command and waits for
+// its clean exit, up to stopTimeout.
+func (sv *service) stop() error {
+	sv.cancel()
+	timer := time.NewTimer(stopTimeout)
+	defer timer.Stop()
+	select {
+	case err := <-sv.done:
+		sv.done <- err // a second stop sees the same end
+		if err != nil {
+			return fmt.Errorf("%s: %w; its log ends:\n%s", sv.name, err, sv.logs.tail())
+		}
+		return nil
+	case <-timer.C:
+		return fmt.Errorf("%s did not stop within %v", sv.name, stopTimeout)
+	}
+}
+
+// logBuffer keeps what a service logged, for error messages.
+type logBuffer struct {
+	mu  sync.Mutex
+	buf []byte
+}
+
+func (b *logBuffer) Write(p []byte) (int, error) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	b.buf = append(b.buf, p...)
+	if len(b.buf) > 2*proc.TailBytes {
+		b.buf = append([]byte(nil), b.buf[len(b.buf)-proc.TailBytes:]...)
+	}
+	return len(p), nil
+}
+
+func (b *logBuffer) tail() string {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return proc.Tail(string(b.buf), proc.TailBytes)
 }
