@@ -31,45 +31,60 @@ const (
 	decisionUnreadable  = "unreadable_body"
 )
 
+// stage is how far a request has come. It moves forward only, one way:
+// new → open → admitted → body read → done, where a refusal or a
+// settlement jumps to done from wherever the request was.
+type stage uint8
+
+const (
+	stageNew      stage = iota // no request headers yet
+	stageOpen                  // headers seen, nothing held (yet): passed through, or not counted
+	stageAdmitted              // admitted: a reservation is held and must be settled
+	stageBodyRead              // admitted, and the request body read; more body is a confused client
+	stageDone                  // settled or refused: nothing is held, nothing more is charged
+)
+
+// holding reports whether the request has a reservation to settle.
+func (s stage) holding() bool { return s == stageAdmitted || s == stageBodyRead }
+
 // processor holds one HTTP request's state across its ext_proc messages.
 type processor struct {
-	s   *Server
-	ctx context.Context
+	s     *Server
+	ctx   context.Context
+	stage stage
 
-	seenHeaders bool
-	bodyDone    bool
-	path        string
-	route       openai.Route
-	policy      *policy.Policy
-	keyHash     string // hex SHA-256 of the subscription key; the key itself is never kept
-	counter     string // the limiter key: policy, key hash and, per model, the model
-	limits      limiter.Limits
-	model       string
-	shadow      string // in shadow mode, the refusal that was not sent
+	path    string
+	route   openai.Route
+	policy  *policy.Policy
+	keyHash string // hex SHA-256 of the subscription key; the key itself is never kept
+	counter string // the limiter key: policy, key hash and, per model, the model
+	limits  limiter.Limits
+	model   string
+	shadow  string // in shadow mode, the refusal that was not sent
 
 	// Envoy's body modes, from the stream's protocol_config: a body of a
 	// buffered mode comes in one message, whatever its end_of_stream says.
 	wholeRequestBody, wholeResponseBody bool
 	reqEncoding                         string // the request's content-encoding
 
-	admitted bool            // a reservation is held and must be settled
 	hold     limiter.Hold    // what the reservation holds
 	req      *openai.Request // the request body, read; nil when it was not JSON
 	estimate int64           // prompt tokens estimated from the request body
 	prompted bool            // estimate is computed (else it is 0 so far)
 	body     []byte
-	settled  bool
 
 	// The response.
 	responded bool   // a response phase was seen: the request was answered
 	status    int    // upstream status, 0 until known
 	encoding  string // content-encoding of the response
-	usage     openai.Usage
-	reported  bool                  // usage came from the upstream
-	answered  int64                 // completion tokens counted in a buffered answer without usage
-	hasCount  bool                  // answered holds a count
-	stream    *openai.StreamCounter // set for event-stream responses
-	decoder   *decode.Stream        // set for encoded event streams
+	// found says what the answer itself told of its tokens: sourceReported
+	// (usage), sourceCounted (a buffered answer without usage, its
+	// completion counted into answered), or "" (nothing yet).
+	found    string
+	usage    openai.Usage
+	answered int64
+	stream   *openai.StreamCounter // set for event-stream responses
+	decoder  *decode.Stream        // set for encoded event streams
 }
 
 func (p *processor) handle(req *extprocv3.ProcessingRequest) *extprocv3.ProcessingResponse {
@@ -109,13 +124,13 @@ func wholeBody(m filterv3.ProcessingMode_BodySendMode) bool {
 // requestHeaders finds the API, the policy and the key, and refuses at once
 // when the window is already spent (APIM's check).
 func (p *processor) requestHeaders(h *extprocv3.HttpHeaders) *extprocv3.ProcessingResponse {
-	if p.seenHeaders {
+	if p.stage != stageNew {
 		// One stream is one HTTP request: a second set of request headers
 		// is a confused client, and must not reserve a second time.
 		p.s.log.Debug("second request_headers on one stream ignored")
 		return continueRequestHeaders()
 	}
-	p.seenHeaders = true
+	p.stage = stageOpen
 	hm := headers(h.GetHeaders().GetHeaders())
 	p.path = openai.NormalizePath(hm.get(":path"))
 	// The request's body is decoded to be read, and forwarded as it came.
@@ -158,7 +173,7 @@ func (p *processor) counterKey() string { return p.policy.CounterKey(p.keyHash, 
 // requestBody reads the request's model and prompt and, when the policy
 // estimates, reserves the prompt before the upstream sees it.
 func (p *processor) requestBody(b *extprocv3.HttpBody) *extprocv3.ProcessingResponse {
-	if !p.admitted || p.bodyDone || p.settled {
+	if p.stage != stageAdmitted {
 		// Once the body is read, more body is a confused client: it must
 		// not reserve again, least of all after settlement.
 		return continueRequestBody()
@@ -180,7 +195,7 @@ func (p *processor) requestBody(b *extprocv3.HttpBody) *extprocv3.ProcessingResp
 // run now. The body can no longer be rewritten, so a stream is not asked
 // for usage; its text is counted instead.
 func (p *processor) requestTrailers() *extprocv3.ProcessingResponse {
-	if !p.admitted || p.bodyDone || p.settled || p.body == nil {
+	if p.stage != stageAdmitted || p.body == nil {
 		// No body begun: trailers out of order are a confused client,
 		// and the body, if it comes, is read as usual.
 		return continueRequestTrailers()
@@ -195,7 +210,7 @@ func (p *processor) requestTrailers() *extprocv3.ProcessingResponse {
 // to send instead of the request, or the body rewritten to ask a stream
 // for its usage (nil: unchanged).
 func (p *processor) readRequestBody(raw []byte) (*extprocv3.ProcessingResponse, []byte) {
-	p.bodyDone = true
+	p.stage = stageBodyRead
 	body, err := decode.Bytes(p.reqEncoding, raw)
 	if err != nil {
 		return p.unreadable(unreadableEncoding, raw, err), nil
@@ -215,7 +230,7 @@ func (p *processor) readRequestBody(raw []byte) (*extprocv3.ProcessingResponse, 
 	if next != p.policy || (next.PerModel() && p.counter != p.counterKeyFor(next)) {
 		// Now the model is known, a policy restricted to it, or the
 		// model's own budget, applies: the headers-phase check is redone.
-		p.release()
+		p.releaseHold()
 		p.policy = next
 		if resp := p.admit(0); resp != nil {
 			return resp, nil
@@ -362,7 +377,7 @@ func (p *processor) admit(n int64) *extprocv3.ProcessingResponse {
 		// with failure_mode_allow the request even goes on. The request
 		// stays admitted, with nothing held, so that finish settles it
 		// like any request that ended unanswered.
-		p.admitted = true
+		p.admitted()
 		return nil
 	}
 	if err != nil {
@@ -382,7 +397,7 @@ func (p *processor) admit(n int64) *extprocv3.ProcessingResponse {
 		p.shadow = decisionFor(d)
 		p.s.metrics.request(p.policy.Name(), decisionWouldReject)
 		p.logDecision(decisionWouldReject, zap.String("would", p.shadow), zap.Duration("retry_after", d.RetryAfter))
-		p.admitted = true
+		p.admitted()
 		return nil
 	}
 	if !d.Allowed {
@@ -391,7 +406,7 @@ func (p *processor) admit(n int64) *extprocv3.ProcessingResponse {
 		p.release()
 		return p.reject(d)
 	}
-	p.admitted = true
+	p.admitted()
 	p.hold.Tokens += d.Hold.Tokens
 	if d.Hold.ID != "" {
 		p.hold.ID = d.Hold.ID
@@ -399,12 +414,28 @@ func (p *processor) admit(n int64) *extprocv3.ProcessingResponse {
 	return nil
 }
 
-// release ends the reservation without charging anything.
+// admitted moves an open request to admitted; one that is further on
+// (its body read) stays where it is.
+func (p *processor) admitted() {
+	if p.stage < stageAdmitted {
+		p.stage = stageAdmitted
+	}
+}
+
+// release ends a refused request: its reservation is given back without
+// charging anything.
 func (p *processor) release() {
-	if p.admitted && !p.settled {
+	p.releaseHold()
+	p.stage = stageDone
+}
+
+// releaseHold gives back what the request holds under its current
+// counter, before it reserves under another.
+func (p *processor) releaseHold() {
+	if p.stage.holding() {
 		_, _ = p.s.store.Settle(p.ctx, p.counter, p.limits, p.hold, 0, p.s.clock.Now())
 	}
-	p.admitted, p.hold = false, limiter.Hold{}
+	p.hold = limiter.Hold{}
 }
 
 // collect gathers a body that arrives in several messages (Envoy sends one

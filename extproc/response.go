@@ -16,7 +16,7 @@ import (
 // to streamed body mode so that Envoy never buffers them, and get their
 // rate headers now: once the first chunk is out, headers are final.
 func (p *processor) responseHeaders(h *extprocv3.HttpHeaders) *extprocv3.ProcessingResponse {
-	if !p.admitted {
+	if !p.stage.holding() {
 		return continueResponseHeaders(nil)
 	}
 	hm := headers(h.GetHeaders().GetHeaders())
@@ -50,7 +50,7 @@ func (p *processor) responseHeaders(h *extprocv3.HttpHeaders) *extprocv3.Process
 // a buffered body is read whole. Either way the request is settled at the
 // end of the body.
 func (p *processor) responseBody(b *extprocv3.HttpBody) *extprocv3.ProcessingResponse {
-	if !p.admitted || p.settled {
+	if !p.stage.holding() {
 		return continueResponseBody(nil)
 	}
 	if p.stream != nil {
@@ -73,7 +73,7 @@ func (p *processor) responseBody(b *extprocv3.HttpBody) *extprocv3.ProcessingRes
 // end_of_stream (trailers follow it): the request settles now. Headers can
 // no longer be set, so the rate headers go as trailers.
 func (p *processor) responseTrailers() *extprocv3.ProcessingResponse {
-	if !p.admitted || p.settled {
+	if !p.stage.holding() {
 		return continueResponseTrailers(nil)
 	}
 	if p.stream != nil {
@@ -105,7 +105,7 @@ func (p *processor) endStream() {
 		}
 		p.decoder = nil
 	}
-	p.usage, p.reported = p.stream.Usage()
+	p.takeUsage(p.stream.Usage())
 }
 
 func (p *processor) readBufferedUsage(body []byte) {
@@ -118,11 +118,11 @@ func (p *processor) readBufferedUsage(body []byte) {
 	if err != nil {
 		p.s.log.Debug("response body carries no readable usage", zap.String("key", p.keyHash[:8]), zap.Error(err))
 	}
-	p.usage, p.reported = u, ok
+	p.takeUsage(u, ok)
 	if !ok && p.status >= 200 && p.status <= 299 {
 		// An answer without usage is counted from what it carries.
 		if p.answered, err = openai.CompletionTokens(p.route.API, p.model, body); err == nil {
-			p.hasCount = true
+			p.found = sourceCounted
 		} else {
 			p.s.log.Debug("answer without usage not countable", zap.String("key", p.keyHash[:8]), zap.Error(err))
 		}

@@ -9,6 +9,7 @@ import (
 	typev3 "github.com/envoyproxy/go-control-plane/envoy/type/v3"
 	"go.uber.org/zap"
 
+	"github.com/tokengate/tokengate/extproc/openai"
 	"github.com/tokengate/tokengate/internal/config"
 	"github.com/tokengate/tokengate/limiter"
 )
@@ -40,7 +41,7 @@ const (
 // free by default.
 func (p *processor) charge() (prompt, completion, total int64, source string) {
 	switch {
-	case p.reported:
+	case p.found == sourceReported:
 		return p.usage.Prompt, p.usage.Completion, p.usage.Total, sourceReported
 	case p.status != 0 && (p.status < 200 || p.status > 299):
 		return 0, 0, 0, sourceNone
@@ -57,7 +58,7 @@ func (p *processor) charge() (prompt, completion, total int64, source string) {
 		if c := p.stream.CompletionTokens(); c > 0 {
 			return p.estimate, c, p.estimate + c, sourceCounted
 		}
-	case p.hasCount:
+	case p.found == sourceCounted:
 		return p.estimate, p.answered, p.estimate + p.answered, sourceCounted
 	}
 	return p.estimate, 0, p.estimate, sourceEstimated
@@ -105,7 +106,7 @@ type settlement struct {
 // logs it: the one way a request is settled. ctx is the stream's while
 // Envoy waits for the answer, or a detached one once the stream is gone.
 func (p *processor) settleOnce(ctx context.Context) settlement {
-	p.settled = true
+	p.stage = stageDone
 	var st settlement
 	st.prompt, st.completion, st.total, st.source = p.charge()
 	st.charged = p.counted(st.prompt, st.completion, st.total)
@@ -147,17 +148,24 @@ func (p *processor) finish() {
 		p.decoder.Abort()
 		p.decoder = nil
 	}
-	if !p.admitted || p.settled {
+	if !p.stage.holding() {
 		return
 	}
 	if p.stream != nil {
-		p.usage, p.reported = p.stream.Usage()
+		p.takeUsage(p.stream.Usage())
 	}
 	ctx, cancel := context.WithTimeout(context.WithoutCancel(p.ctx), settleTimeout)
 	defer cancel()
 	st := p.settleOnce(ctx)
 	p.s.log.Debug("stream ended before the response did; settled", zap.String("key", p.keyHash[:8]),
 		zap.Int("status", p.status), zap.Int64("tokens", st.total), zap.String("source", st.source))
+}
+
+// takeUsage keeps the usage the upstream reported, if it did.
+func (p *processor) takeUsage(u openai.Usage, ok bool) {
+	if ok {
+		p.usage, p.found = u, sourceReported
+	}
 }
 
 // record counts a settled request in the metrics.
