@@ -60,12 +60,19 @@ func (a *adminService) policies(name string) ([]*policy.Policy, error) {
 	return nil, status.Errorf(codes.NotFound, "no policy named %q", name)
 }
 
-func (a *adminService) GetUsage(ctx context.Context, req *adminv1.GetUsageRequest) (*adminv1.GetUsageResponse, error) {
-	hash, err := a.keyHash(req.GetKey())
+// target resolves what a call names: the key, by its hash, and the
+// policies (one, or all).
+func (a *adminService) target(key *adminv1.Key, name string) (string, []*policy.Policy, error) {
+	hash, err := a.keyHash(key)
 	if err != nil {
-		return nil, err
+		return "", nil, err
 	}
-	ps, err := a.policies(req.GetPolicy())
+	ps, err := a.policies(name)
+	return hash, ps, err
+}
+
+func (a *adminService) GetUsage(ctx context.Context, req *adminv1.GetUsageRequest) (*adminv1.GetUsageResponse, error) {
+	hash, ps, err := a.target(req.GetKey(), req.GetPolicy())
 	if err != nil {
 		return nil, err
 	}
@@ -141,11 +148,7 @@ func (a *adminService) ListUsage(ctx context.Context, req *adminv1.ListUsageRequ
 }
 
 func (a *adminService) ResetUsage(ctx context.Context, req *adminv1.ResetUsageRequest) (*adminv1.ResetUsageResponse, error) {
-	hash, err := a.keyHash(req.GetKey())
-	if err != nil {
-		return nil, err
-	}
-	ps, err := a.policies(req.GetPolicy())
+	hash, ps, err := a.target(req.GetKey(), req.GetPolicy())
 	if err != nil {
 		return nil, err
 	}
