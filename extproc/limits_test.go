@@ -13,7 +13,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/testutil"
 
-	"github.com/tokengate/tokengate/extproc/openai"
+	"github.com/tokengate/tokengate/extproc/llm"
 	"github.com/tokengate/tokengate/internal/config"
 	"github.com/tokengate/tokengate/limiter"
 )
@@ -31,7 +31,7 @@ func parsePolicy(t *testing.T, yaml string) config.Policy {
 
 func labPrompt(t *testing.T) int64 {
 	t.Helper()
-	r, err := openai.ParseRequest(openai.ChatCompletions, []byte(labBody))
+	r, err := llm.ParseRequest(llm.ChatCompletions, []byte(labBody))
 	if err != nil {
 		t.Fatal(err)
 	}

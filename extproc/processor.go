@@ -13,7 +13,7 @@ import (
 	"go.uber.org/zap"
 
 	"github.com/tokengate/tokengate/extproc/decode"
-	"github.com/tokengate/tokengate/extproc/openai"
+	"github.com/tokengate/tokengate/extproc/llm"
 	"github.com/tokengate/tokengate/extproc/policy"
 	"github.com/tokengate/tokengate/internal/config"
 	"github.com/tokengate/tokengate/limiter"
@@ -54,7 +54,7 @@ type processor struct {
 	stage stage
 
 	path    string
-	route   openai.Route
+	route   llm.Route
 	policy  *policy.Policy
 	keyHash string // hex SHA-256 of the subscription key; the key itself is never kept
 	counter string // the limiter key: policy, key hash and, per model, the model
@@ -68,7 +68,7 @@ type processor struct {
 	reqEncoding                         string // the request's content-encoding
 
 	hold     limiter.Hold    // what the reservation holds
-	req      *openai.Request // the request body, read; nil when it was not JSON
+	req      *llm.Request // the request body, read; nil when it was not JSON
 	estimate int64           // prompt tokens estimated from the request body
 	prompted bool            // estimate is computed (else it is 0 so far)
 	body     []byte
@@ -81,9 +81,9 @@ type processor struct {
 	// (usage), sourceCounted (a buffered answer without usage, its
 	// completion counted into answered), or "" (nothing yet).
 	found    string
-	usage    openai.Usage
+	usage    llm.Usage
 	answered int64
-	stream   *openai.StreamCounter // set for event-stream responses
+	stream   *llm.StreamCounter // set for event-stream responses
 	decoder  *decode.Stream        // set for encoded event streams
 }
 
@@ -132,16 +132,16 @@ func (p *processor) requestHeaders(h *extprocv3.HttpHeaders) *extprocv3.Processi
 	}
 	p.stage = stageOpen
 	hm := headers(h.GetHeaders().GetHeaders())
-	p.path = openai.NormalizePath(hm.get(":path"))
+	p.path = llm.NormalizePath(hm.get(":path"))
 	// The request's body is decoded to be read, and forwarded as it came.
 	p.reqEncoding = hm.get("content-encoding")
-	p.route = openai.Detect(p.path)
+	p.route = llm.Detect(p.path)
 	if method := hm.get(":method"); method != "" && !strings.EqualFold(method, "POST") {
 		// Inference is a POST; anything else on these paths is not a
 		// generation and is not counted.
-		p.route = openai.Route{}
+		p.route = llm.Route{}
 	}
-	if p.route.API == openai.Unknown {
+	if p.route.API == llm.Unknown {
 		p.s.metrics.passed()
 		p.logDecision(decisionPassthrough)
 		return continueRequestHeaders()
@@ -215,7 +215,7 @@ func (p *processor) readRequestBody(raw []byte) (*extprocv3.ProcessingResponse, 
 	if err != nil {
 		return p.unreadable(unreadableEncoding, raw, err), nil
 	}
-	req, err := openai.ParseRequest(p.route.API, body)
+	req, err := llm.ParseRequest(p.route.API, body)
 	if err != nil {
 		return p.unreadable(unreadableJSON, body, err), nil
 	}
@@ -251,8 +251,8 @@ func (p *processor) readRequestBody(raw []byte) (*extprocv3.ProcessingResponse, 
 	}
 	// An encoded body is forwarded as it came: rewriting it would mean
 	// encoding it again, so such a stream is counted from its deltas.
-	if req.Stream && !req.IncludeUsage && p.policy.InjectsStreamUsage() && p.route.API != openai.Responses && decode.IsIdentity(p.reqEncoding) {
-		if rewritten, err := openai.InjectIncludeUsage(body); err == nil {
+	if req.Stream && !req.IncludeUsage && p.policy.InjectsStreamUsage() && p.route.API != llm.Responses && decode.IsIdentity(p.reqEncoding) {
+		if rewritten, err := llm.InjectIncludeUsage(body); err == nil {
 			return nil, rewritten
 		}
 	}

@@ -15,7 +15,7 @@ import (
 	"go.uber.org/zap"
 	"go.uber.org/zap/zaptest/observer"
 
-	"github.com/tokengate/tokengate/extproc/openai"
+	"github.com/tokengate/tokengate/extproc/llm"
 	"github.com/tokengate/tokengate/extproc/tokenize"
 	"github.com/tokengate/tokengate/internal/config"
 	"github.com/tokengate/tokengate/limiter"
@@ -205,7 +205,7 @@ func TestEstimateRefusesLargePromptAtBody(t *testing.T) {
 
 func TestSettlementPaths(t *testing.T) {
 	labEstimate := func() int64 {
-		r, _ := openai.ParseRequest(openai.ChatCompletions, []byte(labBody))
+		r, _ := llm.ParseRequest(llm.ChatCompletions, []byte(labBody))
 		return r.PromptTokens("gpt-4o")
 	}()
 	p := labPolicy()

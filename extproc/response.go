@@ -9,7 +9,7 @@ import (
 	"go.uber.org/zap"
 
 	"github.com/tokengate/tokengate/extproc/decode"
-	"github.com/tokengate/tokengate/extproc/openai"
+	"github.com/tokengate/tokengate/extproc/llm"
 )
 
 // responseHeaders notes the status and encoding. Event streams are switched
@@ -28,7 +28,7 @@ func (p *processor) responseHeaders(h *extprocv3.HttpHeaders) *extprocv3.Process
 	if !strings.HasPrefix(hm.get("content-type"), "text/event-stream") {
 		return continueResponseHeaders(nil)
 	}
-	p.stream = openai.NewStreamCounter(p.route.API, p.model)
+	p.stream = llm.NewStreamCounter(p.route.API, p.model)
 	if !decode.IsIdentity(p.encoding) {
 		d, err := decode.NewStream(p.encoding, p.stream.Feed)
 		if err != nil {
@@ -114,14 +114,14 @@ func (p *processor) readBufferedUsage(body []byte) {
 		p.s.log.Debug("response body not decodable", zap.String("key", p.keyHash[:8]), zap.Error(err))
 		return
 	}
-	u, ok, err := openai.ParseUsage(body)
+	u, ok, err := llm.ParseUsage(body)
 	if err != nil {
 		p.s.log.Debug("response body carries no readable usage", zap.String("key", p.keyHash[:8]), zap.Error(err))
 	}
 	p.takeUsage(u, ok)
 	if !ok && p.status >= 200 && p.status <= 299 {
 		// An answer without usage is counted from what it carries.
-		if p.answered, err = openai.CompletionTokens(p.route.API, p.model, body); err == nil {
+		if p.answered, err = llm.CompletionTokens(p.route.API, p.model, body); err == nil {
 			p.found = sourceCounted
 		} else {
 			p.s.log.Debug("answer without usage not countable", zap.String("key", p.keyHash[:8]), zap.Error(err))

@@ -9,7 +9,7 @@ import (
 	typev3 "github.com/envoyproxy/go-control-plane/envoy/type/v3"
 	"go.uber.org/zap"
 
-	"github.com/tokengate/tokengate/extproc/openai"
+	"github.com/tokengate/tokengate/extproc/llm"
 	"github.com/tokengate/tokengate/internal/config"
 	"github.com/tokengate/tokengate/limiter"
 )
@@ -162,7 +162,7 @@ func (p *processor) finish() {
 }
 
 // takeUsage keeps the usage the upstream reported, if it did.
-func (p *processor) takeUsage(u openai.Usage, ok bool) {
+func (p *processor) takeUsage(u llm.Usage, ok bool) {
 	if ok {
 		p.usage, p.found = u, sourceReported
 	}

@@ -13,7 +13,7 @@ import (
 	filterv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/http/ext_proc/v3"
 	extprocv3 "github.com/envoyproxy/go-control-plane/envoy/service/ext_proc/v3"
 
-	"github.com/tokengate/tokengate/extproc/openai"
+	"github.com/tokengate/tokengate/extproc/llm"
 	"github.com/tokengate/tokengate/extproc/tokenize"
 	"github.com/tokengate/tokengate/limiter"
 )
@@ -147,7 +147,7 @@ func TestStreamUsageInjected(t *testing.T) {
 	out := e.run(t, reqHeaders(false, ":method", "POST", ":path", "/v1/chat/completions", "api-key", "k"), reqBody(streamBody))
 	common := out[1].GetRequestBody().GetResponse()
 	body := common.GetBodyMutation().GetBody()
-	r, err := openai.ParseRequest(openai.ChatCompletions, body)
+	r, err := llm.ParseRequest(llm.ChatCompletions, body)
 	if err != nil || !r.IncludeUsage || !r.Stream {
 		t.Fatalf("rewritten body %s: %v", body, err)
 	}

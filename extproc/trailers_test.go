@@ -7,7 +7,7 @@ import (
 	filterv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/http/ext_proc/v3"
 	extprocv3 "github.com/envoyproxy/go-control-plane/envoy/service/ext_proc/v3"
 
-	"github.com/tokengate/tokengate/extproc/openai"
+	"github.com/tokengate/tokengate/extproc/llm"
 	"github.com/tokengate/tokengate/internal/config"
 )
 
@@ -51,7 +51,7 @@ func TestTrailersDoNotSkipTheBodyPhase(t *testing.T) {
 			t.Errorf("strict reservation %d, want prompt %d + 300", got, prompt)
 		}
 		rewritten := r.GetRequestBody().GetResponse().GetBodyMutation().GetBody()
-		if req, err := openai.ParseRequest(openai.ChatCompletions, rewritten); err != nil || !req.IncludeUsage {
+		if req, err := llm.ParseRequest(llm.ChatCompletions, rewritten); err != nil || !req.IncludeUsage {
 			t.Errorf("the stream was not asked for usage: %s (%v)", rewritten, err)
 		}
 	})

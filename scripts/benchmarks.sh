@@ -19,7 +19,7 @@ run server   go test -run '^$' -bench 'Server|Stream' -benchtime 3s ./extproc/
 run limiter  go test -run '^$' -bench 'Window|MemoryReserve|StoreReserveSettle|Decision' -benchtime 2s ./limiter/...
 run perkey   go test -run '^$' -bench MemoryPerKey -benchtime 1x ./limiter/...
 run tokenize go test -run '^$' -bench 'Count|Load' ./extproc/tokenize/bpe/
-run parsers  go test -run '^$' -bench 'ParseUsage|Chunk|Prompt' ./extproc/openai/
+run parsers  go test -run '^$' -bench 'ParseUsage|Chunk|Prompt' ./extproc/llm/
 # 20 s per server and mode in 8 alternating rounds: on a shared VM the
 # machine's speed drifts within seconds, and shorter rounds spread the drift
 # evenly over both servers.

@@ -1,4 +1,4 @@
-package openai
+package llm
 
 import (
 	"encoding/json"
@@ -57,16 +57,16 @@ func CompletionText(api API, body []byte) (string, error) {
 	}
 	var top map[string]json.RawMessage
 	if err := json.Unmarshal(body, &top); err != nil {
-		return "", fmt.Errorf("openai: %s answer: %w", api, err)
+		return "", fmt.Errorf("llm: %s answer: %w", api, err)
 	}
 	// The top-level members by their exact names, as the client's SDK reads
 	// them; within them, the shapes are the upstream's own.
 	var a wireAnswer
 	if err := unmarshalMember(top, "choices", &a.Choices); err != nil {
-		return "", fmt.Errorf("openai: %s answer: %w", api, err)
+		return "", fmt.Errorf("llm: %s answer: %w", api, err)
 	}
 	if err := unmarshalMember(top, "output", &a.Output); err != nil {
-		return "", fmt.Errorf("openai: %s answer: %w", api, err)
+		return "", fmt.Errorf("llm: %s answer: %w", api, err)
 	}
 	var b strings.Builder
 	for _, c := range a.Choices {

@@ -1,4 +1,4 @@
-package openai
+package llm
 
 import "github.com/tokengate/tokengate/extproc/tokenize"
 

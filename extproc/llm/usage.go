@@ -1,4 +1,4 @@
-package openai
+package llm
 
 import (
 	"bytes"
@@ -95,7 +95,7 @@ func smallInt(b []byte) (int64, bool) {
 func ParseUsage(body []byte) (Usage, bool, error) {
 	v, found, err := topLevel(body, "usage")
 	if err != nil {
-		return Usage{}, false, fmt.Errorf("openai: response body: %w", err)
+		return Usage{}, false, fmt.Errorf("llm: response body: %w", err)
 	}
 	if !found || isNull(v) {
 		return Usage{}, false, nil
@@ -129,7 +129,7 @@ func topLevel(b []byte, name string) (v []byte, found bool, err error) {
 func decodeUsage(v []byte) (Usage, bool, error) {
 	var w *wireUsage
 	if err := json.NewDecoder(bytes.NewReader(v)).Decode(&w); err != nil {
-		return Usage{}, false, fmt.Errorf("openai: usage in response body: %w", err)
+		return Usage{}, false, fmt.Errorf("llm: usage in response body: %w", err)
 	}
 	if w == nil {
 		return Usage{}, false, nil

@@ -1,7 +1,11 @@
-// Package openai understands the OpenAI wire format as far as counting
-// tokens needs: which API a path is, what a request asks for, and what a
-// response reports in usage.
-package openai
+// Package llm understands the wire formats of the LLM APIs tokengate
+// counts, as far as counting tokens needs: which API a path is, what a
+// request asks for, what a response or stream reports in usage, and how a
+// refusal must look to the API's own SDK. Every body is read by one JSON
+// reader (scan.go): the top-level object's own members, keys matched
+// case-sensitively after unescaping, the last of repeated keys winning, as
+// the upstreams' parsers read them.
+package llm
 
 import (
 	"net/url"

@@ -1,4 +1,4 @@
-package openai
+package llm
 
 import (
 	"bytes"
@@ -32,7 +32,7 @@ func InjectIncludeUsage(body []byte) ([]byte, error) {
 	if old := bytes.TrimSpace(body[start:end]); !bytes.Equal(old, []byte("null")) {
 		var opts map[string]json.RawMessage
 		if err := json.Unmarshal(old, &opts); err != nil {
-			return nil, fmt.Errorf("openai: stream_options: %w", err)
+			return nil, fmt.Errorf("llm: stream_options: %w", err)
 		}
 		opts["include_usage"] = json.RawMessage("true")
 		b, err := json.Marshal(opts)
@@ -52,7 +52,7 @@ func InjectIncludeUsage(body []byte) ([]byte, error) {
 func topLevelValue(body []byte, name string) (start, end int, found bool, err error) {
 	v, found, err := topLevel(body, name)
 	if err != nil {
-		return 0, 0, false, fmt.Errorf("openai: request body: %w", err)
+		return 0, 0, false, fmt.Errorf("llm: request body: %w", err)
 	}
 	if !found {
 		return 0, 0, false, nil

@@ -1,4 +1,4 @@
-package openai
+package llm
 
 import (
 	"bytes"
@@ -87,7 +87,7 @@ func ParseRequest(api API, body []byte) (*Request, error) {
 		return nil
 	})
 	if err != nil {
-		return nil, fmt.Errorf("openai: %s request: %w", api, err)
+		return nil, fmt.Errorf("llm: %s request: %w", api, err)
 	}
 	var ints [numFields]int64
 	for i, v := range last {
@@ -105,7 +105,7 @@ func ParseRequest(api API, body []byte) (*Request, error) {
 			ints[i], err = readInt(v)
 		}
 		if err != nil {
-			return nil, fmt.Errorf("openai: %s request: %s: %w", api, fieldNames[i], err)
+			return nil, fmt.Errorf("llm: %s request: %s: %w", api, fieldNames[i], err)
 		}
 	}
 	r.MaxOutput = firstPositive(ints[fieldMaxTokens], ints[fieldMaxCompletionTokens], ints[fieldMaxOutputTokens])
@@ -168,7 +168,7 @@ const maxExactBytes = 8 << 20
 func (r *Request) PromptTokensWithin(model string, budget time.Duration) (n int64, bounded bool) {
 	msgs, texts, err := r.prompt()
 	if err != nil {
-		r.promptErr = fmt.Errorf("openai: %s prompt: %w", r.api, err)
+		r.promptErr = fmt.Errorf("llm: %s prompt: %w", r.api, err)
 		return 0, false
 	}
 	start := time.Now()
