@@ -37,16 +37,6 @@ type assistantMessage struct {
 	Refusal *string `json:"refusal"`
 }
 
-type chatChunk struct {
-	ID                string            `json:"id"`
-	Object            string            `json:"object"`
-	Created           int64             `json:"created"`
-	Model             string            `json:"model"`
-	SystemFingerprint string            `json:"system_fingerprint"`
-	Choices           []chatChunkChoice `json:"choices"`
-	Usage             json.RawMessage   `json:"usage,omitempty"`
-}
-
 type chatChunkChoice struct {
 	Index        int       `json:"index"`
 	Delta        chatDelta `json:"delta"`
@@ -64,11 +54,7 @@ const fingerprint = "fp_openai_mock"
 
 // chat answers Chat Completions with n choices (one by default), each its
 // own text of the asked length; the usage bills them all.
-func (s *server) chat(w *wire, c call) {
-	var req chatRequest
-	if !decodeBody(w, c.body, &req) {
-		return
-	}
+func (s *server) chat(w *wire, c call, req chatRequest) {
 	if req.Messages == nil {
 		badRequest(w, "Missing required parameter: 'messages'.")
 		return
@@ -107,51 +93,27 @@ func (s *server) chat(w *wire, c call) {
 		if c.noUsage {
 			resp.Usage = nil
 		}
-		c.buffered(resp.Usage != nil, texts...)
-		writeJSON(w, c.status, resp)
+		c.reply(w, resp, resp.Usage != nil, texts...)
 		return
 	}
 
-	withUsage := req.StreamOptions.includeUsage() && !c.ignoreUsage
-	chunk := func(index int, d chatDelta, finish *string) chatChunk {
-		ch := chatChunk{
-			ID: id, Object: "chat.completion.chunk", Created: created, Model: model,
-			SystemFingerprint: fingerprint,
-			Choices:           []chatChunkChoice{{Index: index, Delta: d, FinishReason: finish}},
-		}
-		if withUsage {
-			ch.Usage = nullJSON
-		}
-		return ch
-	}
-	out := startSSE(w, c)
-	// Every choice opens with its role, then the choices' texts go out
-	// in turns, an event of each per turn, as OpenAI interleaves them;
-	// each closes with its finish_reason.
+	out := startChoices(w, c, req.StreamOptions, choicesObject[chatChunkChoice]{
+		ID: id, Object: "chat.completion.chunk", Created: created, Model: model,
+		SystemFingerprint: fingerprint,
+	})
+	// Every choice opens with its role before any choice's text, as OpenAI
+	// sends them.
 	empty := ""
-	pieces := make([][]string, n)
-	turns := 0
-	for i, gen := range gens {
-		out.dataAt(chunk(i, chatDelta{Role: "assistant", Content: &empty}, nil), i, "")
-		pieces[i] = gen.chunks(chunksPerEvent)
-		turns = max(turns, len(pieces[i]))
+	for i := range gens {
+		out.send(i, chatChunkChoice{Index: i, Delta: chatDelta{Role: "assistant", Content: &empty}}, "")
 	}
-	for turn := range turns {
-		for i := range gens {
-			if turn < len(pieces[i]) {
-				text := pieces[i][turn]
-				out.dataAt(chunk(i, chatDelta{Content: &text}, nil), i, text)
-			}
-		}
-	}
-	for i, gen := range gens {
-		out.dataAt(chunk(i, chatDelta{}, finishReason(gen)), i, "")
-	}
-	if withUsage {
-		last := chunk(0, chatDelta{}, nil)
-		last.Choices = []chatChunkChoice{}
-		last.Usage, _ = json.Marshal(u)
-		out.usageData(last)
-	}
-	out.done()
+	out.texts(gens,
+		func(i int, text string) chatChunkChoice {
+			return chatChunkChoice{Index: i, Delta: chatDelta{Content: &text}}
+		},
+		func(i int, reason *string) chatChunkChoice {
+			return chatChunkChoice{Index: i, FinishReason: reason}
+		})
+	usageJSON, _ := json.Marshal(u)
+	out.done(usageJSON)
 }

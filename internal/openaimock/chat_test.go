@@ -11,24 +11,6 @@ import (
 	"github.com/tokengate/tokengate/extproc/tokenize"
 )
 
-type wireChat struct {
-	Object  string `json:"object"`
-	Model   string `json:"model"`
-	Choices []struct {
-		Index   int `json:"index"`
-		Message struct {
-			Role    string `json:"role"`
-			Content string `json:"content"`
-		} `json:"message"`
-		Delta struct {
-			Role    string  `json:"role"`
-			Content *string `json:"content"`
-		} `json:"delta"`
-		FinishReason *string `json:"finish_reason"`
-	} `json:"choices"`
-	Usage *wireUsage `json:"usage"`
-}
-
 func TestChatUsage(t *testing.T) {
 	sys := tokenize.Message{Role: "system", Content: "You are terse."}
 	user := tokenize.Message{Role: "user", Name: "ann", Content: "Say hello to the world, twice."}
@@ -88,7 +70,7 @@ func TestChatUsage(t *testing.T) {
 	h := newServer(testConfig()).routes()
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			var got wireChat
+			var got wireChoices
 			decodeJSON(t, post(t, h, tt.path, tt.body), 200, &got)
 			if got.Object != "chat.completion" || got.Model != tt.wantModel || len(got.Choices) != 1 {
 				t.Fatalf("got object %q model %q with %d choices, want chat.completion %q with 1", got.Object, got.Model, len(got.Choices), tt.wantModel)
@@ -97,25 +79,11 @@ func TestChatUsage(t *testing.T) {
 			if ch.Message.Role != "assistant" || ch.FinishReason == nil || *ch.FinishReason != tt.wantFinish {
 				t.Errorf("got role %q finish %v, want assistant %q", ch.Message.Role, ch.FinishReason, tt.wantFinish)
 			}
-			checkChatUsage(t, got.Usage, tokenize.Chat(tt.wantModel, tt.wantPrompt), tt.wantCompletion)
+			checkUsage(t, chatAPI, got.Usage, tokenize.Chat(tt.wantModel, tt.wantPrompt), tt.wantCompletion)
 			if n := tokenize.Text(tt.wantModel, ch.Message.Content); n != tt.wantCompletion {
 				t.Errorf("content counts %d tokens, want %d: %q", n, tt.wantCompletion, ch.Message.Content)
 			}
 		})
-	}
-}
-
-func checkChatUsage(t *testing.T, u *wireUsage, prompt, completion int) {
-	t.Helper()
-	if u == nil {
-		t.Fatal("no usage")
-	}
-	if u.PromptTokens != prompt || u.CompletionTokens != completion || u.TotalTokens != prompt+completion {
-		t.Errorf("usage: got %d+%d=%d, want %d+%d=%d", u.PromptTokens, u.CompletionTokens, u.TotalTokens, prompt, completion, prompt+completion)
-	}
-	if u.PromptTokensDetails == nil || u.PromptTokensDetails.CachedTokens == nil ||
-		u.CompletionTokensDetails == nil || u.CompletionTokensDetails.ReasoningTokens == nil {
-		t.Errorf("usage lacks cached_tokens or reasoning_tokens: %+v", u)
 	}
 }
 
@@ -137,38 +105,23 @@ func TestChatStream(t *testing.T) {
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			body := `{"model":"gpt-4o","stream":true,"messages":[{"role":"user","content":"Count to three."}]` + tt.extra + `}`
-			events := parseSSE(t, post(t, h, "/v1/chat/completions", body))
-			if last := events[len(events)-1]; last.data != "[DONE]" || last.name != "" {
-				t.Fatalf("last event: got %+v, want data [DONE]", last)
-			}
+			st := readChunks(t, post(t, h, "/v1/chat/completions", body), "chat.completion.chunk")
 			var text strings.Builder
-			var usages []*wireUsage
 			var finish string
-			for i, e := range events[:len(events)-1] {
-				var c wireChat
-				mustUnmarshal(t, e.data, &c)
-				if c.Object != "chat.completion.chunk" {
-					t.Fatalf("event %d: object %q", i, c.Object)
+			for i, c := range st.chunks {
+				ch := c.Choices[0]
+				if i == 0 && ch.Delta.Role != "assistant" {
+					t.Errorf("first chunk has role %q, want assistant", ch.Delta.Role)
 				}
-				if c.Usage != nil {
-					usages = append(usages, c.Usage)
-					if len(c.Choices) != 0 {
-						t.Errorf("event %d: usage chunk has %d choices, want 0", i, len(c.Choices))
-					}
-					continue
-				}
-				if i == 0 && c.Choices[0].Delta.Role != "assistant" {
-					t.Errorf("first chunk has role %q, want assistant", c.Choices[0].Delta.Role)
-				}
-				if d := c.Choices[0].Delta.Content; d != nil {
+				if d := ch.Delta.Content; d != nil {
 					text.WriteString(*d)
 				}
-				if f := c.Choices[0].FinishReason; f != nil {
+				if f := ch.FinishReason; f != nil {
 					finish = *f
 				}
 			}
-			if tt.wantTokens > 2*chunksPerEvent && len(events) < 4 {
-				t.Errorf("only %d events: the text was not streamed a few tokens at a time", len(events))
+			if tt.wantTokens > 2*chunksPerEvent && len(st.events) < 4 {
+				t.Errorf("only %d events: the text was not streamed a few tokens at a time", len(st.events))
 			}
 			if n := tokenize.Text("gpt-4o", text.String()); n != tt.wantTokens {
 				t.Errorf("streamed text counts %d tokens, want %d", n, tt.wantTokens)
@@ -177,17 +130,17 @@ func TestChatStream(t *testing.T) {
 				t.Errorf("finish_reason: got %q, want %q", finish, tt.wantFinish)
 			}
 			if !tt.wantUsage {
-				if len(usages) != 0 {
-					t.Fatalf("got %d usage chunks without include_usage", len(usages))
+				if len(st.usages) != 0 {
+					t.Fatalf("got %d usage chunks without include_usage", len(st.usages))
 				}
 				return
 			}
-			if len(usages) != 1 {
-				t.Fatalf("got %d usage chunks, want 1", len(usages))
+			if len(st.usages) != 1 {
+				t.Fatalf("got %d usage chunks, want 1", len(st.usages))
 			}
-			checkChatUsage(t, usages[0], tokenize.Chat("gpt-4o", msgs), tt.wantTokens)
+			checkUsage(t, chatAPI, st.usages[0], tokenize.Chat("gpt-4o", msgs), tt.wantTokens)
 			var second map[string]json.RawMessage
-			mustUnmarshal(t, events[1].data, &second)
+			mustUnmarshal(t, st.events[1].data, &second)
 			if string(second["usage"]) != "null" {
 				t.Errorf(`chunks before the last should carry "usage": null, got %s`, second["usage"])
 			}
@@ -209,7 +162,7 @@ func TestCompletionTokensOverride(t *testing.T) {
 	}
 	for i, tt := range tests {
 		t.Run(fmt.Sprint(i), func(t *testing.T) {
-			var got wireChat
+			var got wireChoices
 			decodeJSON(t, post(t, h, "/v1/chat/completions", tt.body, "x-mock-completion-tokens", tt.header), 200, &got)
 			if got.Usage.CompletionTokens != tt.want {
 				t.Errorf("step %d: completion_tokens: got %d, want %d", i, got.Usage.CompletionTokens, tt.want)
@@ -263,7 +216,7 @@ func TestChatChoices(t *testing.T) {
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			rec := post(t, h, "/v1/chat/completions", `{`+msgsJSON+tt.extra+`}`)
-			var got wireChat
+			var got wireChoices
 			decodeJSON(t, rec, 200, &got)
 			if len(got.Choices) != tt.wantN {
 				t.Fatalf("got %d choices, want %d", len(got.Choices), tt.wantN)
@@ -281,7 +234,7 @@ func TestChatChoices(t *testing.T) {
 			if tt.wantEach > 2 && tt.wantN <= len(words) && len(texts) != tt.wantN {
 				t.Errorf("%d choices share %d texts: each should be its own", tt.wantN, len(texts))
 			}
-			checkChatUsage(t, got.Usage, tokenize.Chat("gpt-4o", msgs), tt.wantN*tt.wantEach)
+			checkUsage(t, chatAPI, got.Usage, tokenize.Chat("gpt-4o", msgs), tt.wantN*tt.wantEach)
 			tr := traceOf(t, s, idOf(t, rec.Body.String()))
 			if tr.CompletionTokens != tt.wantN*tt.wantEach || !tr.Usage || (tt.wantN > 1) != (len(tr.ChoiceTexts) == tt.wantN) {
 				t.Errorf("trace counts %d completion tokens in %d choice texts (usage %v), want %d in %d", tr.CompletionTokens, len(tr.ChoiceTexts), tr.Usage, tt.wantN*tt.wantEach, tt.wantN)
@@ -297,24 +250,14 @@ func TestChatChoicesStream(t *testing.T) {
 	for _, n := range []int{1, 3} {
 		t.Run(fmt.Sprint("n ", n), func(t *testing.T) {
 			body := fmt.Sprintf(`{"stream":true,"n":%d,"stream_options":{"include_usage":true},"messages":[{"role":"user","content":"Name a colour."}]}`, n)
-			events := parseSSE(t, post(t, h, "/v1/chat/completions", body))
-			if last := events[len(events)-1]; last.data != "[DONE]" {
-				t.Fatalf("last event: got %+v, want [DONE]", last)
-			}
+			st := readChunks(t, post(t, h, "/v1/chat/completions", body), "chat.completion.chunk")
 			texts := make([]strings.Builder, n)
 			roles, finishes := make([]int, n), make([]int, n)
-			var usages []*wireUsage
-			for i, e := range events[:len(events)-1] {
-				var c wireChat
-				mustUnmarshal(t, e.data, &c)
-				if c.Usage != nil {
-					usages = append(usages, c.Usage)
-					continue
-				}
-				if len(c.Choices) != 1 || c.Choices[0].Index < 0 || c.Choices[0].Index >= n {
-					t.Fatalf("event %d: %s: want one choice of index 0..%d", i, e.data, n-1)
-				}
+			for i, c := range st.chunks {
 				ch := c.Choices[0]
+				if ch.Index < 0 || ch.Index >= n {
+					t.Fatalf("chunk %d: choice index %d, want 0..%d", i, ch.Index, n-1)
+				}
 				if ch.Delta.Role == "assistant" {
 					if texts[ch.Index].Len() > 0 {
 						t.Errorf("choice %d: role after content", ch.Index)
@@ -333,11 +276,11 @@ func TestChatChoicesStream(t *testing.T) {
 					t.Errorf("choice %d: %d tokens, %d role chunks, %d finishes; want 20, 1, 1", i, got, roles[i], finishes[i])
 				}
 			}
-			if len(usages) != 1 {
-				t.Fatalf("got %d usage chunks, want 1", len(usages))
+			if len(st.usages) != 1 {
+				t.Fatalf("got %d usage chunks, want 1", len(st.usages))
 			}
-			checkChatUsage(t, usages[0], tokenize.Chat("gpt-4o", msgs), n*20)
-			tr := traceOf(t, s, idOf(t, events[0].data))
+			checkUsage(t, chatAPI, st.usages[0], tokenize.Chat("gpt-4o", msgs), n*20)
+			tr := traceOf(t, s, idOf(t, st.events[0].data))
 			if tr.CompletionTokens != n*20 {
 				t.Errorf("trace counts %d completion tokens, want %d", tr.CompletionTokens, n*20)
 			}
@@ -364,7 +307,7 @@ func TestChatChoicesInvalid(t *testing.T) {
 	}
 	// best_of is a legacy Completions field; chat ignores it, as the mock
 	// ignores every field it does not model.
-	var got wireChat
+	var got wireChoices
 	decodeJSON(t, post(t, h, "/v1/chat/completions", `{"best_of":3,"messages":[]}`), 200, &got)
 	if len(got.Choices) != 1 || got.Usage.CompletionTokens != 64 {
 		t.Errorf("best_of on chat: %d choices, %d completion tokens; want 1, 64", len(got.Choices), got.Usage.CompletionTokens)

@@ -16,15 +16,7 @@ type completionsRequest struct {
 
 // completionsResponse is both the legacy answer and its stream chunks,
 // which share one shape on the real API.
-type completionsResponse struct {
-	ID                string              `json:"id"`
-	Object            string              `json:"object"`
-	Created           int64               `json:"created"`
-	Model             string              `json:"model"`
-	SystemFingerprint string              `json:"system_fingerprint"`
-	Choices           []completionsChoice `json:"choices"`
-	Usage             json.RawMessage     `json:"usage,omitempty"`
-}
+type completionsResponse = choicesObject[completionsChoice]
 
 type completionsChoice struct {
 	Text         string    `json:"text"`
@@ -37,11 +29,7 @@ type completionsChoice struct {
 // whatever the number of prompts: the prompt tokens of all of them, n
 // generated texts. best_of candidates are generated, the first n of them
 // sent back, and the usage bills every candidate, as OpenAI does.
-func (s *server) completions(w *wire, c call) {
-	var req completionsRequest
-	if !decodeBody(w, c.body, &req) {
-		return
-	}
+func (s *server) completions(w *wire, c call, req completionsRequest) {
 	generated, n, msg := choiceCounts(req.N, req.BestOf, req.Stream)
 	if msg != "" {
 		badRequest(w, "%s", msg)
@@ -72,45 +60,17 @@ func (s *server) completions(w *wire, c call) {
 		if !c.noUsage {
 			resp.Usage = u
 		}
-		c.buffered(resp.Usage != nil, texts...)
-		writeJSON(w, c.status, resp)
+		c.reply(w, resp, resp.Usage != nil, texts...)
 		return
 	}
 
-	withUsage := req.StreamOptions.includeUsage() && !c.ignoreUsage
-	chunk := func(index int, text string, finish *string) completionsResponse {
-		ch := resp
-		ch.Choices = []completionsChoice{{Text: text, Index: index, FinishReason: finish}}
-		if withUsage {
-			ch.Usage = nullJSON
-		}
-		return ch
-	}
-	out := startSSE(w, c)
-	// The choices' texts go out in turns, an event of each per turn;
-	// each closes with its finish_reason.
-	pieces := make([][]string, n)
-	turns := 0
-	for i, gen := range gens {
-		pieces[i] = gen.chunks(chunksPerEvent)
-		turns = max(turns, len(pieces[i]))
-	}
-	for turn := range turns {
-		for i := range gens {
-			if turn < len(pieces[i]) {
-				text := pieces[i][turn]
-				out.dataAt(chunk(i, text, nil), i, text)
-			}
-		}
-	}
-	for i, gen := range gens {
-		out.dataAt(chunk(i, "", finishReason(gen)), i, "")
-	}
-	if withUsage {
-		last := resp
-		last.Choices = []completionsChoice{}
-		last.Usage = u
-		out.usageData(last)
-	}
-	out.done()
+	out := startChoices(w, c, req.StreamOptions, resp)
+	out.texts(gens,
+		func(i int, text string) completionsChoice {
+			return completionsChoice{Text: text, Index: i}
+		},
+		func(i int, reason *string) completionsChoice {
+			return completionsChoice{Index: i, FinishReason: reason}
+		})
+	out.done(u)
 }

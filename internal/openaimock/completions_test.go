@@ -8,17 +8,6 @@ import (
 	"github.com/tokengate/tokengate/extproc/tokenize"
 )
 
-type wireCompletion struct {
-	Object  string `json:"object"`
-	Model   string `json:"model"`
-	Choices []struct {
-		Index        int     `json:"index"`
-		Text         string  `json:"text"`
-		FinishReason *string `json:"finish_reason"`
-	} `json:"choices"`
-	Usage *wireUsage `json:"usage"`
-}
-
 func TestCompletionsUsage(t *testing.T) {
 	tests := []struct {
 		name, path, body string
@@ -39,15 +28,12 @@ func TestCompletionsUsage(t *testing.T) {
 	h := newServer(testConfig()).routes()
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			var got wireCompletion
+			var got wireChoices
 			decodeJSON(t, post(t, h, tt.path, tt.body), 200, &got)
 			if got.Object != "text_completion" || got.Model != tt.wantModel || len(got.Choices) != 1 {
 				t.Fatalf("got object %q model %q with %d choices", got.Object, got.Model, len(got.Choices))
 			}
-			u := got.Usage
-			if u.PromptTokens != tt.wantPrompt || u.CompletionTokens != tt.wantCompletion || u.TotalTokens != tt.wantPrompt+tt.wantCompletion {
-				t.Errorf("usage: got %d+%d=%d, want %d+%d", u.PromptTokens, u.CompletionTokens, u.TotalTokens, tt.wantPrompt, tt.wantCompletion)
-			}
+			checkUsage(t, completionsAPI, got.Usage, tt.wantPrompt, tt.wantCompletion)
 			if n := tokenize.Text(tt.wantModel, got.Choices[0].Text); n != tt.wantCompletion {
 				t.Errorf("text counts %d tokens, want %d", n, tt.wantCompletion)
 			}
@@ -67,32 +53,20 @@ func TestCompletionsStream(t *testing.T) {
 	h := newServer(testConfig()).routes()
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			events := parseSSE(t, post(t, h, "/v1/completions", `{"prompt":"Once upon a time","stream":true`+tt.extra+`}`))
-			if last := events[len(events)-1]; last.data != "[DONE]" {
-				t.Fatalf("last event: got %+v, want [DONE]", last)
-			}
+			rec := post(t, h, "/v1/completions", `{"prompt":"Once upon a time","stream":true`+tt.extra+`}`)
+			st := readChunks(t, rec, "text_completion")
 			var text strings.Builder
-			var usages []*wireUsage
-			for _, e := range events[:len(events)-1] {
-				var c wireCompletion
-				mustUnmarshal(t, e.data, &c)
-				if c.Usage != nil {
-					usages = append(usages, c.Usage)
-					continue
-				}
+			for _, c := range st.chunks {
 				text.WriteString(c.Choices[0].Text)
 			}
 			if n := tokenize.Text("gpt-4o", text.String()); n != 64 {
 				t.Errorf("streamed text counts %d tokens, want 64", n)
 			}
-			if got := len(usages); got != map[bool]int{false: 0, true: 1}[tt.wantUsage] {
+			if got := len(st.usages); got != map[bool]int{false: 0, true: 1}[tt.wantUsage] {
 				t.Fatalf("got %d usage chunks, include_usage %v", got, tt.wantUsage)
 			}
 			if tt.wantUsage {
-				u, prompt := usages[0], tokenize.Text("gpt-4o", "Once upon a time")
-				if u.PromptTokens != prompt || u.CompletionTokens != 64 || u.TotalTokens != prompt+64 {
-					t.Errorf("usage: got %+v, want %d+64", u, prompt)
-				}
+				checkUsage(t, completionsAPI, st.usages[0], tokenize.Text("gpt-4o", "Once upon a time"), 64)
 			}
 		})
 	}
@@ -124,7 +98,7 @@ func TestCompletionsChoices(t *testing.T) {
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			rec := post(t, h, "/v1/completions", `{"prompt":"Once upon a time"`+tt.extra+`}`)
-			var got wireCompletion
+			var got wireChoices
 			decodeJSON(t, rec, 200, &got)
 			if len(got.Choices) != tt.wantN {
 				t.Fatalf("got %d choices, want %d", len(got.Choices), tt.wantN)
@@ -134,10 +108,8 @@ func TestCompletionsChoices(t *testing.T) {
 					t.Errorf("choice %d: index %d, %d tokens, finish %v; want index %d, %d tokens, a finish_reason", i, ch.Index, n, ch.FinishReason, i, tt.wantEach)
 				}
 			}
-			u, completion := got.Usage, tt.wantGenerated*tt.wantEach
-			if u == nil || u.PromptTokens != prompt || u.CompletionTokens != completion || u.TotalTokens != prompt+completion {
-				t.Fatalf("usage %+v, want %d+%d: every candidate billed", u, prompt, completion)
-			}
+			// The usage bills every candidate generated.
+			checkUsage(t, completionsAPI, got.Usage, prompt, tt.wantGenerated*tt.wantEach)
 			// The trace is what was sent: the n choices returned.
 			if tr := traceOf(t, s, idOf(t, rec.Body.String())); tr.CompletionTokens != tt.wantN*tt.wantEach {
 				t.Errorf("trace counts %d completion tokens sent, want %d", tr.CompletionTokens, tt.wantN*tt.wantEach)
@@ -153,40 +125,26 @@ func TestCompletionsChoicesStream(t *testing.T) {
 	for _, extra := range []string{`"n":3`, `"n":2,"best_of":2`} {
 		t.Run(extra, func(t *testing.T) {
 			body := `{"prompt":"Once upon a time","stream":true,"stream_options":{"include_usage":true},` + extra + `}`
-			events := parseSSE(t, post(t, h, "/v1/completions", body))
-			if last := events[len(events)-1]; last.data != "[DONE]" {
-				t.Fatalf("last event: got %+v, want [DONE]", last)
-			}
+			st := readChunks(t, post(t, h, "/v1/completions", body), "text_completion")
 			texts := map[int]string{}
 			finishes := map[int]int{}
-			var usages []*wireUsage
-			for i, e := range events[:len(events)-1] {
-				var c wireCompletion
-				mustUnmarshal(t, e.data, &c)
-				if c.Usage != nil {
-					usages = append(usages, c.Usage)
-					continue
-				}
-				if len(c.Choices) != 1 {
-					t.Fatalf("event %d: %d choices, want 1", i, len(c.Choices))
-				}
-				texts[c.Choices[0].Index] += c.Choices[0].Text
-				if c.Choices[0].FinishReason != nil {
-					finishes[c.Choices[0].Index]++
+			for _, c := range st.chunks {
+				ch := c.Choices[0]
+				texts[ch.Index] += ch.Text
+				if ch.FinishReason != nil {
+					finishes[ch.Index]++
 				}
 			}
 			n := len(texts)
-			if n < 2 || len(usages) != 1 {
-				t.Fatalf("%d choice indexes, %d usage chunks; want 2 or 3, and 1", n, len(usages))
+			if n < 2 || len(st.usages) != 1 {
+				t.Fatalf("%d choice indexes, %d usage chunks; want 2 or 3, and 1", n, len(st.usages))
 			}
 			for i := range n {
 				if got := tokenize.Text("gpt-4o", texts[i]); got != 20 || finishes[i] != 1 {
 					t.Errorf("choice %d: %d tokens, %d finishes; want 20, 1", i, got, finishes[i])
 				}
 			}
-			if u := usages[0]; u.PromptTokens != prompt || u.CompletionTokens != n*20 || u.TotalTokens != prompt+n*20 {
-				t.Errorf("usage %+v, want %d+%d", u, prompt, n*20)
-			}
+			checkUsage(t, completionsAPI, st.usages[0], prompt, n*20)
 		})
 	}
 }

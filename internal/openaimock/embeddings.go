@@ -38,11 +38,7 @@ type embeddingsUsage struct {
 	TotalTokens  int `json:"total_tokens"`
 }
 
-func (s *server) embeddings(w *wire, c call) {
-	var req embeddingsRequest
-	if !decodeBody(w, c.body, &req) {
-		return
-	}
+func (s *server) embeddings(w *wire, c call, req embeddingsRequest) {
 	model := c.model(req.Model)
 	ins, err := splitInputs(model, req.Input)
 	if err != nil {

@@ -80,11 +80,7 @@ type responsesUsage struct {
 // responses answers the Responses API. Like OpenAI, a text cut short by
 // max_output_tokens makes the response "incomplete", and a stream then ends
 // with response.incomplete instead of response.completed; both carry usage.
-func (s *server) responses(w *wire, c call) {
-	var req responsesRequest
-	if !decodeBody(w, c.body, &req) {
-		return
-	}
+func (s *server) responses(w *wire, c call, req responsesRequest) {
 	model := c.model(req.Model)
 	in, err := responsesInputTokens(model, req.Input)
 	if err != nil {
@@ -113,8 +109,7 @@ func (s *server) responses(w *wire, c call) {
 		if c.noUsage {
 			final.Usage = nil
 		}
-		c.buffered(final.Usage != nil, gen.text())
-		writeJSON(w, c.status, final)
+		c.reply(w, final, final.Usage != nil, gen.text())
 		return
 	}
 

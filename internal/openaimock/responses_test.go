@@ -37,20 +37,6 @@ func (r wireResponse) text() string {
 	return b.String()
 }
 
-func checkResponsesUsage(t *testing.T, u *wireUsage, in, out int) {
-	t.Helper()
-	if u == nil {
-		t.Fatal("no usage")
-	}
-	if u.InputTokens != in || u.OutputTokens != out || u.TotalTokens != in+out {
-		t.Errorf("usage: got %d+%d=%d, want %d+%d=%d", u.InputTokens, u.OutputTokens, u.TotalTokens, in, out, in+out)
-	}
-	if u.InputTokensDetails == nil || u.InputTokensDetails.CachedTokens == nil ||
-		u.OutputTokensDetails == nil || u.OutputTokensDetails.ReasoningTokens == nil {
-		t.Errorf("usage lacks input or output details: %+v", u)
-	}
-}
-
 func TestResponses(t *testing.T) {
 	conv := []tokenize.Message{{Role: "developer", Content: "Be brief."}, {Role: "user", Content: "Hi there, how are you?"}}
 	tests := []struct {
@@ -84,7 +70,7 @@ func TestResponses(t *testing.T) {
 			if len(got.Output) != 1 || got.Output[0].Type != "message" || got.Output[0].Role != "assistant" {
 				t.Fatalf("output: got %+v, want one assistant message", got.Output)
 			}
-			checkResponsesUsage(t, got.Usage, tt.wantInput, tt.wantOutput)
+			checkUsage(t, responsesAPI, got.Usage, tt.wantInput, tt.wantOutput)
 			if n := tokenize.Text(tt.wantModel, got.text()); n != tt.wantOutput {
 				t.Errorf("output_text counts %d tokens, want %d", n, tt.wantOutput)
 			}
@@ -136,7 +122,7 @@ func TestResponsesStream(t *testing.T) {
 			if last := events[len(events)-1].name; last != tt.wantLast {
 				t.Fatalf("last event: got %q, want %q", last, tt.wantLast)
 			}
-			checkResponsesUsage(t, final.Usage, tokenize.Text("gpt-4o", "Tell me a joke."), tt.wantOutput)
+			checkUsage(t, responsesAPI, final.Usage, tokenize.Text("gpt-4o", "Tell me a joke."), tt.wantOutput)
 			if deltas.String() != final.text() {
 				t.Errorf("deltas %q differ from final text %q", deltas.String(), final.text())
 			}

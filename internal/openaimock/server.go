@@ -2,6 +2,7 @@ package openaimock
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
@@ -34,21 +35,35 @@ func newServer(cfg config) *server {
 // apiHandler answers one decoded inference call through the wire.
 type apiHandler func(w *wire, c call)
 
+// decoded makes the apiHandler of an API whose handler takes its request
+// already read: every API first answers a body that is not JSON with
+// OpenAI's 400.
+func decoded[R any](h func(w *wire, c call, req R)) apiHandler {
+	return func(w *wire, c call) {
+		var req R
+		if err := json.Unmarshal(c.body, &req); err != nil {
+			badRequest(w, "We could not parse the JSON body of your request: %v", err)
+			return
+		}
+		h(w, c, req)
+	}
+}
+
 func (s *server) routes() http.Handler {
 	mux := http.NewServeMux()
 	apis := []struct {
 		h     apiHandler
 		paths []string
 	}{
-		{s.chat, []string{
+		{decoded(s.chat), []string{
 			"/v1/chat/completions",
 			"/openai/deployments/{d}/chat/completions",
 			"/openai/v1/chat/completions",
 			"/models/chat/completions",
 		}},
-		{s.completions, []string{"/v1/completions", "/openai/deployments/{d}/completions"}},
-		{s.embeddings, []string{"/v1/embeddings", "/openai/deployments/{d}/embeddings", "/openai/v1/embeddings"}},
-		{s.responses, []string{"/v1/responses", "/openai/v1/responses", "/openai/responses"}},
+		{decoded(s.completions), []string{"/v1/completions", "/openai/deployments/{d}/completions"}},
+		{decoded(s.embeddings), []string{"/v1/embeddings", "/openai/deployments/{d}/embeddings", "/openai/v1/embeddings"}},
+		{decoded(s.responses), []string{"/v1/responses", "/openai/v1/responses", "/openai/responses"}},
 	}
 	for _, a := range apis {
 		for _, p := range a.paths {

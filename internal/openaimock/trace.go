@@ -149,9 +149,10 @@ func (t *trace) finish(digest []byte) {
 	})
 }
 
-// buffered traces a whole (non-streamed) answer: the text of each choice
-// sent, and whether the usage went with it.
-func (c call) buffered(withUsage bool, texts ...string) {
+// reply sends a whole (non-streamed) answer: the text of each choice in it,
+// and whether the usage went with it, are traced before it is written, so
+// that a client holding the answer always finds them in the trace.
+func (c call) reply(w *wire, resp any, withUsage bool, texts ...string) {
 	c.tr.update(func(r *traceRecord) {
 		r.ChoiceTexts = nil
 		for i, text := range texts {
@@ -159,4 +160,5 @@ func (c call) buffered(withUsage bool, texts ...string) {
 		}
 		r.Usage, r.Done = withUsage, true
 	})
+	writeJSON(w, c.status, resp)
 }

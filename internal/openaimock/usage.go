@@ -1,9 +1,6 @@
 package openaimock
 
-import (
-	"encoding/json"
-	"net/http"
-)
+import "encoding/json"
 
 // usage is the Chat and legacy Completions usage block. The details are
 // only on chat, as on the real API; the mock never caches or reasons, so
@@ -55,14 +52,4 @@ func finishReason(c completion) *string {
 		r = "length"
 	}
 	return &r
-}
-
-// decodeBody reads the request body into v, answering 400 as OpenAI does
-// when it cannot.
-func decodeBody(w http.ResponseWriter, body []byte, v any) bool {
-	if err := json.Unmarshal(body, v); err != nil {
-		badRequest(w, "We could not parse the JSON body of your request: %v", err)
-		return false
-	}
-	return true
 }

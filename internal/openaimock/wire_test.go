@@ -144,24 +144,20 @@ func TestTraceRecordsWhatWasSent(t *testing.T) {
 				}
 				id = idOf(t, events[0].data)
 				for _, e := range events[:len(events)-1] {
-					var c wireChat
-					var legacy struct {
-						Choices []struct{ Text string } `json:"choices"`
-					}
+					var c wireChoices
 					mustUnmarshal(t, e.data, &c)
-					mustUnmarshal(t, e.data, &legacy)
-					for i, ch := range c.Choices {
+					for _, ch := range c.Choices {
 						if ch.Delta.Content != nil {
 							text += *ch.Delta.Content
 						}
-						text += legacy.Choices[i].Text
+						text += ch.Text
 					}
 					if c.Usage != nil {
 						usage = c.Usage
 					}
 				}
 			} else {
-				var c wireChat
+				var c wireChoices
 				mustUnmarshal(t, string(plain), &c)
 				id, text, usage = idOf(t, string(plain)), c.Choices[0].Message.Content, c.Usage
 			}
