@@ -4,9 +4,12 @@ import (
 	"crypto/hmac"
 	"crypto/sha256"
 	"encoding/hex"
+	"net/url"
 	"strings"
 
 	corev3 "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
+
+	"github.com/tokengate/tokengate/extproc/llm"
 )
 
 // headers is Envoy's header list. Lookups scan it: a request has a few
@@ -28,24 +31,78 @@ func (hs headers) get(name string) string {
 	return ""
 }
 
-// subscriptionKey returns the first present key among the policy's headers.
-// For authorization only a Bearer token counts: other schemes carry no
-// subscription key.
-func subscriptionKey(hs headers, names []string) (string, bool) {
-	for _, name := range names {
-		v := strings.TrimSpace(hs.get(name))
-		if name == "authorization" {
-			scheme, token, ok := strings.Cut(v, " ")
-			if !ok || !strings.EqualFold(scheme, "bearer") {
-				continue
-			}
-			v = strings.TrimSpace(token)
+// keySources are where the request's key is read from: the policy's
+// headers, or when the policy names none, its API's own (llm.KeySources).
+func (p *processor) keySources() []string {
+	if p.policy.DefaultKeys() {
+		if s := llm.KeySources(p.route.API.Provider()); s != nil {
+			return s
+		}
+	}
+	return p.policy.KeyHeaders()
+}
+
+// subscriptionKey returns the first present key among the sources: header
+// names, or llm.QueryKey for the query's key parameter (Gemini's). For
+// authorization, a Bearer token is the key, and a SigV4 signature's
+// access key ID (Bedrock's callers); other schemes carry no key.
+func subscriptionKey(hs headers, sources []string) (string, bool) {
+	for _, name := range sources {
+		var v string
+		switch name {
+		case llm.QueryKey:
+			v = queryParam(hs.get(":path"), "key")
+		case "authorization":
+			v = authorizationKey(hs.get(name))
+		default:
+			v = strings.TrimSpace(hs.get(name))
 		}
 		if v != "" {
 			return v, true
 		}
 	}
 	return "", false
+}
+
+// authorizationKey reads the key of an authorization header: a Bearer
+// token, or the access key ID of an AWS SigV4 signature
+// (Credential=AKID/date/region/service/aws4_request).
+func authorizationKey(v string) string {
+	scheme, rest, ok := strings.Cut(strings.TrimSpace(v), " ")
+	switch {
+	case !ok:
+		return ""
+	case strings.EqualFold(scheme, "bearer"):
+		return strings.TrimSpace(rest)
+	case scheme == "AWS4-HMAC-SHA256":
+		for _, part := range strings.Split(rest, ",") {
+			if cred, ok := strings.CutPrefix(strings.TrimSpace(part), "Credential="); ok {
+				id, _, _ := strings.Cut(cred, "/")
+				return id
+			}
+		}
+	}
+	return ""
+}
+
+// queryParam returns a query parameter of a raw request path, decoded.
+func queryParam(path, name string) string {
+	_, query, ok := strings.Cut(path, "?")
+	if !ok {
+		return ""
+	}
+	if i := strings.IndexByte(query, '#'); i >= 0 {
+		query = query[:i]
+	}
+	values, _ := url.ParseQuery(query)
+	vs := values[name]
+	if len(vs) != 1 {
+		// Servers differ on which of a repeated parameter they read. A
+		// key tokengate read otherwise than the upstream would be a fresh
+		// budget per made-up value: a repeated key is no key.
+		return ""
+	}
+	return vs[0]
 }
 
 // HashKey is the only form in which a key is kept, logged or exported:

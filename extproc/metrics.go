@@ -4,6 +4,8 @@ import (
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/tokengate/tokengate/extproc/llm"
 )
 
 // Metrics are the ext_proc service's Prometheus series: decisions, tokens,
@@ -16,7 +18,7 @@ type Metrics struct {
 	passthrough prometheus.Counter
 	latency     *prometheus.HistogramVec
 	phases      [numPhases]prometheus.Observer // latency's series, resolved once: observed per message
-	estimateErr prometheus.Histogram
+	estimateErr *prometheus.HistogramVec
 	bounds      prometheus.Counter
 	unreadable  *prometheus.CounterVec
 }
@@ -41,11 +43,11 @@ func NewMetrics(reg prometheus.Registerer) *Metrics {
 			Help:    "Time to answer one ext_proc message, by phase.",
 			Buckets: []float64{25e-6, 50e-6, 100e-6, 250e-6, 500e-6, 1e-3, 2.5e-3, 5e-3, 10e-3, 25e-3, 50e-3, 100e-3, 200e-3},
 		}, []string{"phase"}),
-		estimateErr: prometheus.NewHistogram(prometheus.HistogramOpts{
+		estimateErr: prometheus.NewHistogramVec(prometheus.HistogramOpts{
 			Name:    "tokengate_prompt_estimate_error_ratio",
-			Help:    "(estimated - reported) / reported prompt tokens, for requests that had both.",
+			Help:    "(estimated - reported) / reported prompt tokens, for requests that had both, by API: Claude and Gemini are estimated with o200k_base.",
 			Buckets: []float64{-0.5, -0.2, -0.1, -0.05, -0.01, 0, 0.01, 0.05, 0.1, 0.2, 0.5},
-		}),
+		}, []string{"api"}),
 	}
 	m.bounds = prometheus.NewCounter(prometheus.CounterOpts{
 		Name: "tokengate_estimates_bounded_total",
@@ -79,6 +81,23 @@ func (m *Metrics) charged(policy, source string, prompt, completion int64) {
 	m.tokens.WithLabelValues(policy, "completion", source).Add(float64(completion))
 }
 
+// breakdown counts the parts of a reported usage: prompt tokens read from
+// or written to a cache, completion tokens spent reasoning. They are
+// parts of prompt and completion, not more tokens beside them.
+func (m *Metrics) breakdown(policy string, api llm.API, u llm.Usage) {
+	if m == nil {
+		return
+	}
+	for _, k := range []struct {
+		kind string
+		n    int64
+	}{{"cached", u.CacheRead}, {"cache_write", u.CacheWrite}, {"reasoning", u.Reasoning}} {
+		if k.n > 0 {
+			m.tokens.WithLabelValues(policy, k.kind, sourceReported).Add(float64(k.n))
+		}
+	}
+}
+
 func (m *Metrics) unreadableBody(policy, reason, action string) {
 	if m != nil {
 		m.unreadable.WithLabelValues(policy, reason, action).Inc()
@@ -97,9 +116,9 @@ func (m *Metrics) observe(ph phase, start time.Time) {
 	}
 }
 
-func (m *Metrics) estimate(estimated, reported int64) {
+func (m *Metrics) estimate(api llm.API, estimated, reported int64) {
 	if m != nil && estimated > 0 && reported > 0 {
-		m.estimateErr.Observe(float64(estimated-reported) / float64(reported))
+		m.estimateErr.WithLabelValues(api.String()).Observe(float64(estimated-reported) / float64(reported))
 	}
 }
 

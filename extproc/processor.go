@@ -9,7 +9,6 @@ import (
 
 	filterv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/http/ext_proc/v3"
 	extprocv3 "github.com/envoyproxy/go-control-plane/envoy/service/ext_proc/v3"
-	typev3 "github.com/envoyproxy/go-control-plane/envoy/type/v3"
 	"go.uber.org/zap"
 
 	"github.com/tokengate/tokengate/extproc/decode"
@@ -67,10 +66,10 @@ type processor struct {
 	wholeRequestBody, wholeResponseBody bool
 	reqEncoding                         string // the request's content-encoding
 
-	hold     limiter.Hold    // what the reservation holds
+	hold     limiter.Hold // what the reservation holds
 	req      *llm.Request // the request body, read; nil when it was not JSON
-	estimate int64           // prompt tokens estimated from the request body
-	prompted bool            // estimate is computed (else it is 0 so far)
+	estimate int64        // prompt tokens estimated from the request body
+	prompted bool         // estimate is computed (else it is 0 so far)
 	body     []byte
 
 	// The response.
@@ -84,7 +83,7 @@ type processor struct {
 	usage    llm.Usage
 	answered int64
 	stream   *llm.StreamCounter // set for event-stream responses
-	decoder  *decode.Stream        // set for encoded event streams
+	decoder  *decode.Stream     // set for encoded event streams
 }
 
 func (p *processor) handle(req *extprocv3.ProcessingRequest) *extprocv3.ProcessingResponse {
@@ -146,14 +145,14 @@ func (p *processor) requestHeaders(h *extprocv3.HttpHeaders) *extprocv3.Processi
 		p.logDecision(decisionPassthrough)
 		return continueRequestHeaders()
 	}
-	p.model = p.route.Deployment
+	p.model = p.route.Model
 	p.policy = p.s.match(p.path, p.model)
 	if p.policy == nil {
 		p.s.metrics.passed()
 		p.logDecision(decisionPassthrough)
 		return continueRequestHeaders()
 	}
-	key, ok := subscriptionKey(hm, p.policy.KeyHeaders())
+	key, ok := subscriptionKey(hm, p.keySources())
 	if !ok {
 		if p.policy.RejectsMissingKey() {
 			return p.rejectMissingKey()
@@ -219,6 +218,7 @@ func (p *processor) readRequestBody(raw []byte) (*extprocv3.ProcessingResponse, 
 	if err != nil {
 		return p.unreadable(unreadableJSON, body, err), nil
 	}
+	req.Stream = req.Stream || p.route.Stream // streamGenerateContent, converse-stream…
 	p.req = req
 	if req.Model != "" {
 		p.model = req.Model
@@ -286,7 +286,7 @@ func (p *processor) unreadable(reason string, body []byte, err error) *extprocv3
 		p.s.metrics.request(p.policy.Name(), decisionUnreadable)
 		p.logDecision(decisionUnreadable, zap.String("reason", reason))
 		msg := fmt.Sprintf("The request body could not be read (%s), and this API's token limit needs it.", reason)
-		return immediate(typev3.StatusCode_BadRequest, &headerSet{}, errorBody(msg, "invalid_request_error", "unreadable_body"),
+		return p.refuse(llm.Unreadable, &headerSet{}, msg,
 			"tokengate_unreadable_body", newMeta(decisionUnreadable).str("reason", reason))
 	case config.UnreadableChargeBytes:
 		// The bytes stand for the prompt; a strict policy adds its own

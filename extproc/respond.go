@@ -1,7 +1,6 @@
 package extproc
 
 import (
-	"encoding/json"
 	"math"
 	"strconv"
 	"time"
@@ -10,6 +9,7 @@ import (
 	extprocv3 "github.com/envoyproxy/go-control-plane/envoy/service/ext_proc/v3"
 	typev3 "github.com/envoyproxy/go-control-plane/envoy/type/v3"
 
+	"github.com/tokengate/tokengate/extproc/llm"
 	"github.com/tokengate/tokengate/limiter"
 )
 
@@ -99,6 +99,12 @@ func (p *processor) rateHeaders(h *headerSet, d limiter.Decision) {
 		h.setInt("x-ratelimit-remaining-tokens", d.Remaining)
 		h.set("x-ratelimit-reset-tokens", d.Reset.Round(time.Millisecond).String())
 		h.setInt(p.policy.Headers().RemainingTokens, d.Remaining)
+		if p.route.API.Provider() == llm.Anthropic {
+			// Anthropic's own names, its reset a time (RFC 3339).
+			h.setInt("anthropic-ratelimit-tokens-limit", d.Limit)
+			h.setInt("anthropic-ratelimit-tokens-remaining", d.Remaining)
+			h.set("anthropic-ratelimit-tokens-reset", p.s.clock.Now().Add(d.Reset).UTC().Format(time.RFC3339))
+		}
 	}
 	if d.Quota.Limit > 0 {
 		h.setInt(p.policy.Headers().RemainingQuotaTokens, d.Quota.Remaining)
@@ -117,20 +123,12 @@ func (p *processor) retryHeaders(h *headerSet, wait time.Duration) int64 {
 	return secs
 }
 
-// apiError is the OpenAI error envelope, so SDKs parse our refusals.
-type apiError struct {
-	Error struct {
-		Message string `json:"message"`
-		Type    string `json:"type"`
-		Code    string `json:"code"`
-	} `json:"error"`
-}
-
-func errorBody(message, typ, code string) []byte {
-	var e apiError
-	e.Error.Message, e.Error.Type, e.Error.Code = message, typ, code
-	b, _ := json.Marshal(e)
-	return b
+// refuse answers the request at once with r, shaped as the request's
+// API sends its own errors so that its SDK understands it (llm.ErrorBody).
+func (p *processor) refuse(r llm.Refusal, h *headerSet, message, details string, md *meta) *extprocv3.ProcessingResponse {
+	body, name, value := llm.ErrorBody(p.route.API.Provider(), r, message)
+	h.set(name, value)
+	return immediate(typev3.StatusCode(r.Status()), h, body, details, md)
 }
 
 func immediate(code typev3.StatusCode, h *headerSet, body []byte, details string, md *meta) *extprocv3.ProcessingResponse {

@@ -2,7 +2,6 @@ package extproc
 
 import (
 	"strconv"
-	"strings"
 
 	filterv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/http/ext_proc/v3"
 	extprocv3 "github.com/envoyproxy/go-control-plane/envoy/service/ext_proc/v3"
@@ -12,7 +11,8 @@ import (
 	"github.com/tokengate/tokengate/extproc/llm"
 )
 
-// responseHeaders notes the status and encoding. Event streams are switched
+// responseHeaders notes the status and encoding. Streams (event streams,
+// Bedrock's eventstream frames, Gemini's streamed JSON array) are switched
 // to streamed body mode so that Envoy never buffers them, and get their
 // rate headers now: once the first chunk is out, headers are final.
 func (p *processor) responseHeaders(h *extprocv3.HttpHeaders) *extprocv3.ProcessingResponse {
@@ -25,10 +25,10 @@ func (p *processor) responseHeaders(h *extprocv3.HttpHeaders) *extprocv3.Process
 	if h.GetEndOfStream() {
 		return p.settleReply(continueResponseHeaders)
 	}
-	if !strings.HasPrefix(hm.get("content-type"), "text/event-stream") {
+	p.stream = llm.NewStreamCounter(p.route, p.model, hm.get("content-type"))
+	if p.stream == nil {
 		return continueResponseHeaders(nil)
 	}
-	p.stream = llm.NewStreamCounter(p.route.API, p.model)
 	if !decode.IsIdentity(p.encoding) {
 		d, err := decode.NewStream(p.encoding, p.stream.Feed)
 		if err != nil {
@@ -114,7 +114,7 @@ func (p *processor) readBufferedUsage(body []byte) {
 		p.s.log.Debug("response body not decodable", zap.String("key", p.keyHash[:8]), zap.Error(err))
 		return
 	}
-	u, ok, err := llm.ParseUsage(body)
+	u, ok, err := llm.ParseUsage(p.route.API, body)
 	if err != nil {
 		p.s.log.Debug("response body carries no readable usage", zap.String("key", p.keyHash[:8]), zap.Error(err))
 	}

@@ -6,7 +6,6 @@ import (
 	"time"
 
 	extprocv3 "github.com/envoyproxy/go-control-plane/envoy/service/ext_proc/v3"
-	typev3 "github.com/envoyproxy/go-control-plane/envoy/type/v3"
 	"go.uber.org/zap"
 
 	"github.com/tokengate/tokengate/extproc/llm"
@@ -55,8 +54,12 @@ func (p *processor) charge() (prompt, completion, total int64, source string) {
 	p.estimatePrompt()
 	switch {
 	case p.stream != nil:
-		if c := p.stream.CompletionTokens(); c > 0 {
-			return p.estimate, c, p.estimate + c, sourceCounted
+		prompt := p.estimate
+		if n, ok := p.stream.Prompt(); ok {
+			prompt = n // the stream said it before it was cut (Anthropic's message_start)
+		}
+		if c := p.stream.CompletionTokens(); c > 0 || prompt != p.estimate {
+			return prompt, c, prompt + c, sourceCounted
 		}
 	case p.found == sourceCounted:
 		return p.estimate, p.answered, p.estimate + p.answered, sourceCounted
@@ -135,7 +138,11 @@ func (p *processor) settle() (*extprocv3.HeaderMutation, *meta) {
 	if name := p.policy.Headers().TokensConsumed; name != "" {
 		h.setInt(name, st.charged)
 	}
-	return h.mutation(), newMeta(p.decision()).num("prompt_tokens", st.prompt).num("completion_tokens", st.completion).
+	md := newMeta(p.decision())
+	if st.source == sourceReported {
+		md.num("cached_tokens", p.usage.CacheRead).num("cache_write_tokens", p.usage.CacheWrite).num("reasoning_tokens", p.usage.Reasoning)
+	}
+	return h.mutation(), md.num("prompt_tokens", st.prompt).num("completion_tokens", st.completion).
 		num("total_tokens", st.total).num("remaining_tokens", st.d.Remaining).str("source", st.source)
 }
 
@@ -174,7 +181,8 @@ func (p *processor) record(prompt, completion int64, source string) {
 	m.request(p.policy.Name(), p.decision())
 	m.charged(p.policy.Name(), source, prompt, completion)
 	if source == sourceReported {
-		m.estimate(p.estimate, p.usage.Prompt)
+		m.breakdown(p.policy.Name(), p.route.API, p.usage)
+		m.estimate(p.route.API, p.estimate, p.usage.Prompt)
 	}
 }
 
@@ -192,10 +200,10 @@ func (p *processor) reject(d limiter.Decision) *extprocv3.ProcessingResponse {
 	if decision == decisionQuota {
 		h.set("x-should-retry", "false")
 		msg := fmt.Sprintf("Token quota is exceeded. Try again in %d seconds.", secs)
-		return immediate(typev3.StatusCode_Forbidden, &h, errorBody(msg, "tokens", "quota_exceeded"), "tokengate_quota_exceeded", md)
+		return p.refuse(llm.QuotaExceeded, &h, msg, "tokengate_quota_exceeded", md)
 	}
 	msg := fmt.Sprintf("Token limit is exceeded. Try again in %d seconds.", secs)
-	return immediate(typev3.StatusCode_TooManyRequests, &h, errorBody(msg, "tokens", "rate_limit_exceeded"), "tokengate_rate_limited", md)
+	return p.refuse(llm.RateLimited, &h, msg, "tokengate_rate_limited", md)
 }
 
 // unavailable answers 503 while the shared store is away under
@@ -205,8 +213,7 @@ func (p *processor) unavailable() *extprocv3.ProcessingResponse {
 	p.logDecision(decisionUnavailable)
 	var h headerSet
 	h.set("retry-after", "1")
-	return immediate(typev3.StatusCode_ServiceUnavailable, &h,
-		errorBody("The token limiter is unavailable. Try again shortly.", "server_error", "limiter_unavailable"),
+	return p.refuse(llm.Unavailable, &h, "The token limiter is unavailable. Try again shortly.",
 		"tokengate_unavailable", newMeta(decisionUnavailable))
 }
 
@@ -214,9 +221,8 @@ func (p *processor) rejectMissingKey() *extprocv3.ProcessingResponse {
 	p.s.metrics.request(p.policy.Name(), decisionMissingKey)
 	p.logDecision(decisionMissingKey)
 	msg := fmt.Sprintf("Access denied due to missing subscription key. Include it in one of these headers: %v.",
-		p.policy.KeyHeaders())
-	return immediate(typev3.StatusCode_Unauthorized, &headerSet{}, errorBody(msg, "invalid_request_error", "missing_subscription_key"),
-		"tokengate_missing_key", newMeta(decisionMissingKey))
+		p.keySources())
+	return p.refuse(llm.MissingKey, &headerSet{}, msg, "tokengate_missing_key", newMeta(decisionMissingKey))
 }
 
 // logDecision writes one line per decision at debug and per refusal at

@@ -16,25 +16,68 @@ import (
 // API is one of the inference APIs tokengate counts.
 type API int
 
-// The APIs of SPEC §6. Unknown paths pass through uncounted.
+// The APIs of SPEC §6 and issue 15. Unknown paths pass through uncounted.
 const (
 	Unknown API = iota
 	ChatCompletions
 	Completions
 	Embeddings
 	Responses
+	// Messages is Anthropic's Messages API, wherever it is served: its own
+	// /v1/messages, Vertex AI's rawPredict and Bedrock's InvokeModel of an
+	// Anthropic model all carry the same bodies.
+	Messages
+	// GenerateContent is Gemini's generateContent and
+	// streamGenerateContent, on the Gemini API and on Vertex AI.
+	GenerateContent
+	// Converse is Bedrock's Converse and ConverseStream.
+	Converse
 )
 
-var apiNames = [...]string{"unknown", "chat_completions", "completions", "embeddings", "responses"}
+var apiNames = [...]string{"unknown", "chat_completions", "completions", "embeddings", "responses",
+	"anthropic_messages", "gemini_generate_content", "bedrock_converse"}
 
 func (a API) String() string { return apiNames[a] }
+
+// Provider is whose wire format an API speaks, which decides the shape of
+// its errors and the headers its SDK reads.
+type Provider int
+
+// The providers.
+const (
+	OpenAI Provider = iota
+	Anthropic
+	Gemini
+	Bedrock
+)
+
+// Provider returns whose wire format the API speaks.
+func (a API) Provider() Provider {
+	switch a {
+	case Messages:
+		return Anthropic
+	case GenerateContent:
+		return Gemini
+	case Converse:
+		return Bedrock
+	}
+	return OpenAI
+}
 
 // Route is what a request path tells before the body is read.
 type Route struct {
 	API API
-	// Deployment is the Azure deployment name, which stands for the model
-	// when the body names none.
-	Deployment string
+	// Model is the model the path names, which stands for the body's when
+	// the body names none: an Azure deployment, a Gemini, Vertex or
+	// Bedrock model.
+	Model string
+	// Stream is set when the path itself asks for a stream
+	// (streamGenerateContent, converse-stream, streamRawPredict,
+	// invoke-with-response-stream); a body can ask for one too.
+	Stream bool
+	// Bedrock is set for Bedrock's InvokeModel paths, whose streams are
+	// eventstream frames around the API's own events.
+	Bedrock bool
 }
 
 // Detect finds the API of a request path. The query string is ignored, and
@@ -44,13 +87,16 @@ func Detect(path string) Route {
 		path = path[:i]
 	}
 	path = strings.TrimSuffix(path, "/")
+	if r, ok := detectModelPath(path); ok {
+		return r
+	}
 	var r Route
 	if rest, ok := strings.CutPrefix(path, "/openai/deployments/"); ok {
 		d, op, ok := strings.Cut(rest, "/")
 		if !ok || d == "" {
 			return Route{}
 		}
-		r.Deployment = d
+		r.Model = d
 		path = "/" + op
 	}
 	switch {
@@ -62,11 +108,58 @@ func Detect(path string) Route {
 		r.API = Embeddings
 	case path == "/v1/responses", path == "/openai/v1/responses", path == "/openai/responses", path == "/responses":
 		r.API = Responses
+	case r.Model == "" && strings.HasSuffix(path, "/v1/messages"):
+		// Anthropic's, and Anthropic-compatible hosts' under a prefix
+		// (Azure AI Foundry's /anthropic/v1/messages).
+		r.API = Messages
 	}
 	if r.API == Unknown {
 		return Route{}
 	}
 	return r
+}
+
+// detectModelPath reads the paths that name their model, with the
+// operation after it: Gemini's models/M:op, Vertex AI's
+// publishers/P/models/M:op, Bedrock's /model/M/op. A Bedrock model ID may
+// be an ARN, with slashes of its own once unescaped, so the operation is
+// the last segment.
+func detectModelPath(path string) (Route, bool) {
+	if i := strings.LastIndex(path, "/models/"); i >= 0 && !strings.HasPrefix(path, "/openai/") {
+		model, op, ok := strings.Cut(path[i+len("/models/"):], ":")
+		if !ok || model == "" || strings.Contains(model, "/") {
+			return Route{}, false
+		}
+		anthropic := strings.HasSuffix(path[:i], "/publishers/anthropic")
+		switch {
+		case !anthropic && (op == "generateContent" || op == "streamGenerateContent"):
+			return Route{API: GenerateContent, Model: model, Stream: op == "streamGenerateContent"}, true
+		case anthropic && (op == "rawPredict" || op == "streamRawPredict"):
+			return Route{API: Messages, Model: model, Stream: op == "streamRawPredict"}, true
+		}
+		return Route{}, false
+	}
+	rest, ok := strings.CutPrefix(path, "/model/")
+	if !ok {
+		return Route{}, false
+	}
+	i := strings.LastIndexByte(rest, '/')
+	if i <= 0 {
+		return Route{}, false
+	}
+	model, op := rest[:i], rest[i+1:]
+	switch op {
+	case "converse", "converse-stream":
+		return Route{API: Converse, Model: model, Stream: op == "converse-stream", Bedrock: true}, true
+	case "invoke", "invoke-with-response-stream":
+		// InvokeModel carries the model's own format: counted for
+		// Anthropic's models, whose bodies are the Messages API's.
+		if !strings.Contains(model, "anthropic.") {
+			return Route{}, false
+		}
+		return Route{API: Messages, Model: model, Stream: op == "invoke-with-response-stream", Bedrock: true}, true
+	}
+	return Route{}, false
 }
 
 // NormalizePath is the request path as the upstream routes it: the query
@@ -95,4 +188,23 @@ func NormalizePath(p string) string {
 		clean += "/"
 	}
 	return clean
+}
+
+// QueryKey names the request's key query parameter as a key source.
+const QueryKey = "?key"
+
+// KeySources are where a provider's callers send their key, for a policy
+// that names no header of its own: Anthropic's x-api-key, Gemini's
+// x-goog-api-key or key parameter, the SigV4 authorization of Bedrock's
+// callers (its access key ID). nil for OpenAI: the policy's default list.
+func KeySources(p Provider) []string {
+	switch p {
+	case Anthropic:
+		return []string{"x-api-key"}
+	case Gemini:
+		return []string{"x-goog-api-key", QueryKey}
+	case Bedrock:
+		return []string{"authorization"}
+	}
+	return nil
 }

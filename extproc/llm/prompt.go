@@ -1,176 +1,241 @@
 package llm
 
-import "github.com/tokengate/tokengate/extproc/tokenize"
+import (
+	"errors"
 
-// scanPrompt reads the texts to count from a valid JSON body, as
-// decodePrompt would but in one pass over the prompt. ok is false when it
-// cannot be sure of agreeing with decodePrompt (a key that matches only
-// after case folding or unescaping, a repeated field, a value of another
-// type than the usual), and decodePrompt must answer.
-func scanPrompt(api API, body []byte) (msgs []tokenize.Message, texts []string, ok bool) {
-	var messages, prompt, input []byte
-	var instructions string
-	var seen fieldSet
-	err := members(body, func(k, v []byte) error {
-		switch string(k) {
-		case "messages":
-			messages = v
-			return seen.once(0)
-		case "prompt":
-			prompt = v
-			return seen.once(1)
-		case "input":
-			input = v
-			return seen.once(2)
-		case "instructions":
-			if err := seen.once(3); err != nil {
-				return err
-			}
-			if isNull(v) {
-				return nil
-			}
-			s, err := scanString(v)
-			instructions = s
-			return err
+	"github.com/tokengate/tokengate/extproc/tokenize"
+)
+
+// promptOf reads the texts to count from a request body of api: the
+// messages (with their roles, for the chat framing) and plain texts. The
+// prompt members are read where the upstream reads them, at the top level
+// and case-sensitively; a message or part of a shape the API does not
+// have counts as nothing (the upstream refuses it). An error means the
+// body is not an object, or a member the prompt needs is of the wrong
+// type.
+func promptOf(api API, body []byte) (msgs []tokenize.Message, texts []string, err error) {
+	var f [numPromptFields][]byte
+	if err := lastMembers(body, promptFields[:], f[:]); err != nil {
+		return nil, nil, err
+	}
+	system := func(v []byte) error {
+		if v == nil {
+			return nil
 		}
-		return unknownKey(k, "messages", "prompt", "input", "instructions")
-	})
-	if err != nil {
-		return nil, nil, false
+		s, err := flatten(v)
+		if err == nil && s != "" {
+			msgs = append(msgs, tokenize.Message{Role: "system", Content: s})
+		}
+		return err
 	}
 	switch api {
 	case ChatCompletions:
-		msgs, err = scanMessages(messages)
+		msgs, err = messagesOf(f[pMessages], "content")
 	case Completions:
-		texts, err = scanStrings(prompt)
+		texts, err = stringsOf(f[pPrompt])
 	case Embeddings:
-		texts, err = scanStrings(input)
+		texts, err = stringsOf(f[pInput])
 	case Responses:
-		if instructions != "" {
-			msgs = append(msgs, tokenize.Message{Role: "system", Content: instructions})
+		if f[pInstructions] != nil {
+			var s string
+			if s, err = readString(f[pInstructions]); err != nil {
+				return nil, nil, err
+			}
+			if s != "" {
+				msgs = append(msgs, tokenize.Message{Role: "system", Content: s})
+			}
 		}
-		if len(input) > 0 && input[0] == '[' {
+		if len(f[pInput]) > 0 && f[pInput][0] == '[' && !stringArray(f[pInput]) {
 			var m []tokenize.Message
-			m, err = scanMessages(input)
+			m, err = messagesOf(f[pInput], "content")
 			msgs = append(msgs, m...)
 		} else {
-			texts, err = scanStrings(input)
+			texts, err = stringsOf(f[pInput])
 		}
+	case Messages:
+		err = system(f[pSystem])
+		var m []tokenize.Message
+		m, err2 := messagesOf(f[pMessages], "content")
+		msgs, err = append(msgs, m...), errors.Join(err, err2)
+	case GenerateContent:
+		si := f[pSystemInstruction]
+		if si == nil {
+			si = f[pSystemInstructionSnake]
+		}
+		err = system(memberOf(si, "parts"))
+		var m []tokenize.Message
+		m, err2 := messagesOf(f[pContents], "parts")
+		msgs, err = append(msgs, m...), errors.Join(err, err2)
+	case Converse:
+		err = system(f[pSystem])
+		var m []tokenize.Message
+		m, err2 := messagesOf(f[pMessages], "content")
+		msgs, err = append(msgs, m...), errors.Join(err, err2)
 	}
-	return msgs, texts, err == nil
+	return msgs, texts, err
 }
 
-// scanString reads a JSON string; any other value is left to encoding/json.
-func scanString(v []byte) (string, error) {
-	s, err := readString(v)
-	if err != nil {
-		return "", errInexact
-	}
-	return s, nil
-}
+// The top-level members a prompt may live in, across APIs.
+const (
+	pMessages = iota
+	pPrompt
+	pInput
+	pInstructions
+	pSystem
+	pContents
+	pSystemInstruction
+	pSystemInstructionSnake
+	numPromptFields
+)
 
-// scanMessages reads a messages array as messagesOf does; absent, null
-// or not an array is no messages. Elements that are not objects, which
-// messagesOf answers by dropping every message, are left to it.
-func scanMessages(raw []byte) ([]tokenize.Message, error) {
-	if len(raw) == 0 || raw[0] != '[' {
+var promptFields = [numPromptFields]string{"messages", "prompt", "input", "instructions", "system",
+	"contents", "systemInstruction", "system_instruction"}
+
+// messagesOf reads a list of messages, each with a role and its text under
+// contentKey ("content", or Gemini's "parts"). Absent or null is no
+// messages, and so is a list the upstream refuses: one whose element is
+// not an object, or whose role or name is not a string.
+func messagesOf(raw []byte, contentKey string) ([]tokenize.Message, error) {
+	if raw == nil {
 		return nil, nil
 	}
 	out := []tokenize.Message{} // an empty array is not "no messages"
-	err := elements(raw, func(v []byte) error {
-		var m tokenize.Message // a null element is an empty message
-		var seen fieldSet
-		err := object(v, func(k, v []byte) error {
-			var dst *string
-			switch string(k) {
-			case "role":
-				dst = &m.Role
-			case "name":
-				dst = &m.Name
-			case "content":
-				if err := seen.once(2); err != nil {
-					return err
-				}
-				s, err := scanContent(v)
-				m.Content = s
+	names := []string{"role", "name", contentKey}
+	err := array(raw, func(v []byte) error {
+		var f [3][]byte
+		var m tokenize.Message
+		if !isNull(v) {
+			if err := lastMembers(v, names, f[:]); err != nil {
 				return err
-			default:
-				return unknownKey(k, "role", "name", "content")
 			}
-			if isNull(v) {
-				return nil
-			}
-			s, err := scanString(v)
-			*dst = s
-			return err
-		})
+		}
+		var err1, err2 error
+		m.Role, err1 = readString(f[0])
+		m.Name, err2 = readString(f[1])
+		m.Content, _ = flatten(f[2])
 		out = append(out, m)
-		return err
+		return errors.Join(err1, err2)
 	})
-	return out, err
+	if err != nil {
+		return nil, nil
+	}
+	return out, nil
 }
 
-// scanContent reads a message's content as contentText does: a string, or
-// the text parts of an array of parts.
-func scanContent(v []byte) (string, error) {
-	switch v[0] {
-	case '"':
-		return scanString(v)
-	case 'n':
-		return "", nil // null
-	case '[':
-	default:
-		return "", errInexact
-	}
+// flatten reads the text of a message's content, whichever API's shape
+// it has: a string, or an array of parts or blocks of which every text
+// the model reads counts — text, thinking, a tool call's input or
+// arguments, a tool result's content (as a string, as blocks or as JSON).
+// Images and other media count as nothing.
+func flatten(v []byte) (string, error) {
 	var buf []byte
-	err := elements(v, func(part []byte) error {
-		var seen fieldSet
-		return object(part, func(k, v []byte) error {
-			switch string(k) {
-			case "text":
-				if err := seen.once(0); err != nil {
-					return err
-				}
-				var err error
-				buf, err = appendStringField(buf, v)
-				return err
-			case "type":
-				if !isNull(v) && v[0] != '"' {
-					return errInexact // a type error for encoding/json
-				}
-				return nil
-			}
-			return unknownKey(k, "type", "text")
-		})
-	})
+	err := appendFlat(&buf, v, 0)
 	return string(buf), err
 }
 
-// scanStrings reads a prompt or input that is a string or an array of
-// strings, as stringsOf does; anything else is left to it.
-func scanStrings(raw []byte) ([]string, error) {
+// maxFlatDepth bounds how deep tool results nest in each other.
+const maxFlatDepth = 8
+
+var blockFields = []string{"text", "thinking", "input", "content", "toolUse", "toolResult", "json",
+	"functionCall", "functionResponse", "reasoningContent"}
+
+func appendFlat(buf *[]byte, v []byte, depth int) error {
+	if len(v) == 0 || isNull(v) || depth > maxFlatDepth {
+		return nil
+	}
+	switch v[0] {
+	case '"':
+		b, err := appendString(*buf, v)
+		*buf = b
+		return err
+	case '[':
+		return elements(v, func(e []byte) error { return appendFlat(buf, e, depth+1) })
+	case '{':
+		var f [10][]byte
+		if err := lastMembers(v, blockFields, f[:]); err != nil {
+			return err
+		}
+		for i, fv := range f {
+			switch blockFields[i] {
+			case "text", "thinking":
+				if len(fv) > 0 && fv[0] == '"' {
+					_ = appendFlat(buf, fv, depth+1)
+				}
+			case "input", "json":
+				appendRaw(buf, fv) // a tool's input: its JSON is what the model reads
+			case "content":
+				_ = appendFlat(buf, fv, depth+1)
+			case "toolUse":
+				appendRaw(buf, memberOf(fv, "input"))
+			case "toolResult":
+				_ = appendFlat(buf, memberOf(fv, "content"), depth+1)
+			case "functionCall":
+				appendRaw(buf, memberOf(fv, "args"))
+			case "functionResponse":
+				appendRaw(buf, memberOf(fv, "response"))
+			case "reasoningContent":
+				_ = appendFlat(buf, memberOf(memberOf(fv, "reasoningText"), "text"), depth+1)
+			}
+		}
+		return nil
+	}
+	return errors.New("not a text, a list of parts or a part")
+}
+
+// appendRaw appends a JSON value as its text; a string is its contents.
+func appendRaw(buf *[]byte, v []byte) {
+	if len(v) == 0 || isNull(v) {
+		return
+	}
+	if v[0] == '"' {
+		if b, err := appendString(*buf, v); err == nil {
+			*buf = b
+		}
+		return
+	}
+	*buf = append(*buf, v...)
+}
+
+// stringsOf reads a prompt or input that is a string or an array of
+// strings. Arrays of token ids are not text and count as nothing.
+func stringsOf(raw []byte) ([]string, error) {
 	if len(raw) == 0 {
 		return nil, nil
 	}
 	switch raw[0] {
 	case '"':
-		s, err := scanString(raw)
+		s, err := readString(raw)
 		return []string{s}, err
-	case 'n':
-		return []string{""}, nil // null decodes as the empty string
 	case '[':
 	default:
-		return nil, errInexact
+		return nil, nil
 	}
 	out := []string{}
 	err := elements(raw, func(v []byte) error {
-		if isNull(v) {
-			out = append(out, "")
-			return nil
+		if len(v) > 0 && v[0] != '"' && !isNull(v) {
+			return errTokenIDs
 		}
-		s, err := scanString(v)
+		s, err := readString(v)
 		out = append(out, s)
 		return err
 	})
+	if errors.Is(err, errTokenIDs) {
+		return nil, nil
+	}
 	return out, err
+}
+
+var errTokenIDs = errors.New("token ids")
+
+// stringArray reports whether an array holds strings only (the Responses
+// API's input as a list of texts, not of messages).
+func stringArray(raw []byte) bool {
+	only := true
+	_ = elements(raw, func(v []byte) error {
+		if len(v) == 0 || v[0] != '"' {
+			only = false
+		}
+		return nil
+	})
+	return only
 }

@@ -24,66 +24,128 @@ var promptSeeds = []struct {
 	{Embeddings, `{"model":"text-embedding-3-small","input":["a","b"]}`},
 	{Responses, `{"model":"gpt-4.1","instructions":"Be brief.","input":[{"role":"user","content":[{"type":"input_text","text":"hé"}]}]}`},
 	{Responses, `{"model":"gpt-4.1","input":"Tell me a story"}`},
+	{Messages, `{"model":"claude-sonnet-4","max_tokens":1024,"system":"Be brief.","messages":[{"role":"user","content":"Hello, Claude"}]}`},
+	{Messages, `{"model":"claude-sonnet-4","max_tokens":64,"system":[{"type":"text","text":"cached","cache_control":{"type":"ephemeral"}}],"messages":[{"role":"user","content":[{"type":"text","text":"look"},{"type":"image","source":{"type":"base64","data":"AAAA"}}]},{"role":"assistant","content":[{"type":"thinking","thinking":"hm","signature":"s"},{"type":"tool_use","id":"t","name":"f","input":{"city":"Lisbon"}}]},{"role":"user","content":[{"type":"tool_result","tool_use_id":"t","content":[{"type":"text","text":"noon"}]}]}]}`},
+	{GenerateContent, `{"systemInstruction":{"parts":[{"text":"Be brief."}]},"contents":[{"role":"user","parts":[{"text":"Hi"},{"inlineData":{"mimeType":"image/png","data":"AA"}}]},{"role":"model","parts":[{"functionCall":{"name":"f","args":{"a":1}}}]}],"generationConfig":{"maxOutputTokens":50}}`},
+	{GenerateContent, `{"system_instruction":{"parts":{"text":"snake"}},"contents":[{"parts":[{"text":"x"}]}]}`},
+	{Converse, `{"system":[{"text":"Be brief."}],"messages":[{"role":"user","content":[{"text":"Hi"},{"toolResult":{"toolUseId":"t","content":[{"text":"noon"},{"json":{"t":12}}]}}]},{"role":"assistant","content":[{"toolUse":{"toolUseId":"t","name":"f","input":{"q":"x"}}},{"reasoningContent":{"reasoningText":{"text":"why"}}}]}],"inferenceConfig":{"maxTokens":100}}`},
 }
 
-var apis = []API{ChatCompletions, Completions, Embeddings, Responses}
+var apis = []API{ChatCompletions, Completions, Embeddings, Responses, Messages, GenerateContent, Converse}
 
-func TestPromptScanReadsSDKRequests(t *testing.T) {
+func TestPromptReadsSDKRequests(t *testing.T) {
 	for _, seed := range promptSeeds {
-		if _, _, ok := scanPrompt(seed.api, []byte(seed.body)); !ok {
-			t.Errorf("%s: scan left an ordinary request to encoding/json: %s", seed.api, seed.body)
+		msgs, texts, err := promptOf(seed.api, []byte(seed.body))
+		if err != nil || (len(msgs)+len(texts) == 0 && !strings.Contains(seed.body, `"messages":[]`)) {
+			t.Errorf("%s: read %q %q (%v) of %s", seed.api, msgs, texts, err, seed.body)
 		}
 		for _, api := range apis {
 			checkPromptAgrees(t, api, []byte(seed.body))
 		}
 	}
-}
-
-// The scan gives up, and encoding/json decides, where they could differ.
-func TestPromptScanLeavesDoubtToJSON(t *testing.T) {
+	// What each API's prompt holds, text by text.
 	for _, c := range []struct {
 		api  API
 		body string
+		want string
 	}{
-		{ChatCompletions, `{"Messages":[{"role":"user","content":"folded"}]}`},
-		{ChatCompletions, `{"messages":[{"ROLE":"user","content":"folded"}]}`},
-		{ChatCompletions, `{"messages":[],"messages":[{"role":"user","content":"twice"}]}`},
-		{ChatCompletions, `{"messages":[{"role":1,"content":"x"}]}`},
-		{ChatCompletions, `{"messages":[1,2]}`},
-		{ChatCompletions, `{"messages":[{"content":{"text":"object"}}]}`},
-		{ChatCompletions, `{"messages":[{"content":[{"type":"text","text":5}]}]}`},
-		{Completions, `{"prompt":[1,2,3]}`},
-		{Embeddings, `{"input":7}`},
-		{Responses, `{"input":["a","b"]}`},
-		{Responses, `{"instructions":3,"input":"x"}`},
+		{Messages, promptSeeds[11].body, `cached|look|hm{"city":"Lisbon"}|noon`},
+		{GenerateContent, promptSeeds[12].body, `Be brief.|Hi|{"a":1}`},
+		{GenerateContent, promptSeeds[13].body, `snake|x`},
+		{Converse, promptSeeds[14].body, `Be brief.|Hinoon{"t":12}|{"q":"x"}why`},
 	} {
-		if _, _, ok := scanPrompt(c.api, []byte(c.body)); ok {
-			t.Errorf("%s: scan read a request only encoding/json can judge: %s", c.api, c.body)
+		msgs, _, _ := promptOf(c.api, []byte(c.body))
+		var got []string
+		for _, m := range msgs {
+			got = append(got, m.Content)
+		}
+		if strings.Join(got, "|") != c.want {
+			t.Errorf("%s: read %q, want %q", c.api, strings.Join(got, "|"), c.want)
+		}
+	}
+}
+
+// The prompt is read as the upstream reads it: case-sensitively, the last
+// of repeated members, escaped keys unescaped.
+func TestPromptAsTheUpstreamReadsIt(t *testing.T) {
+	for _, c := range []struct {
+		api  API
+		body string
+		want int // messages read
+	}{
+		{ChatCompletions, `{"Messages":[{"role":"user","content":"folded"}]}`, 0},
+		{ChatCompletions, `{"messages":[{"ROLE":"user","CONTENT":"folded"}]}`, 1},
+		{ChatCompletions, `{"messages":[],"messages":[{"role":"user","content":"twice"}]}`, 1},
+		{ChatCompletions, `{"messages":[{"role":"user","c\u006fntent":"escaped"}]}`, 1},
+		{Messages, `{"System":"folded","messages":[]}`, 0},
+	} {
+		msgs, _, err := promptOf(c.api, []byte(c.body))
+		if err != nil || len(msgs) != c.want {
+			t.Errorf("%s: %s: %d messages (%v), want %d", c.api, c.body, len(msgs), err, c.want)
 		}
 		checkPromptAgrees(t, c.api, []byte(c.body))
 	}
-	// An escaped key is unescaped by the scan as by every JSON parser.
-	escaped := []byte(`{"messages":[{"role":"user","c\u006fntent":"escaped"}]}`)
-	if msgs, _, ok := scanPrompt(ChatCompletions, escaped); !ok || len(msgs) != 1 || msgs[0].Content != "escaped" {
-		t.Errorf("escaped key: scan read %+v %v", msgs, ok)
+	if msgs, _, _ := promptOf(ChatCompletions, []byte(`{"messages":[{"role":"user","c\u006fntent":"escaped"}]}`)); msgs[0].Content != "escaped" {
+		t.Errorf("escaped key: %+v", msgs)
 	}
-	checkPromptAgrees(t, ChatCompletions, escaped)
+	if _, _, err := promptOf(Responses, []byte(`{"instructions":3,"input":"x"}`)); err == nil {
+		t.Error("instructions of another type: want an error")
+	}
 }
 
-// checkPromptAgrees fails when the scan accepts body and reads other texts
-// than decodePrompt does.
+// checkPromptAgrees holds promptOf to the reference on a valid body.
 func checkPromptAgrees(t *testing.T, api API, body []byte) {
 	t.Helper()
-	if !json.Valid(body) {
+	top, err := ref(body)
+	if err != nil || hasRawJSON(top) {
+		// A tool's input is read as its raw JSON, which a decoded map
+		// cannot give back byte for byte.
 		return
 	}
-	msgs, texts, ok := scanPrompt(api, body)
-	if !ok {
-		return // decoded: agrees by construction
+	msgs, texts, err := promptOf(api, body)
+	m, isObj := top.(map[string]any)
+	if !isObj {
+		if err == nil {
+			t.Fatalf("%s: %s is not an object, promptOf took it", api, body)
+		}
+		return
 	}
-	wantMsgs, wantTexts, err := decodePrompt(api, body)
 	if err != nil {
-		t.Fatalf("%s: scan read a request encoding/json rejects (%v): %s", api, err, body)
+		return // a prompt member of the wrong type: the reference has no answer to compare
+	}
+	var wantMsgs []tokenize.Message
+	var wantTexts []string
+	sys := func(v any) {
+		if s := refFlatten(v, 0); s != "" {
+			wantMsgs = append(wantMsgs, tokenize.Message{Role: "system", Content: s})
+		}
+	}
+	switch api {
+	case ChatCompletions:
+		wantMsgs = refMessages(m["messages"], "content")
+	case Completions:
+		wantTexts = refStrings(m["prompt"], m)
+	case Embeddings:
+		wantTexts = refStrings(m["input"], m)
+	case Responses:
+		if s, _ := m["instructions"].(string); s != "" {
+			wantMsgs = append(wantMsgs, tokenize.Message{Role: "system", Content: s})
+		}
+		if l, ok := m["input"].([]any); ok && !allStrings(l) {
+			wantMsgs = append(wantMsgs, refMessages(l, "content")...)
+		} else {
+			wantTexts = refStrings(m["input"], m)
+		}
+	case Messages, Converse:
+		sys(m["system"])
+		wantMsgs = append(wantMsgs, refMessages(m["messages"], "content")...)
+	case GenerateContent:
+		si, has := m["systemInstruction"]
+		if !has || si == nil {
+			si = m["system_instruction"]
+		}
+		sys(get(si, "parts"))
+		wantMsgs = append(wantMsgs, refMessages(m["contents"], "parts")...)
 	}
 	if len(msgs) == 0 && len(wantMsgs) == 0 {
 		msgs, wantMsgs = nil, nil
@@ -92,11 +154,67 @@ func checkPromptAgrees(t *testing.T, api API, body []byte) {
 		texts, wantTexts = nil, nil
 	}
 	if !reflect.DeepEqual(msgs, wantMsgs) || !reflect.DeepEqual(texts, wantTexts) {
-		t.Fatalf("%s: %s\n scan   %q %q\n decode %q %q", api, body, msgs, texts, wantMsgs, wantTexts)
+		t.Fatalf("%s: %s\n scan %q %q\n  ref %q %q", api, body, msgs, texts, wantMsgs, wantTexts)
 	}
 }
 
-func FuzzPromptScanAgreesWithJSON(f *testing.F) {
+func refStrings(v any, _ map[string]any) []string {
+	switch x := v.(type) {
+	case string:
+		return []string{x}
+	case []any:
+		out := []string{}
+		for _, e := range x {
+			switch s := e.(type) {
+			case string:
+				out = append(out, s)
+			case nil:
+				out = append(out, "")
+			default:
+				return nil // token ids
+			}
+		}
+		return out
+	}
+	return nil
+}
+
+func allStrings(l []any) bool {
+	for _, e := range l {
+		if _, ok := e.(string); !ok {
+			return false
+		}
+	}
+	return true
+}
+
+// hasRawJSON reports a member read as raw JSON holding an object or array.
+func hasRawJSON(v any) bool {
+	switch x := v.(type) {
+	case []any:
+		for _, e := range x {
+			if hasRawJSON(e) {
+				return true
+			}
+		}
+	case map[string]any:
+		for k, e := range x {
+			switch k {
+			case "input", "json", "args", "response":
+				switch e.(type) {
+				case map[string]any, []any, json.Number, bool:
+					return true
+				}
+			}
+			if hasRawJSON(e) {
+				return true
+			}
+		}
+	}
+	return false
+}
+
+func FuzzPromptAgreesWithReference(f *testing.F) {
 	for _, seed := range promptSeeds {
 		f.Add([]byte(seed.body))
 	}
@@ -118,9 +236,8 @@ func BenchmarkPrompt(b *testing.B) {
 			r := &Request{api: ChatCompletions, body: body}
 			return r.prompt()
 		},
-		"decode": func() ([]tokenize.Message, []string, error) { return decodePrompt(ChatCompletions, body) },
 	}
-	for _, name := range []string{"scan", "decode"} {
+	for _, name := range []string{"scan"} {
 		b.Run(name, func(b *testing.B) {
 			b.ReportAllocs()
 			b.SetBytes(int64(len(body)))

@@ -2,10 +2,8 @@ package llm
 
 import (
 	"bytes"
-	"encoding/json"
 	"errors"
 	"fmt"
-	"strings"
 	"time"
 
 	"github.com/tokengate/tokengate/extproc/tokenize"
@@ -34,22 +32,9 @@ type Request struct {
 // when it could): the request still goes on, estimated at nothing.
 func (r *Request) PromptErr() error { return r.promptErr }
 
-// wirePrompt is the text of a request, decoded only when estimating.
-type wirePrompt struct {
-	Messages     json.RawMessage `json:"messages"`
-	Prompt       json.RawMessage `json:"prompt"`
-	Input        json.RawMessage `json:"input"`
-	Instructions string          `json:"instructions"`
-}
-
-type wireMessage struct {
-	Role    string          `json:"role"`
-	Name    string          `json:"name"`
-	Content json.RawMessage `json:"content"`
-}
-
-// The top-level fields ParseRequest reads, by index into its last-value
-// table.
+// The request fields ParseRequest reads, by index into its last-value
+// table. Gemini's and Bedrock's output limits sit one level down, in
+// generationConfig and inferenceConfig.
 const (
 	fieldModel = iota
 	fieldStream
@@ -59,11 +44,14 @@ const (
 	fieldMaxOutputTokens
 	fieldN
 	fieldBestOf
+	fieldGenerationConfig
+	fieldGenerationConfigSnake
+	fieldInferenceConfig
 	numFields
 )
 
 var fieldNames = [numFields]string{"model", "stream", "stream_options", "max_tokens",
-	"max_completion_tokens", "max_output_tokens", "n", "best_of"}
+	"max_completion_tokens", "max_output_tokens", "n", "best_of", "generationConfig", "generation_config", "inferenceConfig"}
 
 // ParseRequest reads a request body of the given API. An error means the
 // body is not JSON of the expected shape: the caller treats it as
@@ -101,6 +89,8 @@ func ParseRequest(api API, body []byte) (*Request, error) {
 			r.Stream, err = readBool(v)
 		case fieldStreamOptions:
 			r.IncludeUsage, err = readIncludeUsage(v)
+		case fieldGenerationConfig, fieldGenerationConfigSnake, fieldInferenceConfig:
+			// read below, for the APIs that have them
 		default:
 			ints[i], err = readInt(v)
 		}
@@ -108,9 +98,47 @@ func ParseRequest(api API, body []byte) (*Request, error) {
 			return nil, fmt.Errorf("llm: %s request: %s: %w", api, fieldNames[i], err)
 		}
 	}
+	switch api {
+	case GenerateContent:
+		// The Gemini API reads JSON by proto3's mapping: either name of a
+		// field, the last one given.
+		gc := last[fieldGenerationConfig]
+		if gc == nil {
+			gc = last[fieldGenerationConfigSnake]
+		}
+		if ints[fieldMaxOutputTokens], ints[fieldN], err = nestedInts(gc, "maxOutputTokens", "max_output_tokens", "candidateCount", "candidate_count"); err != nil {
+			return nil, fmt.Errorf("llm: %s request: generationConfig: %w", api, err)
+		}
+	case Converse:
+		if ints[fieldMaxTokens], _, err = nestedInts(last[fieldInferenceConfig], "maxTokens", "", "", ""); err != nil {
+			return nil, fmt.Errorf("llm: %s request: inferenceConfig: %w", api, err)
+		}
+	}
 	r.MaxOutput = firstPositive(ints[fieldMaxTokens], ints[fieldMaxCompletionTokens], ints[fieldMaxOutputTokens])
 	r.Choices = choices(api, ints[fieldN], ints[fieldBestOf])
+	// Only OpenAI's streams leave usage out unless asked.
+	r.IncludeUsage = r.IncludeUsage || api.Provider() != OpenAI
 	return r, nil
+}
+
+// nestedInts reads two integers of a configuration object, each under
+// either of two names (the last given wins); absent or null is 0.
+func nestedInts(v []byte, a, aAlt, b, bAlt string) (x, y int64, err error) {
+	var f [4][]byte
+	if err := lastMembers(v, []string{a, aAlt, b, bAlt}, f[:]); err != nil {
+		return 0, 0, err
+	}
+	read := func(v, alt []byte) (int64, error) {
+		if v == nil {
+			v = alt
+		}
+		return readInt(v)
+	}
+	if x, err = read(f[0], f[1]); err != nil {
+		return 0, 0, err
+	}
+	y, err = read(f[2], f[3])
+	return x, y, err
 }
 
 var utf8BOM = []byte("\xef\xbb\xbf")
@@ -123,7 +151,7 @@ const maxChoices = 128
 // A missing, zero or negative n is the upstream's default of one.
 func choices(api API, n, bestOf int64) int64 {
 	switch api {
-	case ChatCompletions:
+	case ChatCompletions, GenerateContent: // Gemini's candidateCount
 	case Completions:
 		n = max(n, bestOf)
 	default:
@@ -199,47 +227,14 @@ func (r *Request) PromptTokensWithin(model string, budget time.Duration) (n int6
 	return n, bounded
 }
 
-// prompt reads the texts to count: by the scanner, or where it cannot be
-// sure of reading what encoding/json would, by decodePrompt.
+// prompt reads the texts to count. Python-served upstreams read NaN and
+// Infinity as numbers, so a body carrying them is read as they read it.
 func (r *Request) prompt() ([]tokenize.Message, []string, error) {
 	body := r.body
-	if !json.Valid(body) {
-		if b, changed := pythonNumbers(body); changed && json.Valid(b) {
-			body = b // what Python-served upstreams read
-		}
+	if b, changed := pythonNumbers(body); changed {
+		body = b
 	}
-	if json.Valid(body) {
-		if msgs, texts, ok := scanPrompt(r.api, body); ok {
-			return msgs, texts, nil
-		}
-	}
-	return decodePrompt(r.api, body)
-}
-
-// decodePrompt reads the texts to count with encoding/json.
-func decodePrompt(api API, body []byte) (msgs []tokenize.Message, texts []string, err error) {
-	var w wirePrompt
-	if err := json.Unmarshal(body, &w); err != nil {
-		return nil, nil, err
-	}
-	switch api {
-	case ChatCompletions:
-		msgs = messagesOf(w.Messages)
-	case Completions:
-		texts = stringsOf(w.Prompt)
-	case Embeddings:
-		texts = stringsOf(w.Input)
-	case Responses:
-		if w.Instructions != "" {
-			msgs = append(msgs, tokenize.Message{Role: "system", Content: w.Instructions})
-		}
-		if m := messagesOf(w.Input); m != nil {
-			msgs = append(msgs, m...)
-		} else {
-			texts = stringsOf(w.Input)
-		}
-	}
-	return msgs, texts, nil
+	return promptOf(r.api, body)
 }
 
 // chatFramingBound covers a message's framing tokens (and its name's).
@@ -252,62 +247,4 @@ func firstPositive(vs ...int64) int64 {
 		}
 	}
 	return 0
-}
-
-// contentText flattens a message's content: a string, or an array of parts
-// of which only the text parts are counted.
-func contentText(raw json.RawMessage) string {
-	if len(raw) == 0 {
-		return ""
-	}
-	var s string
-	if json.Unmarshal(raw, &s) == nil {
-		return s
-	}
-	var parts []struct {
-		Type string `json:"type"`
-		Text string `json:"text"`
-	}
-	if json.Unmarshal(raw, &parts) != nil {
-		return ""
-	}
-	var b strings.Builder
-	for _, p := range parts {
-		b.WriteString(p.Text)
-	}
-	return b.String()
-}
-
-// stringsOf reads a prompt or input that is a string or an array of
-// strings. Arrays of token ids are not text and are left out.
-func stringsOf(raw json.RawMessage) []string {
-	if len(raw) == 0 {
-		return nil
-	}
-	var s string
-	if json.Unmarshal(raw, &s) == nil {
-		return []string{s}
-	}
-	var ss []string
-	if json.Unmarshal(raw, &ss) == nil {
-		return ss
-	}
-	return nil
-}
-
-// messagesOf reads a list of chat messages: Chat Completions' messages, or
-// the Responses API's input when it is one.
-func messagesOf(raw json.RawMessage) []tokenize.Message {
-	if len(raw) == 0 || raw[0] != '[' {
-		return nil
-	}
-	var ms []wireMessage
-	if json.Unmarshal(raw, &ms) != nil {
-		return nil
-	}
-	out := make([]tokenize.Message, 0, len(ms))
-	for _, m := range ms {
-		out = append(out, tokenize.Message{Role: m.Role, Name: m.Name, Content: contentText(m.Content)})
-	}
-	return out
 }

@@ -180,9 +180,9 @@ func skipValue(b []byte, i int) (int, error) {
 	return j, nil
 }
 
-// readString reads a JSON string value, or "" for null.
+// readString reads a JSON string value, or "" for null or none.
 func readString(v []byte) (string, error) {
-	if isNull(v) {
+	if len(v) == 0 || isNull(v) {
 		return "", nil
 	}
 	if p, ok := plainString(v); ok {
@@ -203,20 +203,6 @@ func appendString(dst, v []byte) ([]byte, error) {
 	var s string
 	err := json.Unmarshal(v, &s)
 	return append(dst, s...), err
-}
-
-// appendStringField appends the value of a string field as encoding/json
-// would set it: null leaves it as it was (nothing appended), and anything
-// but a string is left to encoding/json.
-func appendStringField(dst, v []byte) ([]byte, error) {
-	if isNull(v) {
-		return dst, nil
-	}
-	b, err := appendString(dst, v)
-	if err != nil {
-		return dst, errInexact
-	}
-	return b, nil
 }
 
 // plainString returns the JSON string v's contents when they need no
@@ -271,71 +257,52 @@ func endsScalar(c byte) bool {
 	return false
 }
 
-// The readers built on the scanner (usage, stream events, prompts) must
-// read what encoding/json would; where they cannot be sure, they stop with
-// errInexact and encoding/json reads the value instead.
+// The readers built on the scanner read a value as the upstream's parser
+// does: a missing member and null are the same absence, the last of
+// repeated keys wins, and a value of another type than the field's is an
+// error the caller decides about (a request field: unreadable; a count:
+// zero; a text: nothing to count).
 
-// errInexact stops a scan that encoding/json must redo.
-var errInexact = errors.New("left to encoding/json")
+var (
+	errNotObject = errors.New("not a JSON object")
+	errNotArray  = errors.New("not a JSON array")
+)
 
-// fieldSet tracks which of an object's fields were seen, to send a repeated
-// one to encoding/json (which merges or resets by type).
-type fieldSet uint8
-
-func (s *fieldSet) once(i int) error {
-	if *s&(1<<i) != 0 {
-		return errInexact
-	}
-	*s |= 1 << i
-	return nil
-}
-
-// unknownKey refuses a key that is none of names but that encoding/json
-// might still match to one of them.
-func unknownKey(k []byte, names ...string) error {
-	if mayFold(k, names) {
-		return errInexact
-	}
-	return nil
-}
-
-// object walks a value encoding/json would decode into a struct: null is
-// nothing, anything but an object is its type error.
+// object walks an object value; null is none.
 func object(v []byte, fn func(k, v []byte) error) error {
-	if isNull(v) {
+	if len(v) == 0 || isNull(v) {
 		return nil
 	}
 	if v[0] != '{' {
-		return errInexact
+		return errNotObject
 	}
 	return members(v, fn)
 }
 
-// array walks a value encoding/json would decode into a slice: null is
-// nothing, anything but an array is its type error.
+// array walks an array value; null is none.
 func array(v []byte, fn func(elem []byte) error) error {
 	if len(v) == 0 || isNull(v) {
 		return nil
 	}
 	if v[0] != '[' {
-		return errInexact
+		return errNotArray
 	}
 	return elements(v, fn)
 }
 
-// mayFold reports whether encoding/json might match the raw key k, which
-// is none of names, to one of them anyway: ASCII case aside, escapes and
-// non-ASCII letters (the Kelvin sign folds to k) are left to encoding/json.
-func mayFold(k []byte, names []string) bool {
-	for _, c := range k {
-		if c == '\\' || c >= utf8.RuneSelf {
-			return true
+// lastMembers sets dst[i] to the raw value of the object b's last member
+// named names[i] (nil when there is none or it is null); b null or absent
+// is an object without members.
+func lastMembers(b []byte, names []string, dst [][]byte) error {
+	return object(b, func(k, v []byte) error {
+		for i, n := range names {
+			if string(k) == n {
+				dst[i] = v
+				if isNull(v) {
+					dst[i] = nil
+				}
+			}
 		}
-	}
-	for _, n := range names {
-		if len(k) == len(n) && bytes.EqualFold(k, []byte(n)) {
-			return true
-		}
-	}
-	return false
+		return nil
+	})
 }

@@ -53,7 +53,7 @@ func TestStreamCounter(t *testing.T) {
 				if cut > len(tt.stream) {
 					continue
 				}
-				c := NewStreamCounter(tt.api, "gpt-4o")
+				c := NewStreamCounter(Route{API: tt.api}, "gpt-4o", "text/event-stream")
 				c.Feed([]byte(tt.stream[:cut]))
 				c.Feed([]byte(tt.stream[cut:]))
 				u, ok := c.Usage()
@@ -71,17 +71,21 @@ func TestStreamCounter(t *testing.T) {
 func FuzzStreamCounter(f *testing.F) {
 	f.Add([]byte(chatStream([]string{"a", "é"}, `{"prompt_tokens":1,"completion_tokens":2,"total_tokens":3}`)), 5)
 	f.Add([]byte("event: response.completed\ndata: {\"type\":\"response.completed\",\"response\":{\"usage\":{\"input_tokens\":-9}}}\n\n"), 2)
+	f.Add([]byte(anthropicStream), 40)
+	f.Add([]byte(geminiArray), 17)
 	f.Fuzz(func(t *testing.T, stream []byte, cut int) {
 		if len(stream) == 0 {
 			return
 		}
 		cut = ((cut % len(stream)) + len(stream)) % len(stream)
-		c := NewStreamCounter(ChatCompletions, "gpt-4o")
-		c.Feed(stream[:cut])
-		c.Feed(stream[cut:])
-		u, _ := c.Usage()
-		if u.Prompt < 0 || u.Completion < 0 || u.Total < 0 || c.CompletionTokens() < 0 {
-			t.Fatalf("negative counts: %+v, %d", u, c.CompletionTokens())
+		for _, sc := range streamCases {
+			c := NewStreamCounter(sc.route, "gpt-4o", sc.contentType)
+			c.Feed(stream[:cut])
+			c.Feed(stream[cut:])
+			u, _ := c.Usage()
+			if u.Prompt < 0 || u.Completion < 0 || u.Total < u.Prompt+u.Completion || c.CompletionTokens() < 0 {
+				t.Fatalf("%s: counts out of bounds: %+v, %d", sc.route.API, u, c.CompletionTokens())
+			}
 		}
 	})
 }

@@ -1,8 +1,6 @@
 package llm
 
 import (
-	"bytes"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"math"
@@ -10,61 +8,41 @@ import (
 	"strings"
 )
 
-// Usage is what an upstream reported it used.
+// Usage is what an upstream reported it used, in one record for every API
+// (README, "Usage per API"): Prompt is all the input, cache reads and
+// writes included, and Completion all the output, reasoning included, so
+// count: total | prompt | completion means the same for every API. The
+// breakdowns are parts of them, never added to them.
 type Usage struct {
 	Prompt     int64
 	Completion int64
 	Total      int64
-	Cached     int64
-	Reasoning  int64
-}
-
-type wireUsage struct {
-	PromptTokens            count           `json:"prompt_tokens"`
-	CompletionTokens        count           `json:"completion_tokens"`
-	InputTokens             count           `json:"input_tokens"`
-	OutputTokens            count           `json:"output_tokens"`
-	TotalTokens             count           `json:"total_tokens"`
-	PromptTokensDetails     cachedTokens    `json:"prompt_tokens_details"`
-	InputTokensDetails      cachedTokens    `json:"input_tokens_details"`
-	CompletionTokensDetails reasoningTokens `json:"completion_tokens_details"`
-	OutputTokensDetails     reasoningTokens `json:"output_tokens_details"`
-}
-
-type cachedTokens struct {
-	CachedTokens count `json:"cached_tokens"`
-}
-
-type reasoningTokens struct {
-	ReasoningTokens count `json:"reasoning_tokens"`
+	CacheRead  int64 // of Prompt: read from a prompt cache
+	CacheWrite int64 // of Prompt: written to a prompt cache
+	Reasoning  int64 // of Completion: thinking the answer does not show
 }
 
 // MaxCount caps any one count an upstream reports: a broken or hostile
 // upstream must not lock a key out for a minute with 10^18 tokens.
 const MaxCount = 1 << 31
 
-// count is a token count as upstreams really send it: an integer, an
-// exponent (1e3), a float, even a quoted number or "NaN". Anything that is
-// not a finite number counts as 0, negatives as 0, and it is capped at
+// readCount reads a token count as upstreams really send it: an integer,
+// an exponent (1e3), a float, even a quoted number or "NaN". Anything that
+// is not a finite number counts as 0, negatives as 0, and it is capped at
 // MaxCount, so a count never refunds and never explodes.
-type count int64
-
-func (c *count) UnmarshalJSON(b []byte) error {
+func readCount(b []byte) int64 {
 	if n, ok := smallInt(b); ok {
-		*c = count(n)
-		return nil
+		return n
 	}
 	s := strings.Trim(string(b), `"`)
 	f, err := strconv.ParseFloat(s, 64)
 	switch {
 	case err != nil && !errors.Is(err, strconv.ErrRange), math.IsNaN(f), f <= 0:
-		*c = 0
+		return 0
 	case f >= MaxCount: // +Inf and out-of-range included
-		*c = MaxCount
-	default:
-		*c = count(f)
+		return MaxCount
 	}
-	return nil
+	return int64(f)
 }
 
 // smallInt reads the common case, a plain non-negative integer under
@@ -83,29 +61,33 @@ func smallInt(b []byte) (int64, bool) {
 	return n, true
 }
 
-// ParseUsage reads the usage of a buffered response body: the top-level
-// object's own "usage" member, nothing else. ok is false when the body has
-// none. Upstreams echo parts of the request (the Responses API's metadata,
-// tools' schemas, text formats), so a "usage" key anywhere deeper is the
-// client's and never counts. Keys are matched as the upstream's JSON
-// parser writes and reads them: case-sensitively, after unescaping; of a
-// repeated top-level "usage" the last is taken, as Python's json and Go's
-// encoding/json both keep the last. The walk skips the other members'
+// usageMember names where each provider's buffered answer keeps its usage.
+func usageMember(api API) string {
+	if api.Provider() == Gemini {
+		return "usageMetadata"
+	}
+	return "usage"
+}
+
+// ParseUsage reads the usage of a buffered response body of api: the
+// top-level object's own usage member, nothing else. ok is false when the
+// body has none. Upstreams echo parts of the request (the Responses API's
+// metadata, tools' schemas, text formats), so a usage key anywhere deeper
+// is the client's and never counts. The walk skips the other members'
 // values without decoding them: a completion can be megabytes of text.
-func ParseUsage(body []byte) (Usage, bool, error) {
-	v, found, err := topLevel(body, "usage")
+func ParseUsage(api API, body []byte) (Usage, bool, error) {
+	v, found, err := topLevel(body, usageMember(api))
 	if err != nil {
 		return Usage{}, false, fmt.Errorf("llm: response body: %w", err)
 	}
 	if !found || isNull(v) {
 		return Usage{}, false, nil
 	}
-	if json.Valid(v) {
-		if w, err := scanUsage(v); err == nil {
-			return w.normalize(), true, nil
-		}
+	var w wireUsage
+	if err := w.read(api.Provider(), v); err != nil {
+		return Usage{}, false, fmt.Errorf("llm: usage in response body: %w", err)
 	}
-	return decodeUsage(v)
+	return w.normalize(api.Provider()), true, nil
 }
 
 // topLevel returns the value of the object b's last top-level member
@@ -123,76 +105,119 @@ func topLevel(b []byte, name string) (v []byte, found bool, err error) {
 	return v, found, nil
 }
 
-// decodeUsage is ParseUsage's slow path, for what the scan leaves to
-// encoding/json: malformed JSON (for its error) and keys that only match
-// after case folding or unescaping.
-func decodeUsage(v []byte) (Usage, bool, error) {
-	var w *wireUsage
-	if err := json.NewDecoder(bytes.NewReader(v)).Decode(&w); err != nil {
-		return Usage{}, false, fmt.Errorf("llm: usage in response body: %w", err)
-	}
-	if w == nil {
-		return Usage{}, false, nil
-	}
-	return w.normalize(), true, nil
+// wireUsage holds a usage object's counts under the provider's own names,
+// by slot; seen marks the slots the object carried, for the cumulative
+// updates of Anthropic's message_delta.
+type wireUsage struct {
+	n    [numSlots]int64
+	seen [numSlots]bool
 }
 
-// scanUsage reads a valid JSON usage object without reflection, the way
-// encoding/json would decode it into a wireUsage; errInexact when it
-// cannot be sure of that, and decodeUsage must answer.
-func scanUsage(v []byte) (w wireUsage, err error) {
-	// details reads a breakdown object's one field; null leaves it as it
-	// was, as encoding/json does with a struct.
-	details := func(dst *count, v []byte, field string) error {
-		return object(v, func(k, v []byte) error {
-			if string(k) == field {
-				return dst.UnmarshalJSON(v)
-			}
-			return unknownKey(k, field)
-		})
+// The counts a usage object may carry, across providers.
+const (
+	slotPrompt     = iota // OpenAI prompt/input, Anthropic input (uncached), Gemini prompt, Bedrock input
+	slotCompletion        // OpenAI completion/output, Anthropic output, Gemini candidates, Bedrock output
+	slotTotal             // OpenAI, Gemini, Bedrock
+	slotCacheRead         // OpenAI cached_tokens, Anthropic cache_read, Gemini cachedContent, Bedrock cacheRead
+	slotCacheWrite        // Anthropic cache_creation, Bedrock cacheWrite
+	slotReasoning         // OpenAI reasoning_tokens, Gemini thoughts
+	slotToolPrompt        // Gemini toolUsePrompt
+	numSlots
+)
+
+// usageKeys maps each provider's usage keys to slots. OpenAI's two naming
+// schemes (Chat Completions' prompt/completion, Responses' input/output)
+// share slots; a body carrying both is read by the larger, below.
+var usageKeys = [...]map[string]int{
+	OpenAI: {"prompt_tokens": slotPrompt, "input_tokens": slotPrompt, "completion_tokens": slotCompletion,
+		"output_tokens": slotCompletion, "total_tokens": slotTotal},
+	Anthropic: {"input_tokens": slotPrompt, "output_tokens": slotCompletion,
+		"cache_read_input_tokens": slotCacheRead, "cache_creation_input_tokens": slotCacheWrite},
+	Gemini: {"promptTokenCount": slotPrompt, "candidatesTokenCount": slotCompletion, "totalTokenCount": slotTotal,
+		"cachedContentTokenCount": slotCacheRead, "thoughtsTokenCount": slotReasoning, "toolUsePromptTokenCount": slotToolPrompt},
+	Bedrock: {"inputTokens": slotPrompt, "outputTokens": slotCompletion, "totalTokens": slotTotal,
+		"cacheReadInputTokens": slotCacheRead, "cacheWriteInputTokens": slotCacheWrite},
+}
+
+// openAIDetails are OpenAI's breakdown objects: the one count each is
+// read for.
+var openAIDetails = map[string]struct {
+	field string
+	slot  int
+}{
+	"prompt_tokens_details":     {"cached_tokens", slotCacheRead},
+	"input_tokens_details":      {"cached_tokens", slotCacheRead},
+	"completion_tokens_details": {"reasoning_tokens", slotReasoning},
+	"output_tokens_details":     {"reasoning_tokens", slotReasoning},
+}
+
+// read reads a usage object. A count of another type than a number is 0;
+// the usage itself must be an object.
+func (w *wireUsage) read(p Provider, v []byte) error {
+	if len(v) == 0 || v[0] != '{' {
+		return errNotObject
 	}
-	err = object(v, func(k, v []byte) error {
-		switch string(k) {
-		case "prompt_tokens":
-			return w.PromptTokens.UnmarshalJSON(v)
-		case "completion_tokens":
-			return w.CompletionTokens.UnmarshalJSON(v)
-		case "input_tokens":
-			return w.InputTokens.UnmarshalJSON(v)
-		case "output_tokens":
-			return w.OutputTokens.UnmarshalJSON(v)
-		case "total_tokens":
-			return w.TotalTokens.UnmarshalJSON(v)
-		case "prompt_tokens_details":
-			return details(&w.PromptTokensDetails.CachedTokens, v, "cached_tokens")
-		case "input_tokens_details":
-			return details(&w.InputTokensDetails.CachedTokens, v, "cached_tokens")
-		case "completion_tokens_details":
-			return details(&w.CompletionTokensDetails.ReasoningTokens, v, "reasoning_tokens")
-		case "output_tokens_details":
-			return details(&w.OutputTokensDetails.ReasoningTokens, v, "reasoning_tokens")
+	keys := usageKeys[p]
+	return members(v, func(k, v []byte) error {
+		if slot, ok := keys[string(k)]; ok {
+			w.set(slot, readCount(v), p == OpenAI)
+			return nil
 		}
-		return unknownKey(k, usageFields...)
+		if p != OpenAI {
+			return nil
+		}
+		d, ok := openAIDetails[string(k)]
+		if !ok {
+			return nil
+		}
+		// A breakdown that is not an object breaks down nothing.
+		_ = object(v, func(k, v []byte) error {
+			if string(k) == d.field {
+				w.set(d.slot, readCount(v), true)
+			}
+			return nil
+		})
+		return nil
 	})
-	return w, err
 }
 
-var usageFields = []string{"prompt_tokens", "completion_tokens", "input_tokens", "output_tokens", "total_tokens",
-	"prompt_tokens_details", "input_tokens_details", "completion_tokens_details", "output_tokens_details"}
+// set stores a count; with keepMax, a slot two names share keeps the
+// larger (OpenAI's prompt_tokens beside input_tokens), else the last wins.
+func (w *wireUsage) set(slot int, n int64, keepMax bool) {
+	if keepMax && w.seen[slot] {
+		n = max(n, w.n[slot])
+	}
+	w.n[slot], w.seen[slot] = n, true
+}
 
-// normalize maps both naming schemes (Chat Completions' prompt/completion,
-// Responses' input/output) onto one, and clamps what no upstream should
-// send: negative counts never refund anyone.
-func (w *wireUsage) normalize() Usage {
-	u := Usage{
-		Prompt:     int64(max(w.PromptTokens, w.InputTokens)),
-		Completion: int64(max(w.CompletionTokens, w.OutputTokens)),
-		Total:      int64(w.TotalTokens),
-		Cached:     int64(max(w.PromptTokensDetails.CachedTokens, w.InputTokensDetails.CachedTokens)),
-		Reasoning:  int64(max(w.CompletionTokensDetails.ReasoningTokens, w.OutputTokensDetails.ReasoningTokens)),
+// normalize maps a provider's counts onto Usage (README, "Usage per
+// API"), and clamps what no upstream should send: a total below its parts
+// is raised to them.
+func (w *wireUsage) normalize(p Provider) Usage {
+	n := &w.n
+	u := Usage{Prompt: n[slotPrompt], Completion: n[slotCompletion], Total: n[slotTotal],
+		CacheRead: n[slotCacheRead], CacheWrite: n[slotCacheWrite], Reasoning: n[slotReasoning]}
+	switch p {
+	case Anthropic, Bedrock:
+		// input_tokens (inputTokens) leaves out what was read from or
+		// written to the cache: the input is the sum.
+		u.Prompt = saturatingAdd(n[slotPrompt], n[slotCacheRead], n[slotCacheWrite])
+	case Gemini:
+		// candidates leave out thoughts; the prompt count leaves out the
+		// results of tools the model called.
+		u.Prompt = saturatingAdd(n[slotPrompt], n[slotToolPrompt])
+		u.Completion = saturatingAdd(n[slotCompletion], n[slotReasoning])
 	}
 	if u.Total < u.Prompt+u.Completion {
 		u.Total = u.Prompt + u.Completion
 	}
 	return u
+}
+
+func saturatingAdd(vs ...int64) int64 {
+	var s int64
+	for _, v := range vs {
+		s = min(s+v, 3*MaxCount)
+	}
+	return s
 }

@@ -81,7 +81,7 @@ func TestUsageIgnoresEchoedFields(t *testing.T) {
 				if !json.Valid([]byte(body)) {
 					t.Fatalf("test body is not JSON: %s", body)
 				}
-				got, ok, err := ParseUsage([]byte(body))
+				got, ok, err := ParseUsage(ChatCompletions, []byte(body))
 				if want := echoedUsage(f.api); err != nil || !ok || got != want {
 					t.Errorf("%s %s, %s usage %s: got %+v %v %v, want %+v", f.api, f.name, where, hostile, got, ok, err, want)
 				}
@@ -106,7 +106,7 @@ func TestUsageTopLevelOnly(t *testing.T) {
 		{"backslashes before quotes", `{"a":"x\\\\","usage":{"total_tokens":9},"b":"\\\"usage\\\":1"}`, Usage{Total: 9}, true},
 	}
 	for _, tt := range tests {
-		got, ok, err := ParseUsage([]byte(tt.body))
+		got, ok, err := ParseUsage(ChatCompletions, []byte(tt.body))
 		if err != nil || got != tt.want || ok != tt.ok {
 			t.Errorf("%s: got %+v %v %v, want %+v %v", tt.name, got, ok, err, tt.want, tt.ok)
 		}
@@ -135,7 +135,7 @@ func FuzzUsageTopLevelOnly(f *testing.F) {
 			before, after = "", ","+field
 		}
 		body := fmt.Sprintf(echoTemplates[api], before, after)
-		got, ok, err := ParseUsage([]byte(body))
+		got, ok, err := ParseUsage(ChatCompletions, []byte(body))
 		if want := echoedUsage(api); err != nil || !ok || got != want {
 			t.Fatalf("%s: got %+v %v %v, want %+v", body, got, ok, err, want)
 		}

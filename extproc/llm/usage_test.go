@@ -1,8 +1,6 @@
 package llm
 
 import (
-	"encoding/json"
-	"errors"
 	"strings"
 	"testing"
 )
@@ -15,10 +13,10 @@ func TestParseUsage(t *testing.T) {
 		ok   bool
 	}{
 		{"chat", `{"id":"x","usage":{"prompt_tokens":30,"completion_tokens":12,"total_tokens":42,"prompt_tokens_details":{"cached_tokens":8},"completion_tokens_details":{"reasoning_tokens":5}}}`,
-			Usage{Prompt: 30, Completion: 12, Total: 42, Cached: 8, Reasoning: 5}, true},
+			Usage{Prompt: 30, Completion: 12, Total: 42, CacheRead: 8, Reasoning: 5}, true},
 		{"embeddings", `{"data":[],"usage":{"prompt_tokens":7,"total_tokens":7}}`, Usage{Prompt: 7, Total: 7}, true},
 		{"responses", `{"usage":{"input_tokens":10,"output_tokens":4,"total_tokens":14,"input_tokens_details":{"cached_tokens":2},"output_tokens_details":{"reasoning_tokens":1}}}`,
-			Usage{Prompt: 10, Completion: 4, Total: 14, Cached: 2, Reasoning: 1}, true},
+			Usage{Prompt: 10, Completion: 4, Total: 14, CacheRead: 2, Reasoning: 1}, true},
 		{"total missing", `{"usage":{"prompt_tokens":3,"completion_tokens":4}}`, Usage{Prompt: 3, Completion: 4, Total: 7}, true},
 		{"negative clamped", `{"usage":{"prompt_tokens":-30,"completion_tokens":5,"total_tokens":-25}}`, Usage{Completion: 5, Total: 5}, true},
 		{"exponents and floats", `{"usage":{"prompt_tokens":1e3,"completion_tokens":2.9,"total_tokens":"1002"}}`, Usage{Prompt: 1000, Completion: 2, Total: 1002}, true},
@@ -31,7 +29,7 @@ func TestParseUsage(t *testing.T) {
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			got, ok, err := ParseUsage([]byte(tt.body))
+			got, ok, err := ParseUsage(ChatCompletions, []byte(tt.body))
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -40,71 +38,88 @@ func TestParseUsage(t *testing.T) {
 			}
 		})
 	}
-	if u, ok, err := ParseUsage([]byte(`{"choices":[{"message":{"content":"the \"usage\": {\"total_tokens\": 99}"}}]}`)); ok || err != nil {
+	if u, ok, err := ParseUsage(ChatCompletions, []byte(`{"choices":[{"message":{"content":"the \"usage\": {\"total_tokens\": 99}"}}]}`)); ok || err != nil {
 		t.Errorf("usage in a string: got %+v %v %v, want no usage", u, ok, err)
 	}
-	if u, ok, err := ParseUsage([]byte("<html>")); ok || err == nil {
+	if u, ok, err := ParseUsage(ChatCompletions, []byte("<html>")); ok || err == nil {
 		t.Errorf("an HTML page: got %+v %v %v, want no usage and why", u, ok, err)
 	}
-	if _, _, err := ParseUsage([]byte(`{"usage":{"prompt_tokens":1,}}`)); err == nil {
+	if _, _, err := ParseUsage(ChatCompletions, []byte(`{"usage":{"prompt_tokens":1,}}`)); err == nil {
 		t.Error("malformed usage: want error")
 	}
 }
 
-// decodedUsage is ParseUsage done by encoding/json: the body into a map
-// (case-sensitive keys, the last of repeated ones, as the upstream reads
-// them), its usage member into the wire struct. The scan must agree with it
-// on every valid JSON body.
-func decodedUsage(body []byte) (Usage, bool, error) {
-	var top map[string]json.RawMessage
-	if err := json.Unmarshal(body, &top); err != nil {
-		return Usage{}, false, err
+// Every provider's usage, as its answers carry it: each count lands in
+// its place of the one record.
+func TestParseUsageProviders(t *testing.T) {
+	tests := []struct {
+		api  API
+		body string
+		want Usage
+	}{
+		{Messages, `{"id":"msg_1","type":"message","content":[{"type":"text","text":"hi"}],"usage":{"input_tokens":10,"cache_creation_input_tokens":200,"cache_read_input_tokens":3000,"output_tokens":25,"service_tier":"standard","cache_creation":{"ephemeral_5m_input_tokens":200}}}`,
+			Usage{Prompt: 3210, Completion: 25, Total: 3235, CacheRead: 3000, CacheWrite: 200}},
+		{GenerateContent, `{"candidates":[{"content":{"parts":[{"text":"hi"}]}}],"usageMetadata":{"promptTokenCount":100,"candidatesTokenCount":20,"thoughtsTokenCount":30,"toolUsePromptTokenCount":5,"cachedContentTokenCount":60,"totalTokenCount":155}}`,
+			Usage{Prompt: 105, Completion: 50, Total: 155, CacheRead: 60, Reasoning: 30}},
+		{Converse, `{"output":{"message":{"role":"assistant","content":[{"text":"hi"}]}},"stopReason":"end_turn","usage":{"inputTokens":12,"outputTokens":7,"totalTokens":19,"cacheReadInputTokens":100,"cacheWriteInputTokens":50}}`,
+			Usage{Prompt: 162, Completion: 7, Total: 169, CacheRead: 100, CacheWrite: 50}},
+		{Messages, `{"metadata":{"usage":{"input_tokens":1}},"usage":{"input_tokens":4,"output_tokens":2},"content":[{"type":"text","text":"{\"usage\":{}}"}]}`,
+			Usage{Prompt: 4, Completion: 2, Total: 6}},
+		{GenerateContent, `{"usage":{"prompt_tokens":9},"usageMetadata":{"promptTokenCount":1,"candidatesTokenCount":1}}`, Usage{Prompt: 1, Completion: 1, Total: 2}},
 	}
-	if top == nil {
-		return Usage{}, false, errors.New("not an object")
+	for _, tt := range tests {
+		got, ok, err := ParseUsage(tt.api, []byte(tt.body))
+		if err != nil || !ok || got != tt.want {
+			t.Errorf("%s %s:\n got %+v %v %v\nwant %+v", tt.api, tt.body, got, ok, err, tt.want)
+		}
+		checkUsageAgrees(t, tt.api.Provider(), []byte(tt.body))
 	}
-	v, found := top["usage"]
-	if !found {
-		return Usage{}, false, nil
-	}
-	return decodeUsage(v)
 }
 
-func TestParseUsageAgreesWithDecoding(t *testing.T) {
-	for _, body := range []string{
-		`{"usage":{"Prompt_Tokens":4,"completion_tokens":1}}`,                // case folded: encoding/json matches it
-		`{"usage":{"prompt\u005ftokens":4}}`,                                 // escaped key
-		"{\"usage\":{\"prompt_tokens_details\":{\"cached_to\u212Aens\":2}}}", // Kelvin sign folds to k
-		`{"usage":{"prompt_tokens_details":3}}`,                              // type error
-		`{"usage":[1,2]}`,
-		`{"usage":"none"}`,
-		`{"usage":{"prompt_tokens":1,"x":[1,,2]}}`, // malformed inside a skipped value
-		`{"usage":{"prompt_tokens":5,"prompt_tokens":null,"total_tokens":2}}`,
-		`{"usage":{"prompt_tokens_details":{"cached_tokens":5},"prompt_tokens_details":null}}`,
-		`{"usage":{"prompt_tokens":7} trailing garbage`,
-	} {
-		got, ok, err := ParseUsage([]byte(body))
-		want, wantOK, wantErr := decodedUsage([]byte(body))
-		if got != want || ok != wantOK || (err == nil) != (wantErr == nil) {
-			t.Errorf("%s:\n scan   %+v %v %v\n decode %+v %v %v", body, got, ok, err, want, wantOK, wantErr)
+// checkUsageAgrees holds ParseUsage to the reference on a valid body: the
+// walk skips what it does not read without judging it, so only valid
+// bodies have one right answer to agree on.
+func checkUsageAgrees(t *testing.T, p Provider, body []byte) {
+	t.Helper()
+	top, err := ref(body)
+	if err != nil {
+		return
+	}
+	api := map[Provider]API{OpenAI: ChatCompletions, Anthropic: Messages, Gemini: GenerateContent, Bedrock: Converse}[p]
+	got, ok, err := ParseUsage(api, body)
+	want, wantOK := refUsage(p, top)
+	if _, isObj := top.(map[string]any); !isObj {
+		if err == nil {
+			t.Fatalf("%s: %s is not an object, ParseUsage took it", p, body)
 		}
+		return
+	}
+	if m, _ := top.(map[string]any); m[usageMember(api)] != nil && !wantOK {
+		// usage of another type than an object: an error, no usage.
+		if ok || err == nil {
+			t.Fatalf("%s: %s: usage not an object, got %+v %v %v", p, body, got, ok, err)
+		}
+		return
+	}
+	if got != want || ok != wantOK || err != nil {
+		t.Fatalf("%s: %s:\n scan %+v %v %v\n  ref %+v %v", p, body, got, ok, err, want, wantOK)
 	}
 }
+
+func (p Provider) String() string { return [...]string{"openai", "anthropic", "gemini", "bedrock"}[p] }
 
 func FuzzParseUsage(f *testing.F) {
-	f.Add([]byte(`{"usage":{"prompt_tokens":30,"completion_tokens":12,"total_tokens":42}}`))
-	f.Add([]byte(`{"usage":{"input_tokens":1e3,"output_tokens":-1}}`))
-	f.Add([]byte(`{"usage":{"PROMPT_TOKENS":"9","prompt_tokens_details":{"cached_tokens":1},"output_tokens_details":null}}`))
-	f.Fuzz(func(t *testing.T, body []byte) {
-		u, ok, err := ParseUsage(body)
-		if json.Valid(body) {
-			// The walk skips what it does not read without judging it:
-			// only valid bodies have one right answer to agree on.
-			want, wantOK, wantErr := decodedUsage(body)
-			if u != want || ok != wantOK || (err == nil) != (wantErr == nil) {
-				t.Fatalf("scan %+v %v %v, decode %+v %v %v", u, ok, err, want, wantOK, wantErr)
-			}
-		}
+	f.Add(uint8(0), []byte(`{"usage":{"prompt_tokens":30,"completion_tokens":12,"total_tokens":42}}`))
+	f.Add(uint8(0), []byte(`{"usage":{"input_tokens":1e3,"output_tokens":-1}}`))
+	f.Add(uint8(0), []byte(`{"usage":{"PROMPT_TOKENS":"9","prompt_tokens_details":{"cached_tokens":1},"output_tokens_details":null}}`))
+	f.Add(uint8(1), []byte(`{"usage":{"input_tokens":3,"cache_read_input_tokens":"7","output_tokens":1},"usage":{"input_tokens":4}}`))
+	f.Add(uint8(2), []byte(`{"usageMetadata":{"promptTokenCount":3,"thoughtsTokenCount":2,"totalTokenCount":1}}`))
+	f.Add(uint8(3), []byte(`{"usage":{"inputTokens":3,"cacheWriteInputTokens":2,"InputTokens":9}}`))
+	f.Fuzz(func(t *testing.T, p uint8, body []byte) {
+		prov := Provider(p % 4)
+		checkUsageAgrees(t, prov, body)
+		api := map[Provider]API{OpenAI: ChatCompletions, Anthropic: Messages, Gemini: GenerateContent, Bedrock: Converse}[prov]
+		u, _, err := ParseUsage(api, body)
 		if err != nil {
 			return
 		}
@@ -121,18 +136,13 @@ func BenchmarkParseUsage(b *testing.B) {
 		strings.Repeat("The time in Lisbon is noon. ", 30) + `"},"finish_reason":"stop"}],` +
 		`"usage":{"prompt_tokens":260,"completion_tokens":100,"total_tokens":360,"prompt_tokens_details":{"cached_tokens":0,"audio_tokens":0},` +
 		`"completion_tokens_details":{"reasoning_tokens":0,"audio_tokens":0,"accepted_prediction_tokens":0,"rejected_prediction_tokens":0}},"system_fingerprint":"fp_1"}`)
-	for _, parse := range []struct {
-		name string
-		fn   func([]byte) (Usage, bool, error)
-	}{{"scan", ParseUsage}, {"decode", decodedUsage}} {
-		b.Run(parse.name, func(b *testing.B) {
-			b.ReportAllocs()
-			b.SetBytes(int64(len(body)))
-			for b.Loop() {
-				if u, ok, err := parse.fn(body); !ok || err != nil || u.Total != 360 {
-					b.Fatal(u, ok, err)
-				}
+	b.Run("scan", func(b *testing.B) {
+		b.ReportAllocs()
+		b.SetBytes(int64(len(body)))
+		for b.Loop() {
+			if u, ok, err := ParseUsage(ChatCompletions, body); !ok || err != nil || u.Total != 360 {
+				b.Fatal(u, ok, err)
 			}
-		})
-	}
+		}
+	})
 }

@@ -22,6 +22,7 @@ type Policy struct {
 	pathPrefix     string
 	models         []string
 	keyHeaders     []string
+	defaultKeys    bool // counter_key.header not given
 	rejectMissing  bool
 	perModel       bool
 	limits         limiter.Limits
@@ -51,6 +52,7 @@ func Compile(spec config.Policy) (*Policy, error) {
 		pathPrefix:     spec.Match.PathPrefix,
 		models:         append([]string(nil), spec.Match.Models...),
 		keyHeaders:     append([]string(nil), spec.KeyHeaders()...),
+		defaultKeys:    len(spec.CounterKey.Header) == 0,
 		rejectMissing:  spec.CounterKey.Missing == config.MissingReject,
 		perModel:       spec.CounterKey.PerModel,
 		limits:         limiter.Limits{TokensPerMinute: spec.TokensPerMinute, Quota: spec.TokenQuota, Period: period},
@@ -146,6 +148,10 @@ func (p *Policy) MatchesModel(model string) bool {
 // KeyHeaders are the headers the subscription key is read from, first
 // present wins. The slice is shared: do not change it.
 func (p *Policy) KeyHeaders() []string { return p.keyHeaders }
+
+// DefaultKeys reports a policy that names no key header: each API's
+// callers are then keyed where they send their key.
+func (p *Policy) DefaultKeys() bool { return p.defaultKeys }
 
 // RejectsMissingKey reports counter_key.missing: reject.
 func (p *Policy) RejectsMissingKey() bool { return p.rejectMissing }
