@@ -338,6 +338,12 @@ func (p *processor) estimatePrompt() {
 func (p *processor) reservation(maxOutput, choices int64) int64 {
 	prompt, completion := p.estimate, int64(0)
 	if strict, budget := p.policy.Strict(); strict {
+		if p.route.API.Provider() != llm.OpenAI {
+			// Claude's and Gemini's tokenizers are not public: their
+			// prompts are estimated with o200k_base, and strict mode
+			// holds the margin on top.
+			prompt = p.policy.WithMargin(prompt)
+		}
 		completion = budget
 		if maxOutput > 0 {
 			completion = maxOutput

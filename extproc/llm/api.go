@@ -194,13 +194,14 @@ func NormalizePath(p string) string {
 const QueryKey = "?key"
 
 // KeySources are where a provider's callers send their key, for a policy
-// that names no header of its own: Anthropic's x-api-key, Gemini's
-// x-goog-api-key or key parameter, the SigV4 authorization of Bedrock's
-// callers (its access key ID). nil for OpenAI: the policy's default list.
+// that names no header of its own: Anthropic's x-api-key or a Bearer
+// token (its SDK sends the key as one), Gemini's x-goog-api-key or key
+// parameter, the SigV4 authorization of Bedrock's callers (its access key
+// ID). nil for OpenAI: the policy's default list.
 func KeySources(p Provider) []string {
 	switch p {
 	case Anthropic:
-		return []string{"x-api-key"}
+		return []string{"x-api-key", "authorization"}
 	case Gemini:
 		return []string{"x-goog-api-key", QueryKey}
 	case Bedrock:

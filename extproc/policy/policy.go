@@ -10,6 +10,7 @@ package policy
 import (
 	"errors"
 	"fmt"
+	"math"
 	"strings"
 
 	"github.com/tokengate/tokengate/internal/config"
@@ -36,6 +37,7 @@ type Policy struct {
 	headers        config.Headers
 	chargePrompt   bool // charge_unanswered: prompt
 	unreadable     string
+	marginPermille int64 // estimate_margin, in thousandths
 }
 
 // Compile checks spec (with config.Policy.Checked, so a policy built in
@@ -66,6 +68,11 @@ func Compile(spec config.Policy) (*Policy, error) {
 		chargePrompt:   spec.ChargeUnanswered == config.ChargePrompt,
 		unreadable:     spec.UnreadableBody,
 	}
+	margin := config.DefaultEstimateMargin
+	if spec.EstimateMargin != nil {
+		margin = *spec.EstimateMargin
+	}
+	p.marginPermille = int64(math.Round(margin * 1000))
 	if p.unreadable == "" {
 		// A strict policy refuses what it cannot bound; any other charges
 		// the body's bytes.
@@ -184,6 +191,15 @@ func (p *Policy) ChargesUnanswered() bool { return p.chargePrompt }
 
 // UnreadableAction is the effective unreadable_body.
 func (p *Policy) UnreadableAction() string { return p.unreadable }
+
+// WithMargin is a prompt estimate with the policy's estimate_margin on
+// top, rounded up, for APIs without a public tokenizer.
+func (p *Policy) WithMargin(estimate int64) int64 {
+	if estimate <= 0 || estimate > math.MaxInt64/2000 {
+		return estimate
+	}
+	return (estimate*(1000+p.marginPermille) + 999) / 1000
+}
 
 // LimitsFor returns the budgets of a key, by its hash: the policy's, with
 // the key's override applied.

@@ -48,7 +48,17 @@ type Policy struct {
 	// body's length stands for its prompt) or pass. Empty: refuse in
 	// strict mode, charge_bytes otherwise.
 	UnreadableBody string `yaml:"unreadable_body"`
+	// EstimateMargin is what strict mode adds to the prompt estimate of
+	// an API whose models have no public tokenizer (Anthropic, Gemini,
+	// Bedrock), as a fraction of it: the estimate is o200k_base's count.
+	// Unset: DefaultEstimateMargin.
+	EstimateMargin *float64 `yaml:"estimate_margin"`
 }
+
+// DefaultEstimateMargin is estimate_margin's default: o200k_base counts
+// English prose within about a fifth of Claude's and Gemini's tokenizers,
+// and other languages and code diverge more (README, "Estimates").
+const DefaultEstimateMargin = 0.25
 
 // Override gives one key its own budgets (a tier). The key is named by the
 // SHA-256 of its value, in hex, so the config holds no secret.
@@ -218,6 +228,9 @@ func (p *Policy) checkBudgets(f string, bad func(field, format string, a ...any)
 	}
 	if p.ChargeUnanswered != ChargePrompt && p.ChargeUnanswered != ChargeNone {
 		bad(f+".charge_unanswered", "must be prompt or none, got %q", p.ChargeUnanswered)
+	}
+	if m := p.EstimateMargin; m != nil && (*m < 0 || *m > 10) {
+		bad(f+".estimate_margin", "must be between 0 and 10 (a fraction of the estimate), got %v", *m)
 	}
 	if _, _, err := p.Reserve(); err != nil {
 		bad(f+".reserve_completion", "%v", err)
