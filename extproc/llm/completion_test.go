@@ -55,7 +55,7 @@ func FuzzCompletionText(f *testing.F) {
 	f.Add(uint8(0), []byte(`{"choices":[{"message":{"content":"x","tool_calls":[{"function":{"arguments":"{}"}}]}}]}`))
 	f.Add(uint8(3), []byte(`{"output":[{"content":[{"text":"hi"}],"summary":[{"text":"s"}]}]}`))
 	f.Fuzz(func(t *testing.T, api uint8, body []byte) {
-		a := API(1 + int(api)%4)
+		a := API(1 + int(api)%7)
 		text, err := CompletionText(a, body)
 		if err == nil && utf8.Valid(body) && len(text) > len(body) {
 			t.Fatalf("%d bytes of text out of a %d-byte body", len(text), len(body))

@@ -77,7 +77,8 @@ func refUsage(p Provider, body any) (Usage, bool) {
 			CacheRead: max(n("prompt_tokens_details", "cached_tokens"), n("input_tokens_details", "cached_tokens")),
 			Reasoning: max(n("completion_tokens_details", "reasoning_tokens"), n("output_tokens_details", "reasoning_tokens"))}
 	case Anthropic:
-		out = Usage{CacheRead: n("cache_read_input_tokens"), CacheWrite: n("cache_creation_input_tokens"), Completion: n("output_tokens")}
+		out = Usage{CacheRead: n("cache_read_input_tokens"), CacheWrite: n("cache_creation_input_tokens"), Completion: n("output_tokens"),
+			Reasoning: n("output_tokens_details", "thinking_tokens")}
 		out.Prompt = n("input_tokens") + out.CacheRead + out.CacheWrite
 	case Gemini:
 		out = Usage{Prompt: n("promptTokenCount") + n("toolUsePromptTokenCount"), Reasoning: n("thoughtsTokenCount"),

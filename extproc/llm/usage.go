@@ -122,15 +122,20 @@ const (
 	slotCacheWrite        // Anthropic cache_creation, Bedrock cacheWrite
 	slotReasoning         // OpenAI reasoning_tokens, Gemini thoughts
 	slotToolPrompt        // Gemini toolUsePrompt
+	// OpenAI's second naming scheme (Responses' input/output beside Chat
+	// Completions' prompt/completion): a body carrying both is read by
+	// the larger.
+	slotPromptAlt
+	slotCompletionAlt
+	slotCacheReadAlt
+	slotReasoningAlt
 	numSlots
 )
 
-// usageKeys maps each provider's usage keys to slots. OpenAI's two naming
-// schemes (Chat Completions' prompt/completion, Responses' input/output)
-// share slots; a body carrying both is read by the larger, below.
+// usageKeys maps each provider's usage keys to slots.
 var usageKeys = [...]map[string]int{
-	OpenAI: {"prompt_tokens": slotPrompt, "input_tokens": slotPrompt, "completion_tokens": slotCompletion,
-		"output_tokens": slotCompletion, "total_tokens": slotTotal},
+	OpenAI: {"prompt_tokens": slotPrompt, "input_tokens": slotPromptAlt, "completion_tokens": slotCompletion,
+		"output_tokens": slotCompletionAlt, "total_tokens": slotTotal},
 	Anthropic: {"input_tokens": slotPrompt, "output_tokens": slotCompletion,
 		"cache_read_input_tokens": slotCacheRead, "cache_creation_input_tokens": slotCacheWrite},
 	Gemini: {"promptTokenCount": slotPrompt, "candidatesTokenCount": slotCompletion, "totalTokenCount": slotTotal,
@@ -139,16 +144,21 @@ var usageKeys = [...]map[string]int{
 		"cacheReadInputTokens": slotCacheRead, "cacheWriteInputTokens": slotCacheWrite},
 }
 
-// openAIDetails are OpenAI's breakdown objects: the one count each is
-// read for.
-var openAIDetails = map[string]struct {
+// usageDetails are the breakdown objects in a usage: the one count each
+// is read for. Anthropic reports thinking apart in output_tokens_details.
+var usageDetails = [...]map[string]struct {
 	field string
 	slot  int
 }{
-	"prompt_tokens_details":     {"cached_tokens", slotCacheRead},
-	"input_tokens_details":      {"cached_tokens", slotCacheRead},
-	"completion_tokens_details": {"reasoning_tokens", slotReasoning},
-	"output_tokens_details":     {"reasoning_tokens", slotReasoning},
+	OpenAI: {
+		"prompt_tokens_details":     {"cached_tokens", slotCacheRead},
+		"input_tokens_details":      {"cached_tokens", slotCacheReadAlt},
+		"completion_tokens_details": {"reasoning_tokens", slotReasoning},
+		"output_tokens_details":     {"reasoning_tokens", slotReasoningAlt},
+	},
+	Anthropic: {"output_tokens_details": {"thinking_tokens", slotReasoning}},
+	Gemini:    nil,
+	Bedrock:   nil,
 }
 
 // read reads a usage object. A count of another type than a number is 0;
@@ -160,20 +170,20 @@ func (w *wireUsage) read(p Provider, v []byte) error {
 	keys := usageKeys[p]
 	return members(v, func(k, v []byte) error {
 		if slot, ok := keys[string(k)]; ok {
-			w.set(slot, readCount(v), p == OpenAI)
+			w.set(slot, readCount(v))
 			return nil
 		}
-		if p != OpenAI {
-			return nil
-		}
-		d, ok := openAIDetails[string(k)]
+		d, ok := usageDetails[p][string(k)]
 		if !ok {
 			return nil
 		}
-		// A breakdown that is not an object breaks down nothing.
+		// A breakdown that is not an object breaks down nothing; a
+		// repeated one is read by its last, as a whole.
+		w.set(d.slot, 0)
+		w.seen[d.slot] = false
 		_ = object(v, func(k, v []byte) error {
 			if string(k) == d.field {
-				w.set(d.slot, readCount(v), true)
+				w.set(d.slot, readCount(v))
 			}
 			return nil
 		})
@@ -181,12 +191,8 @@ func (w *wireUsage) read(p Provider, v []byte) error {
 	})
 }
 
-// set stores a count; with keepMax, a slot two names share keeps the
-// larger (OpenAI's prompt_tokens beside input_tokens), else the last wins.
-func (w *wireUsage) set(slot int, n int64, keepMax bool) {
-	if keepMax && w.seen[slot] {
-		n = max(n, w.n[slot])
-	}
+// set stores a count: of a repeated key, the last wins.
+func (w *wireUsage) set(slot int, n int64) {
 	w.n[slot], w.seen[slot] = n, true
 }
 
@@ -198,6 +204,11 @@ func (w *wireUsage) normalize(p Provider) Usage {
 	u := Usage{Prompt: n[slotPrompt], Completion: n[slotCompletion], Total: n[slotTotal],
 		CacheRead: n[slotCacheRead], CacheWrite: n[slotCacheWrite], Reasoning: n[slotReasoning]}
 	switch p {
+	case OpenAI:
+		u.Prompt = max(n[slotPrompt], n[slotPromptAlt])
+		u.Completion = max(n[slotCompletion], n[slotCompletionAlt])
+		u.CacheRead = max(n[slotCacheRead], n[slotCacheReadAlt])
+		u.Reasoning = max(n[slotReasoning], n[slotReasoningAlt])
 	case Anthropic, Bedrock:
 		// input_tokens (inputTokens) leaves out what was read from or
 		// written to the cache: the input is the sum.
