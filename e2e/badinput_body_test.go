@@ -104,7 +104,7 @@ func (r *biRig) holdInFlight(t *testing.T, key string, extra map[string]any) int
 	extra["stream"] = true
 	req := r.request(t, r.URL, http.MethodPost, biStrictPath, biChat(t, extra),
 		"api-key", key, "x-mock-completion-tokens", "30", "x-mock-stall-after", "1", "x-mock-stall", "1m")
-	resp, err := biClient.Do(req)
+	resp, err := rawClient.Do(req)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"io"
 	"net/http"
@@ -19,6 +20,7 @@ import (
 	"github.com/tokengate/tokengate/e2e/front"
 	"github.com/tokengate/tokengate/e2e/harness"
 	"github.com/tokengate/tokengate/extproc/tokenize"
+	"github.com/tokengate/tokengate/internal/proc"
 	adminv1 "github.com/tokengate/tokengate/proto/tokengate/admin/v1"
 )
 
@@ -87,22 +89,7 @@ func biPrompt() int64 {
 // biChat is a gpt-4o chat body on biMessages with extra fields.
 func biChat(t *testing.T, extra map[string]any) []byte {
 	t.Helper()
-	m := map[string]any{"model": "gpt-4o", "messages": biMessages}
-	for k, v := range extra {
-		m[k] = v
-	}
-	b, err := json.Marshal(m)
-	if err != nil {
-		t.Fatal(err)
-	}
-	return b
-}
-
-// biClient neither asks for nor undoes compression, so the test sees the
-// bytes on the wire, and keeps no connection, so closing a body hangs up.
-var biClient = &http.Client{
-	Transport: &http.Transport{DisableCompression: true, DisableKeepAlives: true, Proxy: nil},
-	Timeout:   30 * time.Second,
+	return chatJSON(t, "gpt-4o", biMessages, extra)
 }
 
 // biRig is a stack on badInputConfig with a second front before an
@@ -148,7 +135,7 @@ func (r *biRig) checkNoPanic(t *testing.T) {
 		t.Errorf("tokengate exited during the bad-input suite; stderr tail:\n%s", biTail(r.Tokengate.Stderr(), 4096))
 		return
 	}
-	if n, err := harness.ScrapeMetric(biClient, r.Tokengate.Field("admin"), "tokengate_panics_total"); err != nil {
+	if n, err := harness.ScrapeMetric(rawClient, r.Tokengate.Field("admin"), "tokengate_panics_total"); err != nil {
 		t.Errorf("metrics after the suite: %v", err)
 	} else if n != 0 {
 		t.Errorf("tokengate_panics_total = %v after the suite, want 0: a handler panicked and was recovered", n)
@@ -194,7 +181,7 @@ func (r *biRig) request(t *testing.T, base, method, path string, body []byte, he
 func (r *biRig) exchange(t *testing.T, f *front.Front, req *http.Request) (*http.Response, []byte, front.RequestStats) {
 	t.Helper()
 	n := len(f.Completed())
-	resp, err := biClient.Do(req)
+	resp, err := rawClient.Do(req)
 	if err != nil {
 		t.Fatalf("%s %s: %v", req.Method, req.URL.Path, err)
 	}
@@ -246,24 +233,19 @@ func (r *biRig) used(t *testing.T, policy, key string) int64 {
 // settlements that follow a hang-up; it fails after 5 s with what it saw.
 func (r *biRig) waitUsed(t *testing.T, policy, key string, want int64) {
 	t.Helper()
-	deadline := time.Now().Add(5 * time.Second)
-	for {
-		got := r.used(t, policy, key)
-		if got == want {
-			return
+	harness.Eventually(t, 5*time.Second, func() error {
+		if got := r.used(t, policy, key); got != want {
+			return fmt.Errorf("key %.24q under %s holds %d, want %d", key, policy, got, want)
 		}
-		if time.Now().After(deadline) {
-			t.Fatalf("key %.24q under %s holds %d after 5s, want %d", key, policy, got, want)
-		}
-		time.Sleep(10 * time.Millisecond) // polling a condition, under a deadline
-	}
+		return nil
+	})
 }
 
 // metric sums the tokengate series of name whose labels include the
 // given pairs (0 when none exists yet).
 func (r *biRig) metric(t *testing.T, name string, labels ...string) float64 {
 	t.Helper()
-	v, err := harness.ScrapeMetric(biClient, r.Tokengate.Field("admin"), name, labels...)
+	v, err := harness.ScrapeMetric(rawClient, r.Tokengate.Field("admin"), name, labels...)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -276,14 +258,14 @@ func (r *biRig) metric(t *testing.T, name string, labels ...string) float64 {
 // client's answer. It gives up after 5 s; the caller checks the value.
 func (r *biRig) waitMetric(t *testing.T, least float64, name string, labels ...string) float64 {
 	t.Helper()
-	deadline := time.Now().Add(5 * time.Second)
-	for {
-		v := r.metric(t, name, labels...)
-		if v >= least || time.Now().After(deadline) {
-			return v
+	var v float64
+	_ = proc.Poll(context.Background(), 5*time.Second, 10*time.Millisecond, func() error {
+		if v = r.metric(t, name, labels...); v < least {
+			return errors.New("not yet")
 		}
-		time.Sleep(10 * time.Millisecond) // polling a condition, under a deadline
-	}
+		return nil
+	})
+	return v
 }
 
 // biMove is a metric a case must move, and by how much.
@@ -301,19 +283,15 @@ func (m biMove) String() string { return fmt.Sprintf("%s%v", m.name, m.labels) }
 func (r *biRig) waitDebugLine(t *testing.T, skip int, key, word string) {
 	t.Helper()
 	prefix := keySHA256(key)[:8]
-	deadline := time.Now().Add(5 * time.Second)
-	for {
+	harness.Eventually(t, 5*time.Second, func() error {
 		all := r.Tokengate.Stderr()
 		for line := range strings.Lines(all[min(skip, len(all)):]) {
 			if strings.Contains(line, "DEBUG") && strings.Contains(line, prefix) && strings.Contains(strings.ToLower(line), word) {
-				return
+				return nil
 			}
 		}
-		if time.Now().After(deadline) {
-			t.Fatalf("no DEBUG line with key %s and %q in tokengate's log", prefix, word)
-		}
-		time.Sleep(10 * time.Millisecond) // polling a condition, under a deadline
-	}
+		return fmt.Errorf("no DEBUG line with key %s and %q in tokengate's log", prefix, word)
+	})
 }
 
 // biUpstream is an OpenAI-shaped upstream that answers what the test
@@ -413,19 +391,10 @@ func startCustomFront(t *testing.T, s *harness.Stack, up http.Handler) (*front.F
 	t.Helper()
 	srv := httptest.NewServer(up)
 	t.Cleanup(srv.Close)
-	f, err := front.New(front.Config{
+	return harness.StartFront(t, front.Config{
 		Filter:      s.Filter,
 		ExtProcAddr: s.Tokengate.Field("grpc"),
 		Upstream:    srv.URL,
-		BufferLimit: int64(s.Bootstrap.GetStaticResources().GetListeners()[0].GetPerConnectionBufferLimitBytes().GetValue()),
+		BufferLimit: harness.BufferLimit(s.Bootstrap),
 	})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { f.Close() })
-	url, err := f.Start("127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	return f, url
 }

@@ -3,12 +3,9 @@ package e2e
 import (
 	"bufio"
 	"encoding/json"
-	"fmt"
-	"io"
 	"net/http"
 	"strings"
 	"testing"
-	"time"
 
 	"github.com/tokengate/tokengate/e2e/front"
 	"github.com/tokengate/tokengate/extproc/tokenize"
@@ -236,7 +233,7 @@ func TestBadInputSpecTable(t *testing.T) {
 		n := len(r.Front.Completed())
 		req := r.request(t, r.URL, http.MethodPost, biChatPath, biChat(t, map[string]any{"stream": true}),
 			"api-key", key, "x-mock-completion-tokens", "60", "x-mock-cut-after", "6")
-		resp, err := biClient.Do(req)
+		resp, err := rawClient.Do(req)
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -263,7 +260,7 @@ func TestBadInputSpecTable(t *testing.T) {
 		settled := r.metric(t, "tokengate_requests_total", "policy", "bad", "decision", "allowed")
 		req := r.request(t, r.URL, http.MethodPost, biChatPath, biChat(t, map[string]any{"stream": true}),
 			"api-key", key, "x-mock-completion-tokens", "60", "x-mock-stall-after", "3", "x-mock-stall", "1m")
-		resp, err := biClient.Do(req)
+		resp, err := rawClient.Do(req)
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -299,7 +296,7 @@ func TestBadInputSpecTable(t *testing.T) {
 			if got := r.used(t, "bad", key); got != int64(c.Usage.TotalTokens) {
 				t.Errorf("charged %d, want the reported %d", got, c.Usage.TotalTokens)
 			}
-			tr := r.mockTrace(t, c.ID)
+			tr := finishedTrace(t, r.Mock.Field("http"), c.ID)
 			if tr.WireSHA256 != sha256Hex(wire) || tr.WireBytes != int64(len(wire)) {
 				t.Errorf("the client got %d bytes, the mock sent %d: the body was changed on the way", len(wire), tr.WireBytes)
 			}
@@ -343,38 +340,4 @@ func TestBadInputSpecTable(t *testing.T) {
 				count, exact, under, o200k, cl100k)
 		}
 	})
-}
-
-// mockTrace waits until openai-mock has finished answering id and returns
-// its account of the bytes it sent.
-func (r *biRig) mockTrace(t *testing.T, id string) mockTrace {
-	t.Helper()
-	deadline := time.Now().Add(5 * time.Second)
-	for {
-		code, body, err := biGet("http://" + r.Mock.Field("http") + "/mock/traces/" + id)
-		var tr mockTrace
-		if err != nil || code != http.StatusOK || json.Unmarshal(body, &tr) != nil {
-			t.Fatalf("trace %s: %d %s (%v)", id, code, body, err)
-		}
-		if tr.Finished {
-			return tr
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("the mock still answers %s after 5s: %+v", id, tr)
-		}
-		time.Sleep(10 * time.Millisecond) // polling a condition, under a deadline
-	}
-}
-
-func biGet(u string) (int, []byte, error) {
-	resp, err := biClient.Get(u)
-	if err != nil {
-		return 0, nil, err
-	}
-	defer resp.Body.Close()
-	body, err := io.ReadAll(resp.Body)
-	if err != nil {
-		return resp.StatusCode, nil, fmt.Errorf("%s: %w", u, err)
-	}
-	return resp.StatusCode, body, nil
 }

@@ -183,20 +183,16 @@ func evSettled(t *testing.T, s *harness.Stack, policy string) int {
 // has its answer.
 func evWaitSettled(t *testing.T, s *harness.Stack, policy string, n int) {
 	t.Helper()
-	deadline := time.Now().Add(10 * time.Second)
-	for {
+	harness.Eventually(t, 10*time.Second, func() error {
 		got := evSettled(t, s, policy)
-		if got == n {
-			return
-		}
 		if got > n {
 			t.Fatalf("policy %s: %d settlements, want %d: a request was evSettled twice", policy, got, n)
 		}
-		if time.Now().After(deadline) {
-			t.Fatalf("policy %s: %d settlements after 10s, want %d", policy, got, n)
+		if got < n {
+			return fmt.Errorf("policy %s: %d settlements, want %d", policy, got, n)
 		}
-		time.Sleep(20 * time.Millisecond) // polling, under a deadline
-	}
+		return nil
+	})
 }
 
 // delta is what changed between two readings of evCharges (by source): a source whose
@@ -229,16 +225,7 @@ func evStartFront(t *testing.T, s *harness.Stack, upstream string, change func(*
 	if change != nil {
 		change(&cfg)
 	}
-	f, err := front.New(cfg)
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { f.Close() })
-	u, err := f.Start("127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	return f, u
+	return harness.StartFront(t, cfg)
 }
 
 // evPost sends a JSON POST of body to base+path with the headers given as

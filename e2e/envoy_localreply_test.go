@@ -1,9 +1,7 @@
 package e2e
 
 import (
-	"encoding/json"
 	"fmt"
-	"net"
 	"net/http"
 	"strings"
 	"testing"
@@ -11,6 +9,7 @@ import (
 
 	"github.com/tokengate/tokengate/e2e/front"
 	"github.com/tokengate/tokengate/e2e/harness"
+	"github.com/tokengate/tokengate/e2e/internal/ports"
 )
 
 // evLocalReplyConfig has a policy per charge_unanswered: "prompt" (the
@@ -30,6 +29,12 @@ policies:
 // evLocalReplyWords is the prompt's length in one-token words: the request
 // is evLocalReplyWords+7 prompt tokens.
 const evLocalReplyWords = 40
+
+// evLocalReplyBody is a gpt-4o chat of evLocalReplyWords one-token words.
+func evLocalReplyBody(t *testing.T) []byte {
+	t.Helper()
+	return chatJSON(t, "gpt-4o", []harness.Message{{Role: "user", Content: evOneTokenWords(evLocalReplyWords)}}, nil)
+}
 
 // What tokengate charges when Envoy's router answers by itself, per Envoy
 // line. Up to 1.33 and from 1.37 the router's reply goes through the
@@ -60,12 +65,9 @@ func TestLocalRepliesChargedPerEnvoyVersion(t *testing.T) {
 			row{front.Envoy137, reply, "unanswered-prompt", status, "none", 0},
 		)
 	}
-	dead := evDeadUpstream(t)
+	dead := "http://" + ports.Dead(t)
 	paths := map[string]string{"unanswered-prompt": "/v1/chat/completions", "unanswered-none": "/openai/v1/chat/completions"}
-	body, err := json.Marshal(map[string]any{"model": "gpt-4o", "messages": []harness.Message{{Role: "user", Content: evOneTokenWords(evLocalReplyWords)}}})
-	if err != nil {
-		t.Fatal(err)
-	}
+	body := evLocalReplyBody(t)
 	for i, r := range rows {
 		name := fmt.Sprintf("%s/%s/%s", r.reply, r.envoy, r.policy)
 		t.Run(name, func(t *testing.T) {
@@ -129,16 +131,4 @@ func evSourceLines(s *harness.Stack) map[string]int {
 		}
 	}
 	return out
-}
-
-// evDeadUpstream is an http URL nothing listens on.
-func evDeadUpstream(t *testing.T) string {
-	t.Helper()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	u := "http://" + ln.Addr().String()
-	ln.Close()
-	return u
 }

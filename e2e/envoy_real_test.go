@@ -1,7 +1,6 @@
 package e2e
 
 import (
-	"encoding/json"
 	"fmt"
 	"net/http"
 	"os"
@@ -38,10 +37,7 @@ func TestRealEnvoyLocalReplies(t *testing.T) {
 	bin, v, release := realEnvoy(t)
 	s := harness.StartStack(t, harness.StackOptions{ConfigYAML: evLocalReplyConfig, FakeClock: labClock, RouteTimeout: 300 * time.Millisecond})
 	s.StartEnvoy(bin)
-	body, err := json.Marshal(map[string]any{"model": "gpt-4o", "messages": []harness.Message{{Role: "user", Content: evOneTokenWords(evLocalReplyWords)}}})
-	if err != nil {
-		t.Fatal(err)
-	}
+	body := evLocalReplyBody(t)
 	source, charge := "none", 0.0
 	if !v.LocalRepliesReachProcessor() {
 		source, charge = "unanswered", float64(evLocalReplyWords+7)
@@ -74,15 +70,7 @@ func TestRealEnvoyTrailers(t *testing.T) {
 	s := harness.StartStack(t, harness.StackOptions{ConfigYAML: evTrailersConfig, FakeClock: labClock})
 	s.StartEnvoy(bin)
 	chat := func(model string, extra map[string]any) []byte {
-		m := map[string]any{"model": model, "messages": []harness.Message{{Role: "user", Content: evOneTokenWords(100)}}}
-		for k, v := range extra {
-			m[k] = v
-		}
-		b, err := json.Marshal(m)
-		if err != nil {
-			t.Fatal(err)
-		}
-		return b
+		return chatJSON(t, model, []harness.Message{{Role: "user", Content: evOneTokenWords(100)}}, extra)
 	}
 	// No hook into a real Envoy: the body follows its headers 300 ms
 	// later, well after tokengate's reply, so Envoy sends it without

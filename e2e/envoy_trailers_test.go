@@ -75,15 +75,7 @@ func TestTrailersChargedAlike(t *testing.T) {
 
 	const words = 100 // a 107-token prompt
 	chat := func(model string, extra map[string]any) []byte {
-		m := map[string]any{"model": model, "messages": []harness.Message{{Role: "user", Content: evOneTokenWords(words)}}}
-		for k, v := range extra {
-			m[k] = v
-		}
-		b, err := json.Marshal(m)
-		if err != nil {
-			t.Fatal(err)
-		}
-		return b
+		return chatJSON(t, model, []harness.Message{{Role: "user", Content: evOneTokenWords(words)}}, extra)
 	}
 	// counted is what the estimate row charged under each variant: the
 	// same request everywhere, so the same charge.

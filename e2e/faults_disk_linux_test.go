@@ -182,7 +182,7 @@ func runFullDisk(t *testing.T, crash bool) {
 	settleErrors := func() float64 { return faultMetric(t, admin, "tokengate_store_errors_total", "op", "settle") }
 
 	send("before", diskBefore)
-	how := disk.fill(s.Tokengate.OSPid(), db)
+	how := disk.fill(s.Tokengate.Pid(), db)
 	logMark := len(s.Tokengate.Stderr())
 	send("full", diskFull)
 	whileFull := settleErrors()

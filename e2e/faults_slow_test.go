@@ -269,20 +269,12 @@ func startLateFront(t *testing.T, s *harness.Stack, timeout time.Duration) *late
 	t.Helper()
 	filter := proto.Clone(s.Filter).(*extprocv3.ExternalProcessor)
 	filter.MessageTimeout = durationpb.New(timeout)
-	f, err := front.New(front.Config{
+	f, u := harness.StartFront(t, front.Config{
 		Filter:      filter,
 		ExtProcAddr: s.Tokengate.Field("grpc"),
 		Upstream:    "http://" + s.Mock.Field("http"),
-		BufferLimit: int64(s.Bootstrap.GetStaticResources().GetListeners()[0].GetPerConnectionBufferLimitBytes().GetValue()),
+		BufferLimit: harness.BufferLimit(s.Bootstrap),
 	})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { f.Close() })
-	u, err := f.Start("127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
 	return &lateFront{f: f, url: u}
 }
 

@@ -426,7 +426,7 @@ func TestNoUsageBufferedCounted(t *testing.T) {
 				request: nuJSON(t, map[string]any{"model": gpt, "instructions": instructions, "input": responsesInput, "tools": tools}),
 				answer:  responsesAnswer,
 				// tokengate counts instructions as a system message and a
-				// string input as text (extproc/openai PromptTokensWithin).
+				// string input as text (extproc/llm PromptTokensWithin).
 				prompt:  int64(tokenize.Chat(gpt, []tokenize.Message{{Role: "system", Content: instructions}}) + tokenize.Text(gpt, responsesInput)),
 				content: nuResponsesContent, sources: []string{"counted"},
 			},

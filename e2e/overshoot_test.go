@@ -13,54 +13,54 @@ import (
 // The accuracy run (SPEC §9: at most 1 % over the limit in any 60 s
 // window with 64 concurrent clients). A round is 64 requests at once in
 // one fake second, about 47,000 tokens asked of a 20,000 budget, so the
-// limit is pressed from the first second on.
+// limit is pressed from the first second on. The runs of
+// envoy_overshoot_trailers_test.go and replicas_test.go are this one
+// through other clients and deployments.
 const (
-	overshootLimit   int64 = 20000
-	overshootClients       = 64
-	overshootClock         = "2026-01-05T10:00:00Z"
-	overshootSim           = 3 * time.Minute
-	// Bounds of one run: the 180 rounds take a few seconds on 2 cores.
-	overshootMaxWall     = 20 * time.Second
-	overshootMaxRequests = 50000
+	accuracyLimit       int64 = 20000
+	accuracyClients           = 64
+	accuracyClock             = "2026-01-05T10:00:00Z"
+	accuracySim               = 3 * time.Minute
+	accuracyMaxRequests       = 50000
+	// Bound of one run on one process: the 180 rounds take a few
+	// seconds on 2 cores.
+	overshootMaxWall = 20 * time.Second
 )
 
-func overshootConfig(strict bool) string {
-	mode := "" // APIM: charged only once the response is back
+// accuracyPolicy is the accuracy policy: strict reserves the estimated
+// prompt and max_tokens before admitting; without, APIM's check, charged
+// only once the response is back.
+func accuracyPolicy(strict bool) string {
+	mode := ""
 	if strict {
 		mode = "  estimate_prompt_tokens: true\n  reserve_completion: max_tokens\n"
 	}
-	return fmt.Sprintf(`store: {backend: memory}
-policies:
+	return fmt.Sprintf(`policies:
 - name: accuracy
   counter_key: {header: [api-key]}
   tokens_per_minute: %d
-%s`, overshootLimit, mode)
+%s`, accuracyLimit, mode)
+}
+
+func overshootConfig(strict bool) string {
+	return "store: {backend: memory}\n" + accuracyPolicy(strict)
 }
 
 func TestStrictModeNoOvershoot(t *testing.T) {
 	skipLongUnderShort(t)
 	needBinaries(t)
 	t.Run("strict", func(t *testing.T) {
-		res := runAccuracy(t, overshootConfig(true))
-		t.Logf("strict: %s", res.Report(overshootLimit))
-		if most := overshootLimit * 101 / 100; res.Worst.Tokens > most {
-			t.Errorf("strict mode let %d tokens through in the 60 s from %v: more than limit × 1.01 = %d",
-				res.Worst.Tokens, res.Worst.From.Format(time.TimeOnly), most)
-		}
-		// The proof is only worth something if the limit was pressed:
-		// requests refused, the window filled close to the limit, and
-		// refilled as tokens left it (at least twice the limit over the run).
-		if res.RateLimited == 0 || res.Worst.Tokens < overshootLimit*9/10 || res.AdmittedTokens < 2*overshootLimit {
-			t.Errorf("the limit was not pressed: %d refused, worst window %d, %d tokens admitted in all (want refusals, ≥ %d, ≥ %d)",
-				res.RateLimited, res.Worst.Tokens, res.AdmittedTokens, overshootLimit*9/10, 2*overshootLimit)
-		}
+		res := runOvershoot(t, overshootConfig(true))
+		t.Logf("strict: %s", res.Report(accuracyLimit))
+		checkNoOvershoot(t, "strict mode", res)
+		checkPressed(t, res, accuracyLimit*9/10)
 	})
 	t.Run("apim", func(t *testing.T) {
 		// For the record: APIM's check (refuse once used ≥ limit,
 		// charge when the response is back) on the same load. It is
 		// expected to overshoot; only the run itself is checked.
-		res := runAccuracy(t, overshootConfig(false))
-		t.Logf("apim: %s", res.Report(overshootLimit))
+		res := runOvershoot(t, overshootConfig(false))
+		t.Logf("apim: %s", res.Report(accuracyLimit))
 		if res.Admitted == 0 {
 			t.Error("APIM mode admitted nothing")
 		}
@@ -92,14 +92,11 @@ func TestStrictModeNoOvershootChoices(t *testing.T) {
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			res := runAccuracy(t, overshootConfig(true), func(o *load.Options) {
+			res := runOvershoot(t, overshootConfig(true), func(o *load.Options) {
 				o.Legacy, o.N, o.BestOf, o.CompletionTokens = tt.legacy, tt.n, tt.bestOf, completion
 			})
-			t.Logf("strict, %s: %s", tt.name, res.Report(overshootLimit))
-			if most := overshootLimit * 101 / 100; res.Worst.Tokens > most {
-				t.Errorf("strict mode let %d tokens through in the 60 s from %v: more than limit × 1.01 = %d",
-					res.Worst.Tokens, res.Worst.From.Format(time.TimeOnly), most)
-			}
+			t.Logf("strict, %s: %s", tt.name, res.Report(accuracyLimit))
+			checkNoOvershoot(t, "strict mode", res)
 			// The upstream must have billed the choices: a record's
 			// completion is every choice's (or candidate's) tokens.
 			choices := int64(max(tt.n, tt.bestOf, 1))
@@ -112,33 +109,38 @@ func TestStrictModeNoOvershootChoices(t *testing.T) {
 			// bigger here, so a refusal proves the window only held more
 			// than the limit less the largest request (a refused request
 			// did not fit in what was left).
-			if least := overshootLimit - tt.largest; res.RateLimited == 0 || res.Worst.Tokens < least || res.AdmittedTokens < 2*overshootLimit {
-				t.Errorf("the limit was not pressed: %d refused, worst window %d, %d tokens admitted in all (want refusals, ≥ %d, ≥ %d)",
-					res.RateLimited, res.Worst.Tokens, res.AdmittedTokens, least, 2*overshootLimit)
-			}
+			checkPressed(t, res, accuracyLimit-tt.largest)
 		})
 	}
 }
 
-// runAccuracy starts a stack on cfg and drives the accuracy load through
-// it; every request must be admitted or refused, none fail or be cut.
-// shape, when given, changes the requests sent (API, n, best_of, sizes).
-func runAccuracy(t *testing.T, cfg string, shape ...func(*load.Options)) load.Result {
+// runOvershoot starts a stack on cfg and runs the accuracy load through
+// it; shape, when given, changes the load (API, n, best_of, sizes).
+func runOvershoot(t *testing.T, cfg string, shape ...func(*load.Options)) load.Result {
 	t.Helper()
-	s := harness.StartStack(t, harness.StackOptions{ConfigYAML: cfg, FakeClock: overshootClock, Filter: patientFront})
-	start, err := time.Parse(time.RFC3339, overshootClock)
+	s := harness.StartStack(t, harness.StackOptions{ConfigYAML: cfg, FakeClock: accuracyClock, Filter: patientFront})
+	return runAccuracy(t, []string{s.URL}, []string{s.Tokengate.Field("admin")}, "accuracy-key", overshootMaxWall, shape...)
+}
+
+// runAccuracy drives the accuracy load on key through urls, moving the
+// fake clocks of admins together, within maxWall; every request must be
+// admitted or refused, none fail or be cut. shape, when given, changes the
+// load.
+func runAccuracy(t *testing.T, urls, admins []string, key string, maxWall time.Duration, shape ...func(*load.Options)) load.Result {
+	t.Helper()
+	start, err := time.Parse(time.RFC3339, accuracyClock)
 	if err != nil {
 		t.Fatal(err)
 	}
 	o := load.Options{
-		URLs:        []string{s.URL},
-		Clients:     overshootClients,
-		Key:         "accuracy-key",
-		Advance:     load.ClockAdvancer(s.Tokengate.Field("admin")),
+		URLs:        urls,
+		Clients:     accuracyClients,
+		Key:         key,
+		Advance:     load.ClockAdvancer(admins...),
 		Start:       start,
-		SimDuration: overshootSim,
-		MaxRequests: overshootMaxRequests,
-		MaxWall:     overshootMaxWall,
+		SimDuration: accuracySim,
+		MaxRequests: accuracyMaxRequests,
+		MaxWall:     maxWall,
 		Seed:        1,
 	}
 	for _, f := range shape {
@@ -147,6 +149,28 @@ func runAccuracy(t *testing.T, cfg string, shape ...func(*load.Options)) load.Re
 	res, err := load.Run(context.Background(), o)
 	checkLoadRun(t, res, err)
 	return res
+}
+
+// checkNoOvershoot holds a strict run to the bound: at most limit × 1.01
+// in any 60 s window. what names the run.
+func checkNoOvershoot(t *testing.T, what string, res load.Result) {
+	t.Helper()
+	if most := accuracyLimit * 101 / 100; res.Worst.Tokens > most {
+		t.Errorf("%s let %d tokens through in the 60 s from %v: more than limit × 1.01 = %d",
+			what, res.Worst.Tokens, res.Worst.From.Format(time.TimeOnly), most)
+	}
+}
+
+// checkPressed fails a run whose proof is worth nothing because the limit
+// was not pressed: no request refused, no window filled to least, or less
+// than twice the limit admitted over the run (the window did not refill
+// as tokens left it).
+func checkPressed(t *testing.T, res load.Result, least int64) {
+	t.Helper()
+	if res.RateLimited == 0 || res.Worst.Tokens < least || res.AdmittedTokens < 2*accuracyLimit {
+		t.Errorf("the limit was not pressed: %d refused, worst window %d, %d tokens admitted in all (want refusals, ≥ %d, ≥ %d)",
+			res.RateLimited, res.Worst.Tokens, res.AdmittedTokens, least, 2*accuracyLimit)
+	}
 }
 
 // checkLoadRun fails a load run whose records are not the whole account:

@@ -1,7 +1,6 @@
 package e2e
 
 import (
-	"context"
 	"fmt"
 	"net/http"
 	"testing"
@@ -18,15 +17,10 @@ import (
 // (store.redis.clock: client), and the harness moves every replica's clock
 // together between rounds.
 const (
-	replicasN             = 3
-	replicasLimit   int64 = 20000
-	replicasClients       = 64
-	replicasClock         = "2026-01-05T10:00:00Z"
-	replicasSim           = 3 * time.Minute
-	// Bounds of one run: three processes and Redis on 2 cores take about
+	replicasN = 3
+	// Bound of one run: three processes and Redis on 2 cores take about
 	// twice the single-process memory run's time.
-	replicasMaxWall     = 40 * time.Second
-	replicasMaxRequests = 50000
+	replicasMaxWall = 40 * time.Second
 	// apimReplicaFactor bounds the APIM total across replicas against one
 	// process's on the same load; see TestReplicasShareOneBudget.
 	apimReplicaFactor = 1.5
@@ -42,18 +36,10 @@ const (
 )
 
 func replicasConfig(redisAddr string, strict bool) string {
-	mode := "" // APIM: charged only once the response is back
-	if strict {
-		mode = "  estimate_prompt_tokens: true\n  reserve_completion: max_tokens\n"
-	}
 	return fmt.Sprintf(`store:
   backend: redis
   redis: {addrs: [%q], clock: client, dial_timeout: %v, read_timeout: %v, write_timeout: %v}
-policies:
-- name: accuracy
-  counter_key: {header: [api-key]}
-  tokens_per_minute: %d
-%s`, redisAddr, replicasRedisTimeout, replicasRedisTimeout, replicasRedisTimeout, replicasLimit, mode)
+`, redisAddr, replicasRedisTimeout, replicasRedisTimeout, replicasRedisTimeout) + accuracyPolicy(strict)
 }
 
 // TestReplicasShareOneBudget is issue 6's proof that the Redis store makes
@@ -87,25 +73,17 @@ func TestReplicasShareOneBudget(t *testing.T) {
 	var strict, apim, single load.Result
 	ok := t.Run("strict", func(t *testing.T) {
 		strict = runReplicated(t, rds.Addr(), replicasN, true, "replicas-strict")
-		t.Logf("strict, %d replicas on one redis: %s", replicasN, strict.Report(replicasLimit))
-		if most := replicasLimit * 101 / 100; strict.Worst.Tokens > most {
-			t.Errorf("strict mode across %d replicas let %d tokens through in the 60 s from %v: more than limit × 1.01 = %d",
-				replicasN, strict.Worst.Tokens, strict.Worst.From.Format(time.TimeOnly), most)
-		}
-		// Only worth something if the shared limit was pressed: refusals,
-		// a window filled close to the limit, refilled as it slid.
-		if strict.RateLimited == 0 || strict.Worst.Tokens < replicasLimit*9/10 || strict.AdmittedTokens < 2*replicasLimit {
-			t.Errorf("the limit was not pressed: %d refused, worst window %d, %d tokens admitted in all (want refusals, ≥ %d, ≥ %d)",
-				strict.RateLimited, strict.Worst.Tokens, strict.AdmittedTokens, replicasLimit*9/10, 2*replicasLimit)
-		}
+		t.Logf("strict, %d replicas on one redis: %s", replicasN, strict.Report(accuracyLimit))
+		checkNoOvershoot(t, fmt.Sprintf("strict mode across %d replicas", replicasN), strict)
+		checkPressed(t, strict, accuracyLimit*9/10)
 	})
 	ok = t.Run("apim", func(t *testing.T) {
 		apim = runReplicated(t, rds.Addr(), replicasN, false, "replicas-apim")
-		t.Logf("apim, %d replicas on one redis: %s", replicasN, apim.Report(replicasLimit))
+		t.Logf("apim, %d replicas on one redis: %s", replicasN, apim.Report(accuracyLimit))
 	}) && ok
 	ok = t.Run("apim_single", func(t *testing.T) {
 		single = runReplicated(t, rds.Addr(), 1, false, "single-apim")
-		t.Logf("apim, 1 process on redis: %s", single.Report(replicasLimit))
+		t.Logf("apim, 1 process on redis: %s", single.Report(accuracyLimit))
 	}) && ok
 	if !ok {
 		t.Fatal("a run failed; no comparison")
@@ -113,9 +91,9 @@ func TestReplicasShareOneBudget(t *testing.T) {
 	ratio := float64(apim.Worst.Tokens) / float64(single.Worst.Tokens)
 	t.Logf("apim: worst window with %d replicas %d tokens, with 1 process %d: × %.2f (bound × %.1f; per-replica counters would give ≥ × 2)",
 		replicasN, apim.Worst.Tokens, single.Worst.Tokens, ratio, apimReplicaFactor)
-	if single.Worst.Tokens <= replicasLimit {
+	if single.Worst.Tokens <= accuracyLimit {
 		t.Errorf("one APIM process's worst window %d does not exceed the limit %d: the load does not press it, the comparison proves nothing",
-			single.Worst.Tokens, replicasLimit)
+			single.Worst.Tokens, accuracyLimit)
 	}
 	if ratio > apimReplicaFactor {
 		t.Errorf("APIM mode across %d replicas admitted %d tokens in a window, × %.2f one process's %d (bound × %.1f): the replicas do not share the budget",
@@ -129,27 +107,11 @@ func TestReplicasShareOneBudget(t *testing.T) {
 // share.
 func runReplicated(t *testing.T, redisAddr string, n int, strict bool, key string) load.Result {
 	t.Helper()
-	r := harness.StartReplicas(t, harness.ReplicaOptions{N: n, ConfigYAML: replicasConfig(redisAddr, strict), FakeClock: replicasClock, Filter: patientFront})
+	r := harness.StartReplicas(t, harness.ReplicaOptions{N: n, ConfigYAML: replicasConfig(redisAddr, strict), FakeClock: accuracyClock, Filter: patientFront})
 	warmUp(t, r)
-	start, err := time.Parse(time.RFC3339, replicasClock)
-	if err != nil {
-		t.Fatal(err)
-	}
 	client := loadClient()
 	defer client.CloseIdleConnections()
-	res, err := load.Run(context.Background(), load.Options{
-		URLs:        r.URLs,
-		Clients:     replicasClients,
-		Key:         key,
-		Advance:     load.ClockAdvancer(r.Admins()...),
-		Start:       start,
-		SimDuration: replicasSim,
-		MaxRequests: replicasMaxRequests,
-		MaxWall:     replicasMaxWall,
-		Seed:        1,
-		HTTP:        client,
-	})
-	checkLoadRun(t, res, err)
+	res := runAccuracy(t, r.URLs, r.Admins(), key, replicasMaxWall, func(o *load.Options) { o.HTTP = client })
 	// Whether the shared store answered every call in time: a replica
 	// that took Redis for down decided per on_error (fail_open: admitted
 	// unshared), which the figures above then include.
@@ -162,7 +124,7 @@ func runReplicated(t *testing.T, redisAddr string, n int, strict bool, key strin
 	// decisions may still be being counted when the load returns.
 	for i := range n {
 		decided := r.Metric(i, "tokengate_requests_total", "policy", "accuracy")
-		if least := float64(res.Requests/n - replicasClients); decided < least {
+		if least := float64(res.Requests/n - accuracyClients); decided < least {
 			t.Errorf("replica %d decided %v requests, want ≥ %v of the %d sent: the load was not spread", i, decided, least, res.Requests)
 		}
 	}
@@ -188,6 +150,6 @@ func warmUp(t *testing.T, r *harness.Replicas) {
 // close, so no keep-alive goroutine outlives it.
 func loadClient() *http.Client {
 	tr := http.DefaultTransport.(*http.Transport).Clone()
-	tr.MaxIdleConnsPerHost = replicasClients
+	tr.MaxIdleConnsPerHost = accuracyClients
 	return &http.Client{Transport: tr, Timeout: 30 * time.Second}
 }

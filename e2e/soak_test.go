@@ -98,7 +98,7 @@ func TestSoak(t *testing.T) {
 	s := harness.StartStack(t, harness.StackOptions{ConfigYAML: soakConfig, FakeClock: soakClock, Filter: patientFront,
 		TokengateArgs: []string{"--fake-clock-runs", "--log-format", "json", "--log-level", "info"}})
 	admin := s.Tokengate.Field("admin")
-	pid := s.Tokengate.OSPid()
+	pid := s.Tokengate.Pid()
 	ld := newSoakLoad(s.URL)
 	// One of each kind first: the front's connection to tokengate and the
 	// first stream's lazily built state are part of the baseline, not of

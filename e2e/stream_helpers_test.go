@@ -7,8 +7,6 @@ import (
 	"fmt"
 	"io"
 	"net/http"
-	"strconv"
-	"strings"
 	"testing"
 	"time"
 
@@ -151,27 +149,11 @@ func (r *rig) charged(key, policy string) int {
 // the given name="value" pairs.
 func (r *rig) metric(name string, labels ...string) float64 {
 	r.t.Helper()
-	status, body := r.get("http://" + r.Tokengate.Field("admin") + "/metrics")
-	if status != http.StatusOK {
-		r.t.Fatalf("metrics: %d", status)
+	v, err := harness.ScrapeMetric(rawClient, r.Tokengate.Field("admin"), name, labels...)
+	if err != nil {
+		r.t.Fatal(err)
 	}
-	var sum float64
-	for line := range strings.Lines(string(body)) {
-		series, value, ok := strings.Cut(strings.TrimSpace(line), " ")
-		if !ok || !strings.HasPrefix(series, name+"{") && series != name {
-			continue
-		}
-		match := true
-		for i := 0; i+1 < len(labels); i += 2 {
-			if !strings.Contains(series, fmt.Sprintf("%s=%q", labels[i], labels[i+1])) {
-				match = false
-			}
-		}
-		if v, err := strconv.ParseFloat(value, 64); err == nil && match {
-			sum += v
-		}
-	}
-	return sum
+	return v
 }
 
 // settlements is how many requests of policy tokengate has settled: it
@@ -186,20 +168,16 @@ func (r *rig) settlements(policy string) int {
 // the ext_proc stream is reset), and fails if there are more.
 func (r *rig) waitSettlements(policy string, n int) {
 	r.t.Helper()
-	deadline := time.Now().Add(5 * time.Second)
-	for {
+	harness.Eventually(r.t, 5*time.Second, func() error {
 		got := r.settlements(policy)
 		if got > n {
 			r.t.Fatalf("policy %s: %d settlements, want %d: a request was settled twice", policy, got, n)
 		}
-		if got == n {
-			return
+		if got < n {
+			return fmt.Errorf("policy %s: %d settlements, want %d", policy, got, n)
 		}
-		if time.Now().After(deadline) {
-			r.t.Fatalf("policy %s: %d settlements after 5s, want %d", policy, got, n)
-		}
-		time.Sleep(10 * time.Millisecond) // polling a condition, under a deadline
-	}
+		return nil
+	})
 }
 
 // post builds a JSON POST to path on the front. The rig's helpers fail
@@ -212,21 +190,6 @@ func (r *rig) post(path string, body []byte) *http.Request {
 	}
 	req.Header.Set("Content-Type", "application/json")
 	return req
-}
-
-// get fetches u (an admin or mock URL) whole.
-func (r *rig) get(u string) (int, []byte) {
-	r.t.Helper()
-	resp, err := rawClient.Get(u)
-	if err != nil {
-		r.t.Fatal(err)
-	}
-	defer resp.Body.Close()
-	body, err := io.ReadAll(resp.Body)
-	if err != nil {
-		r.t.Fatalf("%s: %v", u, err)
-	}
-	return resp.StatusCode, body
 }
 
 // mockTrace is openai-mock's account of one answer (GET /mock/traces/{id}).
@@ -245,35 +208,70 @@ type mockTrace struct {
 
 func (r *rig) trace(id string) mockTrace {
 	r.t.Helper()
-	status, body := r.get("http://" + r.Mock.Field("http") + "/mock/traces/" + id)
-	var tr mockTrace
-	if err := json.Unmarshal(body, &tr); err != nil || status != http.StatusOK {
-		r.t.Fatalf("trace %s: %d %s (%v)", id, status, body, err)
-	}
-	return tr
+	return traceOf(r.t, r.Mock.Field("http"), id)
 }
 
 // finishedTrace waits until the mock's handler for id has returned, which
 // after a client's disconnect proves the upstream request was ended too.
 func (r *rig) finishedTrace(id string) mockTrace {
 	r.t.Helper()
-	deadline := time.Now().Add(5 * time.Second)
-	for {
-		tr := r.trace(id)
-		if tr.Finished {
-			return tr
-		}
-		if time.Now().After(deadline) {
-			r.t.Fatalf("the mock still sends %s 5s on: %+v", id, tr)
-		}
-		time.Sleep(10 * time.Millisecond) // polling a condition, under a deadline
+	return finishedTrace(r.t, r.Mock.Field("http"), id)
+}
+
+// traceOf is openai-mock's account of answer id, as it stands.
+func traceOf(t *testing.T, mock, id string) mockTrace {
+	t.Helper()
+	code, body, err := getWhole("http://" + mock + "/mock/traces/" + id)
+	var tr mockTrace
+	if err != nil || code != http.StatusOK || json.Unmarshal(body, &tr) != nil {
+		t.Fatalf("trace %s: %d %s (%v)", id, code, body, err)
 	}
+	return tr
+}
+
+// finishedTrace waits until openai-mock has finished answering id and
+// returns its account of what it sent.
+func finishedTrace(t *testing.T, mock, id string) mockTrace {
+	t.Helper()
+	var tr mockTrace
+	harness.Eventually(t, 5*time.Second, func() error {
+		if tr = traceOf(t, mock, id); !tr.Finished {
+			return fmt.Errorf("the mock still sends %s: %+v", id, tr)
+		}
+		return nil
+	})
+	return tr
+}
+
+// getWhole fetches u (an admin or mock URL) whole with rawClient.
+func getWhole(u string) (int, []byte, error) {
+	resp, err := rawClient.Get(u)
+	if err != nil {
+		return 0, nil, err
+	}
+	defer resp.Body.Close()
+	body, err := io.ReadAll(resp.Body)
+	if err != nil {
+		return resp.StatusCode, nil, fmt.Errorf("%s: %w", u, err)
+	}
+	return resp.StatusCode, body, nil
 }
 
 // chatBody is a gpt-4o chat request on streamMessages.
 func chatBody(t *testing.T, stream bool) []byte {
 	t.Helper()
-	b, err := json.Marshal(map[string]any{"model": "gpt-4o", "stream": stream, "messages": streamMessages})
+	return chatJSON(t, "gpt-4o", streamMessages, map[string]any{"stream": stream})
+}
+
+// chatJSON is a chat completion request on model and messages, with the
+// extra fields set.
+func chatJSON(t *testing.T, model string, messages any, extra map[string]any) []byte {
+	t.Helper()
+	m := map[string]any{"model": model, "messages": messages}
+	for k, v := range extra {
+		m[k] = v
+	}
+	b, err := json.Marshal(m)
 	if err != nil {
 		t.Fatal(err)
 	}

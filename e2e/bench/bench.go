@@ -12,24 +12,26 @@ import (
 	extprocv3 "github.com/envoyproxy/go-control-plane/envoy/service/ext_proc/v3"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/credentials/insecure"
+
+	"github.com/tokengate/tokengate/internal/proc"
 )
 
 // target is one server under measurement.
 type target struct {
 	name    string
-	proc    *proc
+	proc    *proc.Process
 	clients []extprocv3.ExternalProcessorClient
-	store   *proc // a process the server depends on (redis-server), or nil
-	sent    int64 // streams played against it, warm-up included
+	store   *proc.Process // a process the server depends on (redis-server), or nil
+	sent    int64         // streams played against it, warm-up included
 }
 
 // benchAll builds the servers, starts the nop once and, per mode, a
 // tokengate configured for it, and measures both.
 func benchAll(ctx context.Context, o options, ms []mode, log io.Writer) (*report, error) {
 	rep := &report{Command: commandLine(o.args), Machine: readMachine(), Settings: settingsOf(o), Started: time.Now().UTC()}
-	root, err := moduleRoot(ctx)
+	root, err := proc.ModuleRoot()
 	if err != nil {
-		return nil, err
+		return nil, fmt.Errorf("%w: run from the tokengate repository", err)
 	}
 	rep.Source = sourceOf(ctx, root)
 	dir, err := os.MkdirTemp("", "tokengate-bench-")
@@ -42,11 +44,11 @@ func benchAll(ctx context.Context, o options, ms []mode, log io.Writer) (*report
 	if err != nil {
 		return nil, err
 	}
-	nopProc, err := start("nop", nopBin, []string{"-listen", "127.0.0.1:0"}, true)
+	nopProc, err := proc.Start(ctx, nopBin, []string{"-listen", "127.0.0.1:0"}, serverOptions())
 	if err != nil {
 		return nil, err
 	}
-	defer nopProc.stop()
+	defer nopProc.Stop(stopTimeout)
 	nop, closeNop, err := connect("nop", nopProc, o.conns)
 	if err != nil {
 		return nil, err
@@ -65,8 +67,8 @@ func benchAll(ctx context.Context, o options, ms []mode, log io.Writer) (*report
 
 // connect opens n connections to p's gRPC address. They are made before
 // any measurement, so connection setup is in no figure.
-func connect(name string, p *proc, n int) (*target, func(), error) {
-	addr := p.fields["grpc"]
+func connect(name string, p *proc.Process, n int) (*target, func(), error) {
+	addr := p.Field("grpc")
 	if addr == "" {
 		return nil, nil, fmt.Errorf("%s's ready line has no grpc= address", name)
 	}
@@ -96,25 +98,25 @@ func connect(name string, p *proc, n int) (*target, func(), error) {
 // them in alternating rounds.
 func benchMode(ctx context.Context, o options, m mode, dir, tgBin string, nop *target) (*modeResult, error) {
 	var redisAddr string
-	var redis *proc
+	var redis *proc.Process
 	if m.redis {
-		rp, addr, err := startRedis(o.redisBin)
+		rp, addr, err := startRedis(ctx, o.redisBin)
 		if err != nil {
 			return nil, err
 		}
-		defer rp.stop()
+		defer rp.Stop(stopTimeout)
 		redis, redisAddr = rp, addr
 	}
 	cfg, err := writeConfig(dir, m, redisAddr)
 	if err != nil {
 		return nil, err
 	}
-	tgProc, err := start("tokengate", tgBin, []string{"--config", cfg,
-		"--listen", "127.0.0.1:0", "--admin-listen", "127.0.0.1:0", "--log-level", "error"}, true)
+	tgProc, err := proc.Start(ctx, tgBin, []string{"--config", cfg,
+		"--listen", "127.0.0.1:0", "--admin-listen", "127.0.0.1:0", "--log-level", "error"}, serverOptions())
 	if err != nil {
 		return nil, err
 	}
-	defer tgProc.stop()
+	defer tgProc.Stop(stopTimeout)
 	tg, closeTG, err := connect("tokengate", tgProc, o.conns)
 	if err != nil {
 		return nil, err
@@ -154,7 +156,7 @@ func benchMode(ctx context.Context, o options, m mode, dir, tgBin string, nop *t
 	res := newModeResult(m, w, totals[nop.name], totals[tg.name], o.concurrency)
 	res.Rounds = perRound
 	res.OtherLoadCores, res.BenchLoadCores = load.cores()
-	res.Checks = checkTokengate(tgProc.fields["admin"], m, tg.sent)
+	res.Checks = checkTokengate(tgProc.Field("admin"), m, tg.sent)
 	return res, nil
 }
 
@@ -179,24 +181,24 @@ func roundBound(o options, r int) bound {
 func measure(ctx context.Context, t *target, w *workload, b bound, seq *atomic.Int64) (*stretch, error) {
 	var store0 time.Duration
 	if t.store != nil {
-		store0, _ = cpuTime(t.store.pid())
+		store0, _ = cpuTime(t.store.Pid())
 	}
-	cpu0, cpuErr := cpuTime(t.proc.pid())
+	cpu0, cpuErr := cpuTime(t.proc.Pid())
 	r, err := drive(ctx, t.clients, w, b, seq)
 	if t.store != nil {
-		if store1, err := cpuTime(t.store.pid()); err == nil {
+		if store1, err := cpuTime(t.store.Pid()); err == nil {
 			r.storeCPU = store1 - store0
 		}
 	}
 	t.sent += r.streams
 	if err != nil {
-		if e := t.proc.alive(); e != nil {
+		if e := t.proc.Alive(); e != nil {
 			return nil, fmt.Errorf("%w (%v)", err, e)
 		}
 		return nil, err
 	}
 	if cpuErr == nil {
-		cpu1, err := cpuTime(t.proc.pid())
+		cpu1, err := cpuTime(t.proc.Pid())
 		if err != nil {
 			return nil, err
 		}
@@ -204,5 +206,5 @@ func measure(ctx context.Context, t *target, w *workload, b bound, seq *atomic.I
 	} else {
 		r.cpu = -1
 	}
-	return r, t.proc.alive()
+	return r, t.proc.Alive()
 }

@@ -3,6 +3,8 @@ package main
 import (
 	"os"
 	"time"
+
+	"github.com/tokengate/tokengate/internal/proc"
 )
 
 // loadMeter measures how much CPU processes other than the bench's own
@@ -11,7 +13,7 @@ import (
 // different moments, and is the first suspect when figures move between
 // runs; the tool reports it rather than pretend the machine was idle.
 type loadMeter struct {
-	procs []*proc
+	procs []*proc.Process
 	start time.Time
 	busy  time.Duration
 	own   time.Duration
@@ -27,7 +29,7 @@ func (l *loadMeter) ownCPU() (time.Duration, bool) {
 		if p == nil {
 			continue
 		}
-		t, err := cpuTime(p.pid())
+		t, err := cpuTime(p.Pid())
 		if err != nil {
 			return 0, false
 		}
@@ -36,7 +38,7 @@ func (l *loadMeter) ownCPU() (time.Duration, bool) {
 	return total, true
 }
 
-func startLoad(procs ...*proc) *loadMeter {
+func startLoad(procs ...*proc.Process) *loadMeter {
 	l := &loadMeter{procs: procs, start: time.Now()}
 	var err error
 	l.busy, err = machineBusy()

@@ -5,15 +5,8 @@ import (
 	"os"
 	"strconv"
 	"strings"
-	"syscall"
 	"time"
 )
-
-// sysProcAttr kills the servers with the tool, even when the tool itself
-// is killed and has no chance to stop them.
-func sysProcAttr() *syscall.SysProcAttr {
-	return &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
-}
 
 // userHZ is the unit of /proc's CPU times: USER_HZ, 100 on every Linux
 // architecture Go runs on (it is part of the /proc ABI, independent of the

@@ -4,11 +4,8 @@ package main
 
 import (
 	"errors"
-	"syscall"
 	"time"
 )
-
-func sysProcAttr() *syscall.SysProcAttr { return nil }
 
 // cpuTime needs /proc; elsewhere the tool reports latency and throughput
 // only.

@@ -2,52 +2,35 @@ package main
 
 import (
 	"bufio"
+	"context"
 	"fmt"
 	"net"
 	"strconv"
 	"time"
-)
 
-// freePort asks the kernel for a loopback port nobody uses. It is free
-// when this returns; a race with another process taking it before the
-// server binds it is possible but only makes the start fail, loudly.
-func freePort() (int, error) {
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		return 0, err
-	}
-	defer ln.Close()
-	return ln.Addr().(*net.TCPAddr).Port, nil
-}
+	"github.com/tokengate/tokengate/internal/proc"
+)
 
 // startRedis runs a throwaway redis-server on a free loopback port, without
 // persistence (no RDB snapshot, no AOF: disk writes would measure the disk)
 // and returns it with its address once it answers PING.
-func startRedis(bin string) (*proc, string, error) {
-	port, err := freePort()
-	if err != nil {
-		return nil, "", err
-	}
-	p, err := start("redis-server", bin, []string{
-		"--port", strconv.Itoa(port), "--bind", "127.0.0.1",
-		"--save", "", "--appendonly", "no", "--loglevel", "warning",
-	}, false)
+func startRedis(ctx context.Context, bin string) (*proc.Process, string, error) {
+	port, err := proc.FreePort()
 	if err != nil {
 		return nil, "", err
 	}
 	addr := net.JoinHostPort("127.0.0.1", strconv.Itoa(port))
-	deadline := time.Now().Add(readyTimeout)
-	for {
-		if err := ping(addr); err == nil {
-			return p, addr, nil
-		} else if e := p.alive(); e != nil {
-			return nil, "", e
-		} else if time.Now().After(deadline) {
-			p.stop()
-			return nil, "", fmt.Errorf("redis-server on %s not answering after %v: %v", addr, readyTimeout, err)
-		}
-		time.Sleep(20 * time.Millisecond)
+	opts := serverOptions()
+	opts.Name = "redis-server"
+	opts.Probe = func() error { return ping(addr) }
+	p, err := proc.Start(ctx, bin, []string{
+		"--port", strconv.Itoa(port), "--bind", "127.0.0.1",
+		"--save", "", "--appendonly", "no", "--loglevel", "warning",
+	}, opts)
+	if err != nil {
+		return nil, "", err
 	}
+	return p, addr, nil
 }
 
 // ping sends one inline PING and expects +PONG.

@@ -2,7 +2,6 @@ package front
 
 import (
 	"io"
-	"net"
 	"net/http"
 	"os"
 	"path/filepath"
@@ -15,6 +14,9 @@ import (
 
 	extprocv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/http/ext_proc/v3"
 	extprocsvc "github.com/envoyproxy/go-control-plane/envoy/service/ext_proc/v3"
+
+	"github.com/tokengate/tokengate/e2e/internal/ports"
+	"github.com/tokengate/tokengate/internal/proc"
 )
 
 func TestParseEnvoyVersion(t *testing.T) {
@@ -42,7 +44,11 @@ func TestParseEnvoyVersion(t *testing.T) {
 
 // The front's default line must be the Envoy the demo stack runs.
 func TestPinnedEnvoyIsDockerComposes(t *testing.T) {
-	data, err := os.ReadFile(filepath.Join("..", "..", "docker-compose.yaml"))
+	root, err := proc.ModuleRoot()
+	if err != nil {
+		t.Fatal(err)
+	}
+	data, err := os.ReadFile(filepath.Join(root, "docker-compose.yaml"))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -85,18 +91,6 @@ func TestProtocolConfigPerVersion(t *testing.T) {
 	}
 }
 
-// deadURL is an http URL nothing listens on.
-func deadURL(t *testing.T) string {
-	t.Helper()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	u := "http://" + ln.Addr().String()
-	ln.Close()
-	return u
-}
-
 // The router's local replies reach the processor up to 1.33 and from 1.37,
 // not from 1.34 to 1.36 (skip_ext_proc_on_local_reply): there the
 // processor sees its stream closed after the request body.
@@ -115,7 +109,7 @@ func TestLocalRepliesPerEnvoyVersion(t *testing.T) {
 	}{
 		{"upstream unreachable", http.StatusServiceUnavailable, "upstream_reset_before_response_started{connection_failure}",
 			func(t *testing.T, v EnvoyVersion) *stand {
-				return newStand(t, filterConfig(), passAll, nil, func(c *Config) { c.Envoy, c.Upstream = v, deadURL(t) })
+				return newStand(t, filterConfig(), passAll, nil, func(c *Config) { c.Envoy, c.Upstream = v, "http://"+ports.Dead(t) })
 			}},
 		{"route timeout", http.StatusGatewayTimeout, "upstream_response_timeout",
 			func(t *testing.T, v EnvoyVersion) *stand {

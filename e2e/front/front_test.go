@@ -1,7 +1,6 @@
 package front
 
 import (
-	"net"
 	"slices"
 	"strings"
 	"testing"
@@ -14,6 +13,8 @@ import (
 	"google.golang.org/protobuf/types/known/durationpb"
 	"google.golang.org/protobuf/types/known/structpb"
 	"google.golang.org/protobuf/types/known/wrapperspb"
+
+	"github.com/tokengate/tokengate/e2e/internal/ports"
 )
 
 func TestRequestHeadersAsEnvoySendsThem(t *testing.T) {
@@ -312,12 +313,7 @@ func TestOverrideMessageTimeout(t *testing.T) {
 }
 
 func TestProcessorUnreachable(t *testing.T) {
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	dead := ln.Addr().String()
-	ln.Close()
+	dead := ports.Dead(t)
 	for _, failOpen := range []bool{false, true} {
 		up := startUpstream(t, nil)
 		fr, err := New(Config{

@@ -29,21 +29,28 @@ func upperReply(req *extprocsvc.ProcessingRequest) *extprocsvc.ProcessingRespons
 	return pass(req, upperBodies(&extprocsvc.CommonResponse{}, req.GetResponseBody().GetBody()))
 }
 
-// bodies lists the response_body messages a stream received.
-func bodies(msgs []*extprocsvc.ProcessingRequest) []*extprocsvc.HttpBody {
-	var out []*extprocsvc.HttpBody
-	for _, m := range msgs {
-		if b := m.GetResponseBody(); b != nil {
-			out = append(out, b)
+// passUntilBody passes every message and closes the channel it returns
+// at the first response_body: an upstream that waits on it ends its
+// response only once the front has sent a chunk.
+func passUntilBody() (handler, <-chan struct{}) {
+	first := make(chan struct{})
+	var once sync.Once
+	return func(n int, req *extprocsvc.ProcessingRequest) []*extprocsvc.ProcessingResponse {
+		if req.GetResponseBody() != nil {
+			once.Do(func() { close(first) })
 		}
-	}
-	return out
+		return passAll(n, req)
+	}, first
 }
 
-func describe(bs []*extprocsvc.HttpBody) string {
+// responseBodies describes the response_body messages of the stand's
+// first stream: each body quoted, with its end_of_stream.
+func (s *stand) responseBodies() string {
 	var parts []string
-	for _, b := range bs {
-		parts = append(parts, fmt.Sprintf("%q/eos=%v", b.GetBody(), b.GetEndOfStream()))
+	for _, m := range s.proc.messages(0) {
+		if b := m.GetResponseBody(); b != nil {
+			parts = append(parts, fmt.Sprintf("%q/eos=%v", b.GetBody(), b.GetEndOfStream()))
+		}
 	}
 	return strings.Join(parts, " ")
 }
@@ -111,8 +118,7 @@ func TestStreamedChunksArePipelined(t *testing.T) {
 	if st.MaxInFlight < 3 || st.TimedOut {
 		t.Errorf("at most %d chunks awaited replies at once (timed out: %v), want 3: the chunks were not pipelined", st.MaxInFlight, st.TimedOut)
 	}
-	bs := bodies(s.proc.messages(0))
-	if d := describe(bs); d != `"data: 1\n\n"/eos=false "data: 2\n\n"/eos=false "data: 3\n\n"/eos=false ""/eos=true` {
+	if d := s.responseBodies(); d != `"data: 1\n\n"/eos=false "data: 2\n\n"/eos=false "data: 3\n\n"/eos=false ""/eos=true` {
 		t.Errorf("response_body messages %s, want one per event and an empty end of stream (HTTP/1.1 chunked end)", d)
 	}
 }
@@ -147,14 +153,7 @@ func waitRead(t *testing.T, n int64) func(phase, *bodySource) {
 // goes as one chunk.
 func TestStreamedDataDuringHeadersIsOneChunk(t *testing.T) {
 	evs := []string{"data: 1\n\n", "data: 2\n\n", "data: 3\n\n"}
-	first := make(chan struct{})
-	var once sync.Once
-	h := func(n int, req *extprocsvc.ProcessingRequest) []*extprocsvc.ProcessingResponse {
-		if req.GetResponseBody() != nil {
-			once.Do(func() { close(first) })
-		}
-		return passAll(n, req)
-	}
+	h, first := passUntilBody()
 	answer := func(w http.ResponseWriter, r *http.Request) {
 		w.Header().Set("Content-Type", "text/event-stream")
 		events(w, r, nil, evs...)
@@ -171,7 +170,7 @@ func TestStreamedDataDuringHeadersIsOneChunk(t *testing.T) {
 		t.Errorf("client got %q", body)
 	}
 	s.last(t, 1)
-	if d := describe(bodies(s.proc.messages(0))); d != `"data: 1\n\ndata: 2\n\ndata: 3\n\n"/eos=false ""/eos=true` {
+	if d := s.responseBodies(); d != `"data: 1\n\ndata: 2\n\ndata: 3\n\n"/eos=false ""/eos=true` {
 		t.Errorf("response_body messages %s, want the three events in one chunk, then the end", d)
 	}
 }
@@ -207,7 +206,7 @@ func TestStreamedWholeStreamInOneMessage(t *testing.T) {
 	if st := s.last(t, 1); st.ModeOverrides != 1 {
 		t.Errorf("mode overrides %d, want 1", st.ModeOverrides)
 	}
-	if d := describe(bodies(s.proc.messages(0))); d != strconv.Quote(strings.Join(evs, ""))+"/eos=true" {
+	if d := s.responseBodies(); d != strconv.Quote(strings.Join(evs, ""))+"/eos=true" {
 		t.Errorf("response_body messages %s, want the whole stream in one message with end_of_stream", d)
 	}
 }
@@ -215,14 +214,7 @@ func TestStreamedWholeStreamInOneMessage(t *testing.T) {
 // With a content-length, Envoy's HTTP/1 codec knows the last data is the
 // last: end_of_stream rides on it, with no empty message after.
 func TestStreamedContentLengthEndsOnLastChunk(t *testing.T) {
-	first := make(chan struct{})
-	var once sync.Once
-	h := func(n int, req *extprocsvc.ProcessingRequest) []*extprocsvc.ProcessingResponse {
-		if req.GetResponseBody() != nil {
-			once.Do(func() { close(first) })
-		}
-		return passAll(n, req)
-	}
+	h, first := passUntilBody()
 	answer := func(w http.ResponseWriter, r *http.Request) {
 		w.Header().Set("Content-Type", "application/json")
 		w.Header().Set("Content-Length", "10")
@@ -234,7 +226,7 @@ func TestStreamedContentLengthEndsOnLastChunk(t *testing.T) {
 		t.Errorf("client got %q", body)
 	}
 	s.last(t, 1)
-	if d := describe(bodies(s.proc.messages(0))); d != `"01234"/eos=false "56789"/eos=true` {
+	if d := s.responseBodies(); d != `"01234"/eos=false "56789"/eos=true` {
 		t.Errorf("response_body messages %s, want two chunks, end_of_stream on the second", d)
 	}
 }
@@ -347,7 +339,7 @@ func TestStreamedUpstreamResetDuringHeaders(t *testing.T) {
 	if !st.Aborted {
 		t.Errorf("stats %+v, want the response aborted", st)
 	}
-	if d := describe(bodies(s.proc.messages(0))); d != `"data: 1\n\ndata: 2\n\n"/eos=false` {
+	if d := s.responseBodies(); d != `"data: 1\n\ndata: 2\n\n"/eos=false` {
 		t.Errorf("response_body messages %s, want the data before the reset, without end_of_stream", d)
 	}
 }

@@ -6,10 +6,12 @@ package harness
 import (
 	"errors"
 	"fmt"
-	"os"
 	"os/exec"
 	"path/filepath"
 	"sync"
+	"testing"
+
+	"github.com/tokengate/tokengate/internal/proc"
 )
 
 // Binaries are the commands the end-to-end tests run.
@@ -20,30 +22,15 @@ var (
 	built   map[string]string // the set last built, StartStack's default
 )
 
-// ModuleRoot finds the module's root by walking up from the working
-// directory to go.mod, so tests run from any package directory.
-func ModuleRoot() (string, error) {
-	dir, err := os.Getwd()
-	if err != nil {
-		return "", err
-	}
-	for {
-		if _, err := os.Stat(filepath.Join(dir, "go.mod")); err == nil {
-			return dir, nil
-		}
-		parent := filepath.Dir(dir)
-		if parent == dir {
-			return "", errors.New("harness: no go.mod above the working directory")
-		}
-		dir = parent
-	}
-}
+// ModuleRoot is proc.ModuleRoot: the module's root, found by walking up
+// from the working directory to go.mod.
+func ModuleRoot() (string, error) { return proc.ModuleRoot() }
 
 // BuildBinaries builds every command of Binaries into dir and returns
 // their paths by name. Tests call it once, from TestMain, into a temporary
 // directory; the result also becomes StartStack's default.
 func BuildBinaries(dir string) (map[string]string, error) {
-	root, err := ModuleRoot()
+	root, err := proc.ModuleRoot()
 	if err != nil {
 		return nil, err
 	}
@@ -68,8 +55,17 @@ func BuildBinaries(dir string) (map[string]string, error) {
 	return out, nil
 }
 
-func lastBuilt() map[string]string {
-	builtMu.Lock()
-	defer builtMu.Unlock()
-	return built
+// binaries is bins, or when nil the set BuildBinaries built last; it
+// fails the test without tokengate and openai-mock.
+func binaries(t testing.TB, bins map[string]string) map[string]string {
+	t.Helper()
+	if bins == nil {
+		builtMu.Lock()
+		bins = built
+		builtMu.Unlock()
+	}
+	if bins["tokengate"] == "" || bins["openai-mock"] == "" {
+		t.Fatal("harness: no binaries: call BuildBinaries first (in TestMain)")
+	}
+	return bins
 }

@@ -1,7 +1,6 @@
 package harness
 
 import (
-	"context"
 	"fmt"
 	"net"
 	"net/http"
@@ -9,7 +8,6 @@ import (
 	"os/exec"
 	"path/filepath"
 	"strconv"
-	"testing"
 	"time"
 
 	bootstrapv3 "github.com/envoyproxy/go-control-plane/envoy/config/bootstrap/v3"
@@ -20,6 +18,8 @@ import (
 	"google.golang.org/protobuf/proto"
 
 	"github.com/tokengate/tokengate/e2e/front"
+	"github.com/tokengate/tokengate/e2e/internal/ports"
+	"github.com/tokengate/tokengate/internal/proc"
 )
 
 // EnvoyReadyTimeout bounds Envoy's start, first health checks included.
@@ -38,7 +38,7 @@ func (s *Stack) StartEnvoy(bin string) string {
 	if err := s.applyToBootstrap(b); err != nil {
 		s.t.Fatal(err)
 	}
-	listen, admin := freePort(s.t), freePort(s.t)
+	listen, admin := ports.Free(s.t), ports.Free(s.t)
 	b.GetStaticResources().GetListeners()[0].Address = loopback(listen)
 	b.Admin = &bootstrapv3.Admin{Address: loopback(admin)}
 	procCluster := s.Filter.GetGrpcService().GetEnvoyGrpc().GetClusterName()
@@ -56,8 +56,12 @@ func (s *Stack) StartEnvoy(bin string) string {
 	if err := os.WriteFile(path, data, 0o600); err != nil {
 		s.t.Fatal(err)
 	}
-	p := Launch(s.t, bin, "-c", path, "--use-dynamic-base-id", "--concurrency", "2", "--log-level", "warn")
-	s.waitEnvoyReady(p, "http://127.0.0.1:"+strconv.Itoa(admin)+"/ready")
+	readyURL := "http://127.0.0.1:" + strconv.Itoa(admin) + "/ready"
+	p := launch(s.t, bin, []string{"-c", path, "--use-dynamic-base-id", "--concurrency", "2", "--log-level", "warn"},
+		proc.Options{Probe: envoyReady(readyURL), ProbeEvery: 50 * time.Millisecond})
+	if err := p.WaitReady(EnvoyReadyTimeout); err != nil {
+		s.t.Fatal(err)
+	}
 	s.URL = "http://127.0.0.1:" + strconv.Itoa(listen)
 	return s.URL
 }
@@ -90,28 +94,17 @@ func (s *Stack) pointCluster(b *bootstrapv3.Bootstrap, name, hostport string) {
 	s.t.Fatalf("harness: envoy.yaml has no cluster %q", name)
 }
 
-// waitEnvoyReady polls Envoy's admin /ready, the only readiness signal
-// Envoy gives, until it answers 200 or Envoy exits.
-func (s *Stack) waitEnvoyReady(p *Process, readyURL string) {
-	s.t.Helper()
-	deadline := time.Now().Add(EnvoyReadyTimeout)
-	tick := time.NewTicker(50 * time.Millisecond)
-	defer tick.Stop()
+// envoyReady probes Envoy's admin /ready, the only readiness signal
+// Envoy gives: ready at 200.
+func envoyReady(readyURL string) func() error {
 	client := &http.Client{Timeout: time.Second}
-	for time.Now().Before(deadline) {
-		if p.Exited() {
-			s.t.Fatalf("envoy exited before it was ready; stderr:\n%s", tail(p.Stderr(), 4096))
+	return func() error {
+		code, err := getStatus(client, readyURL)
+		if err == nil && code != http.StatusOK {
+			err = fmt.Errorf("GET /ready: %d", code)
 		}
-		req, _ := http.NewRequestWithContext(context.Background(), "GET", readyURL, nil)
-		if resp, err := client.Do(req); err == nil {
-			resp.Body.Close()
-			if resp.StatusCode == http.StatusOK {
-				return
-			}
-		}
-		<-tick.C
+		return err
 	}
-	s.t.Fatalf("envoy not ready after %v; stderr:\n%s", EnvoyReadyTimeout, tail(p.Stderr(), 4096))
 }
 
 func loopback(port int) *corev3.Address { return address("127.0.0.1", port) }
@@ -121,19 +114,6 @@ func address(host string, port int) *corev3.Address {
 		Address:       host,
 		PortSpecifier: &corev3.SocketAddress_PortValue{PortValue: uint32(port)},
 	}}}
-}
-
-// freePort asks the kernel for a free loopback port. Another process
-// could take it before Envoy binds it; on loopback in a test run that is
-// rare enough to accept, since Envoy cannot report a port it chose.
-func freePort(t testing.TB) int {
-	t.Helper()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer ln.Close()
-	return ln.Addr().(*net.TCPAddr).Port
 }
 
 // EnvoyBinaryVersion runs bin --version and returns the release line the

@@ -3,6 +3,8 @@ package harness
 import (
 	"fmt"
 	"net/http"
+	"path/filepath"
+	"testing"
 	"time"
 
 	bootstrapv3 "github.com/envoyproxy/go-control-plane/envoy/config/bootstrap/v3"
@@ -15,31 +17,23 @@ import (
 	"google.golang.org/protobuf/types/known/durationpb"
 
 	"github.com/tokengate/tokengate/e2e/front"
+	"github.com/tokengate/tokengate/envoy"
+	"github.com/tokengate/tokengate/internal/proc"
 )
 
 // defaultRouteTimeout is Envoy's route timeout when a route sets none.
 const defaultRouteTimeout = 15 * time.Second
 
 // FrontConfig is the stand-in's configuration for this stack: envoy.yaml
-// as Envoy applies it (the ext_proc filter, the listener's buffer limit,
-// the route timeout, which codecs keep trailers) with the stack's
-// options applied, the front in front of upstream and tokengate.
+// as Envoy applies it (see frontConfig) with the stack's options applied,
+// the front in front of upstream and tokengate.
 func (s *Stack) FrontConfig(upstream string) front.Config {
 	s.t.Helper()
-	ev, err := readEnvoy(s.Bootstrap)
+	cfg, err := frontConfig(s.Bootstrap, s.Filter, s.Tokengate.Field("grpc"), upstream)
 	if err != nil {
 		s.t.Fatal(err)
 	}
-	cfg := front.Config{
-		Filter:                  s.Filter,
-		ExtProcAddr:             s.Tokengate.Field("grpc"),
-		Upstream:                upstream,
-		BufferLimit:             int64(s.Bootstrap.GetStaticResources().GetListeners()[0].GetPerConnectionBufferLimitBytes().GetValue()),
-		Envoy:                   s.opts.Envoy,
-		RouteTimeout:            ev.routeTimeout,
-		DownstreamHTTP1Trailers: ev.downstreamTrailers,
-		UpstreamHTTP1Trailers:   ev.upstreamTrailers,
-	}
+	cfg.Envoy = s.opts.Envoy
 	if s.opts.RouteTimeout > 0 {
 		cfg.RouteTimeout = s.opts.RouteTimeout
 	}
@@ -47,6 +41,70 @@ func (s *Stack) FrontConfig(upstream string) front.Config {
 		s.opts.Front(&cfg)
 	}
 	return cfg
+}
+
+// frontConfig is envoy.yaml's bootstrap b as Envoy applies it (the
+// ext_proc filter, the listener's buffer limit, the route timeout, which
+// codecs keep trailers), the front before upstream and the tokengate at
+// grpc.
+func frontConfig(b *bootstrapv3.Bootstrap, filter *extprocv3.ExternalProcessor, grpc, upstream string) (front.Config, error) {
+	ev, err := readEnvoy(b)
+	if err != nil {
+		return front.Config{}, err
+	}
+	return front.Config{
+		Filter:                  filter,
+		ExtProcAddr:             grpc,
+		Upstream:                upstream,
+		BufferLimit:             BufferLimit(b),
+		RouteTimeout:            ev.routeTimeout,
+		DownstreamHTTP1Trailers: ev.downstreamTrailers,
+		UpstreamHTTP1Trailers:   ev.upstreamTrailers,
+	}, nil
+}
+
+// BufferLimit is the per-connection buffer limit of b's first listener,
+// which bounds what the front buffers.
+func BufferLimit(b *bootstrapv3.Bootstrap) int64 {
+	return int64(b.GetStaticResources().GetListeners()[0].GetPerConnectionBufferLimitBytes().GetValue())
+}
+
+// StartFront starts a front on cfg on a loopback port, closed when the
+// test ends, and returns it with its base URL.
+func StartFront(t testing.TB, cfg front.Config) (*front.Front, string) {
+	t.Helper()
+	f, err := front.New(cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { f.Close() })
+	u, err := f.Start("127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	return f, u
+}
+
+// loadEnvoy reads envoy/envoy.yaml and its ext_proc filter, changed by
+// change when set.
+func loadEnvoy(t testing.TB, change func(*extprocv3.ExternalProcessor)) (*bootstrapv3.Bootstrap, *extprocv3.ExternalProcessor) {
+	t.Helper()
+	root, err := proc.ModuleRoot()
+	if err != nil {
+		t.Fatal(err)
+	}
+	b, err := envoy.LoadBootstrap(filepath.Join(root, "envoy", "envoy.yaml"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	filter, err := envoy.ExtProcFilter(b)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if change != nil {
+		change(filter)
+	}
+	return b, filter
 }
 
 // envoySettings are the envoy.yaml settings the front takes besides the

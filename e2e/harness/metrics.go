@@ -7,12 +7,7 @@ import (
 	"net/http"
 	"strconv"
 	"strings"
-	"time"
 )
-
-// pollEvery is how often PollAll looks again: state changes here (a
-// probe, a gauge) take tens to hundreds of milliseconds.
-const pollEvery = 20 * time.Millisecond
 
 // ScrapeMetric reads tokengate's /metrics on admin and returns the sum of
 // the series of name whose labels include every name/value pair of labels
@@ -52,33 +47,6 @@ func ScrapeMetric(client *http.Client, admin, name string, labels ...string) (fl
 		}
 	}
 	return sum, nil
-}
-
-// PollAll calls check(i) for i in [0, n) every pollEvery until all hold at
-// once or timeout passes. On timeout the error names the indices that did
-// not hold, and the returned notes are check's last words for each.
-func PollAll(n int, timeout time.Duration, check func(i int) (ok bool, note string)) ([]string, error) {
-	deadline := time.Now().Add(timeout)
-	tick := time.NewTicker(pollEvery)
-	defer tick.Stop()
-	notes := make([]string, n)
-	for {
-		var failing []int
-		for i := range n {
-			ok, note := check(i)
-			notes[i] = note
-			if !ok {
-				failing = append(failing, i)
-			}
-		}
-		if len(failing) == 0 {
-			return notes, nil
-		}
-		if !time.Now().Before(deadline) {
-			return notes, fmt.Errorf("not reached after %v by %v", timeout, failing)
-		}
-		<-tick.C
-	}
 }
 
 func getStatus(client *http.Client, u string) (int, error) {

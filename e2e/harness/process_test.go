@@ -1,30 +1,30 @@
 package harness
 
 import (
+	"fmt"
+	"strconv"
 	"strings"
-	"syscall"
 	"testing"
 	"time"
 )
 
-// The harness is tried on sh, whose base name makes the ready prefix
-// "sh ready ".
+// The process itself is tried in internal/proc; here, what the harness
+// adds: the ready wait that fails the test, and the end of the process
+// group with the test. sh's base name makes the ready prefix "sh ready ".
 
-func TestReadyLineSplitAcrossWrites(t *testing.T) {
-	p := StartProcess(t, "/bin/sh", "-c",
-		`printf 'starting\nsh rea'; printf 'dy grpc=127.0.0.1:5 admin=127.0.0.1:6\n'; echo oops >&2; exit 3`)
-	if got := p.Field("grpc"); got != "127.0.0.1:5" {
-		t.Errorf("grpc field %q, want 127.0.0.1:5", got)
+func TestProcessEndsWithTheTest(t *testing.T) {
+	var p *Process
+	t.Run("run", func(t *testing.T) {
+		p = StartProcess(t, "/bin/sh", "-c", `echo "sh ready grpc=127.0.0.1:5"; exec sleep 30`)
+		if p.Name != "sh" || p.Field("grpc") != "127.0.0.1:5" {
+			t.Errorf("name %q, ready field grpc=%q", p.Name, p.Field("grpc"))
+		}
+	})
+	if !p.Exited() {
+		t.Fatal("the process outlived its test")
 	}
-	if got := p.Field("admin"); got != "127.0.0.1:6" {
-		t.Errorf("admin field %q, want 127.0.0.1:6", got)
-	}
-	code, err := p.Wait(10 * time.Second)
-	if err != nil || code != 3 {
-		t.Errorf("exit %d (%v), want 3", code, err)
-	}
-	if p.Stderr() != "oops\n" || !strings.HasPrefix(p.Stdout(), "starting\n") {
-		t.Errorf("stderr %q, stdout %q", p.Stderr(), p.Stdout())
+	if code, err := p.Wait(10 * time.Second); err != nil || code != -1 {
+		t.Errorf("exit %d (%v) once its test ended, want -1: killed by the cleanup", code, err)
 	}
 }
 
@@ -36,15 +36,19 @@ func TestWaitReadyReportsAnEarlyExit(t *testing.T) {
 	}
 }
 
-func TestSignalAndWait(t *testing.T) {
-	p := StartProcess(t, "/bin/sh", "-c", `trap 'exit 0' TERM; echo 'sh ready'; while :; do sleep 0.01; done`)
-	if _, err := p.Wait(50 * time.Millisecond); err == nil {
-		t.Fatal("Wait returned while the process runs")
+func TestEventually(t *testing.T) {
+	n := 0
+	Eventually(t, 10*time.Second, func() error {
+		if n++; n < 3 {
+			return fmt.Errorf("%d calls, want 3", n)
+		}
+		return nil
+	})
+	if n != 3 {
+		t.Errorf("cond called %d times, want 3", n)
 	}
-	if err := p.Signal(syscall.SIGTERM); err != nil {
-		t.Fatal(err)
-	}
-	if code, err := p.Wait(10 * time.Second); err != nil || code != 0 {
-		t.Errorf("exit %d (%v) after SIGTERM, want 0", code, err)
+	notes, err := PollAll(2, 50*time.Millisecond, func(i int) (bool, string) { return i == 0, strconv.Itoa(i) })
+	if err == nil || !strings.Contains(err.Error(), "not reached by [1]") || notes[1] != "1" {
+		t.Errorf("PollAll = %v, %q; want index 1 named", err, notes)
 	}
 }

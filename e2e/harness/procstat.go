@@ -8,10 +8,6 @@ import (
 	"strings"
 )
 
-// OSPid is the process's operating-system id, for what only /proc tells
-// (its resident memory) or what only a syscall does (its resource limits).
-func (p *Process) OSPid() int { return p.cmd.Process.Pid }
-
 // ReadVmRSS returns the resident set size of process pid, in bytes, as
 // the kernel reports it in /proc/PID/status (VmRSS).
 func ReadVmRSS(pid int) (int64, error) {

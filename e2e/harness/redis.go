@@ -1,7 +1,7 @@
 package harness
 
 import (
-	"bytes"
+	"context"
 	"fmt"
 	"os"
 	"os/exec"
@@ -11,6 +11,9 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/tokengate/tokengate/e2e/internal/ports"
+	"github.com/tokengate/tokengate/internal/proc"
 )
 
 // RedisReadyTimeout bounds a redis-server start; it is ready in a few
@@ -31,10 +34,9 @@ type Redis struct {
 	dir  string
 	Port int
 
-	mu     sync.Mutex
-	cmd    *exec.Cmd
-	exited chan struct{}
-	log    *readyWriter
+	mu      sync.Mutex
+	p       *proc.Process // the last server started, kept for its log
+	running bool          // p runs, unless it died by itself
 }
 
 // StartRedis starts redis-server for the test and stops it when the test
@@ -49,16 +51,16 @@ func StartRedis(t testing.TB) *Redis {
 		}
 		t.Skip("redis-server not installed: the Redis end-to-end tests are skipped")
 	}
-	r := &Redis{t: t, bin: bin, dir: t.TempDir(), Port: freePort(t)}
-	r.start()
+	r := &Redis{t: t, bin: bin, dir: t.TempDir(), Port: ports.Free(t)}
 	t.Cleanup(func() {
 		r.mu.Lock()
 		defer r.mu.Unlock()
 		r.killLocked()
-		if t.Failed() && r.log != nil {
-			t.Logf("redis-server log (last 2 KiB):\n%s", tail(r.log.String(), 2048))
+		if t.Failed() && r.p != nil {
+			t.Logf("redis-server log (last 2 KiB):\n%s", proc.Tail(r.p.Stdout(), 2048))
 		}
 	})
+	r.start()
 	return r
 }
 
@@ -69,21 +71,17 @@ func (r *Redis) Addr() string { return "127.0.0.1:" + strconv.Itoa(r.Port) }
 func (r *Redis) Running() bool {
 	r.mu.Lock()
 	defer r.mu.Unlock()
-	return r.cmd != nil
+	return r.running
 }
 
 // Kill sends SIGKILL, as a crash or an OOM kill would end it, and returns
 // once the process is reaped: from then on every connection is refused.
 func (r *Redis) Kill() time.Time {
 	r.t.Helper()
-	r.mu.Lock()
-	defer r.mu.Unlock()
-	if r.cmd == nil {
-		r.t.Fatal("harness: redis-server is not running")
-	}
-	at := time.Now()
-	r.killLocked()
-	return at
+	return r.act(func() error {
+		r.killLocked()
+		return nil
+	})
 }
 
 // Freeze stops the server with SIGSTOP: connections stay open and new ones
@@ -97,14 +95,26 @@ func (r *Redis) Thaw() time.Time { return r.signal(syscall.SIGCONT) }
 
 func (r *Redis) signal(sig syscall.Signal) time.Time {
 	r.t.Helper()
+	return r.act(func() error {
+		if err := r.p.Signal(sig); err != nil {
+			return fmt.Errorf("%v to redis-server: %w", sig, err)
+		}
+		return nil
+	})
+}
+
+// act does what to the running server, r.mu held, and returns the time
+// just before: the last instant the server certainly served.
+func (r *Redis) act(what func() error) time.Time {
+	r.t.Helper()
 	r.mu.Lock()
 	defer r.mu.Unlock()
-	if r.cmd == nil {
+	if !r.running {
 		r.t.Fatal("harness: redis-server is not running")
 	}
 	at := time.Now()
-	if err := r.cmd.Process.Signal(sig); err != nil {
-		r.t.Fatalf("harness: %v to redis-server: %v", sig, err)
+	if err := what(); err != nil {
+		r.t.Fatalf("harness: %v", err)
 	}
 	return at
 }
@@ -121,81 +131,34 @@ func (r *Redis) Restart() time.Time {
 
 func (r *Redis) start() {
 	r.t.Helper()
-	log := &readyWriter{match: redisReady, ready: make(chan struct{})}
-	cmd := exec.Command(r.bin, "--port", strconv.Itoa(r.Port), "--bind", "127.0.0.1",
-		"--save", "", "--appendonly", "no", "--dir", r.dir, "--logfile", "")
-	cmd.Stdout = log
-	cmd.Stderr = log
-	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
-	if err := cmd.Start(); err != nil {
-		r.t.Fatalf("start redis-server: %v", err)
+	// The log goes to stdout (--logfile ""), where the ready line is.
+	p, err := proc.Launch(r.bin, []string{"--port", strconv.Itoa(r.Port), "--bind", "127.0.0.1",
+		"--save", "", "--appendonly", "no", "--dir", r.dir, "--logfile", ""},
+		proc.Options{ReadyLine: func(line string) bool { return strings.Contains(line, redisReady) }})
+	if err != nil {
+		r.t.Fatal(err)
 	}
-	exited := make(chan struct{})
-	go func() {
-		_ = cmd.Wait()
-		close(exited)
-	}()
 	r.mu.Lock()
-	r.cmd, r.exited, r.log = cmd, exited, log
+	r.p, r.running = p, true
 	r.mu.Unlock()
-
-	timer := time.NewTimer(RedisReadyTimeout)
-	defer timer.Stop()
-	select {
-	case <-log.ready:
-	case <-exited:
-		r.mu.Lock()
-		r.cmd = nil
-		r.mu.Unlock()
-		r.t.Fatalf("redis-server exited before it was ready on port %d:\n%s", r.Port, tail(log.String(), 2048))
-	case <-timer.C:
-		r.t.Fatalf("redis-server not ready on port %d after %v:\n%s", r.Port, RedisReadyTimeout, tail(log.String(), 2048))
+	if err := p.WaitReady(context.Background(), RedisReadyTimeout); err != nil {
+		if p.Exited() {
+			r.mu.Lock()
+			r.running = false
+			r.mu.Unlock()
+		}
+		r.t.Fatalf("redis-server on port %d: %v\nits log ends:\n%s", r.Port, err, proc.Tail(p.Stdout(), 2048))
 	}
 }
 
 // killLocked kills the process group and waits for the reaper; r.mu is
 // held.
 func (r *Redis) killLocked() {
-	if r.cmd == nil {
+	if !r.running {
 		return
 	}
-	_ = syscall.Kill(-r.cmd.Process.Pid, syscall.SIGKILL)
-	<-r.exited
-	r.cmd = nil
-}
-
-// readyWriter keeps a process's output and closes ready at the first line
-// containing match.
-type readyWriter struct {
-	match string
-	ready chan struct{}
-
-	mu    sync.Mutex
-	all   bytes.Buffer
-	found bool
-}
-
-func (w *readyWriter) Write(b []byte) (int, error) {
-	w.mu.Lock()
-	defer w.mu.Unlock()
-	start := w.all.Len()
-	w.all.Write(b)
-	if !w.found {
-		// Search from the line the new bytes continue, so a match split
-		// across two writes is still seen.
-		from := bytes.LastIndexByte(w.all.Bytes()[:start], '\n') + 1
-		if strings.Contains(string(w.all.Bytes()[from:]), w.match) {
-			w.found = true
-			close(w.ready)
-		}
-	}
-	return len(b), nil
-}
-
-func (w *readyWriter) String() string {
-	w.mu.Lock()
-	defer w.mu.Unlock()
-	return w.all.String()
+	r.p.Kill()
+	r.running = false
 }
 
 // String describes the server for logs.

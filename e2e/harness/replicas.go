@@ -12,7 +12,6 @@ import (
 	extprocv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/http/ext_proc/v3"
 
 	"github.com/tokengate/tokengate/e2e/front"
-	"github.com/tokengate/tokengate/envoy"
 )
 
 // ReplicaOptions describe a replicated deployment: N tokengate processes
@@ -67,13 +66,7 @@ func StartReplicas(t testing.TB, opts ReplicaOptions) *Replicas {
 	if opts.N < 1 {
 		t.Fatalf("harness: %d replicas", opts.N)
 	}
-	bins := opts.Bins
-	if bins == nil {
-		bins = lastBuilt()
-	}
-	if bins["tokengate"] == "" || bins["openai-mock"] == "" {
-		t.Fatal("harness: no binaries: call BuildBinaries first (in TestMain)")
-	}
+	bins := binaries(t, opts.Bins)
 	// No keep-alive on the admin port: an idle connection is a goroutine
 	// in tokengate, and tests compare its goroutine count over time.
 	r := &Replicas{t: t, Dir: t.TempDir(), client: &http.Client{
@@ -85,19 +78,7 @@ func StartReplicas(t testing.TB, opts ReplicaOptions) *Replicas {
 	if err := os.WriteFile(r.ConfigPath, []byte(opts.ConfigYAML), 0o600); err != nil {
 		t.Fatal(err)
 	}
-	root, err := ModuleRoot()
-	if err != nil {
-		t.Fatal(err)
-	}
-	if r.Bootstrap, err = envoy.LoadBootstrap(filepath.Join(root, "envoy", "envoy.yaml")); err != nil {
-		t.Fatal(err)
-	}
-	if r.Filter, err = envoy.ExtProcFilter(r.Bootstrap); err != nil {
-		t.Fatal(err)
-	}
-	if opts.Filter != nil {
-		opts.Filter(r.Filter)
-	}
+	r.Bootstrap, r.Filter = loadEnvoy(t, opts.Filter)
 	r.Mock = Launch(t, bins["openai-mock"], append([]string{"--listen", "127.0.0.1:0"}, opts.MockArgs...)...)
 	args := TokengateArgs(r.ConfigPath, opts.FakeClock, opts.TokengateArgs...)
 	for range opts.N {
@@ -108,33 +89,15 @@ func StartReplicas(t testing.TB, opts ReplicaOptions) *Replicas {
 			t.Fatal(err)
 		}
 	}
-	limit := int64(r.Bootstrap.GetStaticResources().GetListeners()[0].GetPerConnectionBufferLimitBytes().GetValue())
-	ev, err := readEnvoy(r.Bootstrap)
-	if err != nil {
-		t.Fatal(err)
-	}
 	for i, p := range r.Tokengates {
-		cfg := front.Config{
-			Filter:                  r.Filter,
-			ExtProcAddr:             p.Field("grpc"),
-			Upstream:                "http://" + r.Mock.Field("http"),
-			BufferLimit:             limit,
-			RouteTimeout:            ev.routeTimeout,
-			DownstreamHTTP1Trailers: ev.downstreamTrailers,
-			UpstreamHTTP1Trailers:   ev.upstreamTrailers,
+		cfg, err := frontConfig(r.Bootstrap, r.Filter, p.Field("grpc"), "http://"+r.Mock.Field("http"))
+		if err != nil {
+			t.Fatal(err)
 		}
 		if opts.OnRequest != nil {
 			cfg.OnRequest = func(st front.RequestStats) { opts.OnRequest(i, st) }
 		}
-		f, err := front.New(cfg)
-		if err != nil {
-			t.Fatal(err)
-		}
-		t.Cleanup(func() { f.Close() })
-		u, err := f.Start("127.0.0.1:0")
-		if err != nil {
-			t.Fatal(err)
-		}
+		f, u := StartFront(t, cfg)
 		r.Fronts = append(r.Fronts, f)
 		r.URLs = append(r.URLs, u)
 	}

@@ -19,7 +19,6 @@ import (
 	extprocv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/http/ext_proc/v3"
 
 	"github.com/tokengate/tokengate/e2e/front"
-	"github.com/tokengate/tokengate/envoy"
 )
 
 // StopTimeout bounds a graceful tokengate shutdown (drain and flush).
@@ -90,13 +89,7 @@ type Message struct {
 // them; everything stops when the test ends.
 func StartStack(t testing.TB, opts StackOptions) *Stack {
 	t.Helper()
-	bins := opts.Bins
-	if bins == nil {
-		bins = lastBuilt()
-	}
-	if bins["tokengate"] == "" || bins["openai-mock"] == "" {
-		t.Fatal("harness: no binaries: call BuildBinaries first (in TestMain)")
-	}
+	bins := binaries(t, opts.Bins)
 	s := &Stack{t: t, opts: opts, bins: bins, Dir: t.TempDir(), client: &http.Client{Timeout: 60 * time.Second}}
 	s.DBPath = filepath.Join(s.Dir, "tokengate.db")
 	s.ConfigPath = filepath.Join(s.Dir, "tokengate.yaml")
@@ -104,19 +97,7 @@ func StartStack(t testing.TB, opts StackOptions) *Stack {
 	if err := os.WriteFile(s.ConfigPath, []byte(cfg), 0o600); err != nil {
 		t.Fatal(err)
 	}
-	root, err := ModuleRoot()
-	if err != nil {
-		t.Fatal(err)
-	}
-	if s.Bootstrap, err = envoy.LoadBootstrap(filepath.Join(root, "envoy", "envoy.yaml")); err != nil {
-		t.Fatal(err)
-	}
-	if s.Filter, err = envoy.ExtProcFilter(s.Bootstrap); err != nil {
-		t.Fatal(err)
-	}
-	if opts.Filter != nil {
-		opts.Filter(s.Filter)
-	}
+	s.Bootstrap, s.Filter = loadEnvoy(t, opts.Filter)
 	s.Mock = StartProcess(t, bins["openai-mock"], append([]string{"--listen", "127.0.0.1:0"}, opts.MockArgs...)...)
 	s.StartTokengate()
 	return s
@@ -146,15 +127,7 @@ func (s *Stack) StartTokengate() {
 	if s.Front != nil {
 		s.Front.Close()
 	}
-	f, err := front.New(s.FrontConfig("http://" + s.Mock.Field("http")))
-	if err != nil {
-		s.t.Fatal(err)
-	}
-	s.t.Cleanup(func() { f.Close() })
-	if s.URL, err = f.Start("127.0.0.1:0"); err != nil {
-		s.t.Fatal(err)
-	}
-	s.Front = f
+	s.Front, s.URL = StartFront(s.t, s.FrontConfig("http://"+s.Mock.Field("http")))
 }
 
 // StopTokengate sends SIGTERM and returns tokengate's exit code once it

@@ -6,39 +6,6 @@ import (
 	"time"
 )
 
-func TestParseReady(t *testing.T) {
-	for i, c := range []struct {
-		line, name string
-		want       map[string]string
-	}{
-		{"tokengate ready grpc=127.0.0.1:4000 admin=127.0.0.1:4001", "tokengate", map[string]string{"grpc": "127.0.0.1:4000", "admin": "127.0.0.1:4001"}},
-		{"nop ready grpc=[::1]:5", "nop", map[string]string{"grpc": "[::1]:5"}},
-		{"tokengate starting", "tokengate", nil},
-		{"nop ready grpc=x", "tokengate", nil},
-		{"", "nop", nil},
-	} {
-		got, ok := parseReady(c.line, c.name)
-		if ok != (c.want != nil) || len(got) != len(c.want) {
-			t.Errorf("step %d: parseReady(%q) = %v, %t; want %v", i, c.line, got, ok, c.want)
-			continue
-		}
-		for k, v := range c.want {
-			if got[k] != v {
-				t.Errorf("step %d: %s = %q, want %q", i, k, got[k], v)
-			}
-		}
-	}
-}
-
-func TestTailKeepsTheEnd(t *testing.T) {
-	tl := &tail{max: 8}
-	tl.Write([]byte("0123456789"))
-	tl.Write([]byte("ab"))
-	if got := tl.String(); got != "456789ab" {
-		t.Errorf("got %q", got)
-	}
-}
-
 func TestRoundsAddUp(t *testing.T) {
 	o := options{requests: 1003, rounds: 4, concurrency: 1}
 	var sum int64
