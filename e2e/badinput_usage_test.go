@@ -51,7 +51,9 @@ func TestBadInputUsage(t *testing.T) {
 		{name: "exponent past float64", usage: `{"prompt_tokens":1e400,"completion_tokens":0,"total_tokens":1e400}`, prompt: biMaxCount, charged: biMaxCount},
 		{name: "integer past int64", usage: `{"prompt_tokens":99999999999999999999999,"completion_tokens":0,"total_tokens":99999999999999999999999}`, prompt: biMaxCount, charged: biMaxCount},
 		{name: "quoted NaN", usage: `{"prompt_tokens":"NaN","completion_tokens":9,"total_tokens":"NaN"}`, completion: 9, charged: 9},
-		{name: "bare NaN, as Python writes it", usage: `{"prompt_tokens":NaN,"completion_tokens":9,"total_tokens":NaN}`, charged: biPrompt(), fallback: true},
+		// The usage cannot be JSON, so it is no usage; the answer's text
+		// is still read and counted, as for an answer without usage.
+		{name: "bare NaN, as Python writes it", usage: `{"prompt_tokens":NaN,"completion_tokens":9,"total_tokens":NaN}`, charged: biPrompt() + answered, counted: true},
 		{name: "usage is null", usage: `null`, charged: biPrompt() + answered, counted: true},
 		{name: "usage is a string", usage: `"lots"`, charged: biPrompt() + answered, counted: true},
 	}

@@ -18,6 +18,13 @@ import (
 
 var errSyntax = errors.New("malformed JSON")
 
+// maxDepth is the deepest nesting read, as encoding/json's and Python's
+// parsers limit it (10,000 and about 1,000): a body nested deeper is one the
+// upstream refuses, and unreadable here too.
+const maxDepth = 10000
+
+var errTooDeep = errors.New("JSON nested deeper than 10,000 levels")
+
 // members calls fn with each top-level member of the object in b: the key,
 // unescaped as the upstream's own JSON parser reads it (so "str\u0065am"
 // is stream there as here), and the raw value.
@@ -161,6 +168,9 @@ func skipValue(b []byte, i int) (int, error) {
 				j = end - 1
 			case '{', '[':
 				depth++
+				if depth > maxDepth {
+					return 0, errTooDeep
+				}
 			case '}', ']':
 				depth--
 				if depth == 0 {

@@ -65,10 +65,17 @@ func TestScannerAgreesWithJSON(t *testing.T) {
 			t.Errorf("%s: want an error", body)
 		}
 	}
-	deep := strings.Repeat("[", 200000) + strings.Repeat("]", 200000)
+	// Nesting is read as deep as encoding/json reads it, and no deeper:
+	// a body past that is one the upstream refuses too.
+	deep := strings.Repeat("[", 9999) + strings.Repeat("]", 9999)
 	if r, err := ParseRequest(ChatCompletions, []byte(`{"messages":`+deep+`,"model":"m"}`)); err != nil || r.Model != "m" {
 		t.Errorf("deep nesting: %v", err)
 	}
+	deeper := strings.Repeat("[", 200000) + strings.Repeat("]", 200000)
+	if _, err := ParseRequest(ChatCompletions, []byte(`{"messages":`+deeper+`,"model":"m"}`)); err == nil {
+		t.Error("nesting 200,000 deep: read, want an error")
+	}
+	checkAgainstJSON(t, []byte(`{"messages":`+deeper+`,"model":"m"}`))
 }
 
 func FuzzScannerAgreesWithJSON(f *testing.F) {

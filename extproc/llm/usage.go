@@ -1,6 +1,7 @@
 package llm
 
 import (
+	"encoding/json"
 	"errors"
 	"fmt"
 	"math"
@@ -166,6 +167,12 @@ var usageDetails = [...]map[string]struct {
 func (w *wireUsage) read(p Provider, v []byte) error {
 	if len(v) == 0 || v[0] != '{' {
 		return errNotObject
+	}
+	if !json.Valid(v) {
+		// A count the JSON cannot carry (Python's bare NaN) leaves the
+		// usage unknown: the request is charged as one without usage,
+		// not as one whose counts were zero.
+		return errSyntax
 	}
 	keys := usageKeys[p]
 	return members(v, func(k, v []byte) error {
