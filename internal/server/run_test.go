@@ -11,6 +11,8 @@ import (
 	"path/filepath"
 	"strings"
 	"testing"
+
+	"github.com/tokengate/tokengate/internal/proc"
 	"time"
 )
 
@@ -59,12 +61,7 @@ func readyFields(t *testing.T, line string) map[string]string {
 	if !ok {
 		t.Fatalf("ready line = %q", line)
 	}
-	m := map[string]string{}
-	for _, f := range strings.Fields(rest) {
-		k, v, _ := strings.Cut(f, "=")
-		m[k] = v
-	}
-	return m
+	return proc.ReadyFields(rest)
 }
 
 func TestRunRefusesBadInput(t *testing.T) {

@@ -3,15 +3,16 @@
 package redistest
 
 import (
-	"bufio"
+	"context"
 	"fmt"
-	"net"
 	"os"
 	"os/exec"
 	"strings"
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/tokengate/tokengate/internal/proc"
 )
 
 // Server is a real redis-server on a loopback port, for one test.
@@ -21,7 +22,7 @@ type Server struct {
 	dir  string
 	port int
 	args []string // after the defaults, which they override
-	cmd  *exec.Cmd
+	proc *proc.Process
 }
 
 // New runs a real redis-server on a free loopback port until the test
@@ -38,12 +39,11 @@ func New(t testing.TB, args ...string) *Server {
 		}
 		t.Skip("redis-server not installed: Redis store tests skipped")
 	}
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	port, err := proc.FreePort()
 	if err != nil {
 		t.Fatal(err)
 	}
-	s := &Server{t: t, bin: bin, dir: t.TempDir(), port: ln.Addr().(*net.TCPAddr).Port, args: args}
-	ln.Close()
+	s := &Server{t: t, bin: bin, dir: t.TempDir(), port: port, args: args}
 	s.Start()
 	t.Cleanup(s.Stop)
 	return s
@@ -57,39 +57,21 @@ func (s *Server) Addr() string { return fmt.Sprintf("127.0.0.1:%d", s.port) }
 func (s *Server) Start() {
 	s.t.Helper()
 	args := append([]string{"--port", fmt.Sprint(s.port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no", "--dir", s.dir}, s.args...)
-	s.cmd = exec.Command(s.bin, args...)
-	out, err := s.cmd.StdoutPipe()
+	p, err := proc.Start(context.Background(), s.bin, args, proc.Options{
+		ReadyLine:    func(line string) bool { return strings.Contains(line, "Ready to accept connections") },
+		ReadyTimeout: 10 * time.Second,
+	})
 	if err != nil {
 		s.t.Fatal(err)
 	}
-	if err := s.cmd.Start(); err != nil {
-		s.t.Fatal(err)
-	}
-	ready := make(chan struct{})
-	go func() {
-		sc := bufio.NewScanner(out)
-		for sc.Scan() {
-			if strings.Contains(sc.Text(), "Ready to accept connections") {
-				close(ready)
-				break
-			}
-		}
-		for sc.Scan() {
-		}
-	}()
-	select {
-	case <-ready:
-	case <-time.After(10 * time.Second):
-		s.t.Fatal("redis-server did not become ready")
-	}
+	s.proc = p
 }
 
 // Stop kills the server at once, as a crash would.
 func (s *Server) Stop() {
-	if s.cmd != nil {
-		s.cmd.Process.Kill()
-		s.cmd.Wait()
-		s.cmd = nil
+	if s.proc != nil {
+		s.proc.Kill()
+		s.proc = nil
 	}
 }
 
@@ -98,7 +80,7 @@ func (s *Server) Stop() {
 // server runs once thawed.
 func (s *Server) Freeze() {
 	s.t.Helper()
-	if err := s.cmd.Process.Signal(syscall.SIGSTOP); err != nil {
+	if err := s.proc.Signal(syscall.SIGSTOP); err != nil {
 		s.t.Fatal(err)
 	}
 }
@@ -106,7 +88,7 @@ func (s *Server) Freeze() {
 // Thaw resumes a frozen server (SIGCONT).
 func (s *Server) Thaw() {
 	s.t.Helper()
-	if err := s.cmd.Process.Signal(syscall.SIGCONT); err != nil {
+	if err := s.proc.Signal(syscall.SIGCONT); err != nil {
 		s.t.Fatal(err)
 	}
 }
