@@ -11,9 +11,9 @@ import (
 	"path/filepath"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/tokengate/tokengate/internal/proc"
-	"time"
 )
 
 func TestRunServesAndStopsCleanly(t *testing.T) {
