@@ -125,6 +125,9 @@ func benchMode(ctx context.Context, o options, m mode, dir, tgBin string, nop *t
 	tg.store = redis
 
 	w := newWorkload(m.streamed)
+	if m.api == "anthropic" {
+		w = newAnthropicWorkload()
+	}
 	load := startLoad(nop.proc, tgProc, redis)
 	var seq atomic.Int64
 	targets := []*target{nop, tg}

@@ -7,6 +7,8 @@ import (
 	"testing"
 
 	extprocv3 "github.com/envoyproxy/go-control-plane/envoy/service/ext_proc/v3"
+
+	"github.com/tokengate/tokengate/extproc/llm"
 )
 
 func header(h *extprocv3.HttpHeaders, name string) (string, bool) {
@@ -121,4 +123,29 @@ func TestStreamedResponse(t *testing.T) {
 	if usage != 1 {
 		t.Errorf("%d usage chunks, want 1", usage)
 	}
+}
+
+// The Anthropic mode's answer is one tokengate reads as Anthropic usage:
+// input, cache read and output, all of it charged.
+func TestAnthropicWorkload(t *testing.T) {
+	w := newAnthropicWorkload()
+	if got := len(w.messages(7, nil)); got != w.perStream() || got != 4 {
+		t.Fatalf("%d messages, want 4", got)
+	}
+	u, ok, err := llm.ParseUsage(llm.Messages, w.respBody[0].GetResponseBody().GetBody())
+	if err != nil || !ok || u.Prompt != 212 || u.Completion != 118 || u.CacheRead != 32 {
+		t.Errorf("usage %+v %v %v, want prompt 180+32, completion 118", u, ok, err)
+	}
+	if r := llm.Detect(mustHeader(t, w.reqHeaders[0].GetRequestHeaders(), ":path")); r.API != llm.Messages {
+		t.Errorf("path detected as %v", r.API)
+	}
+}
+
+func mustHeader(t *testing.T, h *extprocv3.HttpHeaders, name string) string {
+	t.Helper()
+	v, _ := header(h, name)
+	if v == "" {
+		t.Fatalf("no %s header", name)
+	}
+	return v
 }

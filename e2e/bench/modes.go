@@ -15,6 +15,7 @@ type mode struct {
 	streamed bool // the response is an event stream of streamChunks chunks
 	estimate bool // estimate_prompt_tokens: tokenize the prompt at the request body
 	redis    bool // the redis store instead of memory
+	api      string // "" is OpenAI's Chat Completions; "anthropic" is Anthropic's Messages
 	about    string
 }
 
@@ -23,6 +24,7 @@ var modes = []mode{
 	{name: "estimate", estimate: true, about: "as buffered, with the prompt tokenized at the request body"},
 	{name: "streamed", streamed: true, about: "stream: true, event stream of 500 chunks + usage + [DONE], one message each"},
 	{name: "redis", redis: true, about: "as buffered, the store a local redis-server (one round trip per decision)"},
+	{name: "anthropic", api: "anthropic", about: "as buffered, an Anthropic Messages request and answer (/v1/messages)"},
 }
 
 // pickModes turns -mode into the modes to run, in a fixed order.
@@ -39,7 +41,7 @@ func pickModes(s string) ([]mode, error) {
 			}
 		}
 		if !found {
-			return nil, fmt.Errorf("-mode %q: want buffered, estimate, streamed, redis, a comma-separated list of them, or all", name)
+			return nil, fmt.Errorf("-mode %q: want buffered, estimate, streamed, redis, anthropic, a comma-separated list of them, or all", name)
 		}
 	}
 	return out, nil
