@@ -22,8 +22,7 @@ func (c *StreamCounter) openAIEvent(data []byte) {
 	if lastMembers(data, openAIEventFields[:], f[:]) != nil {
 		return
 	}
-	typ, _ := readString(f[0])
-	switch typ {
+	switch string(c.stringOf(f[0])) {
 	case "response.output_text.delta", "response.refusal.delta", "response.function_call_arguments.delta",
 		"response.reasoning_text.delta":
 		c.addString(f[1])
@@ -69,8 +68,7 @@ func (c *StreamCounter) anthropicEvent(data []byte) {
 	if lastMembers(data, []string{"type", "message", "usage", "delta"}, f[:]) != nil {
 		return
 	}
-	typ, _ := readString(f[0])
-	switch typ {
+	switch string(c.stringOf(f[0])) {
 	case "message_start":
 		var w wireUsage
 		if u := memberOf(f[1], "usage"); u != nil && w.read(Anthropic, u) == nil {

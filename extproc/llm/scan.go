@@ -16,7 +16,15 @@ import (
 // about what it skips — the upstream judges malformed JSON — but strict
 // about the fields it reads.
 
-var errSyntax = errors.New("malformed JSON")
+// The scanner's errors, made once: readers meet them on the hot path
+// (every absent string a stream event does not carry).
+var (
+	errSyntax    = errors.New("malformed JSON")
+	errTrailing  = errors.New("data after the JSON object")
+	errNotString = errors.New("not a string")
+	errNotBool   = errors.New("not a boolean")
+	errNotNumber = errors.New("not a number")
+)
 
 // maxDepth is the deepest nesting read, as encoding/json's and Python's
 // parsers limit it (10,000 and about 1,000): a body nested deeper is one the
@@ -29,51 +37,93 @@ var errTooDeep = errors.New("JSON nested deeper than 10,000 levels")
 // unescaped as the upstream's own JSON parser reads it (so "str\u0065am"
 // is stream there as here), and the raw value.
 func members(b []byte, fn func(key, value []byte) error) error {
-	i := skipSpace(b, 0)
-	if i >= len(b) || b[i] != '{' {
-		return errors.New("not a JSON object")
-	}
-	i = skipSpace(b, i+1)
-	if i < len(b) && b[i] == '}' {
-		return trailing(b, i+1)
-	}
+	it := memberIter{b: b}
 	for {
-		if i >= len(b) || b[i] != '"' {
-			return errSyntax
+		key, value, ok := it.next()
+		if !ok {
+			return it.err
 		}
-		end, err := skipString(b, i)
-		if err != nil {
-			return err
-		}
-		key := b[i+1 : end-1]
-		if bytes.IndexByte(key, '\\') >= 0 {
-			if key, err = appendString(nil, b[i:end]); err != nil {
-				return errSyntax
-			}
-		}
-		i = skipSpace(b, end)
-		if i >= len(b) || b[i] != ':' {
-			return errSyntax
-		}
-		start := skipSpace(b, i+1)
-		end, err = skipValue(b, start)
-		if err != nil {
-			return err
-		}
-		if err := fn(key, b[start:end]); err != nil {
-			return err
-		}
-		var done bool
-		if i, done, err = afterValue(b, end, '}'); err != nil || done {
+		if err := fn(key, value); err != nil {
 			return err
 		}
 	}
 }
 
+// memberIter walks the top-level members of an object as members does,
+// one at a time: a reader that keeps values (lastMembers) holds them
+// without handing b to a callback, which would send b to the heap.
+type memberIter struct {
+	b       []byte
+	i       int
+	started bool
+	err     error
+}
+
+var errNotJSONObject = errors.New("not a JSON object")
+
+// next returns the next member; ok is false at the end, with it.err set
+// when the object is malformed.
+func (it *memberIter) next() (key, value []byte, ok bool) {
+	b := it.b
+	if !it.started {
+		it.started = true
+		i := skipSpace(b, 0)
+		if i >= len(b) || b[i] != '{' {
+			it.err, it.i = errNotJSONObject, len(b)
+			return nil, nil, false
+		}
+		i = skipSpace(b, i+1)
+		if i < len(b) && b[i] == '}' {
+			it.err, it.i = trailing(b, i+1), -1
+			return nil, nil, false
+		}
+		it.i = i
+	}
+	i := it.i
+	if i < 0 || it.err != nil {
+		return nil, nil, false
+	}
+	fail := func(err error) ([]byte, []byte, bool) {
+		it.err, it.i = err, -1
+		return nil, nil, false
+	}
+	if i >= len(b) || b[i] != '"' {
+		return fail(errSyntax)
+	}
+	end, err := skipString(b, i)
+	if err != nil {
+		return fail(err)
+	}
+	key = b[i+1 : end-1]
+	if bytes.IndexByte(key, '\\') >= 0 {
+		if key, err = appendString(nil, b[i:end]); err != nil {
+			return fail(errSyntax)
+		}
+	}
+	i = skipSpace(b, end)
+	if i >= len(b) || b[i] != ':' {
+		return fail(errSyntax)
+	}
+	start := skipSpace(b, i+1)
+	if end, err = skipValue(b, start); err != nil {
+		return fail(err)
+	}
+	next, done, err := afterValue(b, end, '}')
+	switch {
+	case err != nil:
+		return fail(err)
+	case done:
+		it.i = -1
+	default:
+		it.i = next
+	}
+	return key, b[start:end], true
+}
+
 // elements calls fn with each element of the array b, raw.
 func elements(b []byte, fn func(value []byte) error) error {
 	if len(b) == 0 || b[0] != '[' {
-		return errors.New("not a JSON array")
+		return errNotArray
 	}
 	i := skipSpace(b, 1)
 	if i < len(b) && b[i] == ']' {
@@ -113,7 +163,7 @@ func afterValue(b []byte, i int, closing byte) (next int, done bool, err error) 
 
 func trailing(b []byte, i int) error {
 	if skipSpace(b, i) != len(b) {
-		return errors.New("data after the JSON object")
+		return errTrailing
 	}
 	return nil
 }
@@ -208,7 +258,7 @@ func appendString(dst, v []byte) ([]byte, error) {
 		return append(dst, p...), nil
 	}
 	if len(v) < 2 || v[0] != '"' {
-		return dst, errors.New("not a string")
+		return dst, errNotString
 	}
 	var s string
 	err := json.Unmarshal(v, &s)
@@ -232,7 +282,7 @@ func readBool(v []byte) (bool, error) {
 	case "false", "null":
 		return false, nil
 	}
-	return false, errors.New("not a boolean")
+	return false, errNotBool
 }
 
 // readInt reads a number as an integer; exponents and fractions are
@@ -246,7 +296,7 @@ func readInt(v []byte) (int64, error) {
 	}
 	f, err := strconv.ParseFloat(string(v), 64)
 	if err != nil && !errors.Is(err, strconv.ErrRange) || math.IsNaN(f) {
-		return 0, errors.New("not a number")
+		return 0, errNotNumber
 	}
 	switch {
 	case f >= math.MaxInt64:
@@ -304,7 +354,18 @@ func array(v []byte, fn func(elem []byte) error) error {
 // named names[i] (nil when there is none or it is null); b null or absent
 // is an object without members.
 func lastMembers(b []byte, names []string, dst [][]byte) error {
-	return object(b, func(k, v []byte) error {
+	if len(b) == 0 || isNull(b) {
+		return nil
+	}
+	if b[0] != '{' {
+		return errNotObject
+	}
+	it := memberIter{b: b}
+	for {
+		k, v, ok := it.next()
+		if !ok {
+			return it.err
+		}
 		for i, n := range names {
 			if string(k) == n {
 				dst[i] = v
@@ -313,6 +374,5 @@ func lastMembers(b []byte, names []string, dst [][]byte) error {
 				}
 			}
 		}
-		return nil
-	})
+	}
 }

@@ -141,9 +141,27 @@ func (c *StreamCounter) replaceUsage(v []byte) {
 	}
 }
 
+// stringOf decodes a JSON string value into the event's scratch space,
+// without allocating; anything but a string is empty.
+func (c *StreamCounter) stringOf(v []byte) []byte {
+	if p, ok := plainString(v); ok {
+		return p
+	}
+	from := len(c.scratch)
+	b, err := appendString(c.scratch, v)
+	if err != nil {
+		return nil
+	}
+	c.scratch = b
+	return b[from:]
+}
+
 // addString adds the text of a JSON string value; anything else adds
 // nothing.
 func (c *StreamCounter) addString(v []byte) {
+	if len(v) == 0 || v[0] != '"' {
+		return
+	}
 	from := len(c.scratch)
 	b, err := appendString(c.scratch, v)
 	if err != nil {

@@ -188,3 +188,27 @@ func TestIsStream(t *testing.T) {
 		}
 	}
 }
+
+// BenchmarkStreamEvent reads one streamed event, as each chunk of a
+// stream costs: an OpenAI chat chunk and an Anthropic content delta.
+func BenchmarkStreamEvent(b *testing.B) {
+	for _, c := range []struct {
+		name  string
+		route Route
+		data  string
+	}{
+		{"openai", Route{API: ChatCompletions}, `{"id":"chatcmpl-B7xQ2kV9mN4pL1sR8tU3wY6zA0cD","object":"chat.completion.chunk","created":1741083667,"model":"gpt-4o-2024-08-06","system_fingerprint":"fp_f9f4fb6dbf","choices":[{"index":0,"delta":{"content":" watch"},"logprobs":null,"finish_reason":null}],"usage":null}`},
+		{"anthropic", Route{API: Messages}, `{"type":"content_block_delta","index":0,"delta":{"type":"text_delta","text":" watch"}}`},
+	} {
+		b.Run(c.name, func(b *testing.B) {
+			s := NewStreamCounter(c.route, "gpt-4o", "text/event-stream")
+			data := []byte(c.data)
+			b.ReportAllocs()
+			b.SetBytes(int64(len(data)))
+			for b.Loop() {
+				s.onEvent("", data)
+				s.text = s.text[:0]
+			}
+		})
+	}
+}
