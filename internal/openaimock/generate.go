@@ -26,6 +26,15 @@ type completion struct {
 
 func (c completion) text() string { return strings.Join(c.pieces, "") }
 
+// finish names how the completion ended, in an API's words: stop when it
+// ran its course, capped when the caller's max tokens ended it.
+func (c completion) finish(stop, capped string) string {
+	if c.capped {
+		return capped
+	}
+	return stop
+}
+
 // generate makes deterministic text of want tokens, or of limit tokens when
 // limit is not negative and smaller. The count reported is that of the final
 // text, so the usage is exact even for an unusual model's encoding.

@@ -56,15 +56,52 @@ func contentText(raw json.RawMessage) (string, error) {
 
 // chatTokens counts a list of messages as a chat prompt.
 func chatTokens(model string, msgs []chatMessage) (int, error) {
+	tm, err := chatMessages(msgs)
+	if err != nil {
+		return 0, err
+	}
+	return tokenize.Chat(model, tm), nil
+}
+
+// chatMessages reads messages as the tokenizer counts them: role, name
+// and the text of the content.
+func chatMessages(msgs []chatMessage) ([]tokenize.Message, error) {
 	tm := make([]tokenize.Message, 0, len(msgs))
 	for _, m := range msgs {
 		text, err := contentText(m.Content)
 		if err != nil {
-			return 0, err
+			return nil, err
 		}
 		tm = append(tm, tokenize.Message{Role: m.Role, Name: m.Name, Content: text})
 	}
-	return tokenize.Chat(model, tm), nil
+	return tm, nil
+}
+
+// promptTokens counts the prompt of an API whose system text stands apart
+// from its messages (Anthropic's system, Gemini's systemInstruction,
+// Converse's system) the way chat counts one: the system text first, as a
+// system message, when it is not empty. That is also how tokengate
+// estimates these prompts.
+func promptTokens(model, system string, msgs []tokenize.Message) int {
+	if system != "" {
+		msgs = append([]tokenize.Message{{Role: "system", Content: system}}, msgs...)
+	}
+	return tokenize.Chat(model, msgs)
+}
+
+// textPart is a Gemini part or a Converse content block: only its text
+// counts, and it is the shape of the text they answer with.
+type textPart struct {
+	Text string `json:"text"`
+}
+
+// joinText is the text of parts, in order.
+func joinText(parts []textPart) string {
+	var b []byte
+	for _, p := range parts {
+		b = append(b, p.Text...)
+	}
+	return string(b)
 }
 
 // input is one prompt of a completions request or one text to embed:

@@ -28,6 +28,23 @@ type overrides struct {
 	// and proxies do.
 	noUsage bool
 	pace    pacing
+	providerKnobs
+}
+
+// providerKnobs are the overrides only the Anthropic, Gemini and Bedrock
+// APIs read: the OpenAI answers stay as they always were.
+type providerKnobs struct {
+	// cacheRead and cacheWrite are the prompt tokens reported as read
+	// from and written to a prompt cache (x-mock-cache-read,
+	// x-mock-cache-write), carved out of the counted prompt.
+	cacheRead, cacheWrite int
+	// reasoning is the thinking tokens Gemini reports besides the
+	// answer's (x-mock-reasoning).
+	reasoning int
+	// streamErrorAfter, when positive, ends a stream with the API's
+	// mid-stream error after that many text events
+	// (x-mock-stream-error-after).
+	streamErrorAfter int
 }
 
 // pacing shapes a stream in time and says where it is cut.
@@ -64,6 +81,10 @@ func (s *server) overrides(h http.Header) (overrides, error) {
 		{"x-mock-completion-tokens", &o.completionTokens, 0},
 		{"x-mock-cut-after", &o.pace.cutAfter, 1},
 		{"x-mock-stall-after", &o.pace.stallAfter, 1},
+		{"x-mock-cache-read", &o.cacheRead, 0},
+		{"x-mock-cache-write", &o.cacheWrite, 0},
+		{"x-mock-reasoning", &o.reasoning, 0},
+		{"x-mock-stream-error-after", &o.streamErrorAfter, 1},
 	}
 	for _, c := range counts {
 		if v := h.Get(c.name); v != "" {

@@ -11,7 +11,9 @@ import (
 // sse writes server-sent events and flushes each one (through the
 // compressor too), so a client (and tokengate's streaming accounting) sees
 // them arrive one by one, as from the real API. It also applies the
-// request's pacing: delays, a stall, a cut.
+// request's pacing: delays, a stall, a cut. Streams of other framings
+// (Bedrock's eventstream frames, Gemini's JSON array) go through it too,
+// an event being whatever one write sends.
 type sse struct {
 	w      *wire
 	ctx    context.Context
@@ -22,9 +24,15 @@ type sse struct {
 }
 
 func startSSE(w *wire, c call) *sse {
-	h := w.Header()
-	h.Set("Content-Type", "text/event-stream")
-	h.Set("Cache-Control", "no-cache")
+	w.Header().Set("Cache-Control", "no-cache")
+	return startStream(w, c, "text/event-stream")
+}
+
+// startStream opens a stream of another framing: Bedrock's eventstream
+// frames, Gemini's JSON array. Whatever the framing, each write is one
+// event, paced, traced and flushed alike.
+func startStream(w *wire, c call, contentType string) *sse {
+	w.Header().Set("Content-Type", contentType)
 	w.WriteHeader(c.status)
 	return &sse{w: w, ctx: c.ctx, pace: c.pace, tr: c.tr}
 }
@@ -70,9 +78,8 @@ func (s *sse) end() {
 }
 
 func (s *sse) send(name string, v any, note func(*traceRecord)) {
-	b, err := json.Marshal(v)
-	if err != nil {
-		s.err = fmt.Errorf("marshal event: %w", err)
+	b, ok := s.encode(v)
+	if !ok {
 		return
 	}
 	var buf []byte
@@ -83,7 +90,18 @@ func (s *sse) send(name string, v any, note func(*traceRecord)) {
 	s.write(buf, note)
 }
 
-// write sends one event after its pause, and traces it.
+// encode marshals an event's JSON. It cannot fail on the mock's own
+// types; if it did, the stream would end there, as on a write error.
+func (s *sse) encode(v any) ([]byte, bool) {
+	b, err := json.Marshal(v)
+	if err != nil && s.err == nil {
+		s.err = fmt.Errorf("marshal event: %w", err)
+	}
+	return b, err == nil
+}
+
+// write sends one event after its pause, and traces it; note, when not
+// nil, records what the event carried.
 func (s *sse) write(b []byte, note func(*traceRecord)) {
 	if s.err != nil {
 		return // the client is gone; the rest of the stream goes nowhere
@@ -104,7 +122,9 @@ func (s *sse) write(b []byte, note func(*traceRecord)) {
 	s.events++
 	s.tr.update(func(r *traceRecord) {
 		r.Events++
-		note(r)
+		if note != nil {
+			note(r)
+		}
 	})
 	if s.err = s.w.FlushError(); s.err != nil {
 		return

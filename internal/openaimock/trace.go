@@ -20,14 +20,18 @@ const maxTraces = 1024
 // sent so far and its tokens (counted like the usage: tokenize.Text of the
 // concatenated deltas), and the digest of the bytes on the wire.
 type traceRecord struct {
-	// ID is the answer's id ("chatcmpl-mock…", "cmpl-mock…", "resp_mock…"),
-	// the one a client reads in the body or first event.
+	// ID is the answer's id ("chatcmpl-mock…", "cmpl-mock…", "resp_mock…",
+	// "msg_mock…", Gemini's responseId "gemini-mock…"), the one a client
+	// reads in the body or first event; on Bedrock's paths, the
+	// x-amzn-RequestId header's "bedrock-mock…".
 	ID     string `json:"id"`
 	Model  string `json:"model"`
 	Stream bool   `json:"stream"`
 	// Encoding is the content-encoding applied, empty for none.
 	Encoding string `json:"encoding,omitempty"`
-	// Events counts the SSE events written, [DONE] included.
+	// Events counts the SSE events written, [DONE] included (eventstream
+	// frames on Bedrock, array elements and the closing bracket of
+	// Gemini's JSON stream).
 	Events int `json:"events"`
 	// Text is the completion text written: the deltas sent so far, or the
 	// whole text of a buffered answer. An answer with several choices
@@ -40,11 +44,15 @@ type traceRecord struct {
 	CompletionTokens int      `json:"completion_tokens"`
 	// Usage reports that a usage block was sent.
 	Usage bool `json:"usage"`
-	// Done reports that the stream's end ([DONE], or the Responses API's
-	// terminal event) was sent.
+	// Done reports that the stream's end ([DONE], the Responses API's
+	// terminal event, Anthropic's message_stop, Converse's metadata,
+	// Gemini's last chunk or closing bracket) was sent.
 	Done bool `json:"done"`
 	// Cut reports that x-mock-cut-after dropped the connection.
 	Cut bool `json:"cut"`
+	// StreamError reports that x-mock-stream-error-after ended the
+	// stream early (Anthropic, Gemini and Bedrock streams only).
+	StreamError bool `json:"stream_error,omitempty"`
 	// WireBytes counts the body bytes handed to the connection, after
 	// compression; WireSHA256 is their digest, set once Finished.
 	WireBytes  int64  `json:"wire_bytes"`

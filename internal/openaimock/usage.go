@@ -47,9 +47,6 @@ const chunksPerEvent = 3
 var nullJSON = json.RawMessage("null")
 
 func finishReason(c completion) *string {
-	r := "stop"
-	if c.capped {
-		r = "length"
-	}
+	r := c.finish("stop", "length")
 	return &r
 }
