@@ -199,3 +199,41 @@ func mustRequest(t *testing.T, body string) *Request {
 	}
 	return r
 }
+
+// Each API's budget fields, where its upstream reads them; a body without
+// them is readable and asks for no particular budget.
+func TestParseRequestProviders(t *testing.T) {
+	tests := []struct {
+		api             API
+		body            string
+		maxOut, choices int64
+		stream          bool
+	}{
+		{Messages, `{"model":"claude-sonnet-4","max_tokens":300,"stream":true,"messages":[]}`, 300, 1, true},
+		{GenerateContent, `{"contents":[{"parts":[{"text":"hi"}]}]}`, 0, 1, false},
+		{GenerateContent, `{"contents":[],"generationConfig":{"maxOutputTokens":500}}`, 500, 1, false},
+		{GenerateContent, `{"contents":[],"generationConfig":{"maxOutputTokens":50,"candidateCount":3}}`, 50, 3, false},
+		{GenerateContent, `{"contents":[],"generation_config":{"max_output_tokens":70,"candidate_count":2}}`, 70, 2, false},
+		{GenerateContent, `{"generationConfig":{"maxOutputTokens":1},"generationConfig":{"maxOutputTokens":9}}`, 9, 1, false},
+		{Converse, `{"messages":[]}`, 0, 1, false},
+		{Converse, `{"messages":[],"inferenceConfig":{"maxTokens":256,"temperature":0.5}}`, 256, 1, false},
+	}
+	for _, tt := range tests {
+		r, err := ParseRequest(tt.api, []byte(tt.body))
+		if err != nil || r.MaxOutput != tt.maxOut || r.Choices != tt.choices || r.Stream != tt.stream || !r.IncludeUsage {
+			t.Errorf("%s %s: %+v %v, want max %d choices %d stream %v", tt.api, tt.body, r, err, tt.maxOut, tt.choices, tt.stream)
+		}
+	}
+	for _, bad := range []struct {
+		api  API
+		body string
+	}{
+		{GenerateContent, `{"generationConfig":{"maxOutputTokens":"many"}}`},
+		{GenerateContent, `{"generationConfig":7}`},
+		{Converse, `{"inferenceConfig":{"maxTokens":true}}`},
+	} {
+		if _, err := ParseRequest(bad.api, []byte(bad.body)); err == nil {
+			t.Errorf("%s %s: want an error", bad.api, bad.body)
+		}
+	}
+}

@@ -279,7 +279,7 @@ func readBool(v []byte) (bool, error) {
 	switch string(v) {
 	case "true":
 		return true, nil
-	case "false", "null":
+	case "false", "null", "":
 		return false, nil
 	}
 	return false, errNotBool
@@ -288,7 +288,7 @@ func readBool(v []byte) (bool, error) {
 // readInt reads a number as an integer; exponents and fractions are
 // accepted and rounded down, huge values capped.
 func readInt(v []byte) (int64, error) {
-	if isNull(v) {
+	if len(v) == 0 || isNull(v) {
 		return 0, nil
 	}
 	if n, err := strconv.ParseInt(string(v), 10, 64); err == nil {
