@@ -12,9 +12,9 @@ import (
 // and the messages change.
 type mode struct {
 	name     string
-	streamed bool // the response is an event stream of streamChunks chunks
-	estimate bool // estimate_prompt_tokens: tokenize the prompt at the request body
-	redis    bool // the redis store instead of memory
+	streamed bool   // the response is an event stream of streamChunks chunks
+	estimate bool   // estimate_prompt_tokens: tokenize the prompt at the request body
+	redis    bool   // the redis store instead of memory
 	api      string // "" is OpenAI's Chat Completions; "anthropic" is Anthropic's Messages
 	about    string
 }
