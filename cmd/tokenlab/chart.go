@@ -68,12 +68,23 @@ func classOf(status int) statusClass {
 	}
 }
 
+// titleSize is the title's font size.
+const titleSize = 13
+
+// chartTitle says what the lab sent (which API, model, streamed or not)
+// and the policy's limit, on a second line when one would not hold both.
 func chartTitle(o options, limit int) string {
-	t := fmt.Sprintf("tokenlab: %s (%s%s) through the gateway", plural(o.n, "chat completion"), o.model, streamNote(o.stream))
-	if limit > 0 {
-		t += fmt.Sprintf(", %d tokens/min policy", limit)
+	t := fmt.Sprintf("tokenlab: %s (%s%s)", plural(o.n, o.api.noun), o.model, streamNote(o.stream))
+	if limit <= 0 {
+		return t
 	}
-	return t
+	policy := fmt.Sprintf("%d tokens/min policy", limit)
+	style := plot.New().Title.TextStyle
+	style.Font.Size = vg.Points(titleSize)
+	if oneLine := t + ", " + policy; style.Width(oneLine) <= chartWidth-vg.Inch/4 {
+		return oneLine
+	}
+	return t + "\n" + policy
 }
 
 // writeChart draws the runs: a bar of tokens per run coloured by status,
@@ -94,7 +105,7 @@ func labPlot(title string, results []result, limit int) (*plot.Plot, error) {
 	n := len(results)
 	p := plot.New()
 	p.Title.Text = title
-	p.Title.TextStyle.Font.Size = vg.Points(13)
+	p.Title.TextStyle.Font.Size = vg.Points(titleSize)
 	p.Title.Padding = vg.Points(6)
 	p.X.Label.Text = "run"
 	p.Y.Label.Text = "tokens"

@@ -88,3 +88,26 @@ func TestClassOf(t *testing.T) {
 		}
 	}
 }
+
+// TestChartTitle: the chart says which API the lab drove, and its limit
+// goes on a line of its own where one line would not fit the chart.
+func TestChartTitle(t *testing.T) {
+	tests := []struct {
+		api, model string
+		stream     bool
+		limit      int
+		want       string
+	}{
+		{"openai", "gpt-4o", false, 500, "tokenlab: 10 OpenAI chat completions (gpt-4o), 500 tokens/min policy"},
+		{"anthropic", "claude-sonnet-4-5", true, 500, "tokenlab: 10 Anthropic Messages calls (claude-sonnet-4-5, streamed), 500 tokens/min policy"},
+		{"gemini", "gemini-2.5-flash", false, 0, "tokenlab: 10 Gemini generateContent calls (gemini-2.5-flash)"},
+		{"bedrock", "anthropic.claude-sonnet-4-5-v1:0", true, 500, "tokenlab: 10 Bedrock Converse calls (anthropic.claude-sonnet-4-5-v1:0, streamed), 500 tokens/min policy"},
+		{"bedrock", "us.anthropic.claude-sonnet-4-5-20250929-v1:0", true, 500, "tokenlab: 10 Bedrock Converse calls (us.anthropic.claude-sonnet-4-5-20250929-v1:0, streamed)\n500 tokens/min policy"},
+	}
+	for _, tt := range tests {
+		o := options{api: lookupAPI(tt.api), model: tt.model, stream: tt.stream, n: 10}
+		if got := chartTitle(o, tt.limit); got != tt.want {
+			t.Errorf("%s: %q, want %q", tt.api, got, tt.want)
+		}
+	}
+}

@@ -17,18 +17,20 @@ var errHelp = flag.ErrHelp
 
 // options are one command's flags, checked.
 type options struct {
-	command     string
-	url         string // the gateway's base URL
-	key         string
-	keyHeader   string
-	model       string
-	n           int
-	concurrency int
-	stream      bool
-	out         string // chart file, .png or .svg; "" for none
-	limit       int    // the chart's limit line; 0 reads x-ratelimit-limit-tokens
-	timeout     time.Duration
-	maxRetries  int // sdk: the SDK's own retry budget
+	command      string
+	api          *labAPI // the API driven (--api; sdk: OpenAI)
+	url          string  // the gateway's base URL
+	key          string
+	keyHeader    string // --key-header, else the API's own
+	keyHeaderSet bool   // --key-header was given
+	model        string // --model, else the API's default
+	n            int
+	concurrency  int
+	stream       bool
+	out          string // chart file, .png or .svg; "" for none
+	limit        int    // the chart's limit line; 0 reads x-ratelimit-limit-tokens
+	timeout      time.Duration
+	maxRetries   int // sdk: the SDK's own retry budget
 
 	// local only
 	envoyConfig     string
@@ -42,16 +44,28 @@ func parseFlags(command string, args []string, stderr io.Writer) (options, error
 	o := options{command: command}
 	fs := flag.NewFlagSet("tokenlab "+command, flag.ContinueOnError)
 	fs.SetOutput(stderr)
+	apiName := labAPIs[0].name
+	if command != "sdk" {
+		fs.StringVar(&apiName, "api", apiName, "the API to drive: "+apiNames()+
+			" (OpenAI chat completions, Anthropic Messages, Gemini generateContent, Bedrock Converse)")
+	}
 	if command != "local" {
-		fs.StringVar(&o.url, "url", "", "the gateway's base URL, e.g. http://localhost:10000; requests go to URL/v1/chat/completions (/v1 is added unless URL ends with it)")
+		fs.StringVar(&o.url, "url", "", "the gateway's base URL, e.g. http://localhost:10000; the API's path is added: /v1/chat/completions (openai; /v1 is added unless URL ends with it), /v1/messages (anthropic, likewise), /v1beta/models/MODEL:generateContent (gemini), /model/MODEL/converse (bedrock)")
 		// The environment variable keeps the key out of shell history and ps.
 		fs.StringVar(&o.key, "key", os.Getenv("TOKENLAB_KEY"), "subscription key (default $TOKENLAB_KEY)")
 	}
-	fs.StringVar(&o.keyHeader, "key-header", "api-key", "header the key is sent in, as the gateway's counter_key expects")
-	fs.StringVar(&o.model, "model", "gpt-4o", "model to ask for")
-	fs.IntVar(&o.n, "n", 10, "number of chat completions")
+	keyHelp := "header the key is sent in, as the gateway's counter_key expects (default: the API's own: api-key, x-api-key, x-goog-api-key; bedrock: authorization). In authorization the key goes as a Bearer token, for bedrock as the access key ID of a SigV4-shaped header"
+	if command == "sdk" {
+		keyHelp = "header the key is sent in besides the SDK's authorization: Bearer (default api-key)"
+	}
+	if command == "local" {
+		keyHelp += "; the lab policy is keyed by it (default: each API's own key headers)"
+	}
+	fs.StringVar(&o.keyHeader, "key-header", "", keyHelp)
+	fs.StringVar(&o.model, "model", "", "model to ask for (default: "+defaultModels()+")")
+	fs.IntVar(&o.n, "n", 10, "number of requests")
 	fs.IntVar(&o.concurrency, "concurrency", 1, "requests in flight at once")
-	fs.BoolVar(&o.stream, "stream", false, "ask for streamed answers (usage read from the last event)")
+	fs.BoolVar(&o.stream, "stream", false, "ask for streamed answers (usage read from the stream's events)")
 	defOut := ""
 	if command == "local" {
 		defOut = "lab-result.png"
@@ -73,20 +87,45 @@ func parseFlags(command string, args []string, stderr io.Writer) (options, error
 		}
 		return o, fmt.Errorf("%w: %w", errUsage, err)
 	}
-	if err := o.check(fs.Args()); err != nil {
+	set := map[string]bool{}
+	fs.Visit(func(f *flag.Flag) { set[f.Name] = true })
+	o.api, o.keyHeaderSet = lookupAPI(apiName), set["key-header"]
+	if err := o.check(fs.Args(), apiName, set["model"]); err != nil {
 		fmt.Fprintf(stderr, "tokenlab %s: %v\n", command, err)
 		return o, fmt.Errorf("%w: %w", errUsage, err)
 	}
 	if o.concurrency > o.n {
 		o.concurrency = o.n
 	}
+	if !o.keyHeaderSet {
+		o.keyHeader = o.api.keyHeader
+	}
+	if o.model == "" {
+		o.model = o.api.defaultModel
+	}
 	return o, nil
 }
 
-func (o options) check(rest []string) error {
+// defaultModels reads "gpt-4o (openai), claude-sonnet-4-5 (anthropic), …".
+func defaultModels() string {
+	models := make([]string, len(labAPIs))
+	for i, a := range labAPIs {
+		models[i] = fmt.Sprintf("%s (%s)", a.defaultModel, a.name)
+	}
+	return strings.Join(models, ", ")
+}
+
+// check reports every problem of the flags; apiName is --api as given,
+// modelSet whether --model was.
+func (o options) check(rest []string, apiName string, modelSet bool) error {
 	var errs []error
 	if len(rest) > 0 {
 		errs = append(errs, fmt.Errorf("unexpected arguments: %q", rest))
+	}
+	if o.api == nil {
+		errs = append(errs, fmt.Errorf("--api: %q: want %s", apiName, apiNames()))
+	} else if o.sdk && o.api != labAPIs[0] {
+		errs = append(errs, fmt.Errorf("--sdk: the SDK lab drives the OpenAI API only, not --api %s", o.api.name))
 	}
 	if o.command != "local" {
 		if u, err := url.Parse(o.url); o.url == "" || err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
@@ -96,10 +135,10 @@ func (o options) check(rest []string) error {
 			errs = append(errs, errors.New("--key: missing (or set TOKENLAB_KEY)"))
 		}
 	}
-	if o.keyHeader == "" {
+	if o.keyHeaderSet && o.keyHeader == "" {
 		errs = append(errs, errors.New("--key-header: empty"))
 	}
-	if o.model == "" {
+	if modelSet && o.model == "" {
 		errs = append(errs, errors.New("--model: empty"))
 	}
 	if o.n < 1 {
@@ -126,15 +165,4 @@ func (o options) check(rest []string) error {
 		errs = append(errs, fmt.Errorf("--tokens-per-minute: %d, want at least 1", o.tokensPerMinute))
 	}
 	return errors.Join(errs...)
-}
-
-// apiBase is the base of the OpenAI paths on the gateway, ".../v1".
-// Gateways route /v1/... to OpenAI-compatible upstreams; a URL already
-// ending in /v1 (as OPENAI_BASE_URL does) is taken as it is.
-func apiBase(gateway string) string {
-	base := strings.TrimRight(gateway, "/")
-	if strings.HasSuffix(base, "/v1") {
-		return base
-	}
-	return base + "/v1"
 }

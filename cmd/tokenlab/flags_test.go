@@ -25,6 +25,10 @@ func TestCommandLine(t *testing.T) {
 		{[]string{"run", "--url", "http://h", "--key", "k", "--max-retries", "1"}, "flag provided but not defined: -max-retries"},
 		{[]string{"local", "--tokens-per-minute", "0"}, "--tokens-per-minute: 0, want at least 1"},
 		{[]string{"local", "extra"}, `unexpected arguments: ["extra"]`},
+		{[]string{"run", "--url", "http://h", "--key", "k", "--api", "cohere"}, `--api: "cohere": want openai, anthropic, gemini or bedrock`},
+		{[]string{"local", "--sdk", "--api", "gemini"}, "--sdk: the SDK lab drives the OpenAI API only, not --api gemini"},
+		{[]string{"sdk", "--url", "http://h", "--key", "k", "--api", "anthropic"}, "flag provided but not defined: -api"},
+		{[]string{"run", "--url", "http://h", "--key", "k", "--key-header", "", "--model", ""}, "--key-header: empty\n--model: empty"},
 	}
 	for _, tt := range tests {
 		t.Run(strings.Join(tt.args, " "), func(t *testing.T) {
@@ -56,6 +60,24 @@ func TestFlagsDefaults(t *testing.T) {
 		{"local", nil, func(o options) bool {
 			return o.out == "lab-result.png" && o.tokensPerMinute == 500 && o.maxRetries == 2
 		}, "local writes lab-result.png"},
+		{"local", nil, func(o options) bool {
+			return o.api.name == "openai" && o.keyHeader == "api-key" && !o.keyHeaderSet
+		}, "local drives OpenAI, its key in api-key"},
+		{"sdk", []string{"--url", "http://h"}, func(o options) bool {
+			return o.api.name == "openai" && o.model == "gpt-4o" && o.keyHeader == "api-key"
+		}, "sdk drives OpenAI"},
+		{"run", []string{"--url", "http://h", "--api", "anthropic"}, func(o options) bool {
+			return o.model == "claude-sonnet-4-5" && o.keyHeader == "x-api-key"
+		}, "anthropic: its model and key header"},
+		{"run", []string{"--url", "http://h", "--api", "gemini", "--model", "gemini-2.5-pro"}, func(o options) bool {
+			return o.model == "gemini-2.5-pro" && o.keyHeader == "x-goog-api-key"
+		}, "gemini: --model wins"},
+		{"local", []string{"--api", "bedrock"}, func(o options) bool {
+			return o.model == "amazon.nova-pro-v1:0" && o.keyHeader == "authorization" && !o.keyHeaderSet
+		}, "bedrock: its model, the SigV4 authorization"},
+		{"local", []string{"--api", "bedrock", "--key-header", "x-tenant"}, func(o options) bool {
+			return o.keyHeader == "x-tenant" && o.keyHeaderSet
+		}, "--key-header wins"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.want, func(t *testing.T) {

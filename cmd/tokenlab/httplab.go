@@ -1,72 +1,29 @@
 package main
 
 import (
-	"bufio"
 	"bytes"
 	"context"
-	"encoding/json"
 	"fmt"
 	"io"
 	"net/http"
-	"strings"
 	"time"
 )
 
 // maxBody caps what is read of one answer; the lab's are a few KiB.
 const maxBody = 16 << 20
 
-type chatMessage struct {
-	Role    string `json:"role"`
-	Content string `json:"content"`
-}
-
-type chatRequest struct {
-	Model         string         `json:"model"`
-	Messages      []chatMessage  `json:"messages"`
-	Stream        bool           `json:"stream,omitempty"`
-	StreamOptions *streamOptions `json:"stream_options,omitempty"`
-}
-
-type streamOptions struct {
-	IncludeUsage bool `json:"include_usage"`
-}
-
-type usage struct {
-	Prompt     int `json:"prompt_tokens"`
-	Completion int `json:"completion_tokens"`
-	Total      int `json:"total_tokens"`
-}
-
-// labBody is the request every run sends. A streamed request asks for
-// usage itself, as a careful client does, rather than relying on the
-// gateway to add it.
-func labBody(o options) ([]byte, error) {
-	req := chatRequest{
-		Model: o.model,
-		Messages: []chatMessage{
-			{Role: "system", Content: systemPrompt},
-			{Role: "user", Content: userPrompt},
-		},
-	}
-	if o.stream {
-		req.Stream = true
-		req.StreamOptions = &streamOptions{IncludeUsage: true}
-	}
-	return json.Marshal(req)
-}
-
 // runHTTPLab is `tokenlab run`: the lab over plain HTTP, so the table
 // shows exactly what the gateway answered, headers included.
 func runHTTPLab(ctx context.Context, o options, stdout, stderr io.Writer) ([]result, error) {
-	body, err := labBody(o)
+	body, err := o.api.body(o.model, o.stream)
 	if err != nil {
 		return nil, err
 	}
-	endpoint := apiBase(o.url) + "/chat/completions"
+	endpoint := o.api.endpoint(o.url, o.model, o.stream)
 	client := &http.Client{Timeout: o.timeout}
 	defer client.CloseIdleConnections()
 	fmt.Fprintf(stdout, "tokenlab: %s (%s%s) to %s, %d at a time\n\n",
-		plural(o.n, "chat completion"), o.model, streamNote(o.stream), endpoint, o.concurrency)
+		plural(o.n, o.api.noun), o.model, streamNote(o.stream), endpoint, o.concurrency)
 
 	results := make([]result, o.n)
 	bar := newProgress(o.n, stderr)
@@ -96,7 +53,10 @@ func send(ctx context.Context, client *http.Client, endpoint string, o options, 
 		return r
 	}
 	req.Header.Set("Content-Type", "application/json")
-	req.Header.Set(o.keyHeader, o.key)
+	for k, v := range o.api.headers {
+		req.Header.Set(k, v)
+	}
+	req.Header.Set(o.keyHeader, keyValue(o.api, o.keyHeader, o.key))
 	resp, err := client.Do(req)
 	if err != nil {
 		r.Err = err
@@ -112,12 +72,7 @@ func send(ctx context.Context, client *http.Client, endpoint string, o options, 
 	if resp.StatusCode/100 != 2 {
 		return r // refusals and errors carry no usage, and are charged nothing
 	}
-	var u usage
-	if strings.HasPrefix(resp.Header.Get("Content-Type"), "text/event-stream") {
-		u, err = streamUsage(data)
-	} else {
-		u, err = bodyUsage(data)
-	}
+	u, err := o.api.usage(resp.Header.Get("Content-Type"), data)
 	if err != nil {
 		r.Err = err
 	}
@@ -131,49 +86,4 @@ func readHeaders(r *result, resp *http.Response) {
 	r.Limit = resp.Header.Get(hdrLimit)
 	r.RetryAfter = resp.Header.Get(hdrRetryAfter)
 	r.RetryAfterMs = resp.Header.Get(hdrRetryAfterMs)
-}
-
-// bodyUsage reads usage from a buffered chat completion.
-func bodyUsage(data []byte) (usage, error) {
-	var body struct {
-		Usage *usage `json:"usage"`
-	}
-	if err := json.Unmarshal(data, &body); err != nil {
-		return usage{}, fmt.Errorf("reading usage: %w", err)
-	}
-	if body.Usage == nil {
-		return usage{}, fmt.Errorf("the answer reports no usage")
-	}
-	return *body.Usage, nil
-}
-
-// streamUsage reads usage from a chat completion stream: the last event
-// that carries one (OpenAI sends it in a final chunk with no choices).
-func streamUsage(data []byte) (usage, error) {
-	var last *usage
-	sc := bufio.NewScanner(bytes.NewReader(data))
-	sc.Buffer(make([]byte, 0, 64<<10), maxBody)
-	for sc.Scan() {
-		payload, ok := strings.CutPrefix(sc.Text(), "data:")
-		payload = strings.TrimSpace(payload)
-		if !ok || payload == "[DONE]" {
-			continue
-		}
-		var chunk struct {
-			Usage *usage `json:"usage"`
-		}
-		if err := json.Unmarshal([]byte(payload), &chunk); err != nil {
-			return usage{}, fmt.Errorf("reading the stream: %w", err)
-		}
-		if chunk.Usage != nil {
-			last = chunk.Usage
-		}
-	}
-	if err := sc.Err(); err != nil {
-		return usage{}, fmt.Errorf("reading the stream: %w", err)
-	}
-	if last == nil {
-		return usage{}, fmt.Errorf("the stream reports no usage")
-	}
-	return *last, nil
 }

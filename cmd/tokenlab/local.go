@@ -24,10 +24,12 @@ type localReport struct {
 // table's, and everything stopped again.
 func runLocal(ctx context.Context, o options, stdout, stderr io.Writer) (rep localReport, err error) {
 	fmt.Fprintln(stderr, "tokenlab local: starting openai-mock, tokengate and the Envoy stand-in (e2e/front, a test double for Envoy) in this process…")
-	s, err := startStack(ctx, stackOptions{
-		envoyConfig:     o.envoyConfig,
-		tokensPerMinute: o.tokensPerMinute,
-	})
+	so := stackOptions{envoyConfig: o.envoyConfig, tokensPerMinute: o.tokensPerMinute}
+	keyedBy := o.api.keySource + " (the policy names no header: each API's own)"
+	if o.keyHeaderSet {
+		so.keyHeader, keyedBy = o.keyHeader, o.keyHeader
+	}
+	s, err := startStack(ctx, so)
 	if err != nil {
 		return rep, err
 	}
@@ -36,8 +38,8 @@ func runLocal(ctx context.Context, o options, stdout, stderr io.Writer) (rep loc
 			err = errors.Join(err, fmt.Errorf("stopping the stack: %w", cerr))
 		}
 	}()
-	fmt.Fprintf(stdout, "local stack: Envoy stand-in %s → tokengate %s (policy %q: %d tokens/min per api-key, bbolt %s) → openai-mock %s\n",
-		s.url, s.gate.fields["grpc"], labPolicy, o.tokensPerMinute, s.db, s.mock.fields["http"])
+	fmt.Fprintf(stdout, "local stack (--api %s): Envoy stand-in %s → tokengate %s (policy %q: %d tokens/min per key from %s, bbolt %s) → openai-mock %s\n",
+		o.api.name, s.url, s.gate.fields["grpc"], labPolicy, o.tokensPerMinute, keyedBy, s.db, s.mock.fields["http"])
 
 	o.url, o.key = s.url, localKey
 	var labErr error

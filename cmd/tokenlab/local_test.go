@@ -7,6 +7,7 @@ import (
 	"os"
 	"path/filepath"
 	"regexp"
+	"slices"
 	"strconv"
 	"strings"
 	"testing"
@@ -19,46 +20,84 @@ type tableRow struct {
 	remaining, retryAfter                  string
 }
 
-// TestLocal runs `tokenlab local` as a user would and checks what it
-// printed and drew against tokengate's own account and the window's
-// arithmetic.
+// TestLocal runs `tokenlab local` as a user would, for every API, buffered
+// and streamed, and checks what it printed and drew against tokengate's
+// own account and the window's arithmetic. The policy names no key
+// header, so each API's callers are keyed by their API's own header (a
+// request tokengate found no key in would be refused with 401).
 func TestLocal(t *testing.T) {
+	tests := []struct {
+		name  string
+		args  []string
+		first string // what the lab's first line says it sent
+	}{
+		{"openai", nil, "10 OpenAI chat completions (gpt-4o)"},
+		{"openai streamed", []string{"--stream"}, "10 OpenAI chat completions (gpt-4o, streamed)"},
+		{"anthropic", []string{"--api", "anthropic"}, "10 Anthropic Messages calls (claude-sonnet-4-5)"},
+		{"anthropic streamed", []string{"--api", "anthropic", "--stream"}, "10 Anthropic Messages calls (claude-sonnet-4-5, streamed)"},
+		{"gemini", []string{"--api", "gemini"}, "10 Gemini generateContent calls (gemini-2.5-flash)"},
+		{"gemini streamed", []string{"--api", "gemini", "--stream"}, "10 Gemini generateContent calls (gemini-2.5-flash, streamed)"},
+		{"bedrock", []string{"--api", "bedrock"}, "10 Bedrock Converse calls (amazon.nova-pro-v1:0)"},
+		{"bedrock streamed", []string{"--api", "bedrock", "--stream"}, "10 Bedrock Converse calls (amazon.nova-pro-v1:0, streamed)"},
+		{"bedrock keyed by --key-header", []string{"--api", "bedrock", "--key-header", "x-tenant", "--model", "anthropic.claude-sonnet-4-5-v1:0"},
+			"10 Bedrock Converse calls (anthropic.claude-sonnet-4-5-v1:0)"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			checkLocal(t, tt.args, tt.first)
+		})
+	}
+}
+
+func checkLocal(t *testing.T, args []string, first string) {
 	const limit = 500
 	out := filepath.Join(t.TempDir(), "lab.png")
+	streamed := slices.Contains(args, "--stream")
 	var stdout, stderr bytes.Buffer
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
 	start := time.Now()
-	err := run(context.Background(), []string{"local", "--out", out}, &stdout, &stderr)
+	err := run(ctx, append([]string{"local", "--out", out}, args...), &stdout, &stderr)
 	elapsed := time.Since(start)
 	if err != nil {
 		t.Fatalf("tokenlab local: %v\nstdout:\n%s\nstderr:\n%s", err, &stdout, &stderr)
 	}
 	t.Logf("stdout:\n%s", &stdout)
+	if !strings.Contains(stdout.String(), "\ntokenlab: "+first+" to ") {
+		t.Errorf("no line saying the lab sent %q", first)
+	}
 	rows, totals := parseTable(t, stdout.String())
 	if len(rows) != 10 {
 		t.Fatalf("%d table rows, want 10", len(rows))
 	}
 
-	// The first runs fit in the budget, every later one is refused, and
-	// each 200 says how much is left after its own tokens.
+	// A run is let through while the window has room before it, refused
+	// once it has none; each 200 says how much is left: a buffered answer
+	// after its own tokens, a streamed one (its headers go first) before.
 	used, ok, refused := 0, 0, 0
 	for i, r := range rows {
 		if r.run != i+1 {
 			t.Errorf("row %d: run %d", i+1, r.run)
 		}
-		switch r.status {
-		case 200:
-			if refused > 0 {
-				t.Errorf("run %d: 200 after a 429", r.run)
-			}
+		switch {
+		case r.status == 200 && used < limit:
 			ok++
+			before := used
 			used += r.total
 			if r.total != r.prompt+r.completion || r.total == 0 {
 				t.Errorf("run %d: total %d, prompt %d, completion %d", r.run, r.total, r.prompt, r.completion)
 			}
-			if want := strconv.Itoa(max(0, limit-used)); r.remaining != want {
-				t.Errorf("run %d: remaining %s, want %s (limit %d - %d used)", r.run, r.remaining, want, limit, used)
+			// A stream's headers come before its usage: what is left then
+			// is the window less what tokengate holds of the run's own
+			// prompt estimate, all of it or none.
+			lo, hi := max(0, limit-used), max(0, limit-used)
+			if streamed {
+				lo, hi = max(0, limit-before-r.prompt), max(0, limit-before)
 			}
-		case 429:
+			if rem, err := strconv.Atoi(r.remaining); err != nil || (rem != lo && rem != hi) {
+				t.Errorf("run %d: remaining %s, want %d or %d (limit %d, %d used before, %d after)", r.run, r.remaining, lo, hi, limit, before, used)
+			}
+		case r.status == 429 && used >= limit:
 			refused++
 			if r.total != 0 {
 				t.Errorf("run %d: refused but %d tokens", r.run, r.total)
@@ -71,11 +110,13 @@ func TestLocal(t *testing.T) {
 				t.Errorf("run %d: retry-after %q, want about 60s (the lab took %v)", r.run, r.retryAfter, elapsed)
 			}
 		default:
-			t.Errorf("run %d: status %d", r.run, r.status)
+			t.Errorf("run %d: status %d with %d tokens used before it, want 200 below the %d-token limit, 429 from it on", r.run, r.status, used, limit)
 		}
 	}
-	if ok == 0 || refused == 0 || used < limit {
-		t.Errorf("%d × 200 using %d tokens, %d × 429: want 200s until the %d-token limit is passed, then 429s", ok, used, refused, limit)
+	// The lab's runs cost about a hundred tokens each: six fit, the sixth
+	// let through with the limit not yet reached.
+	if ok != 6 || refused != 4 {
+		t.Errorf("%d × 200 using %d tokens, %d × 429: want 6 × 200 then 4 × 429", ok, used, refused)
 	}
 
 	// The table's totals against tokengate's metrics.

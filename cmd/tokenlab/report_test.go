@@ -8,45 +8,6 @@ import (
 	"time"
 )
 
-func TestUsageFromAnswers(t *testing.T) {
-	tests := []struct {
-		name    string
-		stream  bool
-		body    string
-		want    usage
-		wantErr string
-	}{
-		{"buffered", false, `{"id":"x","usage":{"prompt_tokens":30,"completion_tokens":64,"total_tokens":94}}`, usage{30, 64, 94}, ""},
-		{"buffered without usage", false, `{"id":"x"}`, usage{}, "reports no usage"},
-		{"not JSON", false, `<html>`, usage{}, "reading usage"},
-		{"stream, usage in the last chunk", true,
-			"data: {\"choices\":[{\"delta\":{\"content\":\"hi\"}}],\"usage\":null}\n\n" +
-				"data: {\"choices\":[],\"usage\":{\"prompt_tokens\":30,\"completion_tokens\":2,\"total_tokens\":32}}\n\n" +
-				"data: [DONE]\n\n", usage{30, 2, 32}, ""},
-		{"stream without a space after data:", true, "data:{\"usage\":{\"prompt_tokens\":1,\"completion_tokens\":1,\"total_tokens\":2}}\n\n", usage{1, 1, 2}, ""},
-		{"stream without usage", true, "data: {\"choices\":[]}\n\ndata: [DONE]\n\n", usage{}, "reports no usage"},
-		{"stream cut mid-event", true, "data: {\"choi", usage{}, "reading the stream"},
-	}
-	for _, tt := range tests {
-		t.Run(tt.name, func(t *testing.T) {
-			read := bodyUsage
-			if tt.stream {
-				read = streamUsage
-			}
-			got, err := read([]byte(tt.body))
-			if tt.wantErr != "" {
-				if err == nil || !strings.Contains(err.Error(), tt.wantErr) {
-					t.Fatalf("error %v, want %q", err, tt.wantErr)
-				}
-				return
-			}
-			if err != nil || got != tt.want {
-				t.Fatalf("got %+v, %v; want %+v", got, err, tt.want)
-			}
-		})
-	}
-}
-
 func TestPolicyLimit(t *testing.T) {
 	answered := []result{{Limit: ""}, {Limit: "500"}, {Limit: "900"}}
 	tests := []struct {

@@ -11,8 +11,9 @@ import (
 // command-line tools; the message is already on stderr.
 var errUsage = errors.New("usage")
 
-const usageText = `tokenlab sends chat completions through a token-limiting gateway and shows
-what each one was answered and charged.
+const usageText = `tokenlab sends chat completions (or, with --api, Anthropic Messages, Gemini
+generateContent or Bedrock Converse calls) through a token-limiting gateway
+and shows what each one was answered and charged.
 
 Usage:
   tokenlab run   --url URL --key KEY [flags]  plain HTTP; a table, and a chart with --out

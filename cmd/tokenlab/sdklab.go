@@ -36,7 +36,7 @@ func runSDKLab(ctx context.Context, o options, stdout io.Writer) ([]result, erro
 	client := openai.NewClient(
 		option.WithBaseURL(apiBase(o.url)+"/"),
 		option.WithAPIKey(o.key),
-		option.WithHeader(o.keyHeader, o.key),
+		option.WithHeader(o.keyHeader, keyValue(o.api, o.keyHeader, o.key)),
 		option.WithMaxRetries(o.maxRetries),
 		option.WithRequestTimeout(o.timeout),
 	)

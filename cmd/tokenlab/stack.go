@@ -35,6 +35,7 @@ const stopTimeout = 20 * time.Second
 type stackOptions struct {
 	envoyConfig     string // "" is the envoy.yaml embedded in this binary
 	tokensPerMinute int
+	keyHeader       string // the policy's one key header; "" for each API's own
 	fakeClock       string // tests: start tokengate's limiter clock here (RFC 3339)
 	clockRuns       bool   // tests: and let that clock run with real time
 }
@@ -80,7 +81,7 @@ func startStack(ctx context.Context, so stackOptions) (_ *stack, err error) {
 	}
 	s.db = filepath.Join(s.dir, "tokengate.db")
 	configPath := filepath.Join(s.dir, "tokengate.yaml")
-	if err := os.WriteFile(configPath, labConfig(s.db, so.tokensPerMinute), 0o600); err != nil {
+	if err := os.WriteFile(configPath, labConfig(s.db, so.tokensPerMinute, so.keyHeader), 0o600); err != nil {
 		return s, err
 	}
 
@@ -114,19 +115,29 @@ func startStack(ctx context.Context, so stackOptions) (_ *stack, err error) {
 	return s, nil
 }
 
-// labConfig is tokengate's configuration for the lab: one policy keyed
-// by api-key, the bbolt store of the default configuration.
-func labConfig(db string, tokensPerMinute int) []byte {
-	// A JSON string is a valid YAML double-quoted scalar, whatever the path.
+// labConfig is tokengate's configuration for the lab: one policy, the
+// bbolt store of the default configuration. The policy names keyHeader,
+// or no header at all: then tokengate reads each API's key where its
+// clients send it (api-key, x-api-key, x-goog-api-key, the SigV4
+// access key ID), so one policy keys callers of every API. tokengate
+// warns about such a policy (a client may pick which header counts); the
+// lab's mock upstream accepts any key anyway.
+func labConfig(db string, tokensPerMinute int, keyHeader string) []byte {
+	// A JSON string is a valid YAML double-quoted scalar, whatever the
+	// path or header.
 	path, _ := json.Marshal(db)
+	counterKey := ""
+	if keyHeader != "" {
+		h, _ := json.Marshal(strings.ToLower(keyHeader)) // header names are case-insensitive
+		counterKey = fmt.Sprintf("  counter_key: {header: [%s]}\n", h)
+	}
 	return fmt.Appendf(nil, `store:
   backend: bbolt
   bbolt: {path: %s, flush_interval: 1s}
 policies:
 - name: %s
-  counter_key: {header: [api-key]}
-  tokens_per_minute: %d
-`, path, labPolicy, tokensPerMinute)
+%s  tokens_per_minute: %d
+`, path, labPolicy, counterKey, tokensPerMinute)
 }
 
 // waitRequests waits until the front has finished n requests, ext_proc
