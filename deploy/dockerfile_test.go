@@ -17,13 +17,14 @@ import (
 	"testing"
 
 	"github.com/tokengate/tokengate/internal/config"
+	"github.com/tokengate/tokengate/internal/proc"
 )
 
 // repoRoot is the repository root, where the Dockerfile, .dockerignore and
 // docker-compose.yaml live and where docker builds from.
 func repoRoot(t *testing.T) string {
 	t.Helper()
-	root, err := filepath.Abs("..")
+	root, err := proc.ModuleRoot()
 	if err != nil {
 		t.Fatal(err)
 	}
