@@ -8,6 +8,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	extprocv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/http/ext_proc/v3"
 	"io"
 	"net/http"
 	"strings"
@@ -199,10 +200,20 @@ type pvRig struct {
 // pvStart starts a stack and sends one streamed chat through it, so that
 // the tests start on a warm tokengate (see startRig).
 func pvStart(t *testing.T) *pvRig {
+	return pvStartWith(t, nil)
+}
+
+// pvStartWith is pvStart with the ext_proc filter changed first.
+func pvStartWith(t *testing.T, filter func(*extprocv3.ExternalProcessor)) *pvRig {
 	t.Helper()
 	needBinaries(t)
-	s := harness.StartStack(t, harness.StackOptions{ConfigYAML: pvConfig, FakeClock: labClock})
+	s := harness.StartStack(t, harness.StackOptions{ConfigYAML: pvConfig, FakeClock: labClock, Filter: filter})
 	r := &pvRig{Stack: s, admin: s.Tokengate.Field("admin")}
+	if filter != nil {
+		// A changed filter is the test's subject: its warm-up would be
+		// judged by envoy.yaml's filter.
+		return r
+	}
 	resp, rid := r.send(t, pvPick(t, "openai stream")[0], "pv-warm-up", "x-mock-completion-tokens", "3")
 	io.Copy(io.Discard, resp.Body)
 	resp.Body.Close()

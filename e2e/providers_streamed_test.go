@@ -2,6 +2,7 @@ package e2e
 
 import (
 	"fmt"
+	extprocv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/http/ext_proc/v3"
 	"testing"
 	"time"
 )
@@ -55,6 +56,32 @@ func TestProvidersStreamedThrough(t *testing.T) {
 			if rec.ModeOverrides != 1 || responseBodies(rec) < 2 {
 				t.Errorf("%d mode overrides honoured, %d response_body messages: want STREAMED, the first event apart",
 					rec.ModeOverrides, responseBodies(rec))
+			}
+		})
+	}
+}
+
+// TestProvidersStreamHeldWithoutOverride is the failure the override
+// prevents, reproduced by the front as Envoy has it: with the filter's
+// response body mode BUFFERED and mode overrides not allowed, a stream
+// reaches the client only once the upstream has finished it, stall and
+// all. (The test above is the same stream with the override.)
+func TestProvidersStreamHeldWithoutOverride(t *testing.T) {
+	const stall = 2 * time.Second
+	r := pvStartWith(t, func(f *extprocv3.ExternalProcessor) { f.AllowModeOverride = false })
+	for i, c := range pvPick(t, "bedrock converse-stream", "gemini array") {
+		t.Run(c.name, func(t *testing.T) {
+			start := time.Now()
+			resp, _ := r.send(t, c, fmt.Sprintf("pv-held-%d", i), "x-mock-stall", stall.String(), "x-mock-completion-tokens", "12")
+			rd := pvNewReader(c.framing, resp.Body)
+			s, err := pvReadStream(t, c, rd, func(s *pvStream) bool { return s.events == 1 })
+			firstAt := time.Since(start)
+			if err != nil || s.events != 1 {
+				t.Fatalf("first event: %d read, %v", s.events, err)
+			}
+			t.Logf("%s without the override: first event after %v (stall %v)", c.name, firstAt.Round(time.Millisecond), stall)
+			if firstAt < stall {
+				t.Errorf("the first event came after %v, before the %v stall ended: the front did not hold the buffered stream as Envoy does", firstAt, stall)
 			}
 		})
 	}
