@@ -271,7 +271,7 @@ func TestComposeTokengate(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	gold, plain := pol.LimitsFor(hex.EncodeToString(sum[:])), pol.LimitsFor("")
+	gold, plain := pol.LimitsFor(hex.EncodeToString(sum[:]), ""), pol.LimitsFor("", "")
 	if gold.TokensPerMinute <= plain.TokensPerMinute {
 		t.Errorf("demo-gold-key: %d tokens per minute, want more than everyone else's %d", gold.TokensPerMinute, plain.TokensPerMinute)
 	}

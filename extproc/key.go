@@ -10,6 +10,7 @@ import (
 	corev3 "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
 
 	"github.com/tokengate/tokengate/extproc/llm"
+	"github.com/tokengate/tokengate/extproc/policy"
 )
 
 // headers is Envoy's header list. Lookups scan it: a request has a few
@@ -31,15 +32,16 @@ func (hs headers) get(name string) string {
 	return ""
 }
 
-// keySources are where the request's key is read from: the policy's
-// headers, or when the policy names none, its API's own (llm.KeySources).
-func (p *processor) keySources() []string {
-	if p.policy.DefaultKeys() {
+// keySourcesFor are the headers the request's key is read from under pol:
+// the policy's, or when the policy names no source, its API's own
+// (llm.KeySources).
+func (p *processor) keySourcesFor(pol *policy.Policy) []string {
+	if pol.DefaultKeys() {
 		if s := llm.KeySources(p.route.API.Provider()); s != nil {
 			return s
 		}
 	}
-	return p.policy.KeyHeaders()
+	return pol.KeyHeaders()
 }
 
 // subscriptionKey returns the first present key among the sources: header

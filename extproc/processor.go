@@ -55,7 +55,9 @@ type processor struct {
 	path    string
 	route   llm.Route
 	policy  *policy.Policy
+	id      identity
 	keyHash string // hex SHA-256 of the subscription key; the key itself is never kept
+	tier    string // the caller's tier under the policy, "" for none
 	counter string // the limiter key: policy, key hash and, per model, the model
 	limits  limiter.Limits
 	model   string
@@ -91,6 +93,7 @@ func (p *processor) handle(req *extprocv3.ProcessingRequest) *extprocv3.Processi
 		p.wholeRequestBody = wholeBody(pc.GetRequestBodyMode())
 		p.wholeResponseBody = wholeBody(pc.GetResponseBodyMode())
 	}
+	p.id.note(req)
 	switch r := req.Request.(type) {
 	case *extprocv3.ProcessingRequest_RequestHeaders:
 		return p.requestHeaders(r.RequestHeaders)
@@ -131,6 +134,7 @@ func (p *processor) requestHeaders(h *extprocv3.HttpHeaders) *extprocv3.Processi
 	}
 	p.stage = stageOpen
 	hm := headers(h.GetHeaders().GetHeaders())
+	p.id.headers = hm
 	p.path = llm.NormalizePath(hm.get(":path"))
 	// The request's body is decoded to be read, and forwarded as it came.
 	p.reqEncoding = hm.get("content-encoding")
@@ -152,18 +156,27 @@ func (p *processor) requestHeaders(h *extprocv3.HttpHeaders) *extprocv3.Processi
 		p.logDecision(decisionPassthrough)
 		return continueRequestHeaders()
 	}
-	key, ok := subscriptionKey(hm, p.keySources())
-	if !ok {
-		if p.policy.RejectsMissingKey() {
-			return p.rejectMissingKey()
-		}
-		key = "anonymous"
+	if !p.identify(p.policy) {
+		return p.rejectMissingKey()
 	}
-	p.keyHash = p.s.HashKey(key)
 	if resp := p.admit(0); resp != nil {
 		return resp
 	}
 	return continueRequestHeaders()
+}
+
+// identify reads the request's key (hashed at once) and tier under pol;
+// false when the key is missing and the policy refuses such requests.
+func (p *processor) identify(pol *policy.Policy) bool {
+	key, ok := p.key(pol)
+	if !ok {
+		if pol.RejectsMissingKey() {
+			return false
+		}
+		key = "anonymous"
+	}
+	p.keyHash, p.tier = p.s.HashKey(key), p.tierOf(pol)
+	return true
 }
 
 // counterKey names the budget the request draws on.
@@ -232,6 +245,11 @@ func (p *processor) readRequestBody(raw []byte) (*extprocv3.ProcessingResponse, 
 		// model's own budget, applies: the headers-phase check is redone.
 		p.releaseHold()
 		p.policy = next
+		// The new policy may read the key from elsewhere.
+		if !p.identify(next) {
+			p.release()
+			return p.rejectMissingKey(), nil
+		}
 		if resp := p.admit(0); resp != nil {
 			return resp, nil
 		}
@@ -375,7 +393,7 @@ func (p *processor) counterKeyFor(pol *policy.Policy) string {
 // 403 to send when the budgets have no room.
 func (p *processor) admit(n int64) *extprocv3.ProcessingResponse {
 	p.counter = p.counterKey()
-	p.limits = p.policy.LimitsFor(p.keyHash)
+	p.limits = p.policy.LimitsFor(p.keyHash, p.tier)
 	d, err := p.s.store.Reserve(p.ctx, p.counter, p.limits, n, p.s.clock.Now())
 	if err != nil && p.ctx.Err() != nil {
 		// Envoy gave up on the stream (its message timeout, a reset)

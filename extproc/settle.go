@@ -221,7 +221,7 @@ func (p *processor) rejectMissingKey() *extprocv3.ProcessingResponse {
 	p.s.metrics.request(p.policy.Name(), decisionMissingKey)
 	p.logDecision(decisionMissingKey)
 	msg := fmt.Sprintf("Access denied due to missing subscription key. Include it in one of these headers: %v.",
-		p.keySources())
+		p.keySourcesFor(p.policy))
 	return p.refuse(llm.MissingKey, &headerSet{}, msg, "tokengate_missing_key", newMeta(decisionMissingKey))
 }
 

@@ -23,7 +23,13 @@ type Policy struct {
 	pathPrefix     string
 	models         []string
 	keyHeaders     []string
-	defaultKeys    bool // counter_key.header not given
+	defaultKeys    bool // counter_key names no source at all
+	keyMetadata    *config.MetadataValue
+	keyAttribute   string
+	perRoute       bool
+	tierMetadata   *config.MetadataValue
+	tierHeader     string
+	tiers          map[string]limiter.Limits // by tier name: the policy's limits with the tier's budgets
 	rejectMissing  bool
 	perModel       bool
 	limits         limiter.Limits
@@ -54,7 +60,10 @@ func Compile(spec config.Policy) (*Policy, error) {
 		pathPrefix:     spec.Match.PathPrefix,
 		models:         append([]string(nil), spec.Match.Models...),
 		keyHeaders:     append([]string(nil), spec.KeyHeaders()...),
-		defaultKeys:    len(spec.CounterKey.Header) == 0,
+		defaultKeys:    len(spec.CounterKey.Header) == 0 && !spec.CounterKey.HasIdentity(),
+		keyMetadata:    cloneMetadata(spec.CounterKey.Metadata),
+		keyAttribute:   spec.CounterKey.Attribute,
+		perRoute:       spec.CounterKey.PerRoute,
 		rejectMissing:  spec.CounterKey.Missing == config.MissingReject,
 		perModel:       spec.CounterKey.PerModel,
 		limits:         limiter.Limits{TokensPerMinute: spec.TokensPerMinute, Quota: spec.TokenQuota, Period: period},
@@ -83,14 +92,14 @@ func Compile(spec config.Policy) (*Policy, error) {
 	}
 	p.overrides = make(map[string]limiter.Limits, len(spec.Overrides))
 	for _, o := range spec.Overrides {
-		lim := p.limits
-		if o.TokensPerMinute > 0 {
-			lim.TokensPerMinute = o.TokensPerMinute
+		p.overrides[o.KeySHA256] = withBudgets(p.limits, o.TokensPerMinute, o.TokenQuota)
+	}
+	if t := spec.Tiers; t != nil {
+		p.tierMetadata, p.tierHeader = cloneMetadata(t.Metadata), t.Header
+		p.tiers = make(map[string]limiter.Limits, len(t.Levels))
+		for name, l := range t.Levels {
+			p.tiers[name] = withBudgets(p.limits, l.TokensPerMinute, l.TokenQuota)
 		}
-		if o.TokenQuota > 0 {
-			lim.Quota = o.TokenQuota
-		}
-		p.overrides[o.KeySHA256] = lim
 	}
 	return p, nil
 }
@@ -156,7 +165,7 @@ func (p *Policy) MatchesModel(model string) bool {
 // present wins. The slice is shared: do not change it.
 func (p *Policy) KeyHeaders() []string { return p.keyHeaders }
 
-// DefaultKeys reports a policy that names no key header: each API's
+// DefaultKeys reports a policy that names no key source: each API's
 // callers are then keyed where they send their key.
 func (p *Policy) DefaultKeys() bool { return p.defaultKeys }
 
@@ -201,11 +210,47 @@ func (p *Policy) WithMargin(estimate int64) int64 {
 	return (estimate*(1000+p.marginPermille) + 999) / 1000
 }
 
-// LimitsFor returns the budgets of a key, by its hash: the policy's, with
-// the key's override applied.
-func (p *Policy) LimitsFor(keyHash string) limiter.Limits {
+// LimitsFor returns the budgets of a key, by its hash, in a tier (""
+// for none): the key's override when it has one, else the tier's budgets
+// when the policy lists the tier, else the policy's.
+func (p *Policy) LimitsFor(keyHash, tier string) limiter.Limits {
 	if lim, ok := p.overrides[keyHash]; ok {
 		return lim
 	}
+	if lim, ok := p.tiers[tier]; ok && tier != "" {
+		return lim
+	}
 	return p.limits
+}
+
+// withBudgets is lim with the non-zero budgets replacing its own.
+func withBudgets(lim limiter.Limits, tokensPerMinute, quota int64) limiter.Limits {
+	if tokensPerMinute > 0 {
+		lim.TokensPerMinute = tokensPerMinute
+	}
+	if quota > 0 {
+		lim.Quota = quota
+	}
+	return lim
+}
+
+// KeyMetadata is the dynamic metadata value the key includes, nil when
+// none.
+func (p *Policy) KeyMetadata() *config.MetadataValue { return p.keyMetadata }
+
+// KeyAttribute is the request attribute the key includes, "" when none.
+func (p *Policy) KeyAttribute() string { return p.keyAttribute }
+
+// PerRoute reports a key that includes the request path.
+func (p *Policy) PerRoute() bool { return p.perRoute }
+
+// TierSource says where the tier's name is: a metadata value or a
+// header; both empty when the policy has no tiers.
+func (p *Policy) TierSource() (*config.MetadataValue, string) { return p.tierMetadata, p.tierHeader }
+
+func cloneMetadata(m *config.MetadataValue) *config.MetadataValue {
+	if m == nil {
+		return nil
+	}
+	return &config.MetadataValue{Namespace: m.Namespace, Path: append([]string(nil), m.Path...)}
 }

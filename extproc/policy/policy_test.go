@@ -42,7 +42,7 @@ func TestTiers(t *testing.T) {
 		{"other", limiter.Limits{TokensPerMinute: 500, Quota: 10000, Period: limiter.Monthly}},
 	}
 	for _, tt := range tests {
-		if got := p.LimitsFor(sha(tt.key)); got != tt.want {
+		if got := p.LimitsFor(sha(tt.key), ""); got != tt.want {
 			t.Errorf("LimitsFor(%s) = %+v, want %+v", tt.key, got, tt.want)
 		}
 	}
@@ -68,7 +68,7 @@ func TestHandBuiltSpecKeepsItsQuota(t *testing.T) {
 		t.Fatal(err)
 	}
 	want := limiter.Limits{Quota: 1000, Period: limiter.Monthly}
-	if got := p.LimitsFor("any"); got != want {
+	if got := p.LimitsFor("any", ""); got != want {
 		t.Errorf("LimitsFor = %+v, want %+v", got, want)
 	}
 	if !p.RejectsMissingKey() || !p.MatchesPath("/v1/chat/completions") || p.Count() != config.CountTotal || !p.InjectsStreamUsage() || !p.ChargesUnanswered() {
@@ -117,7 +117,7 @@ func TestCompiledPolicyIsItsOwn(t *testing.T) {
 		t.Fatal(err)
 	}
 	spec.CounterKey.Header[0], spec.Match.Models[0], spec.TokensPerMinute = "other", "o1", 99
-	if p.KeyHeaders()[0] != "x-key" || !p.MatchesModel("GPT-4O") || p.MatchesModel("o1") || p.LimitsFor("").TokensPerMinute != 10 {
+	if p.KeyHeaders()[0] != "x-key" || !p.MatchesModel("GPT-4O") || p.MatchesModel("o1") || p.LimitsFor("", "").TokensPerMinute != 10 {
 		t.Errorf("the compiled policy changed with its spec: %+v", p)
 	}
 }

@@ -172,3 +172,27 @@ func TestWarningsPerPolicy(t *testing.T) {
 		t.Errorf("embedded default: Warnings() = %q, want none", w)
 	}
 }
+
+// Keys and tiers from what Envoy verified: every mistake named.
+func TestIdentityKeysAndTiersChecked(t *testing.T) {
+	for _, c := range []struct{ yaml, want string }{
+		{`{name: a, tokens_per_minute: 1, counter_key: {metadata: {path: [sub]}}}`, "policies[0].counter_key.metadata.namespace: is required"},
+		{`{name: a, tokens_per_minute: 1, counter_key: {metadata: {namespace: ns}}}`, "policies[0].counter_key.metadata.path: is required"},
+		{`{name: a, tokens_per_minute: 1, counter_key: {attribute: source.ip}}`, `policies[0].counter_key.attribute: must be one of source.address`},
+		{`{name: a, tokens_per_minute: 1, tiers: {levels: {gold: {tokens_per_minute: 5}}}}`, "policies[0].tiers: needs exactly one of metadata and header"},
+		{`{name: a, tokens_per_minute: 1, tiers: {header: x-tier}}`, "policies[0].tiers.levels: at least one tier is required"},
+		{`{name: a, tokens_per_minute: 1, tiers: {header: x-tier, levels: {gold: {token_quota: 5}}}}`, `policies[0].tiers.levels["gold"].token_quota: the policy has no token_quota`},
+	} {
+		_, err := Parse([]byte("policies:\n- " + c.yaml + "\n"))
+		if err == nil || !strings.Contains(err.Error(), c.want) {
+			t.Errorf("%s: %v, want %q", c.yaml, err, c.want)
+		}
+	}
+	c, err := Parse([]byte("policies:\n- {name: a, tokens_per_minute: 1, counter_key: {attribute: source.address}, tiers: {header: X-Tier, levels: {gold: {tokens_per_minute: 9}}}}\n"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if p := c.Policies[0]; len(p.KeyHeaders()) != 0 || p.Tiers.Header != "x-tier" || len(c.Warnings()) != 0 {
+		t.Errorf("an address-keyed policy reads no header (%v), its tier header lower-cased (%q), no warning (%v)", p.KeyHeaders(), p.Tiers.Header, c.Warnings())
+	}
+}

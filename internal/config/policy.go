@@ -4,6 +4,7 @@ import (
 	"cmp"
 	"errors"
 	"fmt"
+	"slices"
 	"strconv"
 	"strings"
 
@@ -32,6 +33,10 @@ type Policy struct {
 	// Shadow decides and reports but never refuses.
 	Shadow    bool       `yaml:"shadow"`
 	Overrides []Override `yaml:"overrides"`
+	// Tiers choose the policy's budgets by a value of the caller's
+	// identity (a claim Envoy verified, or a header the mesh sets), beside
+	// the per-key overrides, which win over them.
+	Tiers *Tiers `yaml:"tiers"`
 	// InjectStreamUsage asks streamed requests for a final usage chunk
 	// (stream_options.include_usage) when they don't ask themselves, so
 	// streams are charged what the upstream reports. Default on.
@@ -105,28 +110,76 @@ const (
 	MissingAnonymous = "anonymous"
 )
 
-// CounterKey says where the subscription key comes from.
+// CounterKey says where the subscription key comes from. The sources
+// given (header, metadata, attribute) are all part of the key, in that
+// order, and must all be present: "tenant from the JWT, per client
+// address" is metadata plus attribute. None given: the default headers.
 type CounterKey struct {
 	// Header lists the headers that may carry the key, first present
-	// wins; empty means DefaultKeyHeaders.
-	Header  []string `yaml:"header"`
-	Missing string   `yaml:"missing"`
+	// wins; empty (with no other source) means DefaultKeyHeaders.
+	Header []string `yaml:"header"`
+	// Metadata is a value Envoy forwards from its dynamic metadata
+	// (metadata_options.forwarding_namespaces): jwt_authn's claims,
+	// what an ext_authz server set.
+	Metadata *MetadataValue `yaml:"metadata"`
+	// Attribute is a request attribute Envoy sends (request_attributes):
+	// source.address keys by client address (its port left out), as the
+	// connection manager computes it (use_remote_address,
+	// xff_num_trusted_hops).
+	Attribute string `yaml:"attribute"`
+	Missing   string `yaml:"missing"`
 	// PerModel gives each model its own budget under the key.
 	PerModel bool `yaml:"per_model"`
+	// PerRoute gives each request path its own budget under the key.
+	PerRoute bool `yaml:"per_route"`
 }
+
+// MetadataValue names a value in Envoy's dynamic metadata: the namespace
+// (a filter's, such as envoy.filters.http.jwt_authn) and the path of
+// fields inside it (jwt_payload, sub).
+type MetadataValue struct {
+	Namespace string   `yaml:"namespace"`
+	Path      []string `yaml:"path"`
+}
+
+// Tiers choose a policy's budgets by a value of the caller's identity.
+type Tiers struct {
+	// Metadata or Header says where the tier's name is: a value Envoy
+	// verified, or a header the mesh sets and strips from clients (a
+	// header a client can set picks its own tier).
+	Metadata *MetadataValue `yaml:"metadata"`
+	Header   string         `yaml:"header"`
+	// Levels are the budgets by tier name; a request with no tier, or one
+	// not listed, gets the policy's own.
+	Levels map[string]TierBudgets `yaml:"levels"`
+}
+
+// TierBudgets are a tier's budgets; zero keeps the policy's.
+type TierBudgets struct {
+	TokensPerMinute int64 `yaml:"tokens_per_minute"`
+	TokenQuota      int64 `yaml:"token_quota"`
+}
+
+// Attributes tokengate can key by.
+var keyAttributes = []string{"source.address", "request.path", "request.host", "connection.requested_server_name"}
 
 // DefaultKeyHeaders are the counter key headers of a policy that names
 // none: APIM's and Azure OpenAI's, first present wins. Being several, they
 // draw a warning (see Warnings).
 var DefaultKeyHeaders = []string{"api-key", "ocp-apim-subscription-key", "authorization"}
 
-// KeyHeaders returns the headers the key is read from, in order.
+// KeyHeaders returns the headers the key is read from, in order: the
+// default list when the policy names no source at all.
 func (p *Policy) KeyHeaders() []string {
-	if len(p.CounterKey.Header) == 0 {
+	if len(p.CounterKey.Header) == 0 && !p.CounterKey.HasIdentity() {
 		return DefaultKeyHeaders
 	}
 	return p.CounterKey.Header
 }
+
+// HasIdentity reports a key read (also) from what Envoy verified or
+// observed: metadata or a request attribute.
+func (k *CounterKey) HasIdentity() bool { return k.Metadata != nil || k.Attribute != "" }
 
 // Headers are the policy's custom response header names, sent in addition
 // to the standard ones (APIM's retry-after-header-name and friends). Empty
@@ -180,6 +233,11 @@ func (p *Policy) fillDefaults() {
 	for _, s := range []*string{&h.RetryAfter, &h.RemainingTokens, &h.RemainingQuotaTokens, &h.TokensConsumed} {
 		*s = strings.ToLower(*s)
 	}
+	if p.Tiers != nil {
+		t := *p.Tiers // a copy: Checked must not change its caller's
+		t.Header = strings.ToLower(t.Header)
+		p.Tiers = &t
+	}
 }
 
 // check reports every problem of a defaulted policy under field prefix f.
@@ -199,6 +257,57 @@ func (p *Policy) check(f string, bad func(field, format string, a ...any)) {
 	for j, h := range p.CounterKey.Header {
 		if h == "" || strings.HasPrefix(h, ":") {
 			bad(fmt.Sprintf("%s.counter_key.header[%d]", f, j), "must be a header name, got %q", h)
+		}
+	}
+	checkMetadata(f+".counter_key.metadata", p.CounterKey.Metadata, bad)
+	if a := p.CounterKey.Attribute; a != "" && !slices.Contains(keyAttributes, a) {
+		bad(f+".counter_key.attribute", "must be one of %s, got %q", strings.Join(keyAttributes, ", "), a)
+	}
+	p.checkTiers(f+".tiers", bad)
+}
+
+func checkMetadata(f string, m *MetadataValue, bad func(field, format string, a ...any)) {
+	if m == nil {
+		return
+	}
+	if m.Namespace == "" {
+		bad(f+".namespace", "is required (a filter's namespace, such as envoy.filters.http.jwt_authn)")
+	}
+	if len(m.Path) == 0 {
+		bad(f+".path", "is required (the fields down to the value, such as [jwt_payload, sub])")
+	}
+	for j, s := range m.Path {
+		if s == "" {
+			bad(fmt.Sprintf("%s.path[%d]", f, j), "must be a field name")
+		}
+	}
+}
+
+func (p *Policy) checkTiers(f string, bad func(field, format string, a ...any)) {
+	t := p.Tiers
+	if t == nil {
+		return
+	}
+	switch {
+	case (t.Metadata == nil) == (t.Header == ""):
+		bad(f, "needs exactly one of metadata and header: where the tier's name is")
+	case t.Header != "" && (strings.HasPrefix(t.Header, ":") || t.Header != strings.ToLower(t.Header)):
+		bad(f+".header", "must be a lower-case header name, got %q", t.Header)
+	}
+	checkMetadata(f+".metadata", t.Metadata, bad)
+	if len(t.Levels) == 0 {
+		bad(f+".levels", "at least one tier is required")
+	}
+	for name, l := range t.Levels {
+		lf := fmt.Sprintf("%s.levels[%q]", f, name)
+		if l.TokensPerMinute < 0 || l.TokenQuota < 0 {
+			bad(lf, "budgets must be positive")
+		}
+		if l.TokenQuota > 0 && p.TokenQuota == 0 {
+			bad(lf+".token_quota", "the policy has no token_quota for it to change")
+		}
+		if l.TokensPerMinute > 0 && p.TokensPerMinute == 0 {
+			bad(lf+".tokens_per_minute", "the policy has no tokens_per_minute for it to change")
 		}
 	}
 }

@@ -88,7 +88,7 @@ func (a *adminService) GetUsage(ctx context.Context, req *adminv1.GetUsageReques
 }
 
 func (a *adminService) usage(ctx context.Context, p *policy.Policy, hash, model string) (*adminv1.Usage, error) {
-	lim := p.LimitsFor(hash)
+	lim := p.LimitsFor(hash, "") // the admin API knows no tier: a tiered key shows the policy's own budgets
 	d, err := a.store.Status(ctx, p.CounterKey(hash, model), lim, a.clock.Now())
 	if err != nil {
 		return nil, status.Errorf(codes.Unavailable, "store: %v", err)
