@@ -149,3 +149,26 @@ func TestTiersFromIdentity(t *testing.T) {
 		}
 	}
 }
+
+// The IETF draft's fields, one item per budget: the sliding minute and the
+// calendar quota (its w the month's length, January's here).
+func TestDraftRateLimitHeaders(t *testing.T) {
+	p := labPolicy()
+	p.TokenQuota, p.TokenQuotaPeriod = 10000, "monthly"
+	e := newEnv(t, p)
+	out := e.run(t, fullRequest("k", "/v1/chat/completions", labBody, "200", chatUsage(30, 64))...)
+	var m *extprocv3.HeaderMutation
+	for _, r := range out {
+		if hm := r.GetResponseBody().GetResponse().GetHeaderMutation(); hm != nil {
+			m = hm
+		}
+	}
+	policy, _ := headerOf(m, "ratelimit-policy")
+	if want := `"tokens";q=500;qu="tokens";w=60, "quota";q=10000;qu="tokens";w=2678400`; policy != want {
+		t.Errorf("ratelimit-policy %q, want %q", policy, want)
+	}
+	state, _ := headerOf(m, "ratelimit")
+	if want := `"tokens";r=406;t=60, "quota";r=9906;t=`; len(state) < len(want) || state[:len(want)] != want {
+		t.Errorf("ratelimit %q, want it to start %q", state, want)
+	}
+}
