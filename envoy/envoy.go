@@ -27,9 +27,13 @@ import (
 	// Every typed_config in envoy.yaml names its type by URL; protojson can
 	// only resolve the types linked into the binary, so each extension the
 	// file uses (and the file access logger, its common alternative) is
-	// registered here.
+	// registered here, with the two filters whose dynamic metadata
+	// tokengate can key by (metadata_options.forwarding_namespaces):
+	// jwt_authn and ext_authz, placed before ext_proc.
 	_ "github.com/envoyproxy/go-control-plane/envoy/extensions/access_loggers/file/v3"
 	_ "github.com/envoyproxy/go-control-plane/envoy/extensions/access_loggers/stream/v3"
+	_ "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/http/ext_authz/v3"
+	_ "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/http/jwt_authn/v3"
 	_ "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/http/router/v3"
 	_ "github.com/envoyproxy/go-control-plane/envoy/extensions/upstreams/http/v3"
 )

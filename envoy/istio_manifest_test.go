@@ -8,6 +8,7 @@ import (
 	"net"
 	"os"
 	"path"
+	"slices"
 	"strconv"
 	"strings"
 	"testing"
@@ -472,6 +473,37 @@ func TestIstioManifestWiring(t *testing.T) {
 	}
 	if got := m.pdb.Spec.MinAvailable; got.Int < 1 && got.Str == "" {
 		t.Errorf("PDB minAvailable: got %+v, want ≥ 1", got)
+	}
+}
+
+// The ConfigMap's policies may key budgets and pick tiers by what the
+// EnvoyFilter forwards, and by nothing else: a namespace or attribute it
+// does not forward would leave every request of the policy without a key.
+func TestIstioManifestKeysByWhatIsForwarded(t *testing.T) {
+	m := loadShippedManifest(t)
+	gateway, _ := loadShippedIstioFilters(t)
+	hp := patchesByApplyTo(t, gateway)["HTTP_FILTER"]
+	if hp == nil || hp.extProc == nil {
+		t.Fatal("gateway EnvoyFilter: no ext_proc HTTP_FILTER patch")
+	}
+	forwarded := hp.extProc.GetMetadataOptions().GetForwardingNamespaces().GetUntyped()
+	attributes := hp.extProc.GetRequestAttributes()
+	for _, p := range m.config.Policies {
+		var read []*config.MetadataValue
+		if md := p.CounterKey.Metadata; md != nil {
+			read = append(read, md)
+		}
+		if p.Tiers != nil && p.Tiers.Metadata != nil {
+			read = append(read, p.Tiers.Metadata)
+		}
+		for _, md := range read {
+			if !slices.Contains(forwarded, md.Namespace) {
+				t.Errorf("policy %q reads metadata namespace %q; the EnvoyFilter forwards %q", p.Name, md.Namespace, forwarded)
+			}
+		}
+		if a := p.CounterKey.Attribute; a != "" && !slices.Contains(attributes, a) {
+			t.Errorf("policy %q keys by attribute %q; the EnvoyFilter sends %q", p.Name, a, attributes)
+		}
 	}
 }
 

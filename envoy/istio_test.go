@@ -408,6 +408,10 @@ func TestIstioEnvoyFilterRejectsTypos(t *testing.T) {
 	}{
 		{"misspelt ext_proc field", "message_timeout: 1s", "mesage_timeout: 1s", []string{"gateway", `unknown field "mesage_timeout"`}},
 		{"misspelt nested ext_proc field", "receiving_namespaces:", "receiving_namespace:", []string{`unknown field "receiving_namespace"`}},
+		{"misspelt forwarding field", "            forwarding_namespaces:", "            forwarding_namespace:", []string{"gateway", `unknown field "forwarding_namespace"`}},
+		{"attributes as one string", "          request_attributes: [source.address]", "          request_attributes: source.address", []string{"gateway", `unexpected token "source.address"`}},
+		{"misspelt connection manager field", "          use_remote_address: true", "          use_remote_adress: true", []string{"gateway", `unknown field "use_remote_adress"`}},
+		{"sidecar: misspelt attributes field", "#           request_attributes:", "#           request_attribute:", []string{"sidecar variant", `unknown field "request_attribute"`}},
 		{"misspelt processing mode", "request_body_mode: BUFFERED", "request_body_mode: BUFFERD", []string{"BUFFERD"}},
 		{"unknown extension type", "ext_proc.v3.ExternalProcessor\n", "ext_proc.v3.ExternalProcesor\n", []string{"unable to resolve"}},
 		{"misspelt listener field", "per_connection_buffer_limit_bytes: 16777216", "per_connection_buffer_limits: 16777216", []string{`unknown field "per_connection_buffer_limits"`}},

@@ -73,10 +73,16 @@ func istioDefaultHCM(t *testing.T) *hcmv3.HttpConnectionManager {
 // validates a bootstrap's connection manager.
 func mergedHCM(t *testing.T, p *configPatch) *hcmv3.HttpConnectionManager {
 	t.Helper()
+	return mergedHCMOnto(t, istioDefaultHCM(t), p)
+}
+
+// mergedHCMOnto is mergedHCM onto the connection manager hcm, changed in
+// place.
+func mergedHCMOnto(t *testing.T, hcm *hcmv3.HttpConnectionManager, p *configPatch) *hcmv3.HttpConnectionManager {
+	t.Helper()
 	if p.hcm == nil {
 		t.Fatalf("NETWORK_FILTER patch: typed_config is not an HttpConnectionManager")
 	}
-	hcm := istioDefaultHCM(t)
 	proto.Merge(hcm, p.hcm)
 	tc, err := anypb.New(hcm)
 	if err != nil {

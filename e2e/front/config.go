@@ -38,14 +38,23 @@ func (f *Front) configure() error {
 	}
 	check(fc.GetGrpcService() == nil, "grpc_service (only gRPC processors are supported)")
 	check(fc.GetObservabilityMode(), "observability_mode")
-	check(len(fc.GetRequestAttributes()) > 0, "request_attributes")
-	check(len(fc.GetResponseAttributes()) > 0, "response_attributes")
 	check(fc.GetForwardRules() != nil, "forward_rules")
 	check(fc.GetSendBodyWithoutWaitingForHeaderResponse(), "send_body_without_waiting_for_header_response")
 	check(fc.GetProcessingRequestModifier() != nil, "processing_request_modifier")
 	check(fc.GetOnProcessingResponse() != nil, "on_processing_response")
-	check(len(fc.GetMetadataOptions().GetForwardingNamespaces().GetUntyped()) > 0 ||
-		len(fc.GetMetadataOptions().GetForwardingNamespaces().GetTyped()) > 0, "metadata_options.forwarding_namespaces")
+	check(fc.GetMetadataOptions().GetClusterMetadataForwardingNamespaces() != nil, "metadata_options.cluster_metadata_forwarding_namespaces")
+	// Envoy before 1.30 accepts forwarding_namespaces and the attributes
+	// and ignores them: nothing to evaluate then.
+	if f.cfg.Envoy.ForwardsMetadataAndAttributes() {
+		var unknownReq, unknownResp []string
+		f.reqAttrs, unknownReq = compileAttributes(fc.GetRequestAttributes())
+		f.respAttrs, unknownResp = compileAttributes(fc.GetResponseAttributes())
+		for _, e := range append(unknownReq, unknownResp...) {
+			unsupported = append(unsupported, fmt.Sprintf("attribute %q", e))
+		}
+		f.fwdUntyped = fc.GetMetadataOptions().GetForwardingNamespaces().GetUntyped()
+		f.fwdTyped = fc.GetMetadataOptions().GetForwardingNamespaces().GetTyped()
+	}
 	pm := fc.GetProcessingMode()
 	for _, m := range []struct {
 		name string
@@ -58,10 +67,15 @@ func (f *Front) configure() error {
 			unsupported = append(unsupported, m.name+": "+m.err.Error())
 		}
 	}
-	check(f.cfg.GracefulClose && f.cfg.Envoy.Resolve() == Envoy133,
-		"Config.GracefulClose with Envoy133 (ext_proc_graceful_grpc_close came with 1.34)")
+	check(f.cfg.GracefulClose && (f.cfg.Envoy.Resolve() == Envoy129 || f.cfg.Envoy.Resolve() == Envoy133),
+		"Config.GracefulClose before 1.34 (ext_proc_graceful_grpc_close came with 1.34)")
 	if len(unsupported) > 0 {
 		return fmt.Errorf("ext_proc settings the front cannot imitate: %s", strings.Join(unsupported, "; "))
+	}
+	if f.cfg.JWTAuthn != nil {
+		if f.jwt, err = newJWTAuthn(f.cfg.JWTAuthn); err != nil {
+			return err
+		}
 	}
 
 	f.req, f.resp = modesOf(pm)

@@ -22,11 +22,13 @@ import (
 func TestParseEnvoyVersion(t *testing.T) {
 	for in, want := range map[string]EnvoyVersion{
 		"v1.33.2": Envoy133,
+		"v1.30.0": Envoy133,
+		"v1.29.9": Envoy129,
 		"envoy  5f1a5b7c1d0e/1.34.0/Clean/RELEASE/BoringSSL": Envoy134,
 		"v1.36.4":  Envoy134,
 		"1.37.0":   Envoy137,
 		"v1.39.1":  Envoy137,
-		"v1.2.0":   Envoy133,
+		"v1.2.0":   Envoy129,
 		"dev-1.40": 0, // no x.y.z: refused
 	} {
 		got, _, err := ParseEnvoyVersion(in)

@@ -6,10 +6,12 @@ import (
 	"fmt"
 	"io"
 	"net/http"
+	"net/netip"
 	"strconv"
 	"strings"
 	"time"
 
+	corev3 "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
 	extprocsvc "github.com/envoyproxy/go-control-plane/envoy/service/ext_proc/v3"
 	"google.golang.org/grpc/status"
 	"google.golang.org/protobuf/types/known/structpb"
@@ -73,6 +75,9 @@ type localReply struct {
 	status  int
 	body    []byte
 	headers *extprocsvc.HeaderMutation
+	// plain are headers set as they are, not through the processor's
+	// mutation rules: the reply of a filter before ext_proc (jwt_authn).
+	plain   []header
 	details string
 	// envoy marks a reply made by Envoy itself (the router, the buffer
 	// limit) rather than by the ext_proc filter: whether the filter
@@ -132,6 +137,16 @@ type exchange struct {
 	upHeaders    time.Duration // from the upstream request to its response headers
 	wroteHeaders bool
 	metadata     *structpb.Struct
+
+	// reqHeaders and respHeaders are the header maps as the filters see
+	// them, for the attributes (respHeaders is nil until the response).
+	reqHeaders, respHeaders *headerMap
+	// source is the address the connection manager trusts as the
+	// client's (source.address), dest the listener's (destination.address).
+	source, dest netip.AddrPort
+	// dynamic is the dynamic metadata the filters before ext_proc wrote.
+	dynamic                     *corev3.Metadata
+	reqAttrsSent, respAttrsSent bool
 }
 
 func newExchange(f *Front, w http.ResponseWriter, r *http.Request) *exchange {
@@ -177,14 +192,16 @@ func receive(ctx context.Context, s extprocsvc.ExternalProcessor_ProcessClient, 
 	}
 }
 
-// send opens the stream if need be and sends msg: protocol_config rides on
-// the stream's first message (from 1.34). When the stream cannot be
-// opened, ok is false and lr is what the client gets (nil: go on
-// unprocessed).
+// send opens the stream if need be and sends msg: metadata_context rides
+// on every message and attributes on the first of each direction (from
+// 1.30), protocol_config on the stream's first message (from 1.34). When
+// the stream cannot be opened, ok is false and lr is what the client gets
+// (nil: go on unprocessed).
 func (x *exchange) send(msg *extprocsvc.ProcessingRequest, p phase) (lr *localReply, ok bool) {
 	if err := x.open(); err != nil {
 		return x.streamFailed(err), false
 	}
+	x.addMetadataAndAttributes(msg, p)
 	if !x.configSent {
 		if x.f.cfg.Envoy.SendsProtocolConfig() {
 			msg.ProtocolConfig = &extprocsvc.ProtocolConfiguration{

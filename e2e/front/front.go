@@ -11,16 +11,20 @@
 // read as they arrive, whatever the processor is doing, so what arrived
 // during a round trip is there when the reply comes: a BUFFERED body
 // ending in trailers goes without end_of_stream, STREAMED chunks are
-// pipelined. Where ext_proc changed between Envoy releases (local replies,
-// protocol_config, when the stream is closed) it follows Config.Envoy.
+// pipelined. Where ext_proc changed between Envoy releases (forwarded
+// metadata and attributes, local replies, protocol_config, when the stream
+// is closed) it follows Config.Envoy. What runs before ext_proc is
+// imitated as far as ext_proc sees it: the connection manager's client
+// address and x-forwarded-for, a jwt_authn filter, and through
+// Config.DynamicMetadata the dynamic metadata of any other filter.
 // ENVOY.md lists every behaviour imitated, the Envoy code it follows, the
 // releases it holds for, and the test that checks it.
 //
 // It exists so the end-to-end tests exercise tokengate through the same
 // protocol Envoy speaks without needing an Envoy binary. Where the front
-// cannot imitate a setting faithfully (full-duplex body modes, request
-// attributes, forwarding rules...), New refuses the configuration instead
-// of quietly doing something else.
+// cannot imitate a setting faithfully (full-duplex body modes, attributes
+// it cannot evaluate, forwarding rules...), New refuses the configuration
+// instead of quietly doing something else.
 package front
 
 import (
@@ -34,7 +38,9 @@ import (
 	"sync"
 	"time"
 
+	corev3 "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
 	extprocv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/http/ext_proc/v3"
+	jwtauthnv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/http/jwt_authn/v3"
 	extprocsvc "github.com/envoyproxy/go-control-plane/envoy/service/ext_proc/v3"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/credentials/insecure"
@@ -97,6 +103,30 @@ type Config struct {
 	// http_protocol_options.enable_trailers: without it Envoy drops the
 	// trailers of the upstream's HTTP/1.1 chunked response.
 	UpstreamHTTP1Trailers bool
+	// UseRemoteAddress, XFFNumTrustedHops and SkipXFFAppend are the
+	// connection manager's use_remote_address, xff_num_trusted_hops and
+	// skip_xff_append (Config.FromConnectionManager reads them): the
+	// address it trusts as the client's (the source.address attribute),
+	// and whether it appends the peer to x-forwarded-for. The zero values
+	// are Envoy's defaults.
+	UseRemoteAddress  bool
+	XFFNumTrustedHops uint32
+	SkipXFFAppend     bool
+	// JWTAuthn is the configuration of a jwt_authn filter that runs
+	// before ext_proc (nil: none). The front imitates its effect: the
+	// bearer token checked (its signature too when the provider has an
+	// inline local_jwks), Envoy's 401 on failure, the payload in the
+	// dynamic metadata namespace envoy.filters.http.jwt_authn under
+	// payload_in_metadata. ENVOY.md says what is left out.
+	JWTAuthn *jwtauthnv3.JwtAuthentication
+	// DynamicMetadata stands in for the HTTP filters before ext_proc that
+	// write dynamic metadata, such as ext_authz (jwt_authn is imitated
+	// from JWTAuthn): called once per request, after jwt_authn passed
+	// it, its namespaces are merged into the request's dynamic metadata
+	// (untyped ones field by field over jwt_authn's), which
+	// metadata_options.forwarding_namespaces forwards. nil returns are
+	// fine.
+	DynamicMetadata func(r *http.Request) *corev3.Metadata
 	// OnRequest, when set, is called with each request's record once the
 	// request is finished (after the ext_proc stream is closed).
 	OnRequest func(RequestStats)
@@ -232,9 +262,14 @@ type Front struct {
 	maxTimeout    time.Duration
 	statusOnError int
 	receiving     map[string]bool
-	checker       *checker
-	initialMD     metadata.MD
-	upstream      string
+	// fwdUntyped and fwdTyped are forwarding_namespaces; reqAttrs and
+	// respAttrs request_attributes and response_attributes.
+	fwdUntyped, fwdTyped []string
+	reqAttrs, respAttrs  []attribute
+	jwt                  *jwtAuthn
+	checker              *checker
+	initialMD            metadata.MD
+	upstream             string
 
 	conn   *grpc.ClientConn
 	client extprocsvc.ExternalProcessorClient

@@ -430,7 +430,13 @@ func TestNewRefusesWhatItCannotImitate(t *testing.T) {
 			f.ProcessingMode.RequestBodyMode = extprocv3.ProcessingMode_FULL_DUPLEX_STREAMED
 			f.ProcessingMode.RequestTrailerMode = extprocv3.ProcessingMode_SEND
 		},
-		"attributes":    func(f *extprocv3.ExternalProcessor) { f.RequestAttributes = []string{"request.path"} },
+		"attribute it cannot evaluate": func(f *extprocv3.ExternalProcessor) { f.RequestAttributes = []string{"source.address", "request.time"} },
+		"response attribute it cannot evaluate": func(f *extprocv3.ExternalProcessor) {
+			f.ResponseAttributes = []string{"request.headers"}
+		},
+		"cluster metadata forwarding": func(f *extprocv3.ExternalProcessor) {
+			f.MetadataOptions.ClusterMetadataForwardingNamespaces = &extprocv3.MetadataOptions_MetadataNamespaces{Untyped: []string{"x"}}
+		},
 		"observability": func(f *extprocv3.ExternalProcessor) { f.ObservabilityMode = true },
 	} {
 		if _, err := New(Config{Filter: filterConfig(change), ExtProcAddr: "127.0.0.1:1", Upstream: "http://127.0.0.1:1"}); err == nil {

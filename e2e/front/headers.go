@@ -33,6 +33,17 @@ func (h *headerMap) get(key string) (string, bool) {
 	return "", false
 }
 
+// values returns every value of key, in order.
+func (h *headerMap) values(key string) []string {
+	var out []string
+	for _, e := range h.entries {
+		if e.key == key {
+			out = append(out, e.value)
+		}
+	}
+	return out
+}
+
 func (h *headerMap) has(key string) bool {
 	_, ok := h.get(key)
 	return ok

@@ -14,6 +14,12 @@ import (
 // run is the life of one request through the filter.
 func (x *exchange) run() {
 	reqHeaders := requestHeaders(x.r)
+	x.connectionManager(&reqHeaders)
+	x.reqHeaders = &reqHeaders
+	if lr := x.filtersBefore(&reqHeaders); lr != nil {
+		x.writeLocal(lr)
+		return
+	}
 	out, lr := x.decode(&reqHeaders)
 	var resp *http.Response
 	if lr == nil {
@@ -92,6 +98,7 @@ func (x *exchange) responseTrailers(resp *http.Response, local bool) func() http
 // router's x-envoy-upstream-service-time is not added to.
 func (x *exchange) encode(resp *http.Response, local bool) *localReply {
 	h := responseHeaders(resp)
+	x.respHeaders = &h
 	if !local && !h.has("x-envoy-upstream-service-time") {
 		h.add("x-envoy-upstream-service-time", strconv.FormatInt(x.upHeaders.Milliseconds(), 10))
 	}
@@ -298,6 +305,9 @@ func (x *exchange) writeLocal(lr *localReply) {
 	if lr.headers != nil {
 		// Envoy logs a failed mutation of a local reply and sends it anyway.
 		_ = x.f.checker.applyMutation(&h, lr.headers, false, &x.st)
+	}
+	for _, e := range lr.plain {
+		h.set(e.key, e.value)
 	}
 	h.set(":status", strconv.Itoa(lr.status))
 	h.set("content-length", strconv.Itoa(len(lr.body)))

@@ -7,18 +7,25 @@ import (
 )
 
 // EnvoyVersion selects the Envoy release line the front imitates where
-// the ext_proc filter changed between releases (see ENVOY.md): whether a
-// local reply of the router (503 when the upstream cannot be reached or
-// resets before its headers, 504 on the route timeout) goes through the
-// processor, whether the first message carries protocol_config, and when
-// the gRPC stream is closed.
+// the ext_proc filter changed between releases (see ENVOY.md): whether
+// messages carry metadata_context and attributes, whether a local reply of
+// the router (503 when the upstream cannot be reached or resets before its
+// headers, 504 on the route timeout) goes through the processor, whether
+// the first message carries protocol_config, and when the gRPC stream is
+// closed.
 type EnvoyVersion int
 
 const (
 	// EnvoyPinned is the line docker-compose.yaml runs; the zero value.
 	EnvoyPinned EnvoyVersion = iota
-	// Envoy133 is every release up to 1.33: local replies are processed
-	// like any response, no protocol_config is sent.
+	// Envoy129 is every release up to 1.29: as Envoy133, and
+	// metadata_options.forwarding_namespaces, request_attributes and
+	// response_attributes are not implemented (accepted and ignored), so
+	// no message carries metadata_context or attributes.
+	Envoy129
+	// Envoy133 is 1.30 to 1.33: local replies are processed like any
+	// response, no protocol_config is sent; forwarded dynamic metadata and
+	// attributes are (1.30.0 changelog, new_features, ext_proc).
 	Envoy133
 	// Envoy134 is 1.34 to 1.36: the runtime guard
 	// envoy.reloadable_features.skip_ext_proc_on_local_reply (on by
@@ -47,8 +54,10 @@ func (v EnvoyVersion) String() string {
 	switch v {
 	case EnvoyPinned:
 		return "pinned (" + PinnedEnvoy.String() + ")"
+	case Envoy129:
+		return "≤1.29"
 	case Envoy133:
-		return "≤1.33"
+		return "1.30–1.33"
 	case Envoy134:
 		return "1.34–1.36"
 	case Envoy137:
@@ -58,7 +67,7 @@ func (v EnvoyVersion) String() string {
 }
 
 // EnvoyVersions lists the lines the front can imitate, oldest first.
-var EnvoyVersions = []EnvoyVersion{Envoy133, Envoy134, Envoy137}
+var EnvoyVersions = []EnvoyVersion{Envoy129, Envoy133, Envoy134, Envoy137}
 
 // LocalRepliesReachProcessor reports whether the router's local replies go
 // through the ext_proc response phases.
@@ -66,7 +75,17 @@ func (v EnvoyVersion) LocalRepliesReachProcessor() bool { return v.Resolve() != 
 
 // SendsProtocolConfig reports whether the first ProcessingRequest of a
 // stream carries protocol_config (envoyproxy/envoy PR 38755, in 1.34).
-func (v EnvoyVersion) SendsProtocolConfig() bool { return v.Resolve() != Envoy133 }
+func (v EnvoyVersion) SendsProtocolConfig() bool {
+	r := v.Resolve()
+	return r != Envoy129 && r != Envoy133
+}
+
+// ForwardsMetadataAndAttributes reports whether messages carry
+// metadata_context (metadata_options.forwarding_namespaces) and the first
+// of each direction attributes (request_attributes, response_attributes):
+// implemented in 1.30.0; older releases accept the settings and ignore
+// them.
+func (v EnvoyVersion) ForwardsMetadataAndAttributes() bool { return v.Resolve() != Envoy129 }
 
 // closesAfterLastReply reports whether the stream is closed (half-close
 // and reset) as soon as no further message will be sent, rather than when
@@ -86,6 +105,8 @@ func ParseEnvoyVersion(s string) (EnvoyVersion, string, error) {
 	minor, _ := strconv.Atoi(m[1])
 	release := "1." + m[1] + "." + m[2]
 	switch {
+	case minor <= 29:
+		return Envoy129, release, nil
 	case minor <= 33:
 		return Envoy133, release, nil
 	case minor <= 36:

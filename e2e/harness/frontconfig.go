@@ -45,14 +45,15 @@ func (s *Stack) FrontConfig(upstream string) front.Config {
 
 // frontConfig is envoy.yaml's bootstrap b as Envoy applies it (the
 // ext_proc filter, the listener's buffer limit, the route timeout, which
-// codecs keep trailers), the front before upstream and the tokengate at
-// grpc.
+// codecs keep trailers, how the connection manager finds the client's
+// address, a jwt_authn filter before ext_proc), the front before upstream
+// and the tokengate at grpc.
 func frontConfig(b *bootstrapv3.Bootstrap, filter *extprocv3.ExternalProcessor, grpc, upstream string) (front.Config, error) {
 	ev, err := readEnvoy(b)
 	if err != nil {
 		return front.Config{}, err
 	}
-	return front.Config{
+	cfg := front.Config{
 		Filter:                  filter,
 		ExtProcAddr:             grpc,
 		Upstream:                upstream,
@@ -60,7 +61,11 @@ func frontConfig(b *bootstrapv3.Bootstrap, filter *extprocv3.ExternalProcessor, 
 		RouteTimeout:            ev.routeTimeout,
 		DownstreamHTTP1Trailers: ev.downstreamTrailers,
 		UpstreamHTTP1Trailers:   ev.upstreamTrailers,
-	}, nil
+	}
+	if err := cfg.FromConnectionManager(ev.hcm); err != nil {
+		return front.Config{}, err
+	}
+	return cfg, nil
 }
 
 // BufferLimit is the per-connection buffer limit of b's first listener,
@@ -110,6 +115,7 @@ func loadEnvoy(t testing.TB, change func(*extprocv3.ExternalProcessor)) (*bootst
 // envoySettings are the envoy.yaml settings the front takes besides the
 // ext_proc filter.
 type envoySettings struct {
+	hcm                *hcmv3.HttpConnectionManager
 	routeTimeout       time.Duration
 	downstreamTrailers bool
 	upstreamTrailers   bool
@@ -123,6 +129,7 @@ func readEnvoy(b *bootstrapv3.Bootstrap) (envoySettings, error) {
 	if err != nil {
 		return out, err
 	}
+	out.hcm = hcm
 	out.downstreamTrailers = hcm.GetHttpProtocolOptions().GetEnableTrailers()
 	route := firstRoute(hcm)
 	if route == nil {
