@@ -300,11 +300,7 @@ func TestFromConnectionManager(t *testing.T) {
 
 func shippedExtProc(t *testing.T) *extprocv3.ExternalProcessor {
 	t.Helper()
-	root, err := proc.ModuleRoot()
-	if err != nil {
-		t.Fatal(err)
-	}
-	b, err := envoy.LoadBootstrap(filepath.Join(root, "envoy", "envoy.yaml"))
+	b, err := envoy.Shipped()
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -3,7 +3,6 @@ package harness
 import (
 	"fmt"
 	"net/http"
-	"path/filepath"
 	"testing"
 	"time"
 
@@ -18,7 +17,6 @@ import (
 
 	"github.com/tokengate/tokengate/e2e/front"
 	"github.com/tokengate/tokengate/envoy"
-	"github.com/tokengate/tokengate/internal/proc"
 )
 
 // defaultRouteTimeout is Envoy's route timeout when a route sets none.
@@ -94,11 +92,7 @@ func StartFront(t testing.TB, cfg front.Config) (*front.Front, string) {
 // change when set.
 func loadEnvoy(t testing.TB, change func(*extprocv3.ExternalProcessor)) (*bootstrapv3.Bootstrap, *extprocv3.ExternalProcessor) {
 	t.Helper()
-	root, err := proc.ModuleRoot()
-	if err != nil {
-		t.Fatal(err)
-	}
-	b, err := envoy.LoadBootstrap(filepath.Join(root, "envoy", "envoy.yaml"))
+	b, err := envoy.Shipped() // envoy/envoy.yaml, built into the package
 	if err != nil {
 		t.Fatal(err)
 	}
