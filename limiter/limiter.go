@@ -1,7 +1,7 @@
 // Package limiter is the contract between the ext_proc processor and the
 // stores that keep token budgets: the Store interface, the types it speaks
-// (Limits, Decision, Hold, Period), the calendar of quota periods and the
-// clock. The stores themselves are in its subpackages (memstore, boltstore,
+// (Limits, Decision, Hold, Period; and for several limits at once Budget,
+// Limit, Decisions, Holds), the calendar of quota periods and the clock. The stores themselves are in its subpackages (memstore, boltstore,
 // redisstore, fallback), and limiter/storetest checks that each one keeps
 // the contract.
 package limiter

@@ -8,7 +8,7 @@ import (
 
 // Store is a set of counters, one per counter key: a sliding window of
 // Window in Buckets one-second buckets and, when the Limits ask for one, a
-// quota per calendar Period. This comment is the whole contract a store
+// quota per calendar Period; or, through Multi, the limits of a Budget. This comment is the whole contract a store
 // keeps; limiter/storetest checks it call by call.
 //
 // Counting. Tokens charged in the Unix second s count against the window
@@ -60,6 +60,47 @@ import (
 // Limits that have one; a hold made under a quota and settled without one
 // is released from it, its use charged to the window alone.
 //
+// Budgets. ReserveMany, SettleMany and StatusMany (Multi) decide on a
+// Budget: several limits of one key at once, each with its own unit,
+// window and Max. ReserveMany admits a request needing n[i] of each limit
+// b[i] when, for every i, used_i+held_i+max(n[i],1) <= Max_i, and then
+// holds n[i] in each; the check and the holds are one atomic step across
+// all the limits, as for Reserve. A refusal holds nothing in any limit,
+// and its Refused is the first limit in Budget order that refuses; every
+// limit that refuses has its RetryAfter (Decisions.RetryAfter is the
+// longest). SettleMany ends the Holds, releasing each of its amounts from
+// the limit of that name, whether or not b still has one (and no more
+// than that limit holds), and charges used[i] to b[i] at now; StatusMany
+// is ReserveMany with nothing to hold, and SettleMany answers what it
+// would answer right after. Holds follow Reserve's rules: a shared store
+// drops them after its hold TTL, an in-process one keeps them until
+// settled, and Holds.ID is opaque, as Hold.ID.
+//
+// A limit with a Window of W counts in Buckets buckets of W/Buckets: a
+// unit charged at the Unix millisecond t lands in bucket
+// floor(t*Buckets/W), which starts at ceil(bucket*W/Buckets), and leaves
+// at that start plus W: between W minus one bucket and W after it was
+// charged. The precision of a window is one bucket, 1/60 of it (17 ms of
+// a second, 1 s of a minute, 1 min of an hour, 24 min of a day). A
+// minute's buckets are Unix seconds: it is exactly Store's window. A limit
+// with a Period counts as the quota does: what is settled in the UTC
+// period containing the settle's now.
+//
+// A limit's count belongs to its Name within the key, so that a reload
+// that reorders a Budget, or adds limits to it, keeps every count; a
+// limit dropped from the Budget is forgotten once idle. A name whose
+// limit changes kind (window or period), or whose window changes length,
+// starts its count afresh, still counting the units held for requests in
+// flight; a period that changes keeps the count only when the new period
+// starts where the counted one did. The Limits calls are the Budget calls
+// on Limits.Budget(): the quota and the window are the limits named
+// QuotaLimitName and WindowLimitName, so a Budget that names a one-minute
+// window and a quota so shares their counts with the Limits calls. The
+// one difference is the Hold: a Limits Hold holds its tokens in both.
+//
+// A Budget that Validate refuses, or amounts (n, used) that are not one
+// per limit, get an error wrapping ErrInvalidBudget and no decision.
+//
 // Errors. An error means no decision: the processor refuses the request
 // (503) rather than let it through unlimited, so a store applies its own
 // failure policy before answering one. ErrUnavailable, wrapped or not,
@@ -69,6 +110,7 @@ import (
 // though its reply was lost), so that a wrapping store can release it. A
 // call whose context ended may answer the context's error.
 type Store interface {
+	Multi
 	// Reserve checks (n <= 0) or reserves n tokens, as above.
 	Reserve(ctx context.Context, key string, lim Limits, n int64, now time.Time) (Decision, error)
 	// Settle ends hold h and charges used at now, as above. With a quota
@@ -85,6 +127,22 @@ type Store interface {
 	Close() error
 }
 
+// Multi is the Budget half of every Store: several limits of one key
+// decided on at once, as Store's comment says under "Budgets".
+type Multi interface {
+	// ReserveMany checks (every n[i] <= 0) or reserves n[i] units of each
+	// limit b[i], all or nothing.
+	ReserveMany(ctx context.Context, key string, b Budget, n []int64, now time.Time) (Decisions, error)
+	// SettleMany ends h, releasing each of its amounts from the limit of
+	// that name, and charges used[i] to b[i] at now. It answers what
+	// StatusMany would answer right after; like Settle, a store that
+	// persists keeps a period's charge before it returns.
+	SettleMany(ctx context.Context, key string, b Budget, h Holds, used []int64, now time.Time) (Decisions, error)
+	// StatusMany reports the key's limits without changing them, as
+	// ReserveMany with every n[i] == 0 would.
+	StatusMany(ctx context.Context, key string, b Budget, now time.Time) (Decisions, error)
+}
+
 // Inspector is the admin API's view of a store, part of every Store: it
 // lists and forgets keys, off the request path.
 type Inspector interface {
@@ -99,7 +157,9 @@ type Inspector interface {
 type KeyUsage struct {
 	Key string
 	// Used is the window's charged tokens plus those held, at the time
-	// given to List.
+	// given to List: the window of the Limits calls (the limit named
+	// WindowLimitName), 0 for a key that has only other limits. A
+	// Budget's limits are StatusMany's to report.
 	Used int64
 }
 

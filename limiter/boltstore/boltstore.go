@@ -37,11 +37,14 @@ func (e *fileInUseError) Unwrap() error { return ErrFileInUse }
 // errClosed is what Flush says once Close has run.
 var errClosed = errors.New("limiter: bbolt store is closed")
 
-// windowsBucket is the bbolt bucket holding one encoded window per key;
-// quotasBucket holds one encoded quota per key that has one.
+// countersBucket is the bbolt bucket holding one record per key: every
+// limit of the key worth keeping (counter.AppendRecord). windowsBucket and
+// quotasBucket are where files written before Budgets kept a key's
+// minute window and its quota apart; Open moves them into countersBucket.
 var (
-	windowsBucket = []byte("windows")
-	quotasBucket  = []byte("quotas")
+	countersBucket = []byte("counters")
+	windowsBucket  = []byte("windows")
+	quotasBucket   = []byte("quotas")
 )
 
 // quotaBatchDelay is how long a quota write waits for others to share its
@@ -77,7 +80,8 @@ type Options struct {
 
 // Store answers from memory, as memstore does, and writes what changed
 // behind to a bbolt file, so that the hot path never waits on the disk and
-// a restart keeps the windows. Only charges are kept; holds die with the
+// a restart keeps the counts: one record per key, holding every limit of
+// the key, windows and periods. Only charges are kept; holds die with the
 // process that made them (they have no TTL, and IDs are empty, as in
 // memstore). Keys bbolt cannot hold (empty, or longer than
 // bolt.MaxKeySize) are kept in memory only.
@@ -91,11 +95,11 @@ type Store struct {
 	flushMu sync.Mutex // one flush at a time, so writes land in order
 	closed  bool       // under flushMu
 
-	// quotaMu guards pendingQuotas: keys whose quota write failed at
-	// settle, written again by the next flush.
-	quotaMu       sync.Mutex
-	pendingQuotas map[string]struct{}
-	onFlushError  func(error)
+	// pendingMu guards pending: keys whose write at settle failed,
+	// written again by the next flush.
+	pendingMu    sync.Mutex
+	pending      map[string]struct{}
+	onFlushError func(error)
 
 	stop      chan struct{}
 	done      chan struct{}
@@ -105,9 +109,12 @@ type Store struct {
 
 var _ limiter.Store = (*Store)(nil)
 
-// Open opens (or creates) the file, restores its windows with the buckets
-// already expired at opts.Clock.Now() dropped, and starts writing behind
-// every opts.FlushInterval until Close.
+// Open opens (or creates) the file, restores its counters with what has
+// expired at opts.Clock.Now() dropped, and starts writing behind every
+// opts.FlushInterval until Close. A file written before Budgets (a window
+// and a quota per key, apart) is moved to the record of each key on the
+// way, in the same transaction: its window becomes the limit named
+// limiter.WindowLimitName, its quota limiter.QuotaLimitName.
 func Open(opts Options) (*Store, error) {
 	if opts.Path == "" {
 		return nil, errors.New("limiter: bbolt path is empty")
@@ -131,7 +138,7 @@ func Open(opts Options) (*Store, error) {
 	if err != nil {
 		return nil, fmt.Errorf("limiter: open bbolt file %s: %w", opts.Path, err)
 	}
-	// Quota settles wait for their transaction (see Settle); bbolt's
+	// Period settles wait for their transaction (see Settle); bbolt's
 	// default 10 ms of batching would add that to every response.
 	db.MaxBatchDelay = quotaBatchDelay
 	dirty := newDirtySets()
@@ -144,8 +151,8 @@ func Open(opts Options) (*Store, error) {
 		stop:  make(chan struct{}),
 		done:  make(chan struct{}),
 
-		pendingQuotas: map[string]struct{}{},
-		onFlushError:  opts.OnFlushError,
+		pending:      map[string]struct{}{},
+		onFlushError: opts.OnFlushError,
 	}
 	if err := b.restore(opts.Clock.Now()); err != nil {
 		_ = db.Close()
@@ -155,37 +162,80 @@ func Open(opts Options) (*Store, error) {
 	return b, nil
 }
 
-// restore loads every quota and window of the file into memory and
-// deletes those already idle at now, so the file does not keep keys nobody
-// uses.
+// restore loads every record of the file into memory, and deletes those
+// already idle at now, so the file does not keep keys nobody uses. The
+// buckets of a file written before Budgets are read, written again as
+// records and deleted.
 func (b *Store) restore(now time.Time) error {
 	return b.db.Update(func(tx *bolt.Tx) error {
-		err := restoreBucket(tx, quotasBucket, func(k, v []byte) (bool, error) {
-			q, err := counter.DecodeQuota(v)
+		err := restoreBucket(tx, countersBucket, func(k, v []byte) (bool, error) {
+			c, err := counter.DecodeRecord(v, now)
 			if err != nil {
-				return false, fmt.Errorf("quota of key %q: %w", k, err)
+				return false, fmt.Errorf("key %q: %w", k, err)
 			}
-			if q.Idle(now) {
+			if c.Idle(now) {
 				return false, nil
 			}
-			b.mem.With(string(k), true, func(_ int, e *memcore.Entry) { e.SetQuota(q) })
+			b.mem.With(string(k), true, func(_ int, e *memcore.Entry) { e.Counter = c })
 			return true, nil
 		})
 		if err != nil {
 			return err
 		}
-		return restoreBucket(tx, windowsBucket, func(k, v []byte) (bool, error) {
+		return b.migrate(tx, now)
+	})
+}
+
+// migrate moves the windows and quotas of a file written before Budgets
+// into records, within the restore's transaction.
+func (b *Store) migrate(tx *bolt.Tx, now time.Time) error {
+	moved := map[string]bool{}
+	if bk := tx.Bucket(quotasBucket); bk != nil {
+		err := bk.ForEach(func(k, v []byte) error {
+			q, err := counter.DecodeQuota(v)
+			if err != nil {
+				return fmt.Errorf("quota of key %q: %w", k, err)
+			}
+			if !q.Idle(now) {
+				b.mem.With(string(k), true, func(_ int, e *memcore.Entry) { e.SetQuota(q) })
+				moved[string(k)] = true
+			}
+			return nil
+		})
+		if err != nil {
+			return err
+		}
+	}
+	if bk := tx.Bucket(windowsBucket); bk != nil {
+		err := bk.ForEach(func(k, v []byte) error {
 			w, err := counter.DecodeWindow(v, now)
 			if err != nil {
-				return false, fmt.Errorf("key %q: %w", k, err)
+				return fmt.Errorf("key %q: %w", k, err)
 			}
-			if w.Idle(now) {
-				return false, nil
+			if !w.Idle(now) {
+				b.mem.With(string(k), true, func(_ int, e *memcore.Entry) { e.SetWindow(w) })
+				moved[string(k)] = true
 			}
-			b.mem.With(string(k), true, func(_ int, e *memcore.Entry) { e.SetWindow(w) })
-			return true, nil
+			return nil
 		})
-	})
+		if err != nil {
+			return err
+		}
+	}
+	bk := tx.Bucket(countersBucket)
+	for key := range moved {
+		if v, ok := b.recordOf(key, now); ok {
+			if err := bk.Put([]byte(key), v); err != nil {
+				return fmt.Errorf("key %q: %w", key, err)
+			}
+		}
+	}
+	for _, name := range [][]byte{windowsBucket, quotasBucket} {
+		if err := tx.DeleteBucket(name); err != nil && !errors.Is(err, bolterrors.ErrBucketNotFound) {
+			return fmt.Errorf("delete bucket %s: %w", name, err)
+		}
+	}
+	return nil
 }
 
 // restoreBucket hands every entry of the named bucket to load and deletes
@@ -250,27 +300,73 @@ func (b *Store) Reserve(_ context.Context, key string, lim limiter.Limits, n int
 // one transaction.
 func (b *Store) Settle(_ context.Context, key string, lim limiter.Limits, h limiter.Hold, used int64, now time.Time) (limiter.Decision, error) {
 	d := b.mem.Settle(key, lim, h, used, now)
-	if lim.Quota <= 0 || used <= 0 || len(key) == 0 || len(key) > bolt.MaxKeySize {
+	if lim.Quota <= 0 || lim.Period == limiter.NoPeriod || used <= 0 {
 		return d, nil
 	}
-	err := b.db.Batch(func(tx *bolt.Tx) error {
-		// Read the quota inside the transaction, not before: whichever
-		// settle's transaction commits last then writes the latest count.
-		v, ok := b.quotaOf(key, b.clock.Now())
-		if !ok {
-			return tx.Bucket(quotasBucket).Delete([]byte(key))
+	return d, b.persist(key)
+}
+
+// SettleMany implements limiter.Multi as Settle does: the charge of a
+// limit with a Period is written before it returns.
+func (b *Store) SettleMany(_ context.Context, key string, bud limiter.Budget, h limiter.Holds, used []int64, now time.Time) (limiter.Decisions, error) {
+	d, err := b.mem.SettleMany(key, bud, h, used, now)
+	if err != nil {
+		return d, err
+	}
+	for i, l := range bud {
+		if l.Period != limiter.NoPeriod && used[i] > 0 {
+			return d, b.persist(key)
 		}
-		return tx.Bucket(quotasBucket).Put([]byte(key), v)
+	}
+	return d, nil
+}
+
+// ReserveMany implements limiter.Multi from memory.
+func (b *Store) ReserveMany(_ context.Context, key string, bud limiter.Budget, n []int64, now time.Time) (limiter.Decisions, error) {
+	return b.mem.ReserveMany(key, bud, n, now)
+}
+
+// StatusMany implements limiter.Multi from memory.
+func (b *Store) StatusMany(_ context.Context, key string, bud limiter.Budget, now time.Time) (limiter.Decisions, error) {
+	return b.mem.StatusMany(key, bud, now)
+}
+
+// persist writes key's record now, for a charge that must not wait for
+// the flush. The record is read inside the transaction, not before:
+// whichever transaction commits last then writes the latest counts.
+func (b *Store) persist(key string) error {
+	if len(key) == 0 || len(key) > bolt.MaxKeySize {
+		return nil
+	}
+	err := b.db.Batch(func(tx *bolt.Tx) error {
+		return b.write(tx, key, b.clock.Now())
 	})
 	if err != nil {
 		// Kept for the next flush: the charge is in memory and must reach
 		// the file as soon as the file can take it.
-		b.quotaMu.Lock()
-		b.pendingQuotas[key] = struct{}{}
-		b.quotaMu.Unlock()
-		return d, fmt.Errorf("limiter: persist quota to bbolt file %s: %w", b.path, err)
+		b.pendingMu.Lock()
+		b.pending[key] = struct{}{}
+		b.pendingMu.Unlock()
+		return fmt.Errorf("limiter: persist quota to bbolt file %s: %w", b.path, err)
 	}
-	return d, nil
+	return nil
+}
+
+// write puts key's record as memory holds it at now, or deletes it when
+// there is nothing worth keeping.
+func (b *Store) write(tx *bolt.Tx, key string, now time.Time) error {
+	bk := tx.Bucket(countersBucket)
+	v, ok := b.recordOf(key, now)
+	var err error
+	if ok {
+		err = bk.Put([]byte(key), v)
+	} else {
+		err = bk.Delete([]byte(key))
+	}
+	if err != nil {
+		return fmt.Errorf("key %q: %w", key, err)
+	}
+	return nil
 }
 
 // Status implements limiter.Store from memory.
@@ -282,9 +378,11 @@ func (b *Store) Status(_ context.Context, key string, lim limiter.Limits, now ti
 // deletes them from the file.
 func (b *Store) Sweep(now time.Time) int { return b.mem.Sweep(now) }
 
-// Flush writes the windows changed since the last flush in one transaction,
-// and deletes from the file those now idle or forgotten. If it fails, the
-// keys stay pending for the next flush.
+// Flush writes the records of the keys changed since the last flush in
+// one transaction, and deletes from the file those now idle or forgotten.
+// Records are read from memory inside the transaction, so that a flush
+// never writes over a later settle's. If it fails, the keys stay pending
+// for the next flush.
 func (b *Store) Flush() error {
 	b.flushMu.Lock()
 	defer b.flushMu.Unlock()
@@ -292,49 +390,26 @@ func (b *Store) Flush() error {
 		return errClosed
 	}
 	now := b.clock.Now()
-	changes, vals := b.drain(now)
-	b.quotaMu.Lock()
-	quotas := b.pendingQuotas
-	b.pendingQuotas = map[string]struct{}{}
-	b.quotaMu.Unlock()
-	if len(changes) == 0 && len(quotas) == 0 {
+	keys := b.drain()
+	b.pendingMu.Lock()
+	for key := range b.pending {
+		keys = append(keys, key)
+	}
+	clear(b.pending)
+	b.pendingMu.Unlock()
+	if len(keys) == 0 {
 		return nil
 	}
 	err := b.db.Update(func(tx *bolt.Tx) error {
-		qb := tx.Bucket(quotasBucket)
-		for key := range quotas {
-			v, ok := b.quotaOf(key, now)
-			var err error
-			if ok {
-				err = qb.Put([]byte(key), v)
-			} else {
-				err = qb.Delete([]byte(key))
-			}
-			if err != nil {
-				return fmt.Errorf("quota of key %q: %w", key, err)
-			}
-		}
-		bk := tx.Bucket(windowsBucket)
-		for _, c := range changes {
-			var err error
-			if c.end > c.start {
-				err = bk.Put([]byte(c.key), vals[c.start:c.end])
-			} else {
-				err = bk.Delete([]byte(c.key))
-			}
-			if err != nil {
-				return fmt.Errorf("key %q: %w", c.key, err)
+		for _, key := range keys {
+			if err := b.write(tx, key, now); err != nil {
+				return err
 			}
 		}
 		return nil
 	})
 	if err != nil {
-		b.undrain(changes)
-		b.quotaMu.Lock()
-		for key := range quotas {
-			b.pendingQuotas[key] = struct{}{}
-		}
-		b.quotaMu.Unlock()
+		b.undrain(keys)
 		return fmt.Errorf("limiter: flush to bbolt file %s: %w", b.path, err)
 	}
 	return nil

@@ -94,12 +94,12 @@ func mustFlush(t *testing.T, b *Store) {
 	}
 }
 
-// inFile returns the stored value of key, read through b's open file.
+// inFile returns the stored record of key, read through b's open file.
 func inFile(t *testing.T, b *Store, key string) []byte {
 	t.Helper()
 	var v []byte
 	err := b.db.View(func(tx *bolt.Tx) error {
-		v = append(v, tx.Bucket(windowsBucket).Get([]byte(key))...)
+		v = append(v, tx.Bucket(countersBucket).Get([]byte(key))...)
 		return nil
 	})
 	if err != nil {
@@ -166,11 +166,11 @@ func TestFlushesOnTicker(t *testing.T) {
 		}
 		time.Sleep(time.Millisecond)
 	}
-	w, err := counter.DecodeWindow(inFile(t, b, "k"), at(0))
+	c, err := counter.DecodeRecord(inFile(t, b, "k"), at(0))
 	if err != nil {
 		t.Fatal(err)
 	}
-	if got := w.Used(at(0)); got != 42 {
+	if got := c.Used(at(0)); got != 42 {
 		t.Errorf("in file: got %d tokens, want 42", got)
 	}
 }

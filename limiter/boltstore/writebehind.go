@@ -40,49 +40,32 @@ func (d *dirtySets) Forgotten(shard int, key string) {
 	d[shard][key] = struct{}{}
 }
 
-// change is one key a flush writes: the encoding at vals[start:end], or,
-// when that is empty, a deletion.
-type change struct {
-	key        string
-	start, end int
-}
-
-// drain takes the keys changed since the last drain and encodes their
-// windows into one buffer, one shard lock at a time so that calls wait no
-// longer than it takes to encode a shard's share. Windows idle at now, and
-// keys forgotten, become deletions.
-func (b *Store) drain(now time.Time) ([]change, []byte) {
-	var changes []change
-	var vals []byte
+// drain takes the keys changed since the last drain, one shard lock at a
+// time. Keys bbolt cannot hold are left out.
+func (b *Store) drain() []string {
+	var keys []string
 	for i := range memcore.Shards {
 		b.mem.Visit(i, func(get func(string) *memcore.Entry) {
 			for key := range b.dirty[i] {
-				e := get(key)
-				if e != nil {
+				if e := get(key); e != nil {
 					e.Mark = false
 				}
-				if len(key) == 0 || len(key) > bolt.MaxKeySize {
-					continue
+				if len(key) != 0 && len(key) <= bolt.MaxKeySize {
+					keys = append(keys, key)
 				}
-				c := change{key: key, start: len(vals)}
-				if e != nil && !e.Idle(now) {
-					vals = e.AppendWindow(vals)
-				}
-				c.end = len(vals)
-				changes = append(changes, c)
 			}
 			clear(b.dirty[i])
 		})
 	}
-	return changes, vals
+	return keys
 }
 
 // undrain marks the keys of a failed flush changed again, so that the next
 // flush writes them.
-func (b *Store) undrain(changes []change) {
-	for _, c := range changes {
-		b.mem.With(c.key, false, func(shard int, e *memcore.Entry) {
-			b.dirty[shard][c.key] = struct{}{}
+func (b *Store) undrain(keys []string) {
+	for _, key := range keys {
+		b.mem.With(key, false, func(shard int, e *memcore.Entry) {
+			b.dirty[shard][key] = struct{}{}
 			if e != nil {
 				e.Mark = true
 			}
@@ -90,12 +73,12 @@ func (b *Store) undrain(changes []change) {
 	}
 }
 
-// quotaOf returns the encoding of key's quota; ok is false when the key
-// has no quota worth keeping at now.
-func (b *Store) quotaOf(key string, now time.Time) (v []byte, ok bool) {
+// recordOf returns the encoding of key's record; ok is false when the key
+// has nothing worth keeping at now.
+func (b *Store) recordOf(key string, now time.Time) (v []byte, ok bool) {
 	b.mem.With(key, false, func(_ int, e *memcore.Entry) {
 		if e != nil {
-			v, ok = e.AppendQuota(nil, now)
+			v, ok = e.AppendRecord(nil, now)
 		}
 	})
 	return v, ok
@@ -106,12 +89,14 @@ func (b *Store) List(_ context.Context, prefix string, now time.Time) ([]limiter
 	return b.mem.List(prefix, now), nil
 }
 
-// Reset implements limiter.Inspector. The window's deletion reaches the
-// file with the next flush; the quota's is written now, like every quota
-// change.
+// Reset implements limiter.Inspector. The record is deleted now, like
+// every quota change.
 func (b *Store) Reset(_ context.Context, key string) error {
 	b.mem.Reset(key)
+	if len(key) == 0 || len(key) > bolt.MaxKeySize {
+		return nil
+	}
 	return b.db.Update(func(tx *bolt.Tx) error {
-		return tx.Bucket(quotasBucket).Delete([]byte(key))
+		return tx.Bucket(countersBucket).Delete([]byte(key))
 	})
 }

@@ -205,6 +205,105 @@ func (f *Store) Status(ctx context.Context, key string, lim limiter.Limits, now 
 	return f.local.Status(ctx, key, lim, now)
 }
 
+// ReserveMany implements limiter.Multi as Reserve does: the shared
+// store's answer while it answers; else by the on_error mode, a Holds
+// made locally carrying the "local:" ID.
+func (f *Store) ReserveMany(ctx context.Context, key string, b limiter.Budget, n []int64, now time.Time) (limiter.Decisions, error) {
+	if err := check(b, n); err != nil {
+		return limiter.Decisions{Refused: -1}, err
+	}
+	if f.try() {
+		start := time.Now()
+		d, err := f.shared.ReserveMany(ctx, key, b, n, now)
+		if err != nil && d.Hold.ID != "" {
+			// The reserve may still run in Redis: remember its hold.
+			f.keep(orphan{key: key, b: b, holds: d.Hold, usedMany: make([]int64, len(b))})
+		}
+		if err != nil && ctx.Err() != nil {
+			return d, err
+		}
+		f.result("reserve", start, err)
+		if err == nil {
+			return d, nil
+		}
+	}
+	switch f.o.Mode {
+	case FailClosed:
+		return limiter.Decisions{Refused: -1}, limiter.ErrUnavailable
+	case Local:
+		d, err := f.local.ReserveMany(ctx, key, b, n, now)
+		d.Hold.ID = localHold
+		return d, err
+	}
+	return limiter.Decisions{Allowed: true, Refused: -1, Limits: make([]limiter.LimitDecision, len(b)), Hold: limiter.Holds{ID: localHold}}, nil
+}
+
+// SettleMany implements limiter.Multi as Settle does: a Holds made locally
+// is settled locally; a settle the shared store does not take is kept
+// and replayed there once it answers, and charged locally meanwhile.
+func (f *Store) SettleMany(ctx context.Context, key string, b limiter.Budget, h limiter.Holds, used []int64, now time.Time) (limiter.Decisions, error) {
+	if err := check(b, used); err != nil {
+		return limiter.Decisions{Refused: -1}, err
+	}
+	if strings.HasPrefix(h.ID, localHold) {
+		return f.local.SettleMany(ctx, key, b, h, used, now)
+	}
+	o := orphan{key: key, b: b, holds: h, usedMany: make([]int64, len(used))}
+	for i, u := range used {
+		o.usedMany[i] = max(u, 0)
+	}
+	if !f.try() {
+		f.keep(o)
+	} else {
+		start := time.Now()
+		d, err := f.shared.SettleMany(ctx, key, b, h, used, now)
+		if err != nil {
+			f.keep(o)
+		}
+		if err != nil && ctx.Err() != nil {
+			return d, err
+		}
+		f.result("settle", start, err)
+		if err == nil {
+			return d, nil
+		}
+		if f.o.Mode == FailClosed {
+			return d, err
+		}
+	}
+	return f.local.SettleMany(ctx, key, b, limiter.Holds{}, used, now)
+}
+
+// StatusMany implements limiter.Multi as Status does.
+func (f *Store) StatusMany(ctx context.Context, key string, b limiter.Budget, now time.Time) (limiter.Decisions, error) {
+	if err := b.Validate(); err != nil {
+		return limiter.Decisions{Refused: -1}, err
+	}
+	if f.try() {
+		start := time.Now()
+		d, err := f.shared.StatusMany(ctx, key, b, now)
+		if err != nil && ctx.Err() != nil {
+			return d, err
+		}
+		f.result("status", start, err)
+		if err == nil {
+			return d, nil
+		}
+	}
+	if f.o.Mode == FailClosed {
+		return limiter.Decisions{Refused: -1}, limiter.ErrUnavailable
+	}
+	return f.local.StatusMany(ctx, key, b, now)
+}
+
+// check refuses what no store would decide on, in every mode.
+func check(b limiter.Budget, amounts []int64) error {
+	if err := b.Validate(); err != nil {
+		return err
+	}
+	return b.Check(amounts)
+}
+
 // Close implements limiter.Store.
 func (f *Store) Close() error {
 	close(f.closed)

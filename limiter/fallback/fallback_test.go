@@ -326,6 +326,35 @@ func (s *replayStore) Status(ctx context.Context, _ string, _ limiter.Limits, _ 
 	return limiter.Decision{Allowed: true}, s.fail(ctx)
 }
 
+func (s *replayStore) ReserveMany(ctx context.Context, _ string, b limiter.Budget, _ []int64, _ time.Time) (limiter.Decisions, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return limiter.Decisions{Allowed: true, Refused: -1, Limits: make([]limiter.LimitDecision, len(b))}, s.fail(ctx)
+}
+
+func (s *replayStore) SettleMany(ctx context.Context, _ string, b limiter.Budget, h limiter.Holds, _ []int64, _ time.Time) (limiter.Decisions, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.sent = append(s.sent, h.ID)
+	return limiter.Decisions{Refused: -1, Limits: make([]limiter.LimitDecision, len(b))}, s.fail(ctx)
+}
+
+func (s *replayStore) ReplaySettleMany(ctx context.Context, _ string, b limiter.Budget, h limiter.Holds, used []int64, _ time.Time) (limiter.Decisions, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if err := s.fail(ctx); err != nil {
+		return limiter.Decisions{}, err
+	}
+	s.replays = append(s.replays, fmt.Sprintf("%s=%v", h.ID, used))
+	return limiter.Decisions{Refused: -1, Limits: make([]limiter.LimitDecision, len(b))}, nil
+}
+
+func (s *replayStore) StatusMany(ctx context.Context, _ string, b limiter.Budget, _ time.Time) (limiter.Decisions, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return limiter.Decisions{Allowed: true, Refused: -1, Limits: make([]limiter.LimitDecision, len(b))}, s.fail(ctx)
+}
+
 func (s *replayStore) List(context.Context, string, time.Time) ([]limiter.KeyUsage, error) {
 	return nil, nil
 }

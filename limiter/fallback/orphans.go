@@ -19,6 +19,27 @@ type orphan struct {
 	lim  limiter.Limits
 	h    limiter.Hold
 	used int64 // the settle's count; 0 for a reserve's hold
+	// A Budget call's orphan has b set, and holds and usedMany in place
+	// of h and used.
+	b        limiter.Budget
+	holds    limiter.Holds
+	usedMany []int64
+}
+
+// empty reports whether o neither holds nor charges anything.
+func (o *orphan) empty() bool {
+	if o.b == nil {
+		return o.h.ID == "" && o.used <= 0
+	}
+	if o.holds.ID != "" {
+		return false
+	}
+	for _, u := range o.usedMany {
+		if u > 0 {
+			return false
+		}
+	}
+	return true
 }
 
 // maxOrphans bounds the orphans kept through a long outage. Past it the
@@ -35,10 +56,17 @@ type Replayer interface {
 	ReplaySettle(ctx context.Context, key string, lim limiter.Limits, h limiter.Hold, used int64, now time.Time) (limiter.Decision, error)
 }
 
+// MultiReplayer is Replayer for the Budget calls (redisstore.Store is
+// one): the Holds of a SettleMany that failed are replayed with it, and
+// released without their use charged by a shared store that is not one.
+type MultiReplayer interface {
+	ReplaySettleMany(ctx context.Context, key string, b limiter.Budget, h limiter.Holds, used []int64, now time.Time) (limiter.Decisions, error)
+}
+
 // keep records an orphan, and makes sure a probe runs to release it: a
 // call whose caller gave up records no result, and Redis may be up.
 func (f *Store) keep(o orphan) {
-	if o.h.ID == "" && o.used <= 0 {
+	if o.empty() {
 		return // nothing held, nothing to charge
 	}
 	f.mu.Lock()
@@ -132,6 +160,9 @@ func (f *Store) release(orphans []orphan) bool {
 // has ended, and a charge put there would restart the current one (with
 // the server's clock, the default, the time passed in is not used).
 func (f *Store) replay(ctx context.Context, o orphan) error {
+	if o.b != nil {
+		return f.replayMany(ctx, o)
+	}
 	if r, ok := f.shared.(Replayer); ok {
 		_, err := r.ReplaySettle(ctx, o.key, o.lim, o.h, o.used, time.Now())
 		return err
@@ -142,6 +173,19 @@ func (f *Store) replay(ctx context.Context, o orphan) error {
 		return nil
 	}
 	_, err := f.shared.Settle(ctx, o.key, o.lim, o.h, 0, time.Now())
+	return err
+}
+
+// replayMany is replay for a Budget call's orphan.
+func (f *Store) replayMany(ctx context.Context, o orphan) error {
+	if r, ok := f.shared.(MultiReplayer); ok {
+		_, err := r.ReplaySettleMany(ctx, o.key, o.b, o.holds, o.usedMany, time.Now())
+		return err
+	}
+	if o.holds.ID == "" {
+		return nil
+	}
+	_, err := f.shared.SettleMany(ctx, o.key, o.b, o.holds, make([]int64, len(o.b)), time.Now())
 	return err
 }
 

@@ -87,3 +87,63 @@ func BenchmarkMemoryPerKey(b *testing.B) {
 		runtime.KeepAlive(m)
 	}
 }
+
+// budgets are the Budgets of BenchmarkMemoryBudget: one limit, and the
+// issue's four (requests, input and output tokens per minute, cost per
+// day).
+var budgets = map[int]limiter.Budget{
+	1: {{Name: "tokens", Max: 1 << 50, Window: time.Minute}},
+	4: {
+		{Name: "requests", Max: 1 << 50, Window: time.Minute},
+		{Name: "input_tokens", Max: 1 << 50, Window: time.Minute},
+		{Name: "output_tokens", Max: 1 << 50, Window: time.Minute},
+		{Name: "cost", Max: 1 << 50, Period: limiter.Daily},
+	},
+}
+
+// BenchmarkMemoryBudget is one decision on a Budget of one limit and of
+// four, a whole request's worth (ReserveMany, then SettleMany): serial
+// over 1024 keys, and from every core at once, a key per goroutine.
+func BenchmarkMemoryBudget(b *testing.B) {
+	for _, k := range []int{1, 4} {
+		bud := budgets[k]
+		n, used := make([]int64, k), make([]int64, k)
+		for i := range n {
+			n[i], used[i] = 100, 90
+		}
+		b.Run(fmt.Sprintf("limits=%d/serial", k), func(b *testing.B) {
+			m := New()
+			ctx := context.Background()
+			keys := make([]string, 1024)
+			for i := range keys {
+				keys[i] = fmt.Sprintf("default:%064x", i)
+			}
+			b.ReportAllocs()
+			i := 0
+			for b.Loop() {
+				now := t0.Add(time.Duration(i) * time.Microsecond)
+				key := keys[i%len(keys)]
+				d, _ := m.ReserveMany(ctx, key, bud, n, now)
+				_, _ = m.SettleMany(ctx, key, bud, d.Hold, used, now)
+				i++
+			}
+			reportOps(b)
+		})
+		b.Run(fmt.Sprintf("limits=%d/parallel", k), func(b *testing.B) {
+			m := New()
+			ctx := context.Background()
+			var next atomic.Int64
+			b.RunParallel(func(pb *testing.PB) {
+				key := fmt.Sprint("key-", next.Add(1))
+				i := 0
+				for pb.Next() {
+					now := t0.Add(time.Duration(i) * time.Microsecond)
+					d, _ := m.ReserveMany(ctx, key, bud, n, now)
+					_, _ = m.SettleMany(ctx, key, bud, d.Hold, used, now)
+					i++
+				}
+			})
+			reportOps(b)
+		})
+	}
+}

@@ -11,8 +11,8 @@ import (
 )
 
 // Store keeps every window and quota in this process. Keys are spread over
-// shards, each one a mutex and a map, so that Reserve, Settle and Status
-// each take exactly one lock; nothing waits, so contexts are ignored and
+// shards, each one a mutex and a map, so that every call on a key takes
+// exactly one lock; nothing waits, so contexts are ignored and
 // no call fails. Holds last until settled: they have no TTL, and die with
 // the process. Hold IDs are empty: a hold is found again by its key.
 //
@@ -42,6 +42,21 @@ func (m *Store) Settle(_ context.Context, key string, lim limiter.Limits, h limi
 // Status implements limiter.Store.
 func (m *Store) Status(_ context.Context, key string, lim limiter.Limits, now time.Time) (limiter.Decision, error) {
 	return m.core.Status(key, lim, now), nil
+}
+
+// ReserveMany implements limiter.Multi.
+func (m *Store) ReserveMany(_ context.Context, key string, b limiter.Budget, n []int64, now time.Time) (limiter.Decisions, error) {
+	return m.core.ReserveMany(key, b, n, now)
+}
+
+// SettleMany implements limiter.Multi.
+func (m *Store) SettleMany(_ context.Context, key string, b limiter.Budget, h limiter.Holds, used []int64, now time.Time) (limiter.Decisions, error) {
+	return m.core.SettleMany(key, b, h, used, now)
+}
+
+// StatusMany implements limiter.Multi.
+func (m *Store) StatusMany(_ context.Context, key string, b limiter.Budget, now time.Time) (limiter.Decisions, error) {
+	return m.core.StatusMany(key, b, now)
 }
 
 // List implements limiter.Inspector, one shard lock at a time.

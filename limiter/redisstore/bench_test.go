@@ -78,3 +78,46 @@ func BenchmarkRedisReserveSettle(b *testing.B) {
 	}
 	b.ReportMetric(float64(b.N)/b.Elapsed().Seconds(), "ops/s")
 }
+
+// BenchmarkRedisBudget is one decision (ReserveMany, then SettleMany: one
+// round trip each, whatever the number of limits) on a Budget of one
+// limit and of four (requests, input and output tokens per minute, cost
+// per day), on a busy key: the clock moves a second a decision, so that
+// every window keeps its 60 buckets.
+func BenchmarkRedisBudget(b *testing.B) {
+	addr := redistest.New(b).Addr()
+	red := newRedisStore(b, addr, false)
+	ctx := context.Background()
+	budgets := map[int]limiter.Budget{
+		1: {{Name: "tokens", Max: 1 << 50, Window: time.Minute}},
+		4: {
+			{Name: "requests", Max: 1 << 50, Window: time.Minute},
+			{Name: "input_tokens", Max: 1 << 50, Window: time.Minute},
+			{Name: "output_tokens", Max: 1 << 50, Window: time.Minute},
+			{Name: "cost", Max: 1 << 50, Period: limiter.Daily},
+		},
+	}
+	// Time only moves forward, across runs too: a window holding buckets
+	// ahead of its clock would count them all.
+	now := utc(2026, 5, 5, 10, 0, 0)
+	for _, k := range []int{1, 4} {
+		bud := budgets[k]
+		n, used := make([]int64, k), make([]int64, k)
+		for i := range n {
+			n[i], used[i] = 100, 90
+		}
+		b.Run(fmt.Sprintf("limits=%d", k), func(b *testing.B) {
+			key := fmt.Sprint("budget-", k)
+			b.ReportAllocs()
+			for b.Loop() {
+				now = now.Add(time.Second)
+				d, err := red.ReserveMany(ctx, key, bud, n, now)
+				if err != nil {
+					b.Fatal(err)
+				}
+				_, _ = red.SettleMany(ctx, key, bud, d.Hold, used, now)
+			}
+			b.ReportMetric(float64(b.N)/b.Elapsed().Seconds(), "ops/s")
+		})
+	}
+}

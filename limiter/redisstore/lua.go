@@ -1,14 +1,15 @@
 package redisstore
 
-import "github.com/redis/go-redis/v9"
+import (
+	"github.com/redis/go-redis/v9"
 
-// The scripts share a prelude: the time (the server's, or the caller's when
-// it passes one) and the UTC calendar arithmetic of quota periods, so the
-// period a charge lands in is decided where the charge is made.
-//
-// KEYS[1] window hash (field: Unix second, value: tokens charged in it)
-// KEYS[2] holds sorted set (member: "id|tokens", score: expiry in ms)
-// KEYS[3] quota hash (fields: start, used)
+	"github.com/tokengate/tokengate/limiter"
+)
+
+// The script starts with a prelude: the time (the server's, or the
+// caller's when it passes one) and the UTC calendar arithmetic of quota
+// periods, so the period a charge lands in is decided where the charge is
+// made.
 const luaPrelude = `
 local function now_ms(arg)
   local n = tonumber(arg)
@@ -70,105 +71,220 @@ local function period(kind, sec)
 end
 `
 
-// luaState reads a key's state at now, dropping what has expired: the
-// window's live buckets and their sum, the tokens held, and the quota used
-// in now's period.
-const luaState = `
-local function state(now, quota, kind)
-  local sec = math.floor(now / 1000)
-  local w = redis.call('HGETALL', KEYS[1])
-  local sum, buckets = 0, {}
-  for i = 1, #w, 2 do
-    local s, c = tonumber(w[i]), tonumber(w[i + 1])
-    if s <= sec - 60 then
-      redis.call('HDEL', KEYS[1], w[i])
-    else
-      sum = sum + c
-      buckets[#buckets + 1] = s
-      buckets[#buckets + 1] = c
-    end
-  end
-  redis.call('ZREMRANGEBYSCORE', KEYS[2], '-inf', now)
-  local held = 0
-  for _, m in ipairs(redis.call('ZRANGE', KEYS[2], 0, -1)) do
-    held = held + tonumber(string.match(m, '|(%d+)$'))
-  end
-  local qused = 0
-  if quota > 0 then
-    local start = period(kind, sec)
-    local q = redis.call('HMGET', KEYS[3], 'start', 'used')
-    if tonumber(q[1]) == start then qused = tonumber(q[2]) or 0 end
-  end
-  return sum, buckets, held, qused
-end
-
--- verdict: 0 admitted, 1 the window refuses, 2 the quota does.
-local function verdict(sum, held, qused, need, tpm, quota)
-  if quota > 0 and qused + held + need > quota then return 2 end
-  if tpm > 0 and sum + held + need > tpm then return 1 end
-  return 0
-end
-`
-
-// reserveScript checks the window and the quota and, when the request fits
-// both, holds its tokens: one round trip, atomic, so concurrent replicas
-// cannot admit together past a limit. It returns the state the caller
-// needs to explain the decision: {reason, now_ms, held, quota_used,
-// {second, tokens, ...}}.
+// decideScript is every call: one round trip, atomic, for all the limits
+// of a Budget, so that concurrent replicas cannot admit together past any
+// of them.
 //
-// ARGV: now_ms (-1: server time), tokens_per_minute (0: none), quota (0:
-// none), period kind, n, hold id, hold ttl ms.
-var reserveScript = redis.NewScript(luaPrelude + luaState + `
-local now = now_ms(ARGV[1])
-local tpm, quota, kind, n = tonumber(ARGV[2]), tonumber(ARGV[3]), tonumber(ARGV[4]), tonumber(ARGV[5])
-local sum, buckets, held, qused = state(now, quota, kind)
-local reason = verdict(sum, held, qused, math.max(n, 1), tpm, quota)
-if reason == 0 and n > 0 then
-  local ttl = tonumber(ARGV[7])
-  redis.call('ZADD', KEYS[2], now + ttl, ARGV[6] .. '|' .. n)
-  redis.call('PEXPIRE', KEYS[2], ttl + 1000)
-  held = held + n
-end
-return {reason, now, held, qused, buckets}
-`)
-
-// settleScript ends a hold and charges the tokens used to the window's
-// second and the quota's period at the time of settling, then answers the
-// state as reserveScript does with n = 0. Keys expire once nothing in them
-// can count any more.
+// KEYS[1] is the key's holds, a sorted set: member "id|amounts", score the
+// hold's expiry in ms. Amounts are "name=n,name=n" for a Budget's hold, or
+// a bare "n", which a hold of the Limits calls holds in the limits named
+// limiter.WindowLimitName and limiter.QuotaLimitName alike (as every hold
+// did before Budgets).
+//
+// KEYS[1+i] is the state of limit i, a hash. A window's: field the bucket
+// (floor(ms*60/span)), value the units charged in it, and field "span"
+// unless the key is the minute window of the Limits calls (which never had
+// one). A period's: fields "start" (of the period counted) and "used". A
+// hash of another shape than its limit (a window of another span, a
+// period become a window) counts as empty, and a call that charges or
+// reserves deletes it first.
+//
+// ARGV: now_ms (-1: server time), mode ("r" reserve, "s" status, "c"
+// settle, "p" a replayed settle), the hold's member ("" for none: reserve
+// adds it when it admits, settle removes it), the hold TTL in ms, the
+// number of limits, then per limit: name, kind (0 a window, else the
+// period: 1 hourly ... 5 yearly), span in ms, max, amount (n to reserve,
+// or used to charge), and "1" when a missing span means a minute.
 //
 // A replay is a settle sent again after the first one failed on the
 // client's side: the first may still have run (a reply slower than the
 // timeout; a stalled server that ran its queued input when it woke). The
 // hold is the proof: a replay charges only when its ZREM removed the hold,
 // that is when no settle of that hold has run. A hold gone for another
-// reason (its TTL passed, a restart without persistence lost it) loses
-// the charge, as the budget it held was lost to everyone.
+// reason (its TTL passed, a restart without persistence lost it) loses the
+// charge, as the budget it held was lost to everyone.
 //
-// ARGV: now_ms (-1: server time), hold member ("" for none), used,
-// tokens_per_minute, quota (0: none), period kind, replay ("1" or "0").
-var settleScript = redis.NewScript(luaPrelude + luaState + `
+// It returns {refused, now_ms, {held, used, newest, {bucket, units, ...}}
+// per limit}: the index (from 0) of the first limit that refuses, -1 when
+// all admit; per limit, the units held (a hold just made included), what
+// is charged (a window's sum, a period's count), a window's newest bucket
+// and, only when that window alone refuses the request, its live buckets,
+// which the wait is worked out from (see counter.ExplainWindow). Keys
+// expire once nothing in them can count any more.
+var decideScript = redis.NewScript(luaPrelude + `
 local now = now_ms(ARGV[1])
 local sec = math.floor(now / 1000)
-local tpm, quota, kind = tonumber(ARGV[4]), tonumber(ARGV[5]), tonumber(ARGV[6])
-local used = tonumber(ARGV[3])
-if ARGV[2] ~= '' then
-  local removed = redis.call('ZREM', KEYS[2], ARGV[2])
-  if ARGV[7] == '1' and removed == 0 then used = 0 end
+local mode, member, ttl, count = ARGV[2], ARGV[3], tonumber(ARGV[4]), tonumber(ARGV[5])
+
+local function limit(i)
+  local b = 5 + (i - 1) * 6
+  return ARGV[b + 1], tonumber(ARGV[b + 2]), tonumber(ARGV[b + 3]), tonumber(ARGV[b + 4]),
+    tonumber(ARGV[b + 5]), ARGV[b + 6] == '1'
 end
-if used > 0 then
-  redis.call('HINCRBY', KEYS[1], sec, used)
-  redis.call('EXPIRE', KEYS[1], 61)
-  if quota > 0 then
-    local start, stop = period(kind, sec)
-    if tonumber(redis.call('HGET', KEYS[3], 'start')) ~= start then
-      redis.call('HSET', KEYS[3], 'start', start, 'used', 0)
+
+-- shape reads a hash: its fields, and the window span it was written for
+-- (-1 for a period; nil when empty).
+local function shape(key, implicit)
+  local h = redis.call('HGETALL', key)
+  if #h == 0 then return h, nil end
+  local span = nil
+  for j = 1, #h, 2 do
+    local f = h[j]
+    if f == 'span' then
+      span = tonumber(h[j + 1])
+    elseif f == 'start' or f == 'used' then
+      return h, -1
     end
-    redis.call('HINCRBY', KEYS[3], 'used', used)
-    -- Relative, not EXPIREAT: the time may be a caller's, not the server's.
-    redis.call('EXPIRE', KEYS[3], stop - sec + 3600)
+  end
+  if span == nil and implicit then span = 60000 end
+  return h, span or 0
+end
+
+-- window returns the sum of the live buckets of a window at now and the
+-- newest of them, dropping those that have left, and a function that
+-- lists them; a hash of another shape is deleted when mutate is set, and
+-- counts as empty either way.
+local function window(key, span, implicit, mutate)
+  local h, was = shape(key, implicit)
+  local none = function() return {} end
+  if was ~= nil and was ~= span then
+    if mutate then redis.call('DEL', key) end
+    return 0, 0, none
+  end
+  local oldest = math.floor(now * 60 / span) - 59
+  local sum, newest = 0, 0
+  for j = 1, #h, 2 do
+    local b = tonumber(h[j])
+    if b ~= nil then
+      if b < oldest then
+        redis.call('HDEL', key, h[j])
+        h[j] = 'gone'
+      else
+        local c = tonumber(h[j + 1])
+        sum = sum + c
+        if c > 0 and b > newest then newest = b end
+      end
+    end
+  end
+  local list = function()
+    local out = {}
+    for j = 1, #h, 2 do
+      local b = tonumber(h[j])
+      if b ~= nil then
+        out[#out + 1] = b
+        out[#out + 1] = tonumber(h[j + 1])
+      end
+    end
+    return out
+  end
+  return sum, newest, list
+end
+
+-- stale reports whether a hash holds another shape than a limit of kind
+-- and span (see shape), cheaply: what a settle checks before charging.
+local function stale(key, kind, span, implicit)
+  local f = redis.call('HMGET', key, 'span', 'start')
+  if f[1] == false and f[2] == false then
+    if redis.call('HLEN', key) == 0 then return false end
+    -- Buckets without a span: the minute window of the Limits calls.
+    return kind ~= 0 or not implicit or span ~= 60000
+  end
+  if kind ~= 0 then return f[2] == false end
+  return f[2] ~= false or tonumber(f[1]) ~= span
+end
+
+-- quota returns what limit i's period counts at now.
+local function quota(key, kind, mutate)
+  local h, was = shape(key, false)
+  if was ~= nil and was ~= -1 then
+    if mutate then redis.call('DEL', key) end
+    return 0
+  end
+  local start, used = nil, 0
+  for j = 1, #h, 2 do
+    if h[j] == 'start' then start = tonumber(h[j + 1]) elseif h[j] == 'used' then used = tonumber(h[j + 1]) end
+  end
+  if start ~= period(kind, sec) then used = 0 end
+  return used
+end
+
+-- held adds up, per limit name, what the holds still alive hold.
+local function held()
+  redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', now)
+  local by = {}
+  for _, m in ipairs(redis.call('ZRANGE', KEYS[1], 0, -1)) do
+    local body = string.match(m, '|(.*)$')
+    local n = tonumber(body)
+    if n ~= nil then
+      by['` + limiter.WindowLimitName + `'] = (by['` + limiter.WindowLimitName + `'] or 0) + n
+      by['` + limiter.QuotaLimitName + `'] = (by['` + limiter.QuotaLimitName + `'] or 0) + n
+    elseif body ~= nil then
+      for name, v in string.gmatch(body, '([^=,]+)=(%d+)') do
+        by[name] = (by[name] or 0) + tonumber(v)
+      end
+    end
+  end
+  return by
+end
+
+local settle = mode == 'c' or mode == 'p'
+if settle then
+  local charge = true
+  if member ~= '' then
+    local removed = redis.call('ZREM', KEYS[1], member)
+    if mode == 'p' and removed == 0 then charge = false end
+  end
+  for i = 1, count do
+    local name, kind, span, max, used, implicit = limit(i)
+    local key = KEYS[1 + i]
+    if charge and used > 0 then
+      if stale(key, kind, span, implicit) then redis.call('DEL', key) end
+      if kind == 0 then
+        redis.call('HINCRBY', key, string.format('%d', math.floor(now * 60 / span)), used)
+        if not (implicit and span == 60000) then redis.call('HSET', key, 'span', span) end
+        redis.call('PEXPIRE', key, math.max(span, 60000) + 1000)
+      else
+        local start, stop = period(kind, sec)
+        if tonumber(redis.call('HGET', key, 'start')) ~= start then
+          redis.call('HSET', key, 'start', start, 'used', 0)
+        end
+        redis.call('HINCRBY', key, 'used', used)
+        -- Relative, not EXPIREAT: the time may be a caller's, not the server's.
+        redis.call('EXPIRE', key, stop - sec + 3600)
+      end
+    end
   end
 end
-local sum, buckets, held, qused = state(now, quota, kind)
-return {verdict(sum, held, qused, 1, tpm, quota), now, held, qused, buckets}
+
+local by = held()
+local refused = -1
+local out = {}
+for i = 1, count do
+  local name, kind, span, max, amount, implicit = limit(i)
+  local key = KEYS[1 + i]
+  local need = 1
+  if mode == 'r' then need = math.max(amount, 1) end
+  local used, newest, list = 0, 0, nil
+  if kind == 0 then
+    used, newest, list = window(key, span, implicit, mode == 'r')
+  else
+    used = quota(key, kind, mode == 'r')
+  end
+  local h = by[name] or 0
+  local fits = used + h + need <= max
+  if refused < 0 and not fits then refused = i - 1 end
+  -- A window's buckets matter only to the wait of a limit that refuses.
+  local buckets = {}
+  if not fits and list ~= nil then buckets = list() end
+  out[i] = {h, used, newest, buckets}
+end
+if mode == 'r' and refused < 0 and member ~= '' then
+  redis.call('ZADD', KEYS[1], now + ttl, member)
+  redis.call('PEXPIRE', KEYS[1], ttl + 1000)
+  for i = 1, count do
+    local name, kind, span, max, amount = limit(i)
+    if amount > 0 then out[i][1] = out[i][1] + amount end
+  end
+end
+return {refused, now, out}
 `)

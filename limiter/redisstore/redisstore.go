@@ -8,6 +8,7 @@ import (
 	"encoding/hex"
 	"errors"
 	"fmt"
+	"strconv"
 	"strings"
 	"time"
 
@@ -37,12 +38,13 @@ type Options struct {
 const DefaultHoldTTL = 10 * time.Minute
 
 // Store keeps windows, holds and quotas in Redis, shared by every replica.
-// Each Reserve and each Settle is one script, one round trip. Keys carry
-// the counter key as a hash tag, so one key's three Redis keys sit in one
-// Cluster slot.
+// Each call is one script, one round trip, whatever the number of limits
+// (decideScript). Keys carry the counter key as a hash tag, so one key's
+// Redis keys (its holds, and one per limit) sit in one Cluster slot.
 //
-// A Hold's ID is "random|tokens": the member of the key's holds set, whose
-// tokens the scripts add up without a second lookup.
+// A Hold's ID is "random|tokens", a Holds' "random|name=n,name=n": the
+// member of the key's holds set, whose amounts the script adds up without
+// a second lookup.
 type Store struct {
 	c          redis.UniversalClient
 	prefix     string
@@ -60,11 +62,31 @@ func New(o Options) *Store {
 	return &Store{c: o.Client, prefix: o.Prefix, serverTime: o.ServerTime, holdTTL: o.HoldTTL}
 }
 
-// keys are the window, holds and quota keys of a counter key. Braces in the
-// key itself would move the hash tag, so they are replaced.
+// keys are the window, holds and quota keys of a counter key: those of
+// the Limits calls, the limits named limiter.WindowLimitName and
+// limiter.QuotaLimitName. Braces in the key itself would move the hash
+// tag, so they are replaced.
 func (r *Store) keys(key string) []string {
-	tag := r.prefix + "{" + strings.NewReplacer("{", "(", "}", ")").Replace(key) + "}"
+	tag := r.tag(key)
 	return []string{tag + ":w", tag + ":h", tag + ":q"}
+}
+
+func (r *Store) tag(key string) string {
+	return r.prefix + "{" + strings.NewReplacer("{", "(", "}", ")").Replace(key) + "}"
+}
+
+// stateKey is where limit l of the key tagged tag keeps its count: the
+// keys the Limits calls always used for their two limits, tag+":l:"+name
+// for the others. Every key shares the tag, so one key's Redis keys sit
+// in one Cluster slot.
+func stateKey(tag string, l *limiter.Limit) string {
+	switch l.Name {
+	case limiter.WindowLimitName:
+		return tag + ":w"
+	case limiter.QuotaLimitName:
+		return tag + ":q"
+	}
+	return tag + ":l:" + l.Name
 }
 
 func (r *Store) nowArg(now time.Time) int64 {
@@ -74,39 +96,119 @@ func (r *Store) nowArg(now time.Time) int64 {
 	return now.UnixMilli()
 }
 
-// Reserve implements limiter.Store with one script.
-func (r *Store) Reserve(ctx context.Context, key string, lim limiter.Limits, n int64, now time.Time) (limiter.Decision, error) {
-	n = max(n, 0)
-	id := ""
-	if n > 0 {
-		id = holdID()
-	}
-	res, err := reserveScript.Run(ctx, r.c, r.keys(key), r.nowArg(now), max(lim.TokensPerMinute, 0),
-		max(lim.Quota, 0), int(lim.Period), n, id, r.holdTTL.Milliseconds()).Slice()
-	if err != nil {
-		// The script may still run (a reply slower than the timeout, a
-		// server that stalled): the hold it would make is returned so the
-		// caller can release it once Redis answers again.
-		var h limiter.Hold
-		if n > 0 {
-			h = limiter.Hold{Tokens: n, ID: id + "|" + fmt.Sprint(n)}
+// call runs decideScript on b, amounts (n or used) one per limit.
+func (r *Store) call(ctx context.Context, key string, b limiter.Budget, mode, member string, amounts []int64, now time.Time) (reply, error) {
+	tag := r.tag(key)
+	keys := make([]string, 1, 1+len(b))
+	keys[0] = tag + ":h"
+	args := make([]any, 0, 5+6*len(b))
+	args = append(args, r.nowArg(now), mode, member, r.holdTTL.Milliseconds(), len(b))
+	for i := range b {
+		l := &b[i]
+		k := stateKey(tag, l)
+		keys = append(keys, k)
+		implicit := "0"
+		if k == tag+":w" {
+			implicit = "1"
 		}
-		return limiter.Decision{Hold: h}, fmt.Errorf("limiter: redis reserve: %w", err)
+		args = append(args, l.Name, int(l.Period), l.Window.Milliseconds(), l.Max, max(amounts[i], 0), implicit)
 	}
-	st, err := parseState(res)
+	res, err := decideScript.Run(ctx, r.c, keys, args...).Slice()
 	if err != nil {
-		return limiter.Decision{}, err
+		return reply{}, err
 	}
-	d := st.decide(lim, n)
-	if d.Allowed && n > 0 {
-		d.Hold = limiter.Hold{Tokens: n, ID: id + "|" + fmt.Sprint(n)}
+	return parseReply(res, len(b))
+}
+
+// ReserveMany implements limiter.Multi with one script.
+func (r *Store) ReserveMany(ctx context.Context, key string, b limiter.Budget, n []int64, now time.Time) (limiter.Decisions, error) {
+	if err := check(b, n); err != nil {
+		return limiter.Decisions{Refused: -1}, err
+	}
+	amounts := amountsOf(b, n)
+	member := ""
+	if len(amounts) > 0 {
+		member = holdID() + "|" + encodeAmounts(amounts)
+	}
+	rep, err := r.call(ctx, key, b, "r", member, n, now)
+	if err != nil {
+		// The script may still run: the hold it would make is returned so
+		// the caller can release it once Redis answers again.
+		d := limiter.Decisions{Refused: -1}
+		if member != "" {
+			d.Hold = limiter.Holds{Amounts: amounts, ID: member}
+		}
+		return d, fmt.Errorf("limiter: redis reserve: %w", err)
+	}
+	d := rep.decide(b, n)
+	if d.Allowed && member != "" {
+		d.Hold = limiter.Holds{Amounts: amounts, ID: member}
 	}
 	return d, nil
 }
 
-// Settle implements limiter.Store with one script.
+// SettleMany implements limiter.Multi with one script.
+func (r *Store) SettleMany(ctx context.Context, key string, b limiter.Budget, h limiter.Holds, used []int64, now time.Time) (limiter.Decisions, error) {
+	return r.settleMany(ctx, key, b, h, used, now, "c")
+}
+
+// ReplaySettleMany is ReplaySettle for Holds: it charges used only if the
+// hold is still there.
+func (r *Store) ReplaySettleMany(ctx context.Context, key string, b limiter.Budget, h limiter.Holds, used []int64, now time.Time) (limiter.Decisions, error) {
+	return r.settleMany(ctx, key, b, h, used, now, "p")
+}
+
+func (r *Store) settleMany(ctx context.Context, key string, b limiter.Budget, h limiter.Holds, used []int64, now time.Time, mode string) (limiter.Decisions, error) {
+	if err := check(b, used); err != nil {
+		return limiter.Decisions{Refused: -1}, err
+	}
+	rep, err := r.call(ctx, key, b, mode, h.ID, used, now)
+	if err != nil {
+		return limiter.Decisions{Refused: -1}, fmt.Errorf("limiter: redis settle: %w", err)
+	}
+	return rep.decide(b, nil), nil
+}
+
+// StatusMany implements limiter.Multi with one script.
+func (r *Store) StatusMany(ctx context.Context, key string, b limiter.Budget, now time.Time) (limiter.Decisions, error) {
+	if err := b.Validate(); err != nil {
+		return limiter.Decisions{Refused: -1}, err
+	}
+	rep, err := r.call(ctx, key, b, "s", "", make([]int64, len(b)), now)
+	if err != nil {
+		return limiter.Decisions{Refused: -1}, fmt.Errorf("limiter: redis status: %w", err)
+	}
+	return rep.decide(b, nil), nil
+}
+
+// Reserve implements limiter.Store: ReserveMany on lim.Budget(), its hold
+// a bare "id|tokens", held in both limits.
+func (r *Store) Reserve(ctx context.Context, key string, lim limiter.Limits, n int64, now time.Time) (limiter.Decision, error) {
+	n = max(n, 0)
+	b := lim.Budget()
+	member := ""
+	if n > 0 {
+		member = holdID() + "|" + strconv.FormatInt(n, 10)
+	}
+	rep, err := r.call(ctx, key, b, "r", member, fill(len(b), n), now)
+	if err != nil {
+		// As ReserveMany.
+		var h limiter.Hold
+		if n > 0 {
+			h = limiter.Hold{Tokens: n, ID: member}
+		}
+		return limiter.Decision{Hold: h}, fmt.Errorf("limiter: redis reserve: %w", err)
+	}
+	d := rep.legacy(lim, b, n)
+	if d.Allowed && n > 0 {
+		d.Hold = limiter.Hold{Tokens: n, ID: member}
+	}
+	return d, nil
+}
+
+// Settle implements limiter.Store: SettleMany on lim.Budget().
 func (r *Store) Settle(ctx context.Context, key string, lim limiter.Limits, h limiter.Hold, used int64, now time.Time) (limiter.Decision, error) {
-	return r.settle(ctx, key, lim, h, used, now, false)
+	return r.settle(ctx, key, lim, h, used, now, "c")
 }
 
 // ReplaySettle sends again a settle whose first try failed on the client's
@@ -116,33 +218,26 @@ func (r *Store) Settle(ctx context.Context, key string, lim limiter.Limits, h li
 // its replay is charged whatever happened to the first try, and counts
 // twice in the rare case that the first did run.
 func (r *Store) ReplaySettle(ctx context.Context, key string, lim limiter.Limits, h limiter.Hold, used int64, now time.Time) (limiter.Decision, error) {
-	return r.settle(ctx, key, lim, h, used, now, true)
+	return r.settle(ctx, key, lim, h, used, now, "p")
 }
 
-func (r *Store) settle(ctx context.Context, key string, lim limiter.Limits, h limiter.Hold, used int64, now time.Time, replay bool) (limiter.Decision, error) {
-	quota := int64(0)
-	if lim.Period != limiter.NoPeriod {
-		quota = max(lim.Quota, 0)
-	}
-	rep := 0
-	if replay {
-		rep = 1
-	}
-	res, err := settleScript.Run(ctx, r.c, r.keys(key), r.nowArg(now), h.ID, max(used, 0),
-		max(lim.TokensPerMinute, 0), quota, int(lim.Period), rep).Slice()
+func (r *Store) settle(ctx context.Context, key string, lim limiter.Limits, h limiter.Hold, used int64, now time.Time, mode string) (limiter.Decision, error) {
+	b := lim.Budget()
+	rep, err := r.call(ctx, key, b, mode, h.ID, fill(len(b), used), now)
 	if err != nil {
 		return limiter.Decision{}, fmt.Errorf("limiter: redis settle: %w", err)
 	}
-	st, err := parseState(res)
-	if err != nil {
-		return limiter.Decision{}, err
-	}
-	return st.decide(lim, 0), nil
+	return rep.legacy(lim, b, 0), nil
 }
 
-// Status implements limiter.Store: Reserve with nothing to hold.
+// Status implements limiter.Store: StatusMany on lim.Budget().
 func (r *Store) Status(ctx context.Context, key string, lim limiter.Limits, now time.Time) (limiter.Decision, error) {
-	return r.Reserve(ctx, key, lim, 0, now)
+	b := lim.Budget()
+	rep, err := r.call(ctx, key, b, "s", "", make([]int64, len(b)), now)
+	if err != nil {
+		return limiter.Decision{}, fmt.Errorf("limiter: redis status: %w", err)
+	}
+	return rep.legacy(lim, b, 0), nil
 }
 
 // Close implements limiter.Store and closes the client.
@@ -155,54 +250,132 @@ func holdID() string {
 	return hex.EncodeToString(b[:])
 }
 
-// redisState is what the reserve script saw, after its own change.
-type redisState struct {
-	reason  int64
-	now     time.Time
-	held    int64
-	qused   int64
-	buckets []int64 // second, tokens, ...
+func check(b limiter.Budget, amounts []int64) error {
+	if err := b.Validate(); err != nil {
+		return err
+	}
+	return b.Check(amounts)
 }
 
-var errBadReply = errors.New("limiter: unexpected reply from the redis reserve script")
+func fill(k int, v int64) []int64 {
+	out := make([]int64, k)
+	for i := range out {
+		out[i] = v
+	}
+	return out
+}
 
-func parseState(res []any) (redisState, error) {
-	if len(res) != 5 {
-		return redisState{}, errBadReply
-	}
-	var st redisState
-	var ok [4]bool
-	st.reason, ok[0] = res[0].(int64)
-	var ms int64
-	ms, ok[1] = res[1].(int64)
-	st.held, ok[2] = res[2].(int64)
-	st.qused, ok[3] = res[3].(int64)
-	if ok != [4]bool{true, true, true, true} {
-		return redisState{}, errBadReply
-	}
-	st.now = time.UnixMilli(ms)
-	bs, _ := res[4].([]any)
-	for _, b := range bs {
-		v, isInt := b.(int64)
-		if !isInt {
-			return redisState{}, errBadReply
+// amountsOf is what a reservation of n under b holds.
+func amountsOf(b limiter.Budget, n []int64) []limiter.Amount {
+	var out []limiter.Amount
+	for i, v := range n {
+		if v > 0 {
+			out = append(out, limiter.Amount{Name: b[i].Name, N: v})
 		}
-		st.buckets = append(st.buckets, v)
 	}
-	return st, nil
+	return out
 }
 
-// decide explains the script's verdict with the same arithmetic the memory
-// store uses.
-func (st redisState) decide(lim limiter.Limits, n int64) limiter.Decision {
-	reason := limiter.ReasonNone
-	switch st.reason {
-	case 1:
-		reason = limiter.RateLimited
-	case 2:
-		reason = limiter.QuotaExceeded
+// encodeAmounts writes amounts as the script reads them: "name=n,...".
+func encodeAmounts(amounts []limiter.Amount) string {
+	var sb strings.Builder
+	for i, a := range amounts {
+		if i > 0 {
+			sb.WriteByte(',')
+		}
+		sb.WriteString(a.Name)
+		sb.WriteByte('=')
+		sb.WriteString(strconv.FormatInt(a.N, 10))
 	}
-	return counter.Explain(lim, n, reason, st.now, st.buckets, st.held, st.qused)
+	return sb.String()
+}
+
+// reply is what the script saw, after its own change.
+type reply struct {
+	refused int
+	now     time.Time
+	limits  []limitState
+}
+
+// limitState is one limit as the script saw it: the units held, what is
+// charged, a window's newest bucket and, when the window refuses, its live
+// buckets as (bucket, units) pairs.
+type limitState struct {
+	held, used, newest int64
+	buckets            []int64
+}
+
+var errBadReply = errors.New("limiter: unexpected reply from the redis script")
+
+func parseReply(res []any, k int) (reply, error) {
+	if len(res) != 3 {
+		return reply{}, errBadReply
+	}
+	refused, ok1 := res[0].(int64)
+	ms, ok2 := res[1].(int64)
+	ls, ok3 := res[2].([]any)
+	if !ok1 || !ok2 || !ok3 || len(ls) != k || refused < -1 || refused >= int64(k) {
+		return reply{}, errBadReply
+	}
+	rep := reply{refused: int(refused), now: time.UnixMilli(ms), limits: make([]limitState, k)}
+	for i, l := range ls {
+		f, ok := l.([]any)
+		if !ok || len(f) != 4 {
+			return reply{}, errBadReply
+		}
+		held, ok1 := f[0].(int64)
+		used, ok2 := f[1].(int64)
+		newest, ok3 := f[2].(int64)
+		bs, ok4 := f[3].([]any)
+		if !ok1 || !ok2 || !ok3 || !ok4 {
+			return reply{}, errBadReply
+		}
+		st := limitState{held: held, used: used, newest: newest}
+		if len(bs) > 0 {
+			st.buckets = make([]int64, 0, len(bs))
+		}
+		for _, b := range bs {
+			v, ok := b.(int64)
+			if !ok {
+				return reply{}, errBadReply
+			}
+			st.buckets = append(st.buckets, v)
+		}
+		rep.limits[i] = st
+	}
+	return rep, nil
+}
+
+// decide explains the script's verdict on b with the arithmetic the memory
+// store uses; n is the reservation's (nil for a settle or a status).
+func (rep reply) decide(b limiter.Budget, n []int64) limiter.Decisions {
+	d := limiter.Decisions{Allowed: rep.refused < 0, Refused: rep.refused, Limits: make([]limiter.LimitDecision, len(b))}
+	for i := range b {
+		var ni int64
+		if n != nil {
+			ni = n[i]
+		}
+		d.Limits[i] = rep.explain(&b[i], i, ni)
+	}
+	return d
+}
+
+func (rep reply) explain(l *limiter.Limit, i int, n int64) limiter.LimitDecision {
+	st := rep.limits[i]
+	if l.Window > 0 {
+		return counter.ExplainWindow(*l, n, rep.refused < 0, rep.now, st.used, st.newest, st.buckets, st.held)
+	}
+	return counter.ExplainQuota(*l, n, rep.refused < 0, rep.now, st.used, st.held)
+}
+
+// legacy is decide for the Limits calls: the Decision of lim.
+func (rep reply) legacy(lim limiter.Limits, b limiter.Budget, n int64) limiter.Decision {
+	var buf [2]limiter.LimitDecision
+	out := buf[:len(b)]
+	for i := range b {
+		out[i] = rep.explain(&b[i], i, n)
+	}
+	return counter.Legacy(lim, out, rep.refused)
 }
 
 // List implements limiter.Inspector with SCAN over the prefix's window
@@ -231,10 +404,19 @@ func (r *Store) List(ctx context.Context, prefix string, now time.Time) ([]limit
 	return out, iter.Err()
 }
 
-// Reset implements limiter.Inspector.
+// Reset implements limiter.Inspector: the keys of the Limits calls, and
+// those of the key's other limits, found with SCAN. Admin use only.
 func (r *Store) Reset(ctx context.Context, key string) error {
-	// The three keys share a slot, so one DEL works on Cluster too.
-	return r.c.Del(ctx, r.keys(key)...).Err()
+	keys := r.keys(key)
+	iter := r.c.Scan(ctx, 0, escapeGlob(r.tag(key))+":l:*", 256).Iterator()
+	for iter.Next(ctx) {
+		keys = append(keys, iter.Val())
+	}
+	if err := iter.Err(); err != nil {
+		return err
+	}
+	// The keys share a slot, so one DEL works on Cluster too.
+	return r.c.Del(ctx, keys...).Err()
 }
 
 func escapeGlob(s string) string {

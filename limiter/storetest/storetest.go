@@ -1,6 +1,7 @@
 // Package storetest is the conformance suite of limiter.Store: one set of
 // tests, decision by decision on an injected clock, that every store runs
-// (memstore, boltstore, redisstore, fallback). It checks the contract
+// (memstore, boltstore, redisstore, fallback), the Limits calls and the
+// Budget calls (limiter.Multi) alike. It checks the contract
 // written on limiter.Store and nothing else, so a newcomer adding a store
 // (say, a SQL one) needs only this suite to know the store is right: call
 // Run from the new package's tests with a function that opens an empty
@@ -80,6 +81,17 @@ func Run(t *testing.T, open Opener, opts ...Option) {
 		{"QuotaOnlyAdvertisesNoWindow", testQuotaOnly},
 		{"HoldOutlivesAPeriod", testHoldOutlivesAPeriod},
 		{"Scenario", testScenario},
+		// Budgets: several limits at once (budget.go).
+		{"BudgetAllOrNothing", testBudgetAllOrNothing},
+		{"BudgetWindows", testBudgetWindows},
+		{"BudgetRetryAfterFits", testBudgetRetryAfterFits},
+		{"BudgetPeriodBesideWindows", testBudgetPeriodBesideWindows},
+		{"BudgetHoldsPerLimit", testBudgetHoldsPerLimit},
+		{"BudgetReload", testBudgetReload},
+		{"BudgetHoldExpiry", testBudgetHoldExpiry},
+		{"BudgetNoOvershootUnderConcurrency", testBudgetNoOvershoot},
+		{"LimitsAreABudget", testLimitsAreABudget},
+		{"InvalidBudget", testInvalidBudget},
 	} {
 		t.Run(tc.name, func(t *testing.T) { tc.run(t, su) })
 	}

@@ -7,71 +7,224 @@ import (
 	"github.com/tokengate/tokengate/limiter"
 )
 
-// Counter is everything a store keeps of one key: its window and, when the
-// key has one, its quota. Like Window it is pure arithmetic; the store
+// Counter is everything a store keeps of one key: the count of each of
+// its limits, by name. Like Window it is pure arithmetic; the store
 // holding it supplies the lock. Its methods are the Store contract's calls
-// for one key (see limiter.Store).
+// for one key (see limiter.Store): the Budget calls, and the Limits calls
+// as the Budget calls on Limits.Budget().
 type Counter struct {
-	window Window
-	quota  *Quota // nil for keys without a quota, which most are
+	states []state
 }
 
-// Reserve admits n tokens when they fit both the window and the quota, and
-// holds them in both. The Hold it answers has no ID: the store holding the
-// counter finds it again by key.
+// state is the count of one name: a window or a quota, never both. A
+// limit that comes back with another kind, or a window with another span,
+// starts afresh (see state.window and state.quotaIn).
+type state struct {
+	name  string
+	win   *Window
+	quota *Quota
+}
+
+// ReserveMany is limiter.Multi's ReserveMany for one key, into out (one
+// per limit of b): n[i] of every limit b[i] when each fits, held in all,
+// or nothing. It returns the index of the first limit that refuses, -1
+// when the request is admitted. b and n are the caller's to check.
+func (c *Counter) ReserveMany(b limiter.Budget, n []int64, now time.Time, out []limiter.LimitDecision) int {
+	refused := -1
+	for i := range b {
+		l := &b[i]
+		st := c.at(i, l.Name)
+		need := max(n[i], 0)
+		if l.Window > 0 {
+			w := st.window(l.Window)
+			k, t := w.clamp(now)
+			w.advance(k)
+			if !w.fits(l.Max, max(need, 1)) {
+				refused = i
+				break
+			}
+			w.reserved += need
+			out[i] = w.decide(l.Max, need, k, t, w.sum, true)
+			continue
+		}
+		q := st.quotaIn(l.Period, now)
+		if !q.fits(l.Max, max(need, 1)) {
+			refused = i
+			break
+		}
+		q.reserved += need
+		out[i] = q.decide(l.Max, now, true)
+	}
+	if refused >= 0 {
+		// Nothing held: undo the holds made before the refusal, then say
+		// of each limit whether it alone would admit the request.
+		for i := range refused {
+			c.release(b[i].Name, n[i])
+		}
+		for i := range b {
+			if i > refused {
+				c.normalize(&b[i], now) // as the limits before it were
+			}
+			_, out[i] = c.peek(i, &b[i], max(n[i], 0), now)
+		}
+	}
+	c.prune(b, now)
+	return refused
+}
+
+// SettleMany releases held (by name, whatever b says) and charges used[i]
+// to b[i] at now. It answers nothing: StatusMany does.
+func (c *Counter) SettleMany(b limiter.Budget, held []limiter.Amount, used []int64, now time.Time) {
+	for _, a := range held {
+		c.release(a.Name, a.N)
+	}
+	for i := range b {
+		if used[i] <= 0 {
+			continue
+		}
+		l := &b[i]
+		st := c.at(i, l.Name)
+		if l.Window > 0 {
+			st.window(l.Window).charge(used[i], now)
+		} else {
+			st.quotaIn(l.Period, now).settle(0, used[i])
+		}
+	}
+	c.prune(b, now)
+}
+
+// StatusMany is ReserveMany with every n 0, changing nothing.
+func (c *Counter) StatusMany(b limiter.Budget, now time.Time, out []limiter.LimitDecision) int {
+	refused := -1
+	for i := range b {
+		ok, d := c.peek(i, &b[i], 0, now)
+		if !ok && refused < 0 {
+			refused = i
+		}
+		out[i] = d
+	}
+	return refused
+}
+
+// Reserve is limiter.Store's Reserve for one key: ReserveMany on
+// lim.Budget(), written out for those two limits so that the Limits calls
+// cost what they did before Budgets (TestLimitsAreABudget holds the two
+// together). The Hold it answers has no ID: the store holding the counter
+// finds it again by key.
 func (c *Counter) Reserve(lim limiter.Limits, n int64, now time.Time) limiter.Decision {
 	n = max(n, 0)
-	q := c.quotaFor(lim, now)
-	if q != nil && !q.fits(lim.Quota, max(n, 1)) {
-		d := c.window.status(windowLimit(lim), now)
-		d.Allowed, d.Reason = false, limiter.QuotaExceeded
-		d.Quota = q.state(lim.Quota, now)
-		d.RetryAfter = d.Quota.Reset
-		return noWindow(lim, d)
+	need := max(n, 1)
+	wmax, qmax := legacyMax(lim)
+	var q *Quota
+	wi := 0
+	if qmax > 0 {
+		q = c.at(0, limiter.QuotaLimitName).quotaIn(lim.Period, now)
+		wi = 1
 	}
-	d := c.window.reserve(windowLimit(lim), n, now)
+	w := c.at(wi, limiter.WindowLimitName).window(limiter.Window)
+	k, t := w.clamp(now)
+	w.advance(k)
+	var d limiter.Decision
 	switch {
-	case !d.Allowed:
+	case q != nil && !q.fits(qmax, need):
+		d = windowDecision(false, w.decide(wmax, n, k, t, w.sum, true))
+		d.Reason, d.RetryAfter = limiter.QuotaExceeded, q.decide(qmax, now, false).RetryAfter
+	case !w.fits(wmax, need):
+		d = windowDecision(false, w.decide(wmax, n, k, t, w.sum, false))
 		d.Reason = limiter.RateLimited
-	case q != nil:
-		q.reserved += n
-	}
-	if d.Allowed && n > 0 {
-		d.Hold.Tokens = n
+	default:
+		w.reserved += n
+		if q != nil {
+			q.reserved += n
+		}
+		d = windowDecision(true, w.decide(wmax, n, k, t, w.sum, true))
+		if n > 0 {
+			d.Hold.Tokens = n
+		}
 	}
 	if q != nil {
-		d.Quota = q.state(lim.Quota, now)
+		d.Quota = quotaState(q.decide(qmax, now, true))
 	}
 	return noWindow(lim, d)
 }
 
 // Settle releases reserved tokens and charges used ones, to the window
-// and, when the key has one, the quota.
+// and, when lim has one, the quota: SettleMany on lim.Budget(), a Hold
+// holding its tokens in both.
 func (c *Counter) Settle(lim limiter.Limits, reserved, used int64, now time.Time) {
-	c.window.settle(reserved, used, now)
-	if q := c.quotaFor(lim, now); q != nil {
-		q.settle(reserved, used)
-	} else if c.quota != nil { // the quota was dropped from the config: just release
-		c.quota.settle(reserved, 0)
+	c.release(limiter.WindowLimitName, reserved)
+	c.release(limiter.QuotaLimitName, reserved)
+	if used <= 0 {
+		return
 	}
+	wi := 0
+	if _, qmax := legacyMax(lim); qmax > 0 {
+		c.at(0, limiter.QuotaLimitName).quotaIn(lim.Period, now).settle(0, used)
+		wi = 1
+	}
+	c.at(wi, limiter.WindowLimitName).window(limiter.Window).charge(used, now)
 }
 
 // Status is Reserve(lim, 0, now) without changing anything.
 func (c *Counter) Status(lim limiter.Limits, now time.Time) limiter.Decision {
-	d := c.window.status(windowLimit(lim), now)
-	if !d.Allowed {
+	wmax, qmax := legacyMax(lim)
+	ok, wd := peekWindow(c.state(limiter.WindowLimitName), limiter.Window, wmax, 0, now)
+	d := windowDecision(ok, wd)
+	if !ok {
 		d.Reason = limiter.RateLimited
 	}
-	if lim.Quota > 0 {
-		var q Quota
-		if c.quota != nil {
-			q = *c.quota
+	if qmax > 0 {
+		ok, qd := peekQuota(c.state(limiter.QuotaLimitName), lim.Period, qmax, 0, now)
+		d.Quota = quotaState(qd)
+		if !ok {
+			d.Allowed, d.Reason, d.RetryAfter = false, limiter.QuotaExceeded, qd.RetryAfter
 		}
-		q.roll(lim.Period, now)
-		d.Quota = q.state(lim.Quota, now)
-		if !q.fits(lim.Quota, 1) {
-			d.Allowed, d.Reason, d.RetryAfter = false, limiter.QuotaExceeded, d.Quota.Reset
-		}
+	}
+	return noWindow(lim, d)
+}
+
+// legacyMax is the Max of lim's window (math.MaxInt64 without one: the
+// window still counts, for the headers, but never refuses) and of its
+// quota (0 without one).
+func legacyMax(lim limiter.Limits) (window, quota int64) {
+	window = lim.TokensPerMinute
+	if window <= 0 {
+		window = math.MaxInt64
+	}
+	if lim.Quota > 0 && lim.Period != limiter.NoPeriod {
+		quota = lim.Quota
+	}
+	return window, quota
+}
+
+// noWindow blanks the window's figures of Limits without a rate limit,
+// so callers don't advertise an infinite budget.
+func noWindow(lim limiter.Limits, d limiter.Decision) limiter.Decision {
+	if lim.TokensPerMinute <= 0 {
+		d.Limit, d.Remaining, d.Reset = 0, 0, 0
+	}
+	return d
+}
+
+func quotaState(d limiter.LimitDecision) limiter.QuotaState {
+	return limiter.QuotaState{Limit: d.Max, Used: d.Used, Remaining: d.Remaining, Reset: d.Reset}
+}
+
+// Legacy is the Decision of Limits lim from the decisions on its Budget
+// (out, in lim.Budget()'s order) and the index of the limit that refused.
+func Legacy(lim limiter.Limits, out []limiter.LimitDecision, refused int) limiter.Decision {
+	last := len(out) - 1
+	w := out[last]
+	d := windowDecision(refused < 0, w)
+	d.RetryAfter = 0
+	if last > 0 {
+		d.Quota = quotaState(out[0])
+	}
+	switch {
+	case refused == last:
+		d.Reason, d.RetryAfter = limiter.RateLimited, w.RetryAfter
+	case refused >= 0:
+		d.Reason, d.RetryAfter = limiter.QuotaExceeded, out[refused].RetryAfter
 	}
 	return noWindow(lim, d)
 }
@@ -79,63 +232,210 @@ func (c *Counter) Status(lim limiter.Limits, now time.Time) limiter.Decision {
 // Idle reports whether the counter holds nothing a fresh one would not, so
 // that its store can forget it.
 func (c *Counter) Idle(now time.Time) bool {
-	return c.window.Idle(now) && (c.quota == nil || c.quota.Idle(now))
+	for i := range c.states {
+		if !c.states[i].idle(now) {
+			return false
+		}
+	}
+	return true
 }
 
-// Emptied is Idle for a counter that a Reserve or a Settle at now has
-// just advanced to now, where it costs no loop.
+// Emptied is Idle for a counter that a call at now has just advanced to
+// now, where it costs no loop over buckets. It may answer false for a
+// counter that is idle; never true for one that is not.
 func (c *Counter) Emptied(now time.Time) bool {
-	return c.window.sum == 0 && c.window.reserved == 0 && (c.quota == nil || c.quota.Idle(now))
+	for _, st := range c.states {
+		if w := st.win; w != nil && (w.sum != 0 || w.reserved != 0) {
+			return false
+		}
+		if q := st.quota; q != nil && !q.Idle(now) {
+			return false
+		}
+	}
+	return true
 }
 
-// Used is the window's charged tokens at now plus those held.
-func (c *Counter) Used(now time.Time) int64 { return c.window.Used(now) }
-
-// SetWindow replaces the window, with one restored from a file.
-func (c *Counter) SetWindow(w Window) { c.window = w }
-
-// SetQuota replaces the quota, with one restored from a file.
-func (c *Counter) SetQuota(q Quota) { c.quota = &q }
-
-// AppendWindow appends the window's encoding to dst (see encoding.go).
-func (c *Counter) AppendWindow(dst []byte) []byte { return appendWindow(dst, &c.window) }
-
-// AppendQuota appends the quota's encoding to dst; ok is false when there
-// is no quota worth keeping at now.
-func (c *Counter) AppendQuota(dst []byte, now time.Time) (_ []byte, ok bool) {
-	if c.quota == nil || c.quota.Idle(now) {
-		return dst, false
+// Used is the tokens_per_minute window's charged tokens at now plus those
+// held (limiter.KeyUsage's Used); 0 when the key has none.
+func (c *Counter) Used(now time.Time) int64 {
+	if st := c.state(limiter.WindowLimitName); st != nil && st.win != nil {
+		return st.win.Used(now)
 	}
-	return appendQuota(dst, c.quota), true
+	return 0
 }
 
-// quotaFor returns the key's quota rolled into now's period, creating it
-// when lim has a quota; nil when lim has none.
-func (c *Counter) quotaFor(lim limiter.Limits, now time.Time) *Quota {
-	if lim.Quota <= 0 || lim.Period == limiter.NoPeriod {
-		return nil
-	}
-	if c.quota == nil {
-		c.quota = &Quota{}
-	}
-	c.quota.roll(lim.Period, now)
-	return c.quota
+// SetWindow replaces the tokens_per_minute window, with one restored from
+// a file written before Budgets.
+func (c *Counter) SetWindow(w Window) {
+	st := c.add(limiter.WindowLimitName)
+	st.win, st.quota = &w, nil
 }
 
-// windowLimit is the window's budget; without one the window still counts,
-// for the headers, but never refuses.
-func windowLimit(lim limiter.Limits) int64 {
-	if lim.TokensPerMinute <= 0 {
-		return math.MaxInt64
-	}
-	return lim.TokensPerMinute
+// SetQuota replaces the token_quota quota, with one restored from a file
+// written before Budgets.
+func (c *Counter) SetQuota(q Quota) {
+	st := c.add(limiter.QuotaLimitName)
+	st.win, st.quota = nil, &q
 }
 
-// noWindow blanks the window's figures of a key that has no rate limit, so
-// callers don't advertise an infinite budget.
-func noWindow(lim limiter.Limits, d limiter.Decision) limiter.Decision {
-	if lim.TokensPerMinute <= 0 {
-		d.Limit, d.Remaining, d.Reset = 0, 0, 0
+// state returns the state of name, nil when there is none.
+func (c *Counter) state(name string) *state {
+	for i := range c.states {
+		if c.states[i].name == name {
+			return &c.states[i]
+		}
 	}
-	return d
+	return nil
+}
+
+// add returns the state of name, appending an empty one when there is
+// none.
+func (c *Counter) add(name string) *state {
+	if st := c.state(name); st != nil {
+		return st
+	}
+	c.states = append(c.states, state{name: name})
+	return &c.states[len(c.states)-1]
+}
+
+// at returns the state of name, which Budgets keep at index i (the
+// first call made it there, and a counter sees the same Budget call after
+// call), appending an empty one when there is none.
+func (c *Counter) at(i int, name string) *state {
+	if i < len(c.states) && c.states[i].name == name {
+		return &c.states[i]
+	}
+	return c.add(name)
+}
+
+// window returns st's window of span, starting it afresh when st held
+// another kind, or another span.
+func (st *state) window(span time.Duration) *Window {
+	if st.win == nil || st.win.Span() != span {
+		w := NewWindow(span)
+		w.reserved = st.reserved()
+		st.win, st.quota = &w, nil
+	}
+	return st.win
+}
+
+// quotaIn returns st's quota rolled into now's period of p, starting it
+// afresh when st held a window.
+func (st *state) quotaIn(p limiter.Period, now time.Time) *Quota {
+	if st.quota == nil {
+		st.win, st.quota = nil, &Quota{reserved: st.reserved()}
+	}
+	st.quota.roll(p, now)
+	return st.quota
+}
+
+// normalize gives l's name l's kind and span, as a reserve does to every
+// limit of its Budget.
+func (c *Counter) normalize(l *limiter.Limit, now time.Time) {
+	st := c.add(l.Name)
+	if l.Window > 0 {
+		st.window(l.Window)
+	} else {
+		st.quotaIn(l.Period, now)
+	}
+}
+
+// peek is the decision of l, limit i of its Budget, for a request of n
+// at now, and whether l alone admits it, changing nothing.
+func (c *Counter) peek(i int, l *limiter.Limit, n int64, now time.Time) (bool, limiter.LimitDecision) {
+	var st *state
+	if i < len(c.states) && c.states[i].name == l.Name {
+		st = &c.states[i]
+	} else {
+		st = c.state(l.Name)
+	}
+	if l.Window > 0 {
+		return peekWindow(st, l.Window, l.Max, n, now)
+	}
+	return peekQuota(st, l.Period, l.Max, n, now)
+}
+
+// peekWindow is peek for a window of span, st the state of its name (nil
+// when there is none).
+func peekWindow(st *state, span time.Duration, limit, n int64, now time.Time) (bool, limiter.LimitDecision) {
+	var w *Window
+	if st != nil && st.win != nil && st.win.Span() == span {
+		w = st.win
+	} else {
+		fresh := NewWindow(span)
+		if st != nil {
+			fresh.reserved = st.reserved()
+		}
+		w = &fresh
+	}
+	k, t := w.clamp(now)
+	charged := w.charged(k)
+	ok := fits(satAdd(charged, w.reserved), max(n, 1), limit)
+	return ok, w.decide(limit, n, k, t, charged, ok)
+}
+
+// peekQuota is peek for a period.
+func peekQuota(st *state, p limiter.Period, limit, n int64, now time.Time) (bool, limiter.LimitDecision) {
+	var q Quota
+	switch {
+	case st == nil:
+	case st.quota != nil:
+		q = *st.quota
+	default:
+		q.reserved = st.reserved()
+	}
+	q.roll(p, now)
+	ok := q.fits(limit, max(n, 1))
+	return ok, q.decide(limit, now, ok)
+}
+
+func (st *state) reserved() int64 {
+	switch {
+	case st.win != nil:
+		return st.win.reserved
+	case st.quota != nil:
+		return st.quota.reserved
+	}
+	return 0
+}
+
+func (st *state) idle(now time.Time) bool {
+	return (st.win == nil || st.win.Idle(now)) && (st.quota == nil || st.quota.Idle(now))
+}
+
+// release lets go of n held in the limit of name, no more than it holds.
+func (c *Counter) release(name string, n int64) {
+	st := c.state(name)
+	switch {
+	case st == nil:
+	case st.win != nil:
+		st.win.release(n)
+	case st.quota != nil:
+		st.quota.release(n)
+	}
+}
+
+// prune forgets the states of limits b no longer has once they are idle,
+// so that a busy key does not keep a dropped limit for ever.
+func (c *Counter) prune(b limiter.Budget, now time.Time) {
+	if len(c.states) <= len(b) {
+		return
+	}
+	keep := c.states[:0]
+	for _, st := range c.states {
+		if inBudget(b, st.name) || !st.idle(now) {
+			keep = append(keep, st)
+		}
+	}
+	clear(c.states[len(keep):])
+	c.states = keep
+}
+
+func inBudget(b limiter.Budget, name string) bool {
+	for _, l := range b {
+		if l.Name == name {
+			return true
+		}
+	}
+	return false
 }

@@ -6,33 +6,42 @@ import (
 	"github.com/tokengate/tokengate/limiter"
 )
 
-// Explain draws the Decision for a verdict reached elsewhere (a Redis
-// script) from the state it saw at now: the window's buckets as (Unix
-// second, tokens) pairs, the tokens held, and the quota used in now's
-// period. It is the arithmetic Counter uses, so that a remote store
-// answers exactly as a local one would. reason is the verdict:
-// limiter.ReasonNone for an admission.
-func Explain(lim limiter.Limits, n int64, reason limiter.Reason, now time.Time, buckets []int64, held, qused int64) limiter.Decision {
-	var w Window
-	sec := now.Unix()
-	w.head = sec
-	for i := 0; i+1 < len(buckets); i += 2 {
-		s, c := buckets[i], buckets[i+1]
-		if s > sec-Buckets && s <= sec && c > 0 {
-			w.buckets[slot(s)] += min(c, maxBucket)
-			w.sum += min(c, maxBucket)
+// ExplainWindow draws a window limit's decision for a verdict reached
+// elsewhere (a Redis script) from the state it saw at now: the units
+// charged in the window (sum) and the newest bucket holding any, the
+// units held (a reservation just admitted included), and, when the
+// window alone does not admit the request, its buckets as (bucket, units)
+// pairs; without them the sum is taken to be in the newest bucket, which
+// is all that Used, Remaining and Reset read. admitted is the verdict on
+// the whole Budget; n is what the request asked of this limit. It is the
+// arithmetic Counter uses, so that a remote store answers exactly as a
+// local one would.
+func ExplainWindow(l limiter.Limit, n int64, admitted bool, now time.Time, sum, newest int64, buckets []int64, held int64) limiter.LimitDecision {
+	w := NewWindow(l.Window)
+	i := w.bucket(now.UnixMilli())
+	w.head = i
+	if buckets == nil && sum > 0 && newest > i-Buckets && newest <= i {
+		buckets = []int64{newest, sum}
+	}
+	for k := 0; k+1 < len(buckets); k += 2 {
+		b, c := buckets[k], buckets[k+1]
+		if b > i-Buckets && b <= i && c > 0 {
+			c = min(c, maxBucket-w.buckets[slot(b)])
+			w.buckets[slot(b)] += c
+			w.sum += c
 		}
 	}
-	w.reserved = held
-	d := w.decide(windowLimit(lim), n, sec, now, w.sum, reason == limiter.ReasonNone)
-	if lim.Quota > 0 {
-		start, _ := lim.Period.Bounds(now)
-		q := Quota{period: lim.Period, start: start.Unix(), used: qused, reserved: held}
-		d.Quota = q.state(lim.Quota, now)
-	}
-	d.Reason = reason
-	if reason == limiter.QuotaExceeded {
-		d.RetryAfter = d.Quota.Reset
-	}
-	return noWindow(lim, d)
+	w.reserved = max(held, 0)
+	n = max(n, 0)
+	ok := admitted || w.fits(l.Max, max(n, 1))
+	return w.decide(l.Max, n, i, instantOf(now), w.sum, ok)
+}
+
+// ExplainQuota is ExplainWindow for a calendar limit: used is what the
+// script saw charged in now's period.
+func ExplainQuota(l limiter.Limit, n int64, admitted bool, now time.Time, used, held int64) limiter.LimitDecision {
+	start, _ := l.Period.Bounds(now)
+	q := Quota{period: l.Period, start: start.Unix(), used: max(used, 0), reserved: max(held, 0)}
+	ok := admitted || q.fits(l.Max, max(n, 1))
+	return q.decide(l.Max, now, ok)
 }

@@ -12,23 +12,42 @@ import (
 type Quota struct {
 	period   limiter.Period
 	start    int64 // Unix second the counted period began
+	end      int64 // Unix second it ends; 0 until roll works it out
 	used     int64
 	reserved int64
 }
 
 // roll moves the quota into the period of now, starting the count afresh
 // when that period is a later one. A clock that went back stays in the
-// period already counted.
+// period already counted. A quota whose period changed (a reload) keeps
+// its count only when the new period starts where the counted one did, as
+// the Redis store, which keeps no period, counts it.
 func (q *Quota) roll(p limiter.Period, now time.Time) {
+	if sec := now.Unix(); q.period == p && q.end != 0 && sec >= q.start && sec < q.end {
+		return // still in the period counted: the calendar is not asked
+	}
 	start, _ := p.Bounds(now)
 	s := start.Unix()
-	if q.period != p {
+	switch {
+	case q.period != p:
+		if q.period != limiter.NoPeriod && s != q.start {
+			q.used = 0
+		}
 		q.period, q.start = p, s
-		return
-	}
-	if s > q.start {
+	case s > q.start:
 		q.start, q.used = s, 0
 	}
+	q.end = 0
+	q.end = q.endOf()
+}
+
+// endOf is the Unix second the counted period ends.
+func (q *Quota) endOf() int64 {
+	if q.end != 0 {
+		return q.end
+	}
+	_, end := q.period.Bounds(time.Unix(q.start, 0))
+	return end.Unix()
 }
 
 func (q *Quota) fits(limit, need int64) bool {
@@ -41,11 +60,25 @@ func (q *Quota) state(limit int64, now time.Time) limiter.QuotaState {
 	if used < limit {
 		st.Remaining = limit - used
 	}
-	_, end := q.period.Bounds(time.Unix(q.start, 0))
-	if now.Before(end) {
-		st.Reset = end.Sub(now)
+	if sec, end := now.Unix(), q.endOf(); sec < end {
+		st.Reset = time.Duration(end-sec)*time.Second - time.Duration(now.Nanosecond())
 	}
 	return st
+}
+
+// decide is the quota as a decision sees it; a quota that does not admit
+// the request has it wait for the period's end.
+func (q *Quota) decide(limit int64, now time.Time, allowed bool) limiter.LimitDecision {
+	st := q.state(limit, now)
+	d := limiter.LimitDecision{Max: st.Limit, Used: st.Used, Remaining: st.Remaining, Reset: st.Reset}
+	if !allowed {
+		d.RetryAfter = st.Reset
+	}
+	return d
+}
+
+func (q *Quota) release(reserved int64) {
+	q.reserved -= min(max(reserved, 0), q.reserved)
 }
 
 func (q *Quota) settle(reserved, used int64) {
@@ -61,6 +94,5 @@ func (q *Quota) Idle(now time.Time) bool {
 	if q.reserved != 0 {
 		return false
 	}
-	_, end := q.period.Bounds(time.Unix(q.start, 0))
-	return q.used == 0 || !now.Before(end)
+	return q.used == 0 || now.Unix() >= q.endOf()
 }

@@ -10,161 +10,262 @@ import (
 	"github.com/tokengate/tokengate/limiter"
 )
 
-// Buckets and span are limiter's, shortened.
+// Buckets is limiter's; span is the zero Window's, the Store's minute
+// window, and minute the same in milliseconds.
 const (
 	Buckets = limiter.Buckets
 	span    = limiter.Window
+	minute  = int64(span / time.Millisecond)
 )
 
 // maxBucket caps one bucket so that the sum of all Buckets of them never
 // overflows an int64, whatever counts a caller or a damaged file hands us.
 const maxBucket = math.MaxInt64 / Buckets
 
-// Window is the sliding window of one key. It is pure arithmetic: no lock, no
-// clock; every method takes the time, so the stores decide both.
+// Window is the sliding window of one key's limit. It is pure arithmetic:
+// no lock, no clock; every method takes the time, so the stores decide
+// both.
 //
-// Bucket i holds the tokens charged in the Unix second s with s mod Buckets
-// == i, for the seconds head-Buckets+1 through head. Tokens charged in second
-// s count while now < s+Window and leave at exactly s+Window. Seconds are
-// never rewound: a time before head is taken as head, so a clock stepping
-// back neither loses tokens nor lets them count twice.
+// Its span (the window's length, in milliseconds; the zero Window's is a
+// minute) is cut into Buckets buckets: bucket i holds the units charged
+// in the milliseconds t with floor(t*Buckets/span) == i, which start at
+// start(i) = ceil(i*span/Buckets). Bucket i is kept in slot i mod Buckets,
+// for the buckets head-Buckets+1 through head. Units charged in bucket i
+// count while now is before start(i)+span, the start of bucket
+// i+Buckets, and leave then: between span minus one bucket and span
+// after they were charged. For the minute, buckets are Unix seconds and
+// units charged in second s leave at exactly s+60. Buckets are never
+// rewound: a time before head is taken as head, so a clock stepping back
+// neither loses units nor lets them count twice.
 //
-// Its 504 bytes keep a key well under the 1 KiB the spec allows.
+// Its 512 bytes keep a key well under the 1 KiB the spec allows.
 type Window struct {
 	buckets  [Buckets]int64
-	head     int64 // newest second the window has been advanced to
+	head     int64 // newest bucket the window has been advanced to
 	sum      int64 // sum of buckets, so that admission costs no loop
-	reserved int64 // tokens held by requests in flight; never in a bucket
+	reserved int64 // units held by requests in flight; never in a bucket
+	span     int64 // ms; 0 is a minute
 }
 
-// slot is the bucket index of second sec, negative seconds included.
-func slot(sec int64) int {
-	i := sec % Buckets
-	if i < 0 {
-		i += Buckets
+// NewWindow returns an empty window of span (limiter.MinWindow to
+// limiter.MaxWindow, in whole milliseconds; the caller checks).
+func NewWindow(span time.Duration) Window {
+	ms := int64(span / time.Millisecond)
+	if ms == minute {
+		ms = 0 // the zero Window's: a minute window compares equal to one
 	}
-	return int(i)
+	return Window{span: ms}
 }
 
-// clamp returns the second now falls in and now itself, both moved up to the
-// start of head when the clock went back, so durations are measured from
-// the latest time the window has seen.
-func (w *Window) clamp(now time.Time) (int64, time.Time) {
-	sec := now.Unix()
-	if sec < w.head {
-		return w.head, time.Unix(w.head, 0)
+// Span is the window's length.
+func (w *Window) Span() time.Duration { return time.Duration(w.spanMs()) * time.Millisecond }
+
+func (w *Window) spanMs() int64 {
+	if w.span == 0 {
+		return minute
 	}
-	return sec, now
+	return w.span
 }
 
-// advance moves head to sec, zeroing the buckets of the seconds that left.
-func (w *Window) advance(sec int64) {
-	if sec <= w.head {
+// bucket is the bucket of the Unix millisecond ms.
+func (w *Window) bucket(ms int64) int64 {
+	if w.span == 0 {
+		return floorDiv(ms, 1000)
+	}
+	return floorDiv(ms*Buckets, w.span)
+}
+
+// start is the first Unix millisecond of bucket i.
+func (w *Window) start(i int64) int64 {
+	if w.span == 0 {
+		return i * 1000
+	}
+	return -floorDiv(-i*w.span, Buckets)
+}
+
+func floorDiv(a, b int64) int64 {
+	q := a / b
+	if a%b != 0 && (a < 0) != (b < 0) {
+		q--
+	}
+	return q
+}
+
+// slot is the index in buckets of bucket i, negative ones included.
+func slot(i int64) int {
+	s := i % Buckets
+	if s < 0 {
+		s += Buckets
+	}
+	return int(s)
+}
+
+// instant is a time as the window measures it: its Unix millisecond, and
+// the nanoseconds past it.
+type instant struct{ ms, ns int64 }
+
+func instantOf(t time.Time) instant {
+	return instant{t.UnixMilli(), int64(t.Nanosecond() % 1e6)}
+}
+
+// clamp returns the bucket now falls in and now itself, both moved up to
+// the start of head when the clock went back, so durations are measured
+// from the latest time the window has seen.
+func (w *Window) clamp(now time.Time) (int64, instant) {
+	at := instantOf(now)
+	i := w.bucket(at.ms)
+	if i < w.head {
+		return w.head, instant{ms: w.start(w.head)}
+	}
+	return i, at
+}
+
+// advance moves head to bucket i, zeroing the buckets that left.
+func (w *Window) advance(i int64) {
+	if i <= w.head {
 		return
 	}
-	if sec-w.head >= Buckets {
+	if i-w.head >= Buckets {
 		w.buckets = [Buckets]int64{}
 		w.sum = 0
 	} else {
-		for s := w.head + 1; s <= sec; s++ {
-			i := slot(s)
-			w.sum -= w.buckets[i]
-			w.buckets[i] = 0
+		for b := w.head + 1; b <= i; b++ {
+			s := slot(b)
+			w.sum -= w.buckets[s]
+			w.buckets[s] = 0
 		}
 	}
-	w.head = sec
+	w.head = i
 }
 
-// charged is the sum of the buckets still in the window at sec (>= head),
-// computed without advancing, so that status can leave the window alone.
-func (w *Window) charged(sec int64) int64 {
-	if sec <= w.head {
+// charged is the sum of the buckets still in the window at bucket i (>=
+// head), computed without advancing, so that status can leave the window
+// alone.
+func (w *Window) charged(i int64) int64 {
+	if i <= w.head {
 		return w.sum
 	}
-	if sec-w.head >= Buckets {
+	if i-w.head >= Buckets {
 		return 0
 	}
 	sum := w.sum
-	for s := w.head + 1; s <= sec; s++ {
-		// The bucket that second s will reuse holds second s-Buckets,
-		// which has left by sec.
-		sum -= w.buckets[slot(s)]
+	for b := w.head + 1; b <= i; b++ {
+		// The slot that bucket b will reuse holds bucket b-Buckets,
+		// which has left by i.
+		sum -= w.buckets[slot(b)]
 	}
 	return sum
 }
 
-// fits reports whether need more tokens fit in limit when used are taken,
+// fits reports whether need more units fit in limit when used are taken,
 // without the overflow that used+need <= limit could hit.
 func fits(used, need, limit int64) bool {
 	return used <= limit && need <= limit-used
 }
 
-// reserve admits n tokens when used+reserved+max(n,1) <= limit and holds
+// reserve admits n units when used+reserved+max(n,1) <= limit and holds
 // them until settle. A negative n counts as zero.
 func (w *Window) reserve(limit, n int64, now time.Time) limiter.Decision {
 	n = max(n, 0)
-	sec, now := w.clamp(now)
-	w.advance(sec)
-	ok := fits(satAdd(w.sum, w.reserved), max(n, 1), limit)
+	ok, ld := w.tryReserve(limit, n, now)
+	return windowDecision(ok, ld)
+}
+
+// tryReserve is reserve's arithmetic: whether n fits, held if so, and the
+// limit as the decision sees it after.
+func (w *Window) tryReserve(limit, n int64, now time.Time) (bool, limiter.LimitDecision) {
+	i, at := w.clamp(now)
+	w.advance(i)
+	ok := w.fits(limit, max(n, 1))
 	if ok {
 		w.reserved += n
 	}
-	return w.decide(limit, n, sec, now, w.sum, ok)
+	return ok, w.decide(limit, n, i, at, w.sum, ok)
 }
 
-// settle releases reserved tokens and charges used tokens to the second of
-// now. Negative values count as zero, and no more is released than is held,
-// so a confused caller cannot mint budget.
+// fits reports whether need more units fit in limit beside those charged
+// and held, for a window just advanced.
+func (w *Window) fits(limit, need int64) bool {
+	return fits(satAdd(w.sum, w.reserved), need, limit)
+}
+
+// hold holds n more units, for a window just advanced and checked.
+func (w *Window) hold(n int64) { w.reserved += n }
+
+// settle releases reserved units and charges used units to the bucket of
+// now. Negative values count as zero, and no more is released than is
+// held, so a confused caller cannot mint budget.
 func (w *Window) settle(reserved, used int64, now time.Time) {
-	sec, _ := w.clamp(now)
-	w.advance(sec)
+	w.release(reserved)
+	w.charge(used, now)
+}
+
+// release lets go of reserved held units, no more than are held.
+func (w *Window) release(reserved int64) {
 	w.reserved -= min(max(reserved, 0), w.reserved)
+}
+
+// charge adds used units to the bucket of now.
+func (w *Window) charge(used int64, now time.Time) {
+	i, _ := w.clamp(now)
+	w.advance(i)
 	if used > 0 {
-		i := slot(sec)
-		used = min(used, maxBucket-w.buckets[i])
-		w.buckets[i] += used
+		s := slot(i)
+		used = min(used, maxBucket-w.buckets[s])
+		w.buckets[s] += used
 		w.sum += used
 	}
 }
 
-// status is reserve(limit, 0, now) without changing anything: Allowed means
-// used+reserved < limit.
+// status is reserve(limit, 0, now) without changing anything: Allowed
+// means used+reserved < limit.
 func (w *Window) status(limit int64, now time.Time) limiter.Decision {
-	sec, now := w.clamp(now)
-	charged := w.charged(sec)
+	return windowDecision(w.peek(limit, now))
+}
+
+// peek is status's arithmetic.
+func (w *Window) peek(limit int64, now time.Time) (bool, limiter.LimitDecision) {
+	i, at := w.clamp(now)
+	charged := w.charged(i)
 	ok := fits(satAdd(charged, w.reserved), 1, limit)
-	return w.decide(limit, 0, sec, now, charged, ok)
+	return ok, w.decide(limit, 0, i, at, charged, ok)
 }
 
-// Idle reports whether the window holds nothing at now: no charged token
-// in the window and none reserved. An idle window can be forgotten, since a
-// fresh one answers the same.
+// windowDecision is a window's answer as the Store's single-limit calls
+// give it.
+func windowDecision(ok bool, ld limiter.LimitDecision) limiter.Decision {
+	return limiter.Decision{Allowed: ok, Limit: ld.Max, Used: ld.Used, Remaining: ld.Remaining, Reset: ld.Reset, RetryAfter: ld.RetryAfter}
+}
+
+// Idle reports whether the window holds nothing at now: no charged unit
+// in the window and none reserved. An idle window can be forgotten, since
+// a fresh one answers the same.
 func (w *Window) Idle(now time.Time) bool {
-	sec, _ := w.clamp(now)
-	return w.reserved == 0 && w.charged(sec) == 0
+	i, _ := w.clamp(now)
+	return w.reserved == 0 && w.charged(i) == 0
 }
 
-// Used is the tokens charged in the window at now plus those reserved.
+// Used is the units charged in the window at now plus those reserved.
 func (w *Window) Used(now time.Time) int64 {
-	sec, _ := w.clamp(now)
-	return satAdd(w.charged(sec), w.reserved)
+	i, _ := w.clamp(now)
+	return satAdd(w.charged(i), w.reserved)
 }
 
-// decide builds the Decision for a request of n tokens at sec (>= head),
-// with charged the tokens in the window at sec. It reads only the buckets of
-// seconds sec-Buckets+1 through head, which hold their own second whether or
+// decide draws the limit's figures for a request of n units at bucket i
+// (>= head), with charged the units in the window at i. It reads only the
+// buckets i-Buckets+1 through head, which hold their own bucket whether or
 // not the window was advanced.
-func (w *Window) decide(limit, n, sec int64, now time.Time, charged int64, allowed bool) limiter.Decision {
+func (w *Window) decide(limit, n, i int64, now instant, charged int64, allowed bool) limiter.LimitDecision {
 	used := satAdd(charged, w.reserved)
-	d := limiter.Decision{Allowed: allowed, Limit: limit, Used: used}
+	d := limiter.LimitDecision{Max: limit, Used: used}
 	if used < limit {
 		d.Remaining = limit - used
 	}
-	oldest := sec - Buckets + 1
+	oldest := i - Buckets + 1
 	if charged > 0 {
-		for s := w.head; s >= oldest; s-- {
-			if w.buckets[slot(s)] != 0 {
-				d.Reset = time.Unix(s+Buckets, 0).Sub(now)
+		for b := w.head; b >= oldest; b-- {
+			if w.buckets[slot(b)] != 0 {
+				d.Reset = w.leaves(b, now)
 				break
 			}
 		}
@@ -174,21 +275,26 @@ func (w *Window) decide(limit, n, sec int64, now time.Time, charged int64, allow
 	}
 	need := max(n, 1)
 	if !fits(w.reserved, need, limit) {
-		// In-flight tokens alone block it: no expiry can help, and when
+		// In-flight units alone block it: no expiry can help, and when
 		// they settle is anyone's guess.
-		d.RetryAfter = span
+		d.RetryAfter = w.Span()
 		return d
 	}
-	// Tokens that must leave; written so that it cannot overflow.
+	// Units that must leave; written so that it cannot overflow.
 	excess := charged - (limit - w.reserved - need)
-	for s := oldest; s <= w.head; s++ {
-		excess -= w.buckets[slot(s)]
+	for b := oldest; b <= w.head; b++ {
+		excess -= w.buckets[slot(b)]
 		if excess <= 0 {
-			d.RetryAfter = time.Unix(s+Buckets, 0).Sub(now)
+			d.RetryAfter = w.leaves(b, now)
 			break
 		}
 	}
 	return d
+}
+
+// leaves is the time from now until the units of bucket b leave.
+func (w *Window) leaves(b int64, now instant) time.Duration {
+	return time.Duration(w.start(b+Buckets)-now.ms)*time.Millisecond - time.Duration(now.ns)
 }
 
 // satAdd adds two non-negative counts, stopping at math.MaxInt64.

@@ -151,6 +151,117 @@ func (c *Core) Status(key string, lim limiter.Limits, now time.Time) limiter.Dec
 	return d
 }
 
+// ReserveMany implements limiter.Multi. Like Reserve, a key that is not
+// known and that the call leaves idle is not stored.
+func (c *Core) ReserveMany(key string, b limiter.Budget, n []int64, now time.Time) (limiter.Decisions, error) {
+	if err := check(b, n); err != nil {
+		return limiter.Decisions{Refused: -1}, err
+	}
+	out := make([]limiter.LimitDecision, len(b))
+	s := c.shard(key)
+	s.mu.Lock()
+	var refused int
+	if e := s.entries[key]; e != nil {
+		refused = e.ReserveMany(b, n, now, out)
+		s.forgetIfIdle(e, now)
+	} else {
+		var fresh counter.Counter
+		refused = fresh.ReserveMany(b, n, now, out)
+		if !fresh.Idle(now) {
+			s.add(key, &fresh)
+		}
+	}
+	s.tick(now)
+	s.mu.Unlock()
+	d := limiter.Decisions{Allowed: refused < 0, Refused: refused, Limits: out}
+	if d.Allowed {
+		d.Hold.Amounts = Amounts(b, n)
+	}
+	return d, nil
+}
+
+// SettleMany implements limiter.Multi.
+func (c *Core) SettleMany(key string, b limiter.Budget, h limiter.Holds, used []int64, now time.Time) (limiter.Decisions, error) {
+	if err := check(b, used); err != nil {
+		return limiter.Decisions{Refused: -1}, err
+	}
+	charged := false
+	for _, u := range used {
+		charged = charged || u > 0
+	}
+	out := make([]limiter.LimitDecision, len(b))
+	s := c.shard(key)
+	s.mu.Lock()
+	e := s.entries[key]
+	if e == nil && charged {
+		e = s.add(key, &counter.Counter{})
+	}
+	var refused int
+	if e != nil {
+		e.SettleMany(b, h.Amounts, used, now)
+		if charged && s.tracker != nil {
+			s.tracker.Charged(s.index, e)
+		}
+		refused = e.StatusMany(b, now, out)
+		s.forgetIfIdle(e, now)
+	} else {
+		var fresh counter.Counter
+		refused = fresh.StatusMany(b, now, out)
+	}
+	s.tick(now)
+	s.mu.Unlock()
+	return limiter.Decisions{Allowed: refused < 0, Refused: refused, Limits: out}, nil
+}
+
+// StatusMany implements limiter.Multi.
+func (c *Core) StatusMany(key string, b limiter.Budget, now time.Time) (limiter.Decisions, error) {
+	if err := b.Validate(); err != nil {
+		return limiter.Decisions{Refused: -1}, err
+	}
+	out := make([]limiter.LimitDecision, len(b))
+	s := c.shard(key)
+	s.mu.Lock()
+	var refused int
+	if e := s.entries[key]; e != nil {
+		refused = e.StatusMany(b, now, out)
+	} else {
+		var fresh counter.Counter
+		refused = fresh.StatusMany(b, now, out)
+	}
+	s.tick(now)
+	s.mu.Unlock()
+	return limiter.Decisions{Allowed: refused < 0, Refused: refused, Limits: out}, nil
+}
+
+// check is what every Budget call checks before deciding.
+func check(b limiter.Budget, amounts []int64) error {
+	if err := b.Validate(); err != nil {
+		return err
+	}
+	return b.Check(amounts)
+}
+
+// Amounts is what a reservation of n admitted under b holds: n[i] of
+// every limit b[i] with n[i] > 0; nil when nothing.
+func Amounts(b limiter.Budget, n []int64) []limiter.Amount {
+	k := 0
+	for _, v := range n {
+		if v > 0 {
+			k++
+		}
+	}
+	if k == 0 {
+		return nil
+	}
+	out := make([]limiter.Amount, 0, k)
+	for i, v := range n {
+		if v > 0 {
+			out = append(out, limiter.Amount{Name: b[i].Name, N: v})
+		}
+	}
+	return out
+}
+
 // List implements limiter.Inspector, one shard lock at a time.
 func (c *Core) List(prefix string, now time.Time) []limiter.KeyUsage {
 	var out []limiter.KeyUsage
