@@ -375,8 +375,8 @@ func soakFileSize(t *testing.T, path string) int64 {
 	return st.Size()
 }
 
-// soakFileKeys counts the windows in the bbolt file, once tokengate has
-// let go of it.
+// soakFileKeys counts the keys in the bbolt file (one record per key in
+// its counters bucket), once tokengate has let go of it.
 func soakFileKeys(t *testing.T, path string) int64 {
 	t.Helper()
 	db, err := bolt.Open(path, 0o600, &bolt.Options{ReadOnly: true, Timeout: time.Second})
@@ -386,9 +386,9 @@ func soakFileKeys(t *testing.T, path string) int64 {
 	defer db.Close()
 	var n int64
 	err = db.View(func(tx *bolt.Tx) error {
-		b := tx.Bucket([]byte("windows"))
+		b := tx.Bucket([]byte("counters"))
 		if b == nil {
-			return fmt.Errorf("no windows bucket")
+			return fmt.Errorf("no counters bucket")
 		}
 		n = int64(b.Stats().KeyN)
 		return nil
