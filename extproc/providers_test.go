@@ -126,3 +126,23 @@ func TestStrictModeMarginForModelsWithoutATokenizer(t *testing.T) {
 		t.Errorf("held %d for Claude, %d for GPT: want the prompt %d × 1.5 rounded up + 100 = %d", claude, openai, prompt, want)
 	}
 }
+
+// A refusal carries the request's id under the provider's name for it, so
+// that the SDK's error names it.
+func TestRefusalsCarryTheRequestID(t *testing.T) {
+	for _, c := range []struct{ path, header string }{
+		{"/v1/messages", "request-id"},
+		{"/model/m/converse", "x-amzn-requestid"},
+		{"/v1/chat/completions", "x-request-id"},
+	} {
+		e := newEnv(t, defaultKeyPolicy(100000))
+		out := e.run(t, reqHeaders(false, ":method", "POST", ":path", c.path, "x-request-id", "req-43"))
+		imm := out[0].GetImmediateResponse()
+		if imm == nil || imm.GetStatus().GetCode() != 401 {
+			t.Fatalf("%s without a key: %v, want a 401", c.path, out[0])
+		}
+		if v, n := headerOf(imm.GetHeaders(), c.header); v != "req-43" || n != 1 {
+			t.Errorf("%s: %s = %q (×%d), want req-43", c.path, c.header, v, n)
+		}
+	}
+}

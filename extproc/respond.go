@@ -191,6 +191,11 @@ func (p *processor) retryHeaders(h *headerSet, wait time.Duration) int64 {
 func (p *processor) refuse(r llm.Refusal, h *headerSet, message, details string, md *meta) *extprocv3.ProcessingResponse {
 	body, name, value := llm.ErrorBody(p.route.API.Provider(), r, message)
 	h.set(name, value)
+	// The SDKs show the request's id with an error: Envoy's x-request-id,
+	// under the provider's own name, so a refusal can be found in the logs.
+	if id := p.id.headers.get("x-request-id"); id != "" {
+		h.set(llm.RequestIDHeader(p.route.API.Provider()), id)
+	}
 	return immediate(typev3.StatusCode(r.Status()), h, body, details, md)
 }
 

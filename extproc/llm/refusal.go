@@ -66,3 +66,15 @@ type openAIError struct {
 		Code    string `json:"code"`
 	} `json:"error"`
 }
+
+// RequestIDHeader is where a provider's answers carry their request id,
+// which its SDK reports with an error.
+func RequestIDHeader(p Provider) string {
+	switch p {
+	case Anthropic:
+		return "request-id"
+	case Bedrock:
+		return "x-amzn-requestid"
+	}
+	return "x-request-id"
+}
