@@ -2,6 +2,8 @@ package e2e
 
 import (
 	"context"
+	"io"
+	"net/http"
 	"testing"
 	"time"
 
@@ -23,6 +25,12 @@ func TestSDKReadsInjectedStream(t *testing.T) {
 		option.WithHeader("api-key", "sdk-key"),
 		option.WithHeader("x-mock-completion-tokens", "120"),
 		option.WithMaxRetries(0), // a retry would be a second charge
+		// The SDK stops at [DONE] and closes the body; a client that reads
+		// the response to its end is one the proxy finishes with, so the
+		// metadata of tokengate's last reply is in the record (a client
+		// that hangs up first races Envoy's last ext_proc reply, in Envoy
+		// as in the front).
+		option.WithHTTPClient(&http.Client{Transport: drainingTransport{http.DefaultTransport}}),
 	)
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
@@ -56,11 +64,33 @@ func TestSDKReadsInjectedStream(t *testing.T) {
 	if len(acc.Choices) != 1 || tokenize.Text("gpt-4o", acc.Choices[0].Message.Content) != 120 {
 		t.Fatalf("SDK accumulated %d choices, want one of 120 tokens: %+v", len(acc.Choices), acc.Choices)
 	}
-	md := metadataOf(t, r.record())
+	rec := r.record()
+	if rec.ClientGone {
+		t.Errorf("the client hung up before the response ended (the body was not read to its end): %+v", rec)
+	}
+	md := metadataOf(t, rec)
 	if int64(md.total) != u.TotalTokens || md.source != "reported" {
 		t.Errorf("tokengate charged %d (%s), the SDK saw usage %d", md.total, md.source, u.TotalTokens)
 	}
 	if c := r.charged("sdk-key", "stream"); int64(c) != u.TotalTokens {
 		t.Errorf("the window holds %d, the SDK saw usage %d", c, u.TotalTokens)
 	}
+}
+
+// drainingTransport reads each response body to its end before closing it.
+type drainingTransport struct{ next http.RoundTripper }
+
+func (d drainingTransport) RoundTrip(req *http.Request) (*http.Response, error) {
+	resp, err := d.next.RoundTrip(req)
+	if err == nil {
+		resp.Body = drainingBody{resp.Body}
+	}
+	return resp, err
+}
+
+type drainingBody struct{ io.ReadCloser }
+
+func (b drainingBody) Close() error {
+	_, _ = io.Copy(io.Discard, io.LimitReader(b.ReadCloser, 1<<20))
+	return b.ReadCloser.Close()
 }
