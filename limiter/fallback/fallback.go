@@ -123,24 +123,39 @@ func (f *Store) result(op string, start time.Time, err error) {
 	}
 }
 
+// viaShared makes one call to the shared store, when the breaker lets it
+// (tried false when it did not). A failed call runs failed first, to keep
+// what must be replayed. A call whose caller gave up (client gone,
+// Envoy's timeout) says nothing of the shared store and is not counted
+// against it; the caller answers it as it is, since nobody waits for a
+// fallback. Every method below is this call and its on_error answer.
+func viaShared[D any](f *Store, ctx context.Context, op string, call func() (D, error), failed func(D)) (d D, err error, tried bool) {
+	if !f.try() {
+		return d, nil, false
+	}
+	start := time.Now()
+	d, err = call()
+	if err != nil && failed != nil {
+		failed(d)
+	}
+	if err != nil && ctx.Err() != nil {
+		return d, err, true
+	}
+	f.result(op, start, err)
+	return d, err, true
+}
+
 // Reserve implements limiter.Store.
 func (f *Store) Reserve(ctx context.Context, key string, lim limiter.Limits, n int64, now time.Time) (limiter.Decision, error) {
-	if f.try() {
-		start := time.Now()
-		d, err := f.shared.Reserve(ctx, key, lim, n, now)
-		if err != nil && d.Hold.ID != "" {
-			// The reserve may still run in Redis: remember its hold.
-			f.keep(orphan{key: key, lim: lim, h: d.Hold})
-		}
-		if err != nil && ctx.Err() != nil {
-			// The caller gave up (client gone, Envoy's timeout): that
-			// says nothing of Redis, and nobody waits for an answer.
-			return d, err
-		}
-		f.result("reserve", start, err)
-		if err == nil {
-			return d, nil
-		}
+	d, err, tried := viaShared(f, ctx, "reserve",
+		func() (limiter.Decision, error) { return f.shared.Reserve(ctx, key, lim, n, now) },
+		func(d limiter.Decision) {
+			if d.Hold.ID != "" { // the reserve may still run in Redis: remember its hold
+				f.keep(orphan{key: key, lim: lim, h: d.Hold})
+			}
+		})
+	if tried && (err == nil || ctx.Err() != nil) {
+		return d, err
 	}
 	switch f.o.Mode {
 	case FailClosed:
@@ -164,40 +179,23 @@ func (f *Store) Settle(ctx context.Context, key string, lim limiter.Limits, h li
 		return f.local.Settle(ctx, key, lim, h, used, now)
 	}
 	o := orphan{key: key, lim: lim, h: h, used: max(used, 0)}
-	if !f.try() {
+	d, err, tried := viaShared(f, ctx, "settle",
+		func() (limiter.Decision, error) { return f.shared.Settle(ctx, key, lim, h, used, now) },
+		func(limiter.Decision) { f.keep(o) })
+	if !tried {
 		f.keep(o)
-	} else {
-		start := time.Now()
-		d, err := f.shared.Settle(ctx, key, lim, h, used, now)
-		if err != nil {
-			f.keep(o)
-		}
-		if err != nil && ctx.Err() != nil {
-			return d, err
-		}
-		f.result("settle", start, err)
-		if err == nil {
-			return d, nil
-		}
-		if f.o.Mode == FailClosed {
-			return d, err
-		}
+	} else if err == nil || ctx.Err() != nil || f.o.Mode == FailClosed {
+		return d, err
 	}
 	return f.local.Settle(ctx, key, lim, limiter.Hold{}, used, now)
 }
 
 // Status implements limiter.Store.
 func (f *Store) Status(ctx context.Context, key string, lim limiter.Limits, now time.Time) (limiter.Decision, error) {
-	if f.try() {
-		start := time.Now()
-		d, err := f.shared.Status(ctx, key, lim, now)
-		if err != nil && ctx.Err() != nil {
-			return d, err
-		}
-		f.result("status", start, err)
-		if err == nil {
-			return d, nil
-		}
+	d, err, tried := viaShared(f, ctx, "status",
+		func() (limiter.Decision, error) { return f.shared.Status(ctx, key, lim, now) }, nil)
+	if tried && (err == nil || ctx.Err() != nil) {
+		return d, err
 	}
 	if f.o.Mode == FailClosed {
 		return limiter.Decision{}, limiter.ErrUnavailable
@@ -212,20 +210,15 @@ func (f *Store) ReserveMany(ctx context.Context, key string, b limiter.Budget, n
 	if err := check(b, n); err != nil {
 		return limiter.Decisions{Refused: -1}, err
 	}
-	if f.try() {
-		start := time.Now()
-		d, err := f.shared.ReserveMany(ctx, key, b, n, now)
-		if err != nil && d.Hold.ID != "" {
-			// The reserve may still run in Redis: remember its hold.
-			f.keep(orphan{key: key, b: b, holds: d.Hold, usedMany: make([]int64, len(b))})
-		}
-		if err != nil && ctx.Err() != nil {
-			return d, err
-		}
-		f.result("reserve", start, err)
-		if err == nil {
-			return d, nil
-		}
+	d, err, tried := viaShared(f, ctx, "reserve",
+		func() (limiter.Decisions, error) { return f.shared.ReserveMany(ctx, key, b, n, now) },
+		func(d limiter.Decisions) {
+			if d.Hold.ID != "" { // the reserve may still run in Redis: remember its hold
+				f.keep(orphan{key: key, b: b, holds: d.Hold, usedMany: make([]int64, len(b))})
+			}
+		})
+	if tried && (err == nil || ctx.Err() != nil) {
+		return d, err
 	}
 	switch f.o.Mode {
 	case FailClosed:
@@ -252,24 +245,13 @@ func (f *Store) SettleMany(ctx context.Context, key string, b limiter.Budget, h 
 	for i, u := range used {
 		o.usedMany[i] = max(u, 0)
 	}
-	if !f.try() {
+	d, err, tried := viaShared(f, ctx, "settle",
+		func() (limiter.Decisions, error) { return f.shared.SettleMany(ctx, key, b, h, used, now) },
+		func(limiter.Decisions) { f.keep(o) })
+	if !tried {
 		f.keep(o)
-	} else {
-		start := time.Now()
-		d, err := f.shared.SettleMany(ctx, key, b, h, used, now)
-		if err != nil {
-			f.keep(o)
-		}
-		if err != nil && ctx.Err() != nil {
-			return d, err
-		}
-		f.result("settle", start, err)
-		if err == nil {
-			return d, nil
-		}
-		if f.o.Mode == FailClosed {
-			return d, err
-		}
+	} else if err == nil || ctx.Err() != nil || f.o.Mode == FailClosed {
+		return d, err
 	}
 	return f.local.SettleMany(ctx, key, b, limiter.Holds{}, used, now)
 }
@@ -279,16 +261,10 @@ func (f *Store) StatusMany(ctx context.Context, key string, b limiter.Budget, no
 	if err := b.Validate(); err != nil {
 		return limiter.Decisions{Refused: -1}, err
 	}
-	if f.try() {
-		start := time.Now()
-		d, err := f.shared.StatusMany(ctx, key, b, now)
-		if err != nil && ctx.Err() != nil {
-			return d, err
-		}
-		f.result("status", start, err)
-		if err == nil {
-			return d, nil
-		}
+	d, err, tried := viaShared(f, ctx, "status",
+		func() (limiter.Decisions, error) { return f.shared.StatusMany(ctx, key, b, now) }, nil)
+	if tried && (err == nil || ctx.Err() != nil) {
+		return d, err
 	}
 	if f.o.Mode == FailClosed {
 		return limiter.Decisions{Refused: -1}, limiter.ErrUnavailable
