@@ -14,28 +14,7 @@ import (
 // apart, max_tokens required) and a Message answer with usage, cache
 // counts included.
 func newAnthropicWorkload() *workload {
-	w := &workload{}
-	for _, p := range userPrompts {
-		w.reqBodies = append(w.reqBodies, &extprocv3.ProcessingRequest{Request: &extprocv3.ProcessingRequest_RequestBody{
-			RequestBody: &extprocv3.HttpBody{Body: messagesRequest(p), EndOfStream: true}}})
-	}
-	for k := range numKeys {
-		bodyLen := strconv.Itoa(len(w.reqBodies[k%len(w.reqBodies)].GetRequestBody().GetBody()))
-		w.reqHeaders = append(w.reqHeaders, headersMsg(false,
-			":authority", "api.internal.example.com",
-			":path", "/v1/messages",
-			":method", "POST",
-			":scheme", "https",
-			"content-type", "application/json",
-			"content-length", bodyLen,
-			"accept", "application/json",
-			"anthropic-version", "2023-06-01",
-			"user-agent", "Anthropic/Go 2.15.0",
-			"api-key", fmt.Sprintf("sk-bench-%04d-%s", k, strings.Repeat("x", 32)),
-			"x-forwarded-proto", "https",
-			"x-request-id", fmt.Sprintf("5f0c2b7e-8d1a-4c3b-9e2f-%012d", k),
-		))
-	}
+	w := newRequests("/v1/messages", messagesRequest, "anthropic-version", "2023-06-01", "user-agent", "Anthropic/Go 2.15.0")
 	body := messagesResponse()
 	w.respHead = respHeadersMsg("application/json", "content-length", strconv.Itoa(len(body)))
 	w.respBody = []*extprocv3.ProcessingRequest{bodyMsg(body, true)}

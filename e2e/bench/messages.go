@@ -43,27 +43,7 @@ func (w *workload) messages(i int, buf []*extprocv3.ProcessingRequest) []*extpro
 
 // newWorkload builds a mode's messages; streamed asks for an event stream.
 func newWorkload(streamed bool) *workload {
-	w := &workload{}
-	for _, p := range userPrompts {
-		w.reqBodies = append(w.reqBodies, &extprocv3.ProcessingRequest{Request: &extprocv3.ProcessingRequest_RequestBody{
-			RequestBody: &extprocv3.HttpBody{Body: chatRequest(p, streamed), EndOfStream: true}}})
-	}
-	for k := range numKeys {
-		bodyLen := strconv.Itoa(len(w.reqBodies[k%len(w.reqBodies)].GetRequestBody().GetBody()))
-		w.reqHeaders = append(w.reqHeaders, headersMsg(false,
-			":authority", "api.internal.example.com",
-			":path", "/v1/chat/completions",
-			":method", "POST",
-			":scheme", "https",
-			"content-type", "application/json",
-			"content-length", bodyLen,
-			"accept", "application/json",
-			"user-agent", "OpenAI/Python 1.54.3",
-			"api-key", fmt.Sprintf("sk-bench-%04d-%s", k, strings.Repeat("x", 32)),
-			"x-forwarded-proto", "https",
-			"x-request-id", fmt.Sprintf("5f0c2b7e-8d1a-4c3b-9e2f-%012d", k),
-		))
-	}
+	w := newRequests("/v1/chat/completions", func(p string) []byte { return chatRequest(p, streamed) }, "user-agent", "OpenAI/Python 1.54.3")
 	if !streamed {
 		body := chatResponse()
 		w.respHead = respHeadersMsg("application/json", "content-length", strconv.Itoa(len(body)))
@@ -73,6 +53,35 @@ func newWorkload(streamed bool) *workload {
 	w.respHead = respHeadersMsg("text/event-stream; charset=utf-8", "transfer-encoding", "chunked")
 	for i, c := range sseChunks() {
 		w.respBody = append(w.respBody, bodyMsg(c, i == streamChunks+1))
+	}
+	return w
+}
+
+// newRequests builds a workload's request side: one body per prompt, made
+// by body, and one request-headers message per key for path, its extra
+// headers (the client's user-agent, an API's version header) included.
+func newRequests(path string, body func(prompt string) []byte, extra ...string) *workload {
+	w := &workload{}
+	for _, p := range userPrompts {
+		w.reqBodies = append(w.reqBodies, &extprocv3.ProcessingRequest{Request: &extprocv3.ProcessingRequest_RequestBody{
+			RequestBody: &extprocv3.HttpBody{Body: body(p), EndOfStream: true}}})
+	}
+	for k := range numKeys {
+		bodyLen := strconv.Itoa(len(w.reqBodies[k%len(w.reqBodies)].GetRequestBody().GetBody()))
+		kv := append([]string{
+			":authority", "api.internal.example.com",
+			":path", path,
+			":method", "POST",
+			":scheme", "https",
+			"content-type", "application/json",
+			"content-length", bodyLen,
+			"accept", "application/json",
+		}, extra...)
+		w.reqHeaders = append(w.reqHeaders, headersMsg(false, append(kv,
+			"api-key", fmt.Sprintf("sk-bench-%04d-%s", k, strings.Repeat("x", 32)),
+			"x-forwarded-proto", "https",
+			"x-request-id", fmt.Sprintf("5f0c2b7e-8d1a-4c3b-9e2f-%012d", k),
+		)...))
 	}
 	return w
 }
