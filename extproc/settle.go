@@ -51,15 +51,19 @@ func (p *processor) charge() (prompt, completion, total int64, source string) {
 		p.estimatePrompt()
 		return p.estimate, 0, p.estimate, sourceUnanswered
 	}
+	if p.stream != nil {
+		// A prompt the stream reported before it was cut (Anthropic's
+		// message_start) is exact, and spares the estimate.
+		if prompt, said := p.stream.Prompt(); said {
+			c := p.stream.CompletionTokens()
+			return prompt, c, prompt + c, sourceCounted
+		}
+	}
 	p.estimatePrompt()
 	switch {
 	case p.stream != nil:
-		prompt := p.estimate
-		if n, ok := p.stream.Prompt(); ok {
-			prompt = n // the stream said it before it was cut (Anthropic's message_start)
-		}
-		if c := p.stream.CompletionTokens(); c > 0 || prompt != p.estimate {
-			return prompt, c, prompt + c, sourceCounted
+		if c := p.stream.CompletionTokens(); c > 0 {
+			return p.estimate, c, p.estimate + c, sourceCounted
 		}
 	case p.found == sourceCounted:
 		return p.estimate, p.answered, p.estimate + p.answered, sourceCounted

@@ -116,8 +116,23 @@ func TestQuotaOutlivesIdleWindow(t *testing.T) {
 }
 
 // TestPerKey checks the spec's bound of 1 KiB per active key, map and
-// sweep bookkeeping included.
+// sweep bookkeeping included, for today's one-window key; and logs what a
+// key with a four-limit Budget costs (the figure README states).
 func TestPerKey(t *testing.T) {
+	if perKey := bytesPerKey(t, "one window", func(m *Store, k string) {
+		_, _ = m.Settle(context.Background(), k, limiter.Limits{}, limiter.Hold{}, 1, t0)
+	}); perKey > 1024 {
+		t.Errorf("%d bytes per key, want <= 1024", perKey)
+	}
+	four, used := budgets[4], []int64{1, 1, 1, 1}
+	bytesPerKey(t, "a four-limit Budget", func(m *Store, k string) {
+		_, _ = m.SettleMany(context.Background(), k, four, limiter.Holds{}, used, t0)
+	})
+}
+
+// bytesPerKey measures the heap that 20,000 keys made by add take, per
+// key, and logs it.
+func bytesPerKey(t *testing.T, what string, add func(m *Store, key string)) int64 {
 	const keys = 20000
 	names := make([]string, keys)
 	for i := range names {
@@ -128,14 +143,12 @@ func TestPerKey(t *testing.T) {
 	runtime.ReadMemStats(&before)
 	m := New()
 	for _, k := range names {
-		_, _ = m.Settle(context.Background(), k, limiter.Limits{}, limiter.Hold{}, 1, t0)
+		add(m, k)
 	}
 	runtime.GC()
 	runtime.ReadMemStats(&after)
-	perKey := (int64(after.HeapAlloc) - int64(before.HeapAlloc)) / keys
-	t.Logf("%d bytes per key", perKey)
-	if perKey > 1024 {
-		t.Errorf("%d bytes per key, want <= 1024", perKey)
-	}
 	runtime.KeepAlive(m)
+	perKey := (int64(after.HeapAlloc) - int64(before.HeapAlloc)) / keys
+	t.Logf("%s: %d bytes per key", what, perKey)
+	return perKey
 }
