@@ -42,8 +42,7 @@ func BenchmarkCounter(b *testing.B) {
 			for b.Loop() {
 				now := t0.Add(time.Duration(i) * time.Millisecond)
 				c.ReserveMany(bud, n, now, out)
-				c.SettleMany(bud, held, used, now)
-				c.StatusMany(bud, now, out)
+				c.SettleMany(bud, held, used, now, out)
 				i++
 			}
 		})

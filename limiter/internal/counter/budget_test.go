@@ -86,10 +86,14 @@ func TestLimitsAreABudget(t *testing.T) {
 				for i := range us {
 					us[i] = used
 				}
-				multi.SettleMany(b, []limiter.Amount{{Name: limiter.WindowLimitName, N: h}, {Name: limiter.QuotaLimitName, N: h}}, us, now)
+				settled := make([]limiter.LimitDecision, len(b))
+				refused := multi.SettleMany(b, []limiter.Amount{{Name: limiter.WindowLimitName, N: h}, {Name: limiter.QuotaLimitName, N: h}}, us, now, settled)
 				want = legacy.Status(lim, now)
 				out := make([]limiter.LimitDecision, len(b))
 				got = Legacy(lim, out, multi.StatusMany(b, now, out))
+				if s := Legacy(lim, settled, refused); s != got {
+					t.Fatalf("round %d step %d: SettleMany answered %+v, StatusMany after it %+v", round, step, s, got)
+				}
 			case 2:
 				want = legacy.Status(lim, now)
 				out := make([]limiter.LimitDecision, len(b))
@@ -120,7 +124,7 @@ func TestBudgetReload(t *testing.T) {
 		}
 		return used
 	}
-	c.SettleMany(limiter.Budget{a, bl}, nil, []int64{10, 20}, at(0))
+	c.SettleMany(limiter.Budget{a, bl}, nil, []int64{10, 20}, at(0), out)
 	if c.ReserveMany(limiter.Budget{a, bl}, []int64{5, 5}, at(0), out) >= 0 {
 		t.Fatal("refused")
 	}
@@ -134,18 +138,18 @@ func TestBudgetReload(t *testing.T) {
 	if got, want := status(limiter.Budget{ah, a}, at(1*s)), []int64{5, 5}; !reflect.DeepEqual(got, want) {
 		t.Errorf("window changed: used %v, want %v", got, want)
 	}
-	c.SettleMany(limiter.Budget{ah}, []limiter.Amount{{Name: "a", N: 5}, {Name: "b", N: 5}}, []int64{0}, at(2*s))
+	c.SettleMany(limiter.Budget{ah}, []limiter.Amount{{Name: "a", N: 5}, {Name: "b", N: 5}}, []int64{0}, at(2*s), out)
 	if got, want := status(limiter.Budget{ah, bl}, at(2*s)), []int64{0, 20}; !reflect.DeepEqual(got, want) {
 		t.Errorf("settled: used %v, want %v", got, want)
 	}
 	// b as a window: afresh.
 	bw := limiter.Limit{Name: "b", Max: 100, Window: time.Minute}
-	c.SettleMany(limiter.Budget{bw}, nil, []int64{1}, at(3*s))
+	c.SettleMany(limiter.Budget{bw}, nil, []int64{1}, at(3*s), out)
 	if got, want := status(limiter.Budget{bw, bl}, at(3*s)), []int64{1, 0}; !reflect.DeepEqual(got, want) {
 		t.Errorf("kind changed: used %v, want %v", got, want)
 	}
 	// Dropped and idle: forgotten by the next call that prunes.
-	c.SettleMany(limiter.Budget{bw}, nil, []int64{0}, at(2*time.Hour))
+	c.SettleMany(limiter.Budget{bw}, nil, []int64{0}, at(2*time.Hour), out)
 	if len(c.states) != 1 || c.states[0].name != "b" {
 		t.Errorf("after a's hour: states %+v, want b's alone", c.states)
 	}
@@ -164,7 +168,7 @@ func TestRecordRoundTrip(t *testing.T) {
 	}
 	var c Counter
 	for k := range 5 {
-		c.SettleMany(b, nil, []int64{int64(10 * k), 1, 1 << 35, 7, 0}, day.Add(time.Duration(k)*700*ms))
+		c.SettleMany(b, nil, []int64{int64(10 * k), 1, 1 << 35, 7, 0}, day.Add(time.Duration(k)*700*ms), make([]limiter.LimitDecision, len(b)))
 	}
 	out := make([]limiter.LimitDecision, len(b))
 	c.ReserveMany(b, []int64{1, 1, 1, 1, 1}, day.Add(3*s), out) // held: never written
@@ -180,7 +184,7 @@ func TestRecordRoundTrip(t *testing.T) {
 		}
 		var want Counter
 		for k := range 5 {
-			want.SettleMany(b, nil, []int64{int64(10 * k), 1, 1 << 35, 7, 0}, day.Add(time.Duration(k)*700*ms))
+			want.SettleMany(b, nil, []int64{int64(10 * k), 1, 1 << 35, 7, 0}, day.Add(time.Duration(k)*700*ms), make([]limiter.LimitDecision, len(b)))
 		}
 		g, w := make([]limiter.LimitDecision, len(b)), make([]limiter.LimitDecision, len(b))
 		got.StatusMany(b, now, g)

@@ -3,6 +3,7 @@ package counter
 import (
 	"math"
 	"time"
+	"unsafe"
 
 	"github.com/tokengate/tokengate/limiter"
 )
@@ -30,6 +31,7 @@ type state struct {
 // or nothing. It returns the index of the first limit that refuses, -1
 // when the request is admitted. b and n are the caller's to check.
 func (c *Counter) ReserveMany(b limiter.Budget, n []int64, now time.Time, out []limiter.LimitDecision) int {
+	m := momentOf(now)
 	refused := -1
 	for i := range b {
 		l := &b[i]
@@ -37,35 +39,35 @@ func (c *Counter) ReserveMany(b limiter.Budget, n []int64, now time.Time, out []
 		need := max(n[i], 0)
 		if l.Window > 0 {
 			w := st.window(l.Window)
-			k, t := w.clamp(now)
+			k, t := w.clampAt(m.at)
 			w.advance(k)
 			if !w.fits(l.Max, max(need, 1)) {
 				refused = i
 				break
 			}
 			w.reserved += need
-			out[i] = w.decide(l.Max, need, k, t, w.sum, true)
+			w.decideInto(&out[i], l.Max, need, k, t, w.sum, true)
 			continue
 		}
-		q := st.quotaIn(l.Period, now)
+		q := st.quotaAt(l.Period, m)
 		if !q.fits(l.Max, max(need, 1)) {
 			refused = i
 			break
 		}
 		q.reserved += need
-		out[i] = q.decide(l.Max, now, true)
+		q.decideInto(&out[i], l.Max, m, true)
 	}
 	if refused >= 0 {
 		// Nothing held: undo the holds made before the refusal, then say
 		// of each limit whether it alone would admit the request.
 		for i := range refused {
-			c.release(b[i].Name, n[i])
+			c.release(i, b[i].Name, n[i])
 		}
 		for i := range b {
 			if i > refused {
-				c.normalize(&b[i], now) // as the limits before it were
+				c.normalize(&b[i], m) // as the limits before it were
 			}
-			_, out[i] = c.peek(i, &b[i], max(n[i], 0), now)
+			c.peek(c.find(i, b[i].Name), &b[i], max(n[i], 0), m, &out[i])
 		}
 	}
 	c.prune(b, now)
@@ -73,35 +75,54 @@ func (c *Counter) ReserveMany(b limiter.Budget, n []int64, now time.Time, out []
 }
 
 // SettleMany releases held (by name, whatever b says) and charges used[i]
-// to b[i] at now. It answers nothing: StatusMany does.
-func (c *Counter) SettleMany(b limiter.Budget, held []limiter.Amount, used []int64, now time.Time) {
-	for _, a := range held {
-		c.release(a.Name, a.N)
+// to b[i] at now, then answers into out (one per limit of b) what
+// StatusMany would right after, returning the index of the first limit
+// that refuses. Settling and answering in one pass finds each limit's
+// count once.
+func (c *Counter) SettleMany(b limiter.Budget, held []limiter.Amount, used []int64, now time.Time, out []limiter.LimitDecision) int {
+	m := momentOf(now)
+	for j, a := range held {
+		// A Holds made under b lists its amounts in b's order.
+		c.release(j, a.Name, a.N)
 	}
+	refused := -1
 	for i := range b {
-		if used[i] <= 0 {
-			continue
-		}
 		l := &b[i]
-		st := c.at(i, l.Name)
-		if l.Window > 0 {
-			st.window(l.Window).charge(used[i], now)
-		} else {
-			st.quotaIn(l.Period, now).settle(0, used[i])
+		// Limits of other names are not touched by what follows, nor by
+		// prune: each answer is the answer after the whole settle.
+		var ok bool
+		switch u := used[i]; {
+		case u > 0 && l.Window > 0:
+			w := c.at(i, l.Name).window(l.Window)
+			k, t := w.clampAt(m.at)
+			w.advance(k)
+			w.add(k, u)
+			ok = w.fits(l.Max, 1)
+			w.decideInto(&out[i], l.Max, 0, k, t, w.sum, ok)
+		case u > 0:
+			q := c.at(i, l.Name).quotaAt(l.Period, m)
+			q.settle(0, u)
+			ok = q.fits(l.Max, 1)
+			q.decideInto(&out[i], l.Max, m, ok)
+		default:
+			ok = c.peek(c.find(i, l.Name), l, 0, m, &out[i])
+		}
+		if !ok && refused < 0 {
+			refused = i
 		}
 	}
 	c.prune(b, now)
+	return refused
 }
 
 // StatusMany is ReserveMany with every n 0, changing nothing.
 func (c *Counter) StatusMany(b limiter.Budget, now time.Time, out []limiter.LimitDecision) int {
+	m := momentOf(now)
 	refused := -1
 	for i := range b {
-		ok, d := c.peek(i, &b[i], 0, now)
-		if !ok && refused < 0 {
+		if !c.peek(c.find(i, b[i].Name), &b[i], 0, m, &out[i]) && refused < 0 {
 			refused = i
 		}
-		out[i] = d
 	}
 	return refused
 }
@@ -152,8 +173,8 @@ func (c *Counter) Reserve(lim limiter.Limits, n int64, now time.Time) limiter.De
 // and, when lim has one, the quota: SettleMany on lim.Budget(), a Hold
 // holding its tokens in both.
 func (c *Counter) Settle(lim limiter.Limits, reserved, used int64, now time.Time) {
-	c.release(limiter.WindowLimitName, reserved)
-	c.release(limiter.QuotaLimitName, reserved)
+	c.release(0, limiter.WindowLimitName, reserved)
+	c.release(0, limiter.QuotaLimitName, reserved)
 	if used <= 0 {
 		return
 	}
@@ -281,7 +302,7 @@ func (c *Counter) SetQuota(q Quota) {
 // state returns the state of name, nil when there is none.
 func (c *Counter) state(name string) *state {
 	for i := range c.states {
-		if c.states[i].name == name {
+		if sameName(c.states[i].name, name) {
 			return &c.states[i]
 		}
 	}
@@ -298,11 +319,18 @@ func (c *Counter) add(name string) *state {
 	return &c.states[len(c.states)-1]
 }
 
+// sameName is a == b, without the call that comparing the bytes costs
+// when both are one string, as a state's name and the name of the Budget
+// limit that made it are.
+func sameName(a, b string) bool {
+	return len(a) == len(b) && (unsafe.StringData(a) == unsafe.StringData(b) || a == b)
+}
+
 // at returns the state of name, which Budgets keep at index i (the
 // first call made it there, and a counter sees the same Budget call after
 // call), appending an empty one when there is none.
 func (c *Counter) at(i int, name string) *state {
-	if i < len(c.states) && c.states[i].name == name {
+	if i < len(c.states) && sameName(c.states[i].name, name) {
 		return &c.states[i]
 	}
 	return c.add(name)
@@ -322,60 +350,86 @@ func (st *state) window(span time.Duration) *Window {
 // quotaIn returns st's quota rolled into now's period of p, starting it
 // afresh when st held a window.
 func (st *state) quotaIn(p limiter.Period, now time.Time) *Quota {
-	if st.quota == nil {
-		st.win, st.quota = nil, &Quota{reserved: st.reserved()}
+	return st.quotaAt(p, moment{t: now, sec: now.Unix()})
+}
+
+// quotaAt is quotaIn for a time already converted (only t and sec read).
+func (st *state) quotaAt(p limiter.Period, now moment) *Quota {
+	q := st.quota
+	if q == nil {
+		q = &Quota{reserved: st.reserved()}
+		st.win, st.quota = nil, q
 	}
-	st.quota.roll(p, now)
-	return st.quota
+	q.rollAt(p, now.t, now.sec)
+	return q
 }
 
 // normalize gives l's name l's kind and span, as a reserve does to every
 // limit of its Budget.
-func (c *Counter) normalize(l *limiter.Limit, now time.Time) {
+func (c *Counter) normalize(l *limiter.Limit, now moment) {
 	st := c.add(l.Name)
 	if l.Window > 0 {
 		st.window(l.Window)
 	} else {
-		st.quotaIn(l.Period, now)
+		st.quotaAt(l.Period, now)
 	}
 }
 
-// peek is the decision of l, limit i of its Budget, for a request of n
-// at now, and whether l alone admits it, changing nothing.
-func (c *Counter) peek(i int, l *limiter.Limit, n int64, now time.Time) (bool, limiter.LimitDecision) {
-	var st *state
-	if i < len(c.states) && c.states[i].name == l.Name {
-		st = &c.states[i]
-	} else {
-		st = c.state(l.Name)
+// find is state for name, which Budgets keep at index i (see at); nil
+// when there is none.
+func (c *Counter) find(i int, name string) *state {
+	if i < len(c.states) && sameName(c.states[i].name, name) {
+		return &c.states[i]
 	}
+	return c.state(name)
+}
+
+// peek draws into d the decision of l for a request of n at now, st the
+// state of l's name (nil when there is none), and reports whether l alone
+// admits it, changing nothing.
+func (c *Counter) peek(st *state, l *limiter.Limit, n int64, now moment, d *limiter.LimitDecision) bool {
 	if l.Window > 0 {
-		return peekWindow(st, l.Window, l.Max, n, now)
+		return peekWindowInto(d, st, l.Window, l.Max, n, now.at)
 	}
-	return peekQuota(st, l.Period, l.Max, n, now)
+	return peekQuotaInto(d, st, l.Period, l.Max, n, now)
 }
 
 // peekWindow is peek for a window of span, st the state of its name (nil
 // when there is none).
 func peekWindow(st *state, span time.Duration, limit, n int64, now time.Time) (bool, limiter.LimitDecision) {
-	var w *Window
+	var d limiter.LimitDecision
+	ok := peekWindowInto(&d, st, span, limit, n, instantOf(now))
+	return ok, d
+}
+
+func peekWindowInto(d *limiter.LimitDecision, st *state, span time.Duration, limit, n int64, now instant) bool {
 	if st != nil && st.win != nil && st.win.Span() == span {
-		w = st.win
-	} else {
-		fresh := NewWindow(span)
-		if st != nil {
-			fresh.reserved = st.reserved()
-		}
-		w = &fresh
+		return st.win.peekInto(d, limit, n, now)
 	}
-	k, t := w.clamp(now)
+	fresh := NewWindow(span)
+	if st != nil {
+		fresh.reserved = st.reserved()
+	}
+	return fresh.peekInto(d, limit, n, now)
+}
+
+// peekInto is the decision on n units at now, without advancing w.
+func (w *Window) peekInto(d *limiter.LimitDecision, limit, n int64, now instant) bool {
+	k, t := w.clampAt(now)
 	charged := w.charged(k)
 	ok := fits(satAdd(charged, w.reserved), max(n, 1), limit)
-	return ok, w.decide(limit, n, k, t, charged, ok)
+	w.decideInto(d, limit, n, k, t, charged, ok)
+	return ok
 }
 
 // peekQuota is peek for a period.
 func peekQuota(st *state, p limiter.Period, limit, n int64, now time.Time) (bool, limiter.LimitDecision) {
+	var d limiter.LimitDecision
+	ok := peekQuotaInto(&d, st, p, limit, n, momentOf(now))
+	return ok, d
+}
+
+func peekQuotaInto(d *limiter.LimitDecision, st *state, p limiter.Period, limit, n int64, now moment) bool {
 	var q Quota
 	switch {
 	case st == nil:
@@ -384,9 +438,10 @@ func peekQuota(st *state, p limiter.Period, limit, n int64, now time.Time) (bool
 	default:
 		q.reserved = st.reserved()
 	}
-	q.roll(p, now)
+	q.rollAt(p, now.t, now.sec)
 	ok := q.fits(limit, max(n, 1))
-	return ok, q.decide(limit, now, ok)
+	q.decideInto(d, limit, now, ok)
+	return ok
 }
 
 func (st *state) reserved() int64 {
@@ -403,9 +458,10 @@ func (st *state) idle(now time.Time) bool {
 	return (st.win == nil || st.win.Idle(now)) && (st.quota == nil || st.quota.Idle(now))
 }
 
-// release lets go of n held in the limit of name, no more than it holds.
-func (c *Counter) release(name string, n int64) {
-	st := c.state(name)
+// release lets go of n held in the limit of name, no more than it holds;
+// the name is looked for at index i first (see at).
+func (c *Counter) release(i int, name string, n int64) {
+	st := c.find(i, name)
 	switch {
 	case st == nil:
 	case st.win != nil:

@@ -73,6 +73,9 @@ func DecodeWindow(b []byte, now time.Time) (Window, error) {
 		if count == 0 {
 			return w, fmt.Errorf("empty bucket at age %d", age)
 		}
+		if prev < 0 {
+			w.age = int32(age) // ages grow: the first is the newest
+		}
 		prev = int64(age)
 		c := int64(min(count, maxBucket))
 		w.buckets[slot(head-int64(age))] = c
@@ -347,6 +350,9 @@ func (r *reader) window() (Window, error) {
 		}
 		if count == 0 {
 			return Window{}, fmt.Errorf("empty bucket at age %d", age)
+		}
+		if prev < 0 {
+			w.age = int32(age) // ages grow: the first is the newest
 		}
 		prev = int64(age)
 		c := int64(min(count, maxBucket))

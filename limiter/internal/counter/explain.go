@@ -23,12 +23,14 @@ func ExplainWindow(l limiter.Limit, n int64, admitted bool, now time.Time, sum, 
 	if buckets == nil && sum > 0 && newest > i-Buckets && newest <= i {
 		buckets = []int64{newest, sum}
 	}
+	w.age = Buckets
 	for k := 0; k+1 < len(buckets); k += 2 {
 		b, c := buckets[k], buckets[k+1]
 		if b > i-Buckets && b <= i && c > 0 {
 			c = min(c, maxBucket-w.buckets[slot(b)])
 			w.buckets[slot(b)] += c
 			w.sum += c
+			w.age = min(w.age, int32(i-b))
 		}
 	}
 	w.reserved = max(held, 0)

@@ -12,20 +12,27 @@ import (
 type Quota struct {
 	period   limiter.Period
 	start    int64 // Unix second the counted period began
-	end      int64 // Unix second it ends; 0 until roll works it out
+	end      int64 // Unix second it ends; 0 until rollAt works it out
 	used     int64
 	reserved int64
 }
 
-// roll moves the quota into the period of now, starting the count afresh
+// rollAt moves the quota into the period of now, starting the count afresh
 // when that period is a later one. A clock that went back stays in the
 // period already counted. A quota whose period changed (a reload) keeps
 // its count only when the new period starts where the counted one did, as
-// the Redis store, which keeps no period, counts it.
-func (q *Quota) roll(p limiter.Period, now time.Time) {
-	if sec := now.Unix(); q.period == p && q.end != 0 && sec >= q.start && sec < q.end {
-		return // still in the period counted: the calendar is not asked
+// the Redis store, which keeps no period, counts it. sec is now's Unix
+// second, which callers deciding on several limits work out once.
+func (q *Quota) rollAt(p limiter.Period, now time.Time, sec int64) {
+	// Still in the period counted, the calendar is not asked.
+	if q.period != p || q.end == 0 || sec < q.start || sec >= q.end {
+		q.rollSlow(p, now)
 	}
+}
+
+// rollSlow is rollAt for a now outside the period counted: the calendar
+// is asked only here.
+func (q *Quota) rollSlow(p limiter.Period, now time.Time) {
 	start, _ := p.Bounds(now)
 	s := start.Unix()
 	switch {
@@ -54,27 +61,27 @@ func (q *Quota) fits(limit, need int64) bool {
 	return fits(satAdd(q.used, q.reserved), need, limit)
 }
 
-func (q *Quota) state(limit int64, now time.Time) limiter.QuotaState {
-	used := satAdd(q.used, q.reserved)
-	st := limiter.QuotaState{Limit: limit, Used: used}
-	if used < limit {
-		st.Remaining = limit - used
-	}
-	if sec, end := now.Unix(), q.endOf(); sec < end {
-		st.Reset = time.Duration(end-sec)*time.Second - time.Duration(now.Nanosecond())
-	}
-	return st
-}
-
 // decide is the quota as a decision sees it; a quota that does not admit
 // the request has it wait for the period's end.
 func (q *Quota) decide(limit int64, now time.Time, allowed bool) limiter.LimitDecision {
-	st := q.state(limit, now)
-	d := limiter.LimitDecision{Max: st.Limit, Used: st.Used, Remaining: st.Remaining, Reset: st.Reset}
-	if !allowed {
-		d.RetryAfter = st.Reset
-	}
+	var d limiter.LimitDecision
+	q.decideInto(&d, limit, momentOf(now), allowed)
 	return d
+}
+
+// decideInto is decide writing into d, as Window.decideInto.
+func (q *Quota) decideInto(d *limiter.LimitDecision, limit int64, now moment, allowed bool) {
+	used := satAdd(q.used, q.reserved)
+	*d = limiter.LimitDecision{Max: limit, Used: used}
+	if used < limit {
+		d.Remaining = limit - used
+	}
+	if end := q.endOf(); now.sec < end {
+		d.Reset = time.Duration(end-now.sec)*time.Second - time.Duration(now.nsec)
+	}
+	if !allowed {
+		d.RetryAfter = d.Reset
+	}
 }
 
 func (q *Quota) release(reserved int64) {

@@ -44,7 +44,12 @@ type Window struct {
 	head     int64 // newest bucket the window has been advanced to
 	sum      int64 // sum of buckets, so that admission costs no loop
 	reserved int64 // units held by requests in flight; never in a bucket
-	span     int64 // ms; 0 is a minute
+	span     int32 // ms (MaxWindow is 86,400,000); 0 is a minute
+	// age is head minus the newest bucket units were charged to, at most
+	// Buckets: while the window holds any, that bucket is the newest
+	// holding some, so that Reset and Idle read no bucket. (An age rather
+	// than the bucket keeps the window in 512 bytes.)
+	age int32
 }
 
 // NewWindow returns an empty window of span (limiter.MinWindow to
@@ -54,7 +59,7 @@ func NewWindow(span time.Duration) Window {
 	if ms == minute {
 		ms = 0 // the zero Window's: a minute window compares equal to one
 	}
-	return Window{span: ms}
+	return Window{span: int32(ms)}
 }
 
 // Span is the window's length.
@@ -64,7 +69,7 @@ func (w *Window) spanMs() int64 {
 	if w.span == 0 {
 		return minute
 	}
-	return w.span
+	return int64(w.span)
 }
 
 // bucket is the bucket of the Unix millisecond ms.
@@ -72,7 +77,7 @@ func (w *Window) bucket(ms int64) int64 {
 	if w.span == 0 {
 		return floorDiv(ms, 1000)
 	}
-	return floorDiv(ms*Buckets, w.span)
+	return floorDiv(ms*Buckets, int64(w.span))
 }
 
 // start is the first Unix millisecond of bucket i.
@@ -80,7 +85,7 @@ func (w *Window) start(i int64) int64 {
 	if w.span == 0 {
 		return i * 1000
 	}
-	return -floorDiv(-i*w.span, Buckets)
+	return -floorDiv(-i*int64(w.span), Buckets)
 }
 
 func floorDiv(a, b int64) int64 {
@@ -108,16 +113,38 @@ func instantOf(t time.Time) instant {
 	return instant{t.UnixMilli(), int64(t.Nanosecond() % 1e6)}
 }
 
+// moment is a call's now in every form its limits read, worked out once
+// per call rather than once per limit.
+type moment struct {
+	t    time.Time
+	at   instant
+	sec  int64 // Unix second
+	nsec int64 // nanoseconds past sec
+}
+
+func momentOf(t time.Time) moment {
+	sec, nsec := t.Unix(), int64(t.Nanosecond())
+	return moment{t: t, at: instant{sec*1000 + nsec/1e6, nsec % 1e6}, sec: sec, nsec: nsec}
+}
+
 // clamp returns the bucket now falls in and now itself, both moved up to
 // the start of head when the clock went back, so durations are measured
 // from the latest time the window has seen.
 func (w *Window) clamp(now time.Time) (int64, instant) {
-	at := instantOf(now)
-	i := w.bucket(at.ms)
-	if i < w.head {
-		return w.head, instant{ms: w.start(w.head)}
+	return w.clampAt(instantOf(now))
+}
+
+// clampAt is clamp for a time already converted.
+func (w *Window) clampAt(at instant) (int64, instant) {
+	if w.span != 0 && at.ms >= w.start(w.head) && at.ms < w.start(w.head+1) {
+		// Still in head: bounds divide by Buckets, a constant, where
+		// bucket divides by the span.
+		return w.head, at
 	}
-	return i, at
+	if i := w.bucket(at.ms); i >= w.head {
+		return i, at
+	}
+	return w.head, instant{ms: w.start(w.head)}
 }
 
 // advance moves head to bucket i, zeroing the buckets that left.
@@ -128,15 +155,21 @@ func (w *Window) advance(i int64) {
 	if i-w.head >= Buckets {
 		w.buckets = [Buckets]int64{}
 		w.sum = 0
+		w.age = Buckets
 	} else {
 		for b := w.head + 1; b <= i; b++ {
 			s := slot(b)
 			w.sum -= w.buckets[s]
 			w.buckets[s] = 0
 		}
+		w.age = min(w.age+int32(i-w.head), Buckets)
 	}
 	w.head = i
 }
+
+// newest is the newest bucket charged: while the window holds units, the
+// newest holding some.
+func (w *Window) newest() int64 { return w.head - int64(w.age) }
 
 // charged is the sum of the buckets still in the window at bucket i (>=
 // head), computed without advancing, so that status can leave the window
@@ -206,14 +239,22 @@ func (w *Window) release(reserved int64) {
 }
 
 // charge adds used units to the bucket of now.
-func (w *Window) charge(used int64, now time.Time) {
-	i, _ := w.clamp(now)
+func (w *Window) charge(used int64, now time.Time) { w.chargeAt(used, instantOf(now)) }
+
+func (w *Window) chargeAt(used int64, now instant) {
+	i, _ := w.clampAt(now)
 	w.advance(i)
+	w.add(i, used)
+}
+
+// add charges used units to bucket i, the head.
+func (w *Window) add(i, used int64) {
 	if used > 0 {
 		s := slot(i)
 		used = min(used, maxBucket-w.buckets[s])
 		w.buckets[s] += used
 		w.sum += used
+		w.age = 0
 	}
 }
 
@@ -241,8 +282,17 @@ func windowDecision(ok bool, ld limiter.LimitDecision) limiter.Decision {
 // in the window and none reserved. An idle window can be forgotten, since
 // a fresh one answers the same.
 func (w *Window) Idle(now time.Time) bool {
+	if w.reserved != 0 {
+		return false
+	}
+	if w.sum == 0 {
+		return true
+	}
+	// The newest bucket charged holds units (see newest): the window is
+	// empty at i exactly when that bucket has left it. No bucket is read,
+	// as the sweep asks this of many keys.
 	i, _ := w.clamp(now)
-	return w.reserved == 0 && w.charged(i) == 0
+	return w.newest() <= i-Buckets
 }
 
 // Used is the units charged in the window at now plus those reserved.
@@ -256,29 +306,36 @@ func (w *Window) Used(now time.Time) int64 {
 // buckets i-Buckets+1 through head, which hold their own bucket whether or
 // not the window was advanced.
 func (w *Window) decide(limit, n, i int64, now instant, charged int64, allowed bool) limiter.LimitDecision {
+	var d limiter.LimitDecision
+	w.decideInto(&d, limit, n, i, now, charged, allowed)
+	return d
+}
+
+// decideInto is decide writing into d: a Budget's decisions are drawn
+// straight into the caller's slice, as returning each by value through
+// every caller cost more than drawing it.
+func (w *Window) decideInto(d *limiter.LimitDecision, limit, n, i int64, now instant, charged int64, allowed bool) {
 	used := satAdd(charged, w.reserved)
-	d := limiter.LimitDecision{Max: limit, Used: used}
+	*d = limiter.LimitDecision{Max: limit, Used: used}
 	if used < limit {
 		d.Remaining = limit - used
 	}
-	oldest := i - Buckets + 1
 	if charged > 0 {
-		for b := w.head; b >= oldest; b-- {
-			if w.buckets[slot(b)] != 0 {
-				d.Reset = w.leaves(b, now)
-				break
-			}
-		}
+		// Units are charged only to the head, which never goes back:
+		// the newest bucket charged is the newest that holds any, and
+		// still in the window, or nothing would be charged at i.
+		d.Reset = w.leaves(w.newest(), now)
 	}
 	if allowed {
-		return d
+		return
 	}
+	oldest := i - Buckets + 1
 	need := max(n, 1)
 	if !fits(w.reserved, need, limit) {
 		// In-flight units alone block it: no expiry can help, and when
 		// they settle is anyone's guess.
 		d.RetryAfter = w.Span()
-		return d
+		return
 	}
 	// Units that must leave; written so that it cannot overflow.
 	excess := charged - (limit - w.reserved - need)
@@ -289,7 +346,6 @@ func (w *Window) decide(limit, n, i int64, now instant, charged int64, allowed b
 			break
 		}
 	}
-	return d
 }
 
 // leaves is the time from now until the units of bucket b leave.

@@ -3,6 +3,7 @@ package counter
 import (
 	"fmt"
 	"math"
+	"math/rand/v2"
 	"testing"
 	"time"
 
@@ -233,6 +234,50 @@ func TestWindowRetryAfterFits(t *testing.T) {
 			after := w
 			if d := after.reserve(60, n, now.Add(d.RetryAfter)); !d.Allowed {
 				t.Errorf("%s: refused at RetryAfter %v: %+v", name, d.RetryAfter, d)
+			}
+		}
+	}
+}
+
+// TestWindowNewest holds Reset and Idle, which read the newest bucket
+// charged and no other, to a scan of every bucket, and clamp, which does
+// not divide by the span within head, to bucket, over random charges and
+// gaps in windows of several spans, the clock stepping back too.
+func TestWindowNewest(t *testing.T) {
+	r := rand.New(rand.NewPCG(5, 6))
+	for _, span := range []time.Duration{time.Second, 7 * s, time.Minute, time.Hour} {
+		w := NewWindow(span)
+		now := t0
+		for step := range 3000 {
+			gap := time.Duration(r.Int64N(int64(span) / 20))
+			switch r.IntN(10) {
+			case 0:
+				gap = time.Duration(r.Int64N(int64(span) * 2)) // past the whole window
+			case 1:
+				gap = -gap // the clock went back
+			}
+			now = now.Add(gap)
+			if r.IntN(3) > 0 {
+				w.charge(r.Int64N(5), now)
+			}
+			probe := now.Add(time.Duration(r.Int64N(int64(span) * 3 / 2)))
+			i, at := w.clamp(probe)
+			if want := max(w.bucket(probe.UnixMilli()), w.head); i != want {
+				t.Fatalf("%v step %d: clamped to bucket %d, want %d", span, step, i, want)
+			}
+			charged := w.charged(i)
+			var reset time.Duration
+			for b := w.head; b > i-Buckets && charged > 0; b-- {
+				if w.buckets[slot(b)] != 0 {
+					reset = w.leaves(b, at)
+					break
+				}
+			}
+			if d := w.decide(math.MaxInt64, 0, i, at, charged, true); d.Reset != reset {
+				t.Fatalf("%v step %d: Reset %v, a scan says %v", span, step, d.Reset, reset)
+			}
+			if idle := w.Idle(probe); idle != (charged == 0 && w.reserved == 0) {
+				t.Fatalf("%v step %d: Idle %v with %d charged", span, step, idle, charged)
 			}
 		}
 	}

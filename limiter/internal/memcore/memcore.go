@@ -7,6 +7,7 @@ import (
 	"strings"
 	"sync"
 	"time"
+	"unsafe"
 
 	"github.com/tokengate/tokengate/limiter"
 	"github.com/tokengate/tokengate/limiter/internal/counter"
@@ -58,7 +59,15 @@ type shard struct {
 	ops     int      // calls since the last sweep step
 	index   int      // of the shard in Core.shards, for the Tracker
 	tracker Tracker  // nil when nobody writes the core behind
-	_       [64]byte // keeps the next shard's mutex off this cache line
+	// validated are the last Budgets that passed Validate (see valid),
+	// nextValid the one to replace next.
+	validated [validBudgets]limiter.Budget
+	nextValid int
+	// decisionSlab and amountSlab are what is left of the slabs Budget
+	// calls' answers are carved from.
+	decisionSlab []limiter.LimitDecision
+	amountSlab   []limiter.Amount
+	_            [64]byte // keeps the next shard's mutex off this cache line
 }
 
 // Entry is a key's counter and the bookkeeping that lets it be found and
@@ -154,12 +163,13 @@ func (c *Core) Status(key string, lim limiter.Limits, now time.Time) limiter.Dec
 // ReserveMany implements limiter.Multi. Like Reserve, a key that is not
 // known and that the call leaves idle is not stored.
 func (c *Core) ReserveMany(key string, b limiter.Budget, n []int64, now time.Time) (limiter.Decisions, error) {
-	if err := check(b, n); err != nil {
-		return limiter.Decisions{Refused: -1}, err
-	}
-	out := make([]limiter.LimitDecision, len(b))
 	s := c.shard(key)
 	s.mu.Lock()
+	if err := s.check(b, n); err != nil {
+		s.mu.Unlock()
+		return limiter.Decisions{Refused: -1}, err
+	}
+	out := s.decisions(len(b))
 	var refused int
 	if e := s.entries[key]; e != nil {
 		refused = e.ReserveMany(b, n, now, out)
@@ -171,38 +181,38 @@ func (c *Core) ReserveMany(key string, b limiter.Budget, n []int64, now time.Tim
 			s.add(key, &fresh)
 		}
 	}
-	s.tick(now)
-	s.mu.Unlock()
 	d := limiter.Decisions{Allowed: refused < 0, Refused: refused, Limits: out}
 	if d.Allowed {
-		d.Hold.Amounts = Amounts(b, n)
+		d.Hold.Amounts = s.amounts(b, n)
 	}
+	s.tick(now)
+	s.mu.Unlock()
 	return d, nil
 }
 
 // SettleMany implements limiter.Multi.
 func (c *Core) SettleMany(key string, b limiter.Budget, h limiter.Holds, used []int64, now time.Time) (limiter.Decisions, error) {
-	if err := check(b, used); err != nil {
-		return limiter.Decisions{Refused: -1}, err
-	}
 	charged := false
 	for _, u := range used {
 		charged = charged || u > 0
 	}
-	out := make([]limiter.LimitDecision, len(b))
 	s := c.shard(key)
 	s.mu.Lock()
+	if err := s.check(b, used); err != nil {
+		s.mu.Unlock()
+		return limiter.Decisions{Refused: -1}, err
+	}
+	out := s.decisions(len(b))
 	e := s.entries[key]
 	if e == nil && charged {
 		e = s.add(key, &counter.Counter{})
 	}
 	var refused int
 	if e != nil {
-		e.SettleMany(b, h.Amounts, used, now)
+		refused = e.SettleMany(b, h.Amounts, used, now, out)
 		if charged && s.tracker != nil {
 			s.tracker.Charged(s.index, e)
 		}
-		refused = e.StatusMany(b, now, out)
 		s.forgetIfIdle(e, now)
 	} else {
 		var fresh counter.Counter
@@ -215,12 +225,13 @@ func (c *Core) SettleMany(key string, b limiter.Budget, h limiter.Holds, used []
 
 // StatusMany implements limiter.Multi.
 func (c *Core) StatusMany(key string, b limiter.Budget, now time.Time) (limiter.Decisions, error) {
-	if err := b.Validate(); err != nil {
-		return limiter.Decisions{Refused: -1}, err
-	}
-	out := make([]limiter.LimitDecision, len(b))
 	s := c.shard(key)
 	s.mu.Lock()
+	if err := s.valid(b); err != nil {
+		s.mu.Unlock()
+		return limiter.Decisions{Refused: -1}, err
+	}
+	out := s.decisions(len(b))
 	var refused int
 	if e := s.entries[key]; e != nil {
 		refused = e.StatusMany(b, now, out)
@@ -234,16 +245,90 @@ func (c *Core) StatusMany(key string, b limiter.Budget, now time.Time) (limiter.
 }
 
 // check is what every Budget call checks before deciding.
-func check(b limiter.Budget, amounts []int64) error {
+func (s *shard) check(b limiter.Budget, amounts []int64) error {
+	if err := s.valid(b); err != nil {
+		return err
+	}
+	if len(amounts) != len(b) {
+		return b.Check(amounts)
+	}
+	return nil
+}
+
+// validBudgets is how many Budgets a shard remembers as valid: a key
+// sees its policy's Budget call after call, and a shard the few policies
+// of its keys.
+const validBudgets = 4
+
+// valid is b.Validate() for a shard's call. The Budgets that passed are
+// kept, copied (a caller may change its own), so that the same Budget
+// again costs a comparison of its limits rather than a walk over every
+// byte of every name.
+func (s *shard) valid(b limiter.Budget) error {
+	for _, v := range s.validated {
+		if sameBudget(v, b) {
+			return nil
+		}
+	}
 	if err := b.Validate(); err != nil {
 		return err
 	}
-	return b.Check(amounts)
+	k := s.nextValid
+	s.validated[k] = append(s.validated[k][:0], b...)
+	s.nextValid = (k + 1) % validBudgets
+	return nil
 }
 
-// Amounts is what a reservation of n admitted under b holds: n[i] of
-// every limit b[i] with n[i] > 0; nil when nothing.
-func Amounts(b limiter.Budget, n []int64) []limiter.Amount {
+func sameBudget(a, b limiter.Budget) bool {
+	if len(a) != len(b) || a == nil {
+		return false
+	}
+	for i := range a {
+		// Field by field, the name last and its bytes only when it is not
+		// the very string validated, as it is call after call: Limit's ==
+		// is a call, and so is comparing bytes.
+		x, y := &a[i], &b[i]
+		if x.Max != y.Max || x.Window != y.Window || x.Period != y.Period || len(x.Name) != len(y.Name) {
+			return false
+		}
+		if unsafe.StringData(x.Name) != unsafe.StringData(y.Name) && x.Name != y.Name {
+			return false
+		}
+	}
+	return true
+}
+
+// Slab sizes. A Budget call's answer (its decisions, and a reservation's
+// amounts) is the caller's to keep, so it cannot be reused; it is carved
+// instead from a slab the shard allocates every so many calls, which
+// takes the allocator off the path of most calls whatever the number of
+// limits. A slab lives while any answer carved from it does: a Holds kept
+// for a long request pins 192 bytes, a Decisions kept 1.25 KiB.
+const (
+	decisionSlab = 32 // LimitDecisions: 1280 bytes, no pointers
+	amountSlab   = 8  // Amounts: 192 bytes
+)
+
+// decisions returns room for k decisions, carved from the shard's slab.
+func (s *shard) decisions(k int) []limiter.LimitDecision {
+	if k == 0 {
+		return []limiter.LimitDecision{} // not nil, as make's: no allocation
+	}
+	if k > len(s.decisionSlab) {
+		if k > limiter.MaxLimits {
+			return make([]limiter.LimitDecision, k)
+		}
+		s.decisionSlab = make([]limiter.LimitDecision, decisionSlab)
+	}
+	d := s.decisionSlab[:k:k]
+	s.decisionSlab = s.decisionSlab[k:]
+	return d
+}
+
+// amounts is what a reservation of n admitted under b holds: n[i] of
+// every limit b[i] with n[i] > 0, carved from the shard's slab; nil when
+// nothing.
+func (s *shard) amounts(b limiter.Budget, n []int64) []limiter.Amount {
 	k := 0
 	for _, v := range n {
 		if v > 0 {
@@ -253,13 +338,24 @@ func Amounts(b limiter.Budget, n []int64) []limiter.Amount {
 	if k == 0 {
 		return nil
 	}
-	out := make([]limiter.Amount, 0, k)
+	var a []limiter.Amount
+	switch {
+	case k <= len(s.amountSlab):
+		a = s.amountSlab[:0:k]
+		s.amountSlab = s.amountSlab[k:]
+	case k <= amountSlab:
+		s.amountSlab = make([]limiter.Amount, amountSlab)
+		a = s.amountSlab[:0:k]
+		s.amountSlab = s.amountSlab[k:]
+	default:
+		a = make([]limiter.Amount, 0, k)
+	}
 	for i, v := range n {
 		if v > 0 {
-			out = append(out, limiter.Amount{Name: b[i].Name, N: v})
+			a = append(a, limiter.Amount{Name: b[i].Name, N: v})
 		}
 	}
-	return out
+	return a
 }
 
 // List implements limiter.Inspector, one shard lock at a time.
