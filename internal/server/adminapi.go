@@ -3,6 +3,7 @@ package server
 import (
 	"context"
 	"crypto/subtle"
+	"math"
 	"sort"
 	"strings"
 
@@ -88,21 +89,21 @@ func (a *adminService) GetUsage(ctx context.Context, req *adminv1.GetUsageReques
 }
 
 func (a *adminService) usage(ctx context.Context, p *policy.Policy, hash, model string) (*adminv1.Usage, error) {
-	lim := p.LimitsFor(hash, "") // the admin API knows no tier: a tiered key shows the policy's own budgets
-	d, err := a.store.Status(ctx, p.CounterKey(hash, model), lim, a.clock.Now())
+	b := p.BudgetFor(hash, "") // the admin API knows no tier: a tiered key shows the policy's own budgets
+	d, err := a.store.StatusMany(ctx, p.CounterKey(hash, model), b, a.clock.Now())
 	if err != nil {
 		return nil, status.Errorf(codes.Unavailable, "store: %v", err)
 	}
-	u := &adminv1.Usage{
-		Policy: p.Name(), KeySha256: hash, Model: model,
-		LimitTokens: d.Limit, UsedTokens: d.Used, RemainingTokens: d.Remaining, WindowReset: durationpb.New(d.Reset),
-	}
-	if lim.TokensPerMinute == 0 {
-		u.UsedTokens, u.RemainingTokens = 0, 0
-	}
-	if lim.Quota > 0 {
-		u.QuotaLimitTokens, u.QuotaUsedTokens = d.Quota.Limit, d.Quota.Used
-		u.QuotaRemainingTokens, u.QuotaReset = d.Quota.Remaining, durationpb.New(d.Quota.Reset)
+	u := &adminv1.Usage{Policy: p.Name(), KeySha256: hash, Model: model}
+	for i, l := range b {
+		s := d.Limits[i]
+		switch {
+		case l.Name == limiter.WindowLimitName && l.Max != math.MaxInt64:
+			u.LimitTokens, u.UsedTokens, u.RemainingTokens, u.WindowReset = l.Max, s.Used, s.Remaining, durationpb.New(s.Reset)
+		case l.Name == limiter.QuotaLimitName:
+			u.QuotaLimitTokens, u.QuotaUsedTokens = l.Max, s.Used
+			u.QuotaRemainingTokens, u.QuotaReset = s.Remaining, durationpb.New(s.Reset)
+		}
 	}
 	return u, nil
 }
