@@ -58,8 +58,8 @@ type processor struct {
 	route   llm.Route
 	policy  *policy.Policy
 	id      identity
-	keyHash string // hex SHA-256 of the subscription key; the key itself is never kept
-	tier    string // the caller's tier under the policy, "" for none
+	keyHash string         // hex SHA-256 of the subscription key; the key itself is never kept
+	tier    string         // the caller's tier under the policy, "" for none
 	counter string         // the limiter key: policy, key hash and, per model, the model
 	budget  limiter.Budget // the key's limits under the policy, set by admit
 	model   string
@@ -73,9 +73,9 @@ type processor struct {
 	holds    limiter.Holds // what the reservation holds
 	price    cost.Price    // the model's price, for cost limits
 	priced   bool          // price is looked up
-	req      *llm.Request // the request body, read; nil when it was not JSON
-	estimate int64        // prompt tokens estimated from the request body
-	prompted bool         // estimate is computed (else it is 0 so far)
+	req      *llm.Request  // the request body, read; nil when it was not JSON
+	estimate int64         // prompt tokens estimated from the request body
+	prompted bool          // estimate is computed (else it is 0 so far)
 	body     []byte
 
 	// The response.
