@@ -376,6 +376,9 @@ func (p *Policy) checkBudgets(f string, bad func(field, format string, a ...any)
 		if o.TokenQuota > 0 && p.TokenQuota == 0 {
 			bad(of+".token_quota", "the policy has no token_quota for it to override")
 		}
+		if o.TokensPerMinute > 0 && p.TokensPerMinute == 0 && p.TokenQuota == 0 {
+			bad(of+".tokens_per_minute", "the policy has neither tokens_per_minute nor token_quota for it to override")
+		}
 		p.checkLimitMaxes(of, o.Limits, bad)
 	}
 }
