@@ -207,7 +207,7 @@ func (p *processor) record(prompt, completion int64, source string) {
 // false so SDKs don't spin on a quota that resets next month.
 func (p *processor) reject(d limiter.Decisions) *extprocv3.ProcessingResponse {
 	decision := p.decisionFor(d)
-	l, _, quota, msg := p.refusal(d)
+	l, m, quota, msg := p.refusal(d)
 	var h headerSet
 	p.retryHeaders(&h, d.RetryAfter())
 	p.rateHeaders(&h, d)
@@ -221,6 +221,10 @@ func (p *processor) reject(d limiter.Decisions) *extprocv3.ProcessingResponse {
 	if quota {
 		h.set("x-should-retry", "false")
 		return p.refuse(llm.QuotaExceeded, &h, msg, "tokengate_quota_exceeded", md)
+	}
+	if m.Unit == config.UnitRequests {
+		// OpenAI's type for a spent request window.
+		return p.refuse(llm.RequestsLimited, &h, msg, "tokengate_rate_limited", md)
 	}
 	return p.refuse(llm.RateLimited, &h, msg, "tokengate_rate_limited", md)
 }
