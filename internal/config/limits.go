@@ -64,12 +64,11 @@ func (d Decimal) Whole() (int64, error) {
 func (d Decimal) Micros() (int64, error) {
 	s := strings.TrimSpace(string(d))
 	bad := fmt.Errorf("must be a number with at most six decimals, got %q", string(d))
-	whole, frac, _ := strings.Cut(s, ".")
-	if whole == "" && frac == "" || len(frac) > 6 || strings.HasPrefix(whole, "+") {
+	neg := strings.HasPrefix(s, "-")
+	whole, frac, _ := strings.Cut(strings.TrimPrefix(s, "-"), ".")
+	if whole == "" && frac == "" || len(frac) > 6 || !digits(whole) || !digits(frac) {
 		return 0, bad
 	}
-	neg := strings.HasPrefix(whole, "-")
-	whole = strings.TrimPrefix(whole, "-")
 	w, f := int64(0), int64(0)
 	var err error
 	if whole != "" {
@@ -78,15 +77,25 @@ func (d Decimal) Micros() (int64, error) {
 		}
 	}
 	if frac != "" {
-		if f, err = strconv.ParseInt(frac+strings.Repeat("0", 6-len(frac)), 10, 64); err != nil || frac[0] == '-' || frac[0] == '+' {
-			return 0, bad
-		}
+		f, _ = strconv.ParseInt(frac+strings.Repeat("0", 6-len(frac)), 10, 64) // six digits at most
+	}
+	if w*1_000_000 > math.MaxInt64-f {
+		return 0, bad
 	}
 	n := w*1_000_000 + f
 	if neg {
 		n = -n
 	}
 	return n, nil
+}
+
+func digits(s string) bool {
+	for i := 0; i < len(s); i++ {
+		if s[i] < '0' || s[i] > '9' {
+			return false
+		}
+	}
+	return true
 }
 
 // Amount reads Max in the limit's unit: micro-units for cost.

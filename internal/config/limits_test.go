@@ -1,6 +1,9 @@
 package config
 
 import (
+	"math"
+	"math/big"
+	"regexp"
 	"strings"
 	"testing"
 	"time"
@@ -84,4 +87,34 @@ func TestBadLimitsNamed(t *testing.T) {
 		!strings.Contains(err.Error(), `prices.models["m"]: must be a number`) {
 		t.Errorf("bad price: %v", err)
 	}
+}
+
+// Micros agrees with exact rational arithmetic: what it accepts is the
+// decimal's value in millionths, and every plain decimal of at most six
+// places that fits is accepted.
+func FuzzDecimalMicros(f *testing.F) {
+	for _, s := range []string{"2", "2.5", "0.000001", ".5", "10.", "-1.25", "1e3", "+1", "1.-5", "", ".", "9223372036854", "9223372036855", " 3.14 ", "--1", "-", "9223372036854.775807", "9223372036854.775808"} {
+		f.Add(s)
+	}
+	plain := regexp.MustCompile(`^-?([0-9]+\.?[0-9]{0,6}|\.[0-9]{1,6})$`)
+	f.Fuzz(func(t *testing.T, s string) {
+		got, err := Decimal(s).Micros()
+		trimmed := strings.TrimSpace(s)
+		r, ok := new(big.Rat).SetString(trimmed)
+		if err == nil {
+			if !ok {
+				t.Fatalf("Micros(%q) = %d, but it is no number", s, got)
+			}
+			want := new(big.Rat).Mul(r, big.NewRat(1_000_000, 1))
+			if !want.IsInt() || want.Num().Cmp(big.NewInt(got)) != 0 {
+				t.Fatalf("Micros(%q) = %d, want %s", s, got, want.RatString())
+			}
+			return
+		}
+		if plain.MatchString(trimmed) && ok {
+			if v := new(big.Rat).Mul(r, big.NewRat(1_000_000, 1)); v.Num().IsInt64() && v.Num().Int64() > math.MinInt64 {
+				t.Fatalf("Micros(%q) refused a plain decimal that fits: %v", s, err)
+			}
+		}
+	})
 }
