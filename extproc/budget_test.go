@@ -252,3 +252,38 @@ func TestRequestWithoutBodyHeldAtHeaders(t *testing.T) {
 		t.Errorf("requests held %d, want 1", got)
 	}
 }
+
+// A tier names limits and gets their maxes; other callers keep the
+// policy's.
+func TestTierNamesLimits(t *testing.T) {
+	e, p := budgetEnv(t, `store: {backend: memory}
+policies:
+- name: team
+  counter_key: {header: [api-key]}
+  limits:
+  - {name: requests, unit: requests, max: 1, window: 1m}
+  tiers:
+    header: x-tier
+    levels: {gold: {limits: {requests: 3}}}
+`)
+	send := func(key, tier string) bool {
+		msgs := fullRequest(key, "/v1/chat/completions", labBody, "200", chatUsage(1, 1))
+		msgs[0] = reqHeaders(false, ":method", "POST", ":path", "/v1/chat/completions", "api-key", key, "x-tier", tier)
+		return admitted(e.run(t, msgs...))
+	}
+	for key, want := range map[string]int{"plain": 1, "gold": 3} {
+		n := 0
+		for send(key, key) {
+			n++
+			if n > 10 {
+				break
+			}
+		}
+		if n != want {
+			t.Errorf("%s: %d admitted, want %d", key, n, want)
+		}
+	}
+	if b := p.BudgetFor("", "gold"); b[0].Max != 3 || p.BudgetFor("", "")[0].Max != 1 {
+		t.Errorf("budgets %v %v", b, p.BudgetFor("", ""))
+	}
+}
