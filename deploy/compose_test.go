@@ -21,6 +21,7 @@ import (
 	"github.com/tokengate/tokengate/envoy"
 	"github.com/tokengate/tokengate/extproc/policy"
 	"github.com/tokengate/tokengate/internal/config"
+	"github.com/tokengate/tokengate/limiter"
 )
 
 const composeFile = "docker-compose.yaml"
@@ -267,13 +268,21 @@ func TestComposeTokengate(t *testing.T) {
 	// The documented tier: the override's hash is that of the key named
 	// in the comment.
 	sum := sha256.Sum256([]byte("demo-gold-key"))
-	pol, err := policy.Compile(cfg.Policies[0])
+	pol, err := policy.Compile(cfg.Policies[0], cfg.Prices)
 	if err != nil {
 		t.Fatal(err)
 	}
-	gold, plain := pol.LimitsFor(hex.EncodeToString(sum[:]), ""), pol.LimitsFor("", "")
-	if gold.TokensPerMinute <= plain.TokensPerMinute {
-		t.Errorf("demo-gold-key: %d tokens per minute, want more than everyone else's %d", gold.TokensPerMinute, plain.TokensPerMinute)
+	perMinute := func(b limiter.Budget) int64 {
+		for _, l := range b {
+			if l.Name == limiter.WindowLimitName {
+				return l.Max
+			}
+		}
+		return 0
+	}
+	gold, plain := perMinute(pol.BudgetFor(hex.EncodeToString(sum[:]), "")), perMinute(pol.BudgetFor("", ""))
+	if gold <= plain {
+		t.Errorf("demo-gold-key: %d tokens per minute, want more than everyone else's %d", gold, plain)
 	}
 
 	// Shutdown: compose's stop_grace_period must outlast tokengate's drain.

@@ -5,6 +5,7 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"github.com/tokengate/tokengate/limiter"
 	"io"
 	"net/http"
 	"strconv"
@@ -148,6 +149,15 @@ func readRedis(t *testing.T, addr string) redisView {
 			for _, m := range ms {
 				member := fmt.Sprint(m.Member)
 				_, tokens, _ := strings.Cut(member, "|")
+				// A hold made on a Budget lists its amounts by limit
+				// ("token_quota=55,tokens_per_minute=55"): the window's
+				// is what the request holds, as a Limits hold holds its
+				// tokens in both.
+				for _, part := range strings.Split(tokens, ",") {
+					if name, amount, ok := strings.Cut(part, "="); ok && name == limiter.WindowLimitName {
+						tokens = amount
+					}
+				}
 				n, err := strconv.ParseInt(tokens, 10, 64)
 				if err != nil {
 					t.Fatalf("redis hold %s %q: %v", k, member, err)

@@ -12,6 +12,8 @@ import (
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/credentials/insecure"
 
+	"github.com/tokengate/tokengate/extproc/policy"
+	"github.com/tokengate/tokengate/internal/config"
 	"github.com/tokengate/tokengate/limiter/memstore"
 )
 
@@ -85,6 +87,7 @@ func BenchmarkServer(b *testing.B) {
 	}{
 		{"nop", nopServer{}},
 		{"counted", New(Options{Policies: compiled(b, p), Store: memstore.New()})},
+		{"four-limits", New(Options{Policies: fourLimits(b), Store: memstore.New()})},
 	}
 	for _, mode := range []string{"serial", "parallel"} {
 		for _, s := range servers {
@@ -121,6 +124,55 @@ func BenchmarkServer(b *testing.B) {
 	}
 }
 
+// fourLimits is a policy of four limits no run can spend: requests,
+// input and output tokens a minute, and cost a day.
+func fourLimits(b testing.TB) []*policy.Policy {
+	c, err := config.Parse([]byte(`prices: {default: {input: 2.50, output: 10}}
+policies:
+- name: lab
+  counter_key: {header: [api-key]}
+  limits:
+  - {unit: requests, max: 1000000000000, window: 1m}
+  - {unit: tokens, kind: input, max: 1000000000000, window: 1m}
+  - {unit: tokens, kind: output, max: 1000000000000, window: 1m}
+  - {unit: cost, max: 1000000, period: daily}
+`))
+	if err != nil {
+		b.Fatal(err)
+	}
+	return policy.MustCompileAll(c.Policies, c.Prices)
+}
+
+// BenchmarkDecision is one counted request's four messages through the
+// processor, without gRPC: a policy of one limit against one of four.
+func BenchmarkDecision(b *testing.B) {
+	prompt := strings.Repeat("What time is it in Lisbon? ", 38) // ~1 KB
+	body := `{"model":"gpt-4o","messages":[{"role":"user","content":"` + prompt + `"}]}`
+	one := labPolicy()
+	one.TokensPerMinute = 1 << 50
+	for _, tt := range []struct {
+		name     string
+		policies []*policy.Policy
+	}{{"limits=1", compiled(b, one)}, {"limits=4", fourLimits(b)}} {
+		b.Run(tt.name, func(b *testing.B) {
+			srv := New(Options{Policies: tt.policies, Store: memstore.New()})
+			msgs := make([][]*extprocv3.ProcessingRequest, 1024)
+			for i := range msgs {
+				msgs[i] = fullRequest(fmt.Sprintf("key-%d", i), "/v1/chat/completions", body, "200", chatUsage(260, 100))
+			}
+			b.ReportAllocs()
+			i := 0
+			for b.Loop() {
+				fs := &fakeStream{ctx: context.Background(), in: msgs[i%len(msgs)]}
+				if err := srv.Process(fs); err != nil {
+					b.Fatal(err)
+				}
+				i++
+			}
+		})
+	}
+}
+
 // BenchmarkStream measures a streamed chat completion of 500 SSE chunks
 // (each answered before the next is sent, as the harness does) through the
 // real gRPC server, next to the do-nothing server; ns/message spreads the
@@ -147,6 +199,7 @@ func BenchmarkStream(b *testing.B) {
 	}{
 		{"nop", nopServer{}},
 		{"counted", New(Options{Policies: compiled(b, p), Store: memstore.New()})},
+		{"four-limits", New(Options{Policies: fourLimits(b), Store: memstore.New()})},
 	} {
 		b.Run(s.name, func(b *testing.B) {
 			c := serve(b, s.impl)

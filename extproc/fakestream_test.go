@@ -104,7 +104,7 @@ func hashKey(key string) string { return HashKey(nil, key) }
 // compiled compiles policies built or parsed by a test.
 func compiled(t testing.TB, specs ...config.Policy) []*policy.Policy {
 	t.Helper()
-	ps, err := policy.CompileAll(specs)
+	ps, err := policy.CompileAll(specs, config.Prices{})
 	if err != nil {
 		t.Fatal(err)
 	}

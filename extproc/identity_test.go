@@ -2,6 +2,7 @@ package extproc
 
 import (
 	"context"
+	"strings"
 	"testing"
 
 	corev3 "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
@@ -150,8 +151,9 @@ func TestTiersFromIdentity(t *testing.T) {
 	}
 }
 
-// The IETF draft's fields, one item per budget: the sliding minute and the
-// calendar quota (its w the month's length, January's here).
+// The IETF draft's fields, one item per limit, named as the limit, in
+// the budget's order: the calendar quota (its w the month's length,
+// January's here) and the sliding minute.
 func TestDraftRateLimitHeaders(t *testing.T) {
 	p := labPolicy()
 	p.TokenQuota, p.TokenQuotaPeriod = 10000, "monthly"
@@ -164,11 +166,11 @@ func TestDraftRateLimitHeaders(t *testing.T) {
 		}
 	}
 	policy, _ := headerOf(m, "ratelimit-policy")
-	if want := `"tokens";q=500;qu="tokens";w=60, "quota";q=10000;qu="tokens";w=2678400`; policy != want {
+	if want := `"token_quota";q=10000;qu="tokens";w=2678400, "tokens_per_minute";q=500;qu="tokens";w=60`; policy != want {
 		t.Errorf("ratelimit-policy %q, want %q", policy, want)
 	}
 	state, _ := headerOf(m, "ratelimit")
-	if want := `"tokens";r=406;t=60, "quota";r=9906;t=`; len(state) < len(want) || state[:len(want)] != want {
-		t.Errorf("ratelimit %q, want it to start %q", state, want)
+	if want := `"token_quota";r=9906;t=`; !strings.HasPrefix(state, want) || !strings.HasSuffix(state, `, "tokens_per_minute";r=406;t=60`) {
+		t.Errorf("ratelimit %q, want %q…, \"tokens_per_minute\";r=406;t=60", state, want)
 	}
 }

@@ -21,6 +21,8 @@ type Metrics struct {
 	estimateErr *prometheus.HistogramVec
 	bounds      prometheus.Counter
 	unreadable  *prometheus.CounterVec
+	refusals    *prometheus.CounterVec
+	cost        *prometheus.CounterVec
 }
 
 // NewMetrics registers the series on reg.
@@ -57,10 +59,18 @@ func NewMetrics(reg prometheus.Registerer) *Metrics {
 		Name: "tokengate_unreadable_bodies_total",
 		Help: "Request bodies tokengate could not read, by policy, reason (encoding, json, prompt) and action (refuse, charge_bytes, pass).",
 	}, []string{"policy", "reason", "action"})
+	m.refusals = prometheus.NewCounterVec(prometheus.CounterOpts{
+		Name: "tokengate_limit_refusals_total",
+		Help: "Requests refused by a limit, by policy and the limit's name (the first of the key's limits that refused).",
+	}, []string{"policy", "limit"})
+	m.cost = prometheus.NewCounterVec(prometheus.CounterOpts{
+		Name: "tokengate_cost_micros_total",
+		Help: "What settled requests cost under policies with a cost limit, in micro-units of the prices' currency.",
+	}, []string{"policy"})
 	for i, name := range phaseNames {
 		m.phases[i] = m.latency.WithLabelValues(name)
 	}
-	reg.MustRegister(m.requests, m.tokens, m.passthrough, m.latency, m.estimateErr, m.bounds, m.unreadable)
+	reg.MustRegister(m.requests, m.tokens, m.passthrough, m.latency, m.estimateErr, m.bounds, m.unreadable, m.refusals, m.cost)
 	return m
 }
 
@@ -95,6 +105,18 @@ func (m *Metrics) breakdown(policy string, api llm.API, u llm.Usage) {
 		if k.n > 0 {
 			m.tokens.WithLabelValues(policy, k.kind, sourceReported).Add(float64(k.n))
 		}
+	}
+}
+
+func (m *Metrics) refused(policy, limit string) {
+	if m != nil {
+		m.refusals.WithLabelValues(policy, limit).Inc()
+	}
+}
+
+func (m *Metrics) costed(policy string, micros int64) {
+	if m != nil && micros > 0 {
+		m.cost.WithLabelValues(policy).Add(float64(micros))
 	}
 }
 

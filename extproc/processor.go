@@ -11,6 +11,7 @@ import (
 	extprocv3 "github.com/envoyproxy/go-control-plane/envoy/service/ext_proc/v3"
 	"go.uber.org/zap"
 
+	"github.com/tokengate/tokengate/extproc/cost"
 	"github.com/tokengate/tokengate/extproc/decode"
 	"github.com/tokengate/tokengate/extproc/llm"
 	"github.com/tokengate/tokengate/extproc/policy"
@@ -28,6 +29,7 @@ const (
 	decisionWouldReject = "would_reject"
 	decisionUnavailable = "unavailable"
 	decisionUnreadable  = "unreadable_body"
+	decisionUnpriced    = "unpriced_model"
 )
 
 // stage is how far a request has come. It moves forward only, one way:
@@ -56,10 +58,10 @@ type processor struct {
 	route   llm.Route
 	policy  *policy.Policy
 	id      identity
-	keyHash string // hex SHA-256 of the subscription key; the key itself is never kept
-	tier    string // the caller's tier under the policy, "" for none
-	counter string // the limiter key: policy, key hash and, per model, the model
-	limits  limiter.Limits
+	keyHash string         // hex SHA-256 of the subscription key; the key itself is never kept
+	tier    string         // the caller's tier under the policy, "" for none
+	counter string         // the limiter key: policy, key hash and, per model, the model
+	budget  limiter.Budget // the key's limits under the policy, set by admit
 	model   string
 	shadow  string // in shadow mode, the refusal that was not sent
 
@@ -68,10 +70,12 @@ type processor struct {
 	wholeRequestBody, wholeResponseBody bool
 	reqEncoding                         string // the request's content-encoding
 
-	hold     limiter.Hold // what the reservation holds
-	req      *llm.Request // the request body, read; nil when it was not JSON
-	estimate int64        // prompt tokens estimated from the request body
-	prompted bool         // estimate is computed (else it is 0 so far)
+	holds    limiter.Holds // what the reservation holds
+	price    cost.Price    // the model's price, for cost limits
+	priced   bool          // price is looked up
+	req      *llm.Request  // the request body, read; nil when it was not JSON
+	estimate int64         // prompt tokens estimated from the request body
+	prompted bool          // estimate is computed (else it is 0 so far)
 	body     []byte
 
 	// The response.
@@ -159,7 +163,10 @@ func (p *processor) requestHeaders(h *extprocv3.HttpHeaders) *extprocv3.Processi
 	if !p.identify(p.policy) {
 		return p.rejectMissingKey()
 	}
-	if resp := p.admit(0); resp != nil {
+	// The headers check every limit; the request is held in its request
+	// limits with its tokens, once the body is read. A request without a
+	// body is held now: nothing else will hold it.
+	if resp := p.admit(need{request: h.GetEndOfStream()}); resp != nil {
 		return resp
 	}
 	return continueRequestHeaders()
@@ -250,9 +257,12 @@ func (p *processor) readRequestBody(raw []byte) (*extprocv3.ProcessingResponse, 
 			p.release()
 			return p.rejectMissingKey(), nil
 		}
-		if resp := p.admit(0); resp != nil {
+		if resp := p.admit(need{}); resp != nil {
 			return resp, nil
 		}
+	}
+	if !p.priceModel() {
+		return p.rejectUnpriced(), nil
 	}
 	strict, _ := p.policy.Strict()
 	if p.policy.EstimatesPrompt() || req.Stream || strict {
@@ -262,10 +272,8 @@ func (p *processor) readRequestBody(raw []byte) (*extprocv3.ProcessingResponse, 
 			return p.unreadable(unreadablePrompt, body, err), nil
 		}
 	}
-	if n := p.reservation(req.MaxOutput, req.Choices); n > 0 {
-		if resp := p.admit(n); resp != nil {
-			return resp, nil
-		}
+	if resp := p.reserve(p.reservation(req.MaxOutput, req.Choices)); resp != nil {
+		return resp, nil
 	}
 	// An encoded body is forwarded as it came: rewriting it would mean
 	// encoding it again, so such a stream is counted from its deltas.
@@ -310,7 +318,10 @@ func (p *processor) unreadable(reason string, body []byte, err error) *extprocv3
 		// The bytes stand for the prompt; a strict policy adds its own
 		// completion budget, the body's max_tokens being unknown.
 		p.estimate, p.prompted = int64(len(body)), true
-		return p.admit(p.reservation(0, 1))
+		if !p.priceModel() {
+			return p.rejectUnpriced()
+		}
+		return p.reserve(p.reservation(0, 1))
 	}
 	return nil
 }
@@ -349,52 +360,56 @@ func (p *processor) estimatePrompt() {
 	}
 }
 
-// reservation is what the request holds until it settles: the prompt
-// estimate, plus in strict mode the completion budget (the request's own
-// max, else the policy's) for each of the choices the upstream generates,
-// of the tokens the policy counts.
-func (p *processor) reservation(maxOutput, choices int64) int64 {
-	prompt, completion := p.estimate, int64(0)
+// reservation is what the request holds until it settles: itself, the
+// prompt estimate, plus in strict mode the completion budget (the
+// request's own max, else the policy's) for each of the choices the
+// upstream generates; and what they cost.
+func (p *processor) reservation(maxOutput, choices int64) need {
+	nd := need{prompt: p.estimate, request: true}
 	if strict, budget := p.policy.Strict(); strict {
 		if p.route.API.Provider() != llm.OpenAI {
 			// Claude's and Gemini's tokenizers are not public: their
 			// prompts are estimated with o200k_base, and strict mode
 			// holds the margin on top.
-			prompt = p.policy.WithMargin(prompt)
+			nd.prompt = p.policy.WithMargin(nd.prompt)
 		}
-		completion = budget
+		completion := budget
 		if maxOutput > 0 {
 			completion = maxOutput
 		}
-		completion = saturatingMul(completion, choices)
-		// A max_tokens past what the budget leaves after the prompt
-		// could never be admitted; reserving the whole budget lets it run
-		// on an empty window, as any request whose real use is larger
-		// than its reservation does. A prompt alone past the budget is
-		// still refused: it cannot fit.
-		if lim := p.limits.TokensPerMinute; lim > 0 { // set by the headers-phase admit
-			completion = min(completion, max(lim-prompt, 0))
-		}
+		nd.completion, nd.capped = saturatingMul(completion, choices), true
 	}
-	switch p.policy.Count() {
-	case config.CountPrompt:
-		return prompt
-	case config.CountCompletion:
-		return completion
+	if p.policy.HasCost() {
+		nd.costIn, nd.costOut = cost.Reservation(p.priceFor(), nd.prompt, nd.completion)
 	}
-	return prompt + completion
+	return nd
 }
 
 func (p *processor) counterKeyFor(pol *policy.Policy) string {
 	return pol.CounterKey(p.keyHash, p.model)
 }
 
-// admit checks (n == 0) or reserves n more tokens; it returns the 429 or
-// 403 to send when the budgets have no room.
-func (p *processor) admit(n int64) *extprocv3.ProcessingResponse {
+// reserve holds what the body phase found the request needs, when it
+// needs anything: with one hold per request, what the headers held (a
+// request that said it had no body, then sent one) is given back first.
+func (p *processor) reserve(nd need) *extprocv3.ProcessingResponse {
+	p.budget = p.policy.BudgetFor(p.keyHash, p.tier)
+	if nothing(p.amounts(nd)) {
+		return nil
+	}
+	if p.holds.ID != "" || len(p.holds.Amounts) > 0 {
+		p.releaseHold()
+	}
+	return p.admit(nd)
+}
+
+// admit checks (a need of nothing) or reserves what the request needs
+// of every limit; it returns the 429 or 403 to send when a limit has no
+// room.
+func (p *processor) admit(nd need) *extprocv3.ProcessingResponse {
 	p.counter = p.counterKey()
-	p.limits = p.policy.LimitsFor(p.keyHash, p.tier)
-	d, err := p.s.store.Reserve(p.ctx, p.counter, p.limits, n, p.s.clock.Now())
+	p.budget = p.policy.BudgetFor(p.keyHash, p.tier)
+	d, err := p.s.store.ReserveMany(p.ctx, p.counter, p.budget, p.amounts(nd), p.s.clock.Now())
 	if err != nil && p.ctx.Err() != nil {
 		// Envoy gave up on the stream (its message timeout, a reset)
 		// while the store was deciding: nobody reads a refusal now, and
@@ -418,9 +433,10 @@ func (p *processor) admit(n int64) *extprocv3.ProcessingResponse {
 	if !d.Allowed && p.policy.Shadow() {
 		// Shadow mode: say what would have happened, then let it through
 		// without a reservation; it is charged when it settles.
-		p.shadow = decisionFor(d)
+		p.shadow = p.decisionFor(d)
 		p.s.metrics.request(p.policy.Name(), decisionWouldReject)
-		p.logDecision(decisionWouldReject, zap.String("would", p.shadow), zap.Duration("retry_after", d.RetryAfter))
+		p.logDecision(decisionWouldReject, zap.String("would", p.shadow), zap.String("limit", p.budget[d.Refused].Name),
+			zap.Duration("retry_after", d.RetryAfter()))
 		p.admitted()
 		return nil
 	}
@@ -431,9 +447,8 @@ func (p *processor) admit(n int64) *extprocv3.ProcessingResponse {
 		return p.reject(d)
 	}
 	p.admitted()
-	p.hold.Tokens += d.Hold.Tokens
-	if d.Hold.ID != "" {
-		p.hold.ID = d.Hold.ID
+	if d.Hold.ID != "" || len(d.Hold.Amounts) > 0 {
+		p.holds = d.Hold
 	}
 	return nil
 }
@@ -457,9 +472,9 @@ func (p *processor) release() {
 // counter, before it reserves under another.
 func (p *processor) releaseHold() {
 	if p.stage.holding() {
-		_, _ = p.s.store.Settle(p.ctx, p.counter, p.limits, p.hold, 0, p.s.clock.Now())
+		_, _ = p.s.store.SettleMany(p.ctx, p.counter, p.budget, p.holds, make([]int64, len(p.budget)), p.s.clock.Now())
 	}
-	p.hold = limiter.Hold{}
+	p.holds = limiter.Holds{}
 }
 
 // collect gathers a body that arrives in several messages (Envoy sends one

@@ -10,7 +10,6 @@ import (
 	typev3 "github.com/envoyproxy/go-control-plane/envoy/type/v3"
 
 	"github.com/tokengate/tokengate/extproc/llm"
-	"github.com/tokengate/tokengate/limiter"
 )
 
 // headerSet collects response headers, each name once: a policy's custom
@@ -99,80 +98,6 @@ func (h *headerSet) mutation() *extprocv3.HeaderMutation {
 	}
 	return &extprocv3.HeaderMutation{SetHeaders: h.opts}
 }
-
-// rateHeaders are the OpenAI-style x-ratelimit-* headers and the policy's
-// custom names for the same figures.
-// A budget the key does not have is not advertised.
-func (p *processor) rateHeaders(h *headerSet, d limiter.Decision) {
-	if d.Limit > 0 {
-		h.setInt("x-ratelimit-limit-tokens", d.Limit)
-		h.setInt("x-ratelimit-remaining-tokens", d.Remaining)
-		h.set("x-ratelimit-reset-tokens", d.Reset.Round(time.Millisecond).String())
-		h.setInt(p.policy.Headers().RemainingTokens, d.Remaining)
-		if p.route.API.Provider() == llm.Anthropic {
-			// Anthropic's own names, its reset a time (RFC 3339).
-			h.setInt("anthropic-ratelimit-tokens-limit", d.Limit)
-			h.setInt("anthropic-ratelimit-tokens-remaining", d.Remaining)
-			h.set("anthropic-ratelimit-tokens-reset", p.s.clock.Now().Add(d.Reset).UTC().Format(time.RFC3339))
-		}
-	}
-	if d.Quota.Limit > 0 {
-		h.setInt(p.policy.Headers().RemainingQuotaTokens, d.Quota.Remaining)
-	}
-	p.draftHeaders(h, d)
-}
-
-// draftHeaders are the IETF httpapi rate-limit fields (RateLimit-Policy,
-// RateLimit; draft-ietf-httpapi-ratelimit-headers), one item per budget
-// the key has: "tokens", the sliding minute, and "quota", the calendar
-// period (w is the current period's length). Token budgets are in the
-// unit "tokens", which the draft's registry does not list: clients that
-// know only requests must read qu.
-func (p *processor) draftHeaders(h *headerSet, d limiter.Decision) {
-	if d.Limit == 0 && d.Quota.Limit == 0 {
-		return
-	}
-	var periodSecs int64
-	if d.Quota.Limit > 0 {
-		start, end := p.limits.Period.Bounds(p.s.clock.Now())
-		periodSecs = int64(end.Sub(start) / time.Second)
-	}
-	item := func(b []byte, name string, first bool) []byte {
-		if !first {
-			b = append(b, ", "...)
-		}
-		return append(append(append(b, '"'), name...), '"')
-	}
-	h.setWith("ratelimit-policy", func(b []byte) []byte {
-		if d.Limit > 0 {
-			b = item(b, "tokens", true)
-			b = strconv.AppendInt(append(b, ";q="...), d.Limit, 10)
-			b = append(b, `;qu="tokens";w=60`...)
-		}
-		if d.Quota.Limit > 0 {
-			b = item(b, "quota", d.Limit == 0)
-			b = strconv.AppendInt(append(b, ";q="...), d.Quota.Limit, 10)
-			b = strconv.AppendInt(append(b, `;qu="tokens";w=`...), periodSecs, 10)
-		}
-		return b
-	})
-	h.setWith("ratelimit", func(b []byte) []byte {
-		if d.Limit > 0 {
-			b = item(b, "tokens", true)
-			b = strconv.AppendInt(append(b, ";r="...), d.Remaining, 10)
-			b = strconv.AppendInt(append(b, ";t="...), ceilSeconds(d.Reset), 10)
-		}
-		if d.Quota.Limit > 0 {
-			b = item(b, "quota", d.Limit == 0)
-			b = strconv.AppendInt(append(b, ";r="...), d.Quota.Remaining, 10)
-			b = strconv.AppendInt(append(b, ";t="...), ceilSeconds(d.Quota.Reset), 10)
-		}
-		return b
-	})
-}
-
-// ceilSeconds is a duration in whole seconds, rounded up.
-func ceilSeconds(d time.Duration) int64 { return int64(math.Ceil(d.Seconds())) }
 
 // retryHeaders tell the client how long to wait: whole seconds rounded up,
 // and milliseconds rounded up, so that a client honouring either is never

@@ -38,7 +38,7 @@ func (p *processor) responseHeaders(h *extprocv3.HttpHeaders) *extprocv3.Process
 		p.decoder = d
 	}
 	var hs headerSet
-	if d, err := p.s.store.Status(p.ctx, p.counter, p.limits, p.s.clock.Now()); err == nil {
+	if d, err := p.s.store.StatusMany(p.ctx, p.counter, p.budget, p.s.clock.Now()); err == nil {
 		p.rateHeaders(&hs, d)
 	}
 	resp := continueResponseHeaders(hs.mutation())

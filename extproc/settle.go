@@ -91,9 +91,10 @@ func (p *processor) decision() string {
 	return decisionAllowed
 }
 
-// decisionFor names a refusal.
-func decisionFor(d limiter.Decision) string {
-	if d.Reason == limiter.QuotaExceeded {
+// decisionFor names a refusal: quota_exceeded when a calendar limit
+// refused, rate_limited when a window did.
+func (p *processor) decisionFor(d limiter.Decisions) string {
+	if d.Refused >= 0 && p.budget[d.Refused].Period != limiter.NoPeriod {
 		return decisionQuota
 	}
 	return decisionRateLimited
@@ -104,8 +105,9 @@ func decisionFor(d limiter.Decision) string {
 type settlement struct {
 	prompt, completion, total int64
 	charged                   int64 // what the policy counts of them
+	cost                      int64 // what they cost, in micro-units (cost limits only)
 	source                    string
-	d                         limiter.Decision
+	d                         limiter.Decisions
 	err                       error
 }
 
@@ -121,7 +123,11 @@ func (p *processor) settleOnce(ctx context.Context) settlement {
 	// the window finds it in the metrics and the log too.
 	p.record(st.prompt, st.completion, st.source)
 	p.logDecision(p.decision(), zap.Int64("tokens", st.charged), zap.String("source", st.source))
-	st.d, st.err = p.s.store.Settle(ctx, p.counter, p.limits, p.hold, st.charged, p.s.clock.Now())
+	nd := p.usedNeed(st.prompt, st.completion, st.source)
+	st.cost = satAdd(nd.costIn, nd.costOut)
+	p.s.metrics.costed(p.policy.Name(), st.cost)
+	used := p.amounts(nd)
+	st.d, st.err = p.s.store.SettleMany(ctx, p.counter, p.budget, p.holds, used, p.s.clock.Now())
 	if st.err != nil {
 		p.s.storeError("settle", st.err)
 		p.s.log.Warn("limiter store failed to settle", zap.String("key", p.keyHash[:8]), zap.Error(st.err))
@@ -146,8 +152,14 @@ func (p *processor) settle() (*extprocv3.HeaderMutation, *meta) {
 	if st.source == sourceReported {
 		md.num("cached_tokens", p.usage.CacheRead).num("cache_write_tokens", p.usage.CacheWrite).num("reasoning_tokens", p.usage.Reasoning)
 	}
+	if p.policy.HasCost() {
+		md.num("cost_micros", st.cost)
+	}
+	if r, ok := p.tokenRemaining(st.d); ok {
+		md.num("remaining_tokens", r)
+	}
 	return h.mutation(), md.num("prompt_tokens", st.prompt).num("completion_tokens", st.completion).
-		num("total_tokens", st.total).num("remaining_tokens", st.d.Remaining).str("source", st.source)
+		num("total_tokens", st.total).str("source", st.source)
 }
 
 // finish settles a request whose stream ended before its response did:
@@ -190,24 +202,42 @@ func (p *processor) record(prompt, completion int64, source string) {
 	}
 }
 
-// reject answers a refusal: 429 when the window is spent, 403 when the
-// quota is, with x-should-retry: false so SDKs don't spin on a quota that
-// resets next month.
-func (p *processor) reject(d limiter.Decision) *extprocv3.ProcessingResponse {
-	decision := decisionFor(d)
+// reject answers a refusal, naming the limit that refused: 429 when a
+// window is spent, 403 when a calendar quota is, with x-should-retry:
+// false so SDKs don't spin on a quota that resets next month.
+func (p *processor) reject(d limiter.Decisions) *extprocv3.ProcessingResponse {
+	decision := p.decisionFor(d)
+	l, m, quota, msg := p.refusal(d)
 	var h headerSet
-	secs := p.retryHeaders(&h, d.RetryAfter)
+	p.retryHeaders(&h, d.RetryAfter())
 	p.rateHeaders(&h, d)
 	p.s.metrics.request(p.policy.Name(), decision)
-	p.logDecision(decision, zap.Duration("retry_after", d.RetryAfter))
-	md := newMeta(decision).num("remaining_tokens", d.Remaining)
-	if decision == decisionQuota {
+	p.s.metrics.refused(p.policy.Name(), l.Name)
+	p.logDecision(decision, zap.String("limit", l.Name), zap.Duration("retry_after", d.RetryAfter()))
+	md := newMeta(decision).str("limit", l.Name).num("remaining", d.Limits[max(d.Refused, 0)].Remaining)
+	if r, ok := p.tokenRemaining(d); ok {
+		md.num("remaining_tokens", r)
+	}
+	if quota {
 		h.set("x-should-retry", "false")
-		msg := fmt.Sprintf("Token quota is exceeded. Try again in %d seconds.", secs)
 		return p.refuse(llm.QuotaExceeded, &h, msg, "tokengate_quota_exceeded", md)
 	}
-	msg := fmt.Sprintf("Token limit is exceeded. Try again in %d seconds.", secs)
+	if m.Unit == config.UnitRequests {
+		// OpenAI's type for a spent request window.
+		return p.refuse(llm.RequestsLimited, &h, msg, "tokengate_rate_limited", md)
+	}
 	return p.refuse(llm.RateLimited, &h, msg, "tokengate_rate_limited", md)
+}
+
+// rejectUnpriced answers a request whose model the price list does not
+// price, under a policy with a cost limit: a budget cannot count what it
+// cannot price.
+func (p *processor) rejectUnpriced() *extprocv3.ProcessingResponse {
+	p.release()
+	p.s.metrics.request(p.policy.Name(), decisionUnpriced)
+	p.logDecision(decisionUnpriced, zap.String("model", p.model))
+	msg := fmt.Sprintf("The model %q has no price, and this API's cost limit needs one.", p.model)
+	return p.refuse(llm.Unpriced, &headerSet{}, msg, "tokengate_unpriced_model", newMeta(decisionUnpriced))
 }
 
 // unavailable answers 503 while the shared store is away under

@@ -24,9 +24,9 @@ type countingStore struct {
 	settles atomic.Int64
 }
 
-func (c *countingStore) Settle(ctx context.Context, key string, lim limiter.Limits, h limiter.Hold, used int64, now time.Time) (limiter.Decision, error) {
+func (c *countingStore) SettleMany(ctx context.Context, key string, b limiter.Budget, h limiter.Holds, used []int64, now time.Time) (limiter.Decisions, error) {
 	c.settles.Add(1)
-	return c.Store.Settle(ctx, key, lim, h, used, now)
+	return c.Store.SettleMany(ctx, key, b, h, used, now)
 }
 
 const streamBody = `{"model":"gpt-4o","stream":true,"messages":[{"role":"user","content":"Can you tell me the time, please?"}]}`

@@ -5,7 +5,7 @@
 // per-request latency percentiles, each server's CPU per stream and per
 // message, and the ratios tokengate / nop.
 //
-//	go run ./e2e/bench [-mode buffered|estimate|streamed|redis|all]
+//	go run ./e2e/bench [-mode buffered|estimate|streamed|redis|anthropic|budget|all]
 //	    [-concurrency 8] [-duration 10s] [-requests 0] [-json] [-out FILE]
 //
 // This process is the client; it shares the machine's cores with the
@@ -62,7 +62,7 @@ func parseFlags(args []string, stderr io.Writer) (options, error) {
 	o := options{args: args}
 	fs := flag.NewFlagSet("bench", flag.ContinueOnError)
 	fs.SetOutput(stderr)
-	fs.StringVar(&o.mode, "mode", "buffered", "buffered, estimate, streamed, redis, a comma-separated list, or all")
+	fs.StringVar(&o.mode, "mode", "buffered", "buffered, estimate, streamed, redis, anthropic, budget, a comma-separated list, or all")
 	fs.IntVar(&o.concurrency, "concurrency", 8, "streams in flight at once (1: serial, the per-request cost)")
 	fs.IntVar(&o.conns, "conns", 2, "gRPC connections per server the streams spread over (Envoy opens one per worker thread)")
 	fs.DurationVar(&o.duration, "duration", 10*time.Second, "measured time per server per mode, split into -rounds; ignored with -requests")

@@ -16,6 +16,7 @@ type mode struct {
 	estimate bool   // estimate_prompt_tokens: tokenize the prompt at the request body
 	redis    bool   // the redis store instead of memory
 	api      string // "" is OpenAI's Chat Completions; "anthropic" is Anthropic's Messages
+	budget   bool   // four limits (requests, input, output, cost) instead of one
 	about    string
 }
 
@@ -25,6 +26,7 @@ var modes = []mode{
 	{name: "streamed", streamed: true, about: "stream: true, event stream of 500 chunks + usage + [DONE], one message each"},
 	{name: "redis", redis: true, about: "as buffered, the store a local redis-server (one round trip per decision)"},
 	{name: "anthropic", api: "anthropic", about: "as buffered, an Anthropic Messages request and answer (/v1/messages)"},
+	{name: "budget", budget: true, about: "as buffered, a policy of four limits: requests, input and output tokens a minute, cost a day"},
 }
 
 // pickModes turns -mode into the modes to run, in a fixed order.
@@ -41,7 +43,7 @@ func pickModes(s string) ([]mode, error) {
 			}
 		}
 		if !found {
-			return nil, fmt.Errorf("-mode %q: want buffered, estimate, streamed, redis, anthropic, a comma-separated list of them, or all", name)
+			return nil, fmt.Errorf("-mode %q: want buffered, estimate, streamed, redis, anthropic, budget, a comma-separated list of them, or all", name)
 		}
 	}
 	return out, nil
@@ -55,12 +57,21 @@ func writeConfig(dir string, m mode, redisAddr string) (string, error) {
 	if m.redis {
 		store = fmt.Sprintf("store: {backend: redis, redis: {addrs: [%s], on_error: fail_open}}\n", redisAddr)
 	}
+	limits := "  tokens_per_minute: 1000000000000\n"
+	if m.budget {
+		limits = `  limits:
+  - {unit: requests, max: 1000000000000, window: 1m}
+  - {unit: tokens, kind: input, max: 1000000000000, window: 1m}
+  - {unit: tokens, kind: output, max: 1000000000000, window: 1m}
+  - {unit: cost, max: 1000000, period: daily}
+`
+		store += "prices: {default: {input: 2.50, output: 10}}\n"
+	}
 	cfg := store + fmt.Sprintf(`policies:
 - name: bench
-  tokens_per_minute: 1000000000000
-  counter_key: {header: [api-key]}
+%s  counter_key: {header: [api-key]}
   estimate_prompt_tokens: %t
-`, m.estimate)
+`, limits, m.estimate)
 	path := filepath.Join(dir, "tokengate-"+m.name+".yaml")
 	return path, os.WriteFile(path, []byte(cfg), 0o600)
 }

@@ -70,13 +70,16 @@ type Result struct {
 func (r *Result) Refused() int { return r.RateLimited + r.QuotaExceeded }
 
 // Report is the accuracy figure against limit, one line.
-func (r *Result) Report(limit int64) string {
+func (r *Result) Report(limit int64) string { return r.report(r.Worst, limit, "tokens") }
+
+// report is worst against limit, both in unit, and the run's outcomes.
+func (r *Result) report(worst Window, limit int64, unit string) string {
 	pct := 0.0
 	if limit > 0 {
-		pct = 100 * float64(r.Worst.Tokens) / float64(limit)
+		pct = 100 * float64(worst.Tokens) / float64(limit)
 	}
-	return fmt.Sprintf("worst 60s window %s / %s tokens (%.1f %%), admitted %s, refused %s",
-		group(r.Worst.Tokens), group(limit), pct, group(int64(r.Admitted)), group(int64(r.Refused())))
+	return fmt.Sprintf("worst 60s window %s / %s %s (%.1f %%), admitted %s, refused %s",
+		group(worst.Tokens), group(limit), unit, pct, group(int64(r.Admitted)), group(int64(r.Refused())))
 }
 
 // String tells everything a run saw, one line.

@@ -10,7 +10,8 @@ import (
 // count until s+60.
 const WindowSpan = 60 * time.Second
 
-// Window is a span of whole seconds and the tokens charged in it.
+// Window is a span of whole seconds and the tokens charged in it (or,
+// from WorstWindowOf, whatever its amount measures).
 type Window struct {
 	From   time.Time // first second of the window
 	Tokens int64
@@ -21,6 +22,13 @@ type Window struct {
 // tokens. A record counts in the Unix second its fake time falls in. The
 // best window always starts at a charged second, so only those are tried.
 func WorstWindow(recs []Record, span time.Duration) Window {
+	return WorstWindowOf(recs, span, func(r Record) int64 { return r.Total })
+}
+
+// WorstWindowOf is WorstWindow measuring each record by amount instead of
+// its total tokens, such as what it cost (Price.Cost): the window's Tokens
+// are then amount's unit.
+func WorstWindowOf(recs []Record, span time.Duration, amount func(Record) int64) Window {
 	secs := int64(span / time.Second)
 	if len(recs) == 0 || secs <= 0 {
 		return Window{}
@@ -28,7 +36,7 @@ func WorstWindow(recs []Record, span time.Duration) Window {
 	type bucket struct{ sec, tokens int64 }
 	bySec := map[int64]int64{}
 	for _, r := range recs {
-		bySec[r.At.Unix()] += r.Total
+		bySec[r.At.Unix()] += amount(r)
 	}
 	buckets := make([]bucket, 0, len(bySec))
 	for s, n := range bySec {

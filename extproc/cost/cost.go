@@ -28,27 +28,26 @@ const perMillion = 1_000_000
 // part is rounded up, so a request is never free by rounding, and the sum
 // saturates rather than wraps.
 func Of(p Price, u llm.Usage) int64 {
+	in, out := Split(p, u)
+	return satAdd(in, out)
+}
+
+// Split is Of in two: the input's cost and the output's, for limits that
+// count one of them.
+func Split(p Price, u llm.Usage) (input, output int64) {
 	cached, written := min(u.CacheRead, u.Prompt), min(u.CacheWrite, max(u.Prompt-u.CacheRead, 0))
 	reasoning := min(u.Reasoning, u.Completion)
-	parts := [...]struct{ tokens, price int64 }{
-		{u.Prompt - cached - written, p.Input},
-		{cached, or(p.CachedInput, p.Input)},
-		{written, or(p.CacheWrite, p.Input)},
-		{u.Completion - reasoning, p.Output},
-		{reasoning, or(p.Reasoning, p.Output)},
-	}
-	var sum int64
-	for _, part := range parts {
-		sum = satAdd(sum, Tokens(part.tokens, part.price))
-	}
-	return sum
+	input = satAdd(satAdd(Tokens(u.Prompt-cached-written, p.Input), Tokens(cached, or(p.CachedInput, p.Input))),
+		Tokens(written, or(p.CacheWrite, p.Input)))
+	output = satAdd(Tokens(u.Completion-reasoning, p.Output), Tokens(reasoning, or(p.Reasoning, p.Output)))
+	return input, output
 }
 
 // Reservation is what strict mode holds for a request's cost: its prompt
 // estimate at the input price and its completion budget at the output
 // price (the dearer of output and reasoning: the budget may be either).
-func Reservation(p Price, promptEstimate, completionBudget int64) int64 {
-	return satAdd(Tokens(promptEstimate, p.Input), Tokens(completionBudget, max(p.Output, p.Reasoning)))
+func Reservation(p Price, promptEstimate, completionBudget int64) (input, output int64) {
+	return Tokens(promptEstimate, p.Input), Tokens(completionBudget, max(p.Output, p.Reasoning))
 }
 
 // Tokens is the cost of n tokens at price per million, rounded up; no

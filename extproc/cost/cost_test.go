@@ -58,8 +58,8 @@ func TestTokensNeverOverflow(t *testing.T) {
 func TestReservationAndTable(t *testing.T) {
 	// 2,000 estimated prompt tokens and a 1,000-token budget: 6,000 +
 	// 15,000 micro-units.
-	if got := Reservation(sonnet, 2000, 1000); got != 21000 {
-		t.Errorf("Reservation = %d, want 21000", got)
+	if in, out := Reservation(sonnet, 2000, 1000); in != 6000 || out != 15000 {
+		t.Errorf("Reservation = %d + %d, want 6000 + 15000", in, out)
 	}
 	def := Price{Input: 1, Output: 2}
 	tab := NewTable(map[string]Price{"Claude-Sonnet-4-5": sonnet}, &def)

@@ -10,28 +10,33 @@ type Refusal int
 
 // The refusals.
 const (
-	RateLimited   Refusal = iota // 429: the window is spent
-	QuotaExceeded                // 403: the period's quota is spent
-	Unavailable                  // 503: the shared store is away (fail_closed)
-	MissingKey                   // 401: no key where the policy reads it
-	Unreadable                   // 400: a body the policy needs cannot be read
+	RateLimited     Refusal = iota // 429: the window is spent
+	QuotaExceeded                  // 403: the period's quota is spent
+	Unavailable                    // 503: the shared store is away (fail_closed)
+	MissingKey                     // 401: no key where the policy reads it
+	Unreadable                     // 400: a body the policy needs cannot be read
+	Unpriced                       // 400: a cost limit cannot price the request's model
+	RequestsLimited                // 429: a window of requests is spent (OpenAI's type "requests")
 )
 
 // Status is the refusal's HTTP status.
 func (r Refusal) Status() int {
 	return [...]int{http.StatusTooManyRequests, http.StatusForbidden, http.StatusServiceUnavailable,
-		http.StatusUnauthorized, http.StatusBadRequest}[r]
+		http.StatusUnauthorized, http.StatusBadRequest, http.StatusBadRequest, http.StatusTooManyRequests}[r]
 }
 
 // Each provider's names for the refusals: OpenAI's error type and code,
 // Anthropic's error type, Gemini's status, Bedrock's exception.
-var refusalNames = [...][5][2]string{
+var refusalNames = [...][7][2]string{
 	OpenAI: {{"tokens", "rate_limit_exceeded"}, {"tokens", "quota_exceeded"}, {"server_error", "limiter_unavailable"},
-		{"invalid_request_error", "missing_subscription_key"}, {"invalid_request_error", "unreadable_body"}},
-	Anthropic: {{"rate_limit_error"}, {"permission_error"}, {"api_error"}, {"authentication_error"}, {"invalid_request_error"}},
-	Gemini:    {{"RESOURCE_EXHAUSTED"}, {"PERMISSION_DENIED"}, {"UNAVAILABLE"}, {"UNAUTHENTICATED"}, {"INVALID_ARGUMENT"}},
+		{"invalid_request_error", "missing_subscription_key"}, {"invalid_request_error", "unreadable_body"},
+		{"invalid_request_error", "model_not_priced"}, {"requests", "rate_limit_exceeded"}},
+	Anthropic: {{"rate_limit_error"}, {"permission_error"}, {"api_error"}, {"authentication_error"}, {"invalid_request_error"},
+		{"invalid_request_error"}, {"rate_limit_error"}},
+	Gemini: {{"RESOURCE_EXHAUSTED"}, {"PERMISSION_DENIED"}, {"UNAVAILABLE"}, {"UNAUTHENTICATED"}, {"INVALID_ARGUMENT"},
+		{"INVALID_ARGUMENT"}, {"RESOURCE_EXHAUSTED"}},
 	Bedrock: {{"ThrottlingException"}, {"AccessDeniedException"}, {"ServiceUnavailableException"},
-		{"UnrecognizedClientException"}, {"ValidationException"}},
+		{"UnrecognizedClientException"}, {"ValidationException"}, {"ValidationException"}, {"ThrottlingException"}},
 }
 
 // ErrorBody is a refusal as the provider's own API sends its errors, so

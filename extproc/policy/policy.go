@@ -11,8 +11,10 @@ import (
 	"errors"
 	"fmt"
 	"math"
+	"slices"
 	"strings"
 
+	"github.com/tokengate/tokengate/extproc/cost"
 	"github.com/tokengate/tokengate/internal/config"
 	"github.com/tokengate/tokengate/limiter"
 )
@@ -29,11 +31,14 @@ type Policy struct {
 	perRoute       bool
 	tierMetadata   *config.MetadataValue
 	tierHeader     string
-	tiers          map[string]limiter.Limits // by tier name: the policy's limits with the tier's budgets
+	tiers          map[string]limiter.Budget // by tier name: the policy's limits with the tier's budgets
 	rejectMissing  bool
 	perModel       bool
-	limits         limiter.Limits
-	overrides      map[string]limiter.Limits // by key hash, the policy's limits with the override applied
+	budget         limiter.Budget
+	meters         []Meter                   // what each limit of budget counts, in its order
+	overrides      map[string]limiter.Budget // by key hash, the policy's limits with the override applied
+	prices         cost.Table
+	hasCost        bool
 	estimatePrompt bool
 	count          string
 	strict         bool
@@ -46,12 +51,27 @@ type Policy struct {
 	marginPermille int64 // estimate_margin, in thousandths
 }
 
+// Meter says what one limit of a policy's Budget counts.
+type Meter struct {
+	// Unit is config.UnitTokens, UnitRequests or UnitCost.
+	Unit string
+	// Kind is config.KindTotal, KindInput or KindOutput; "" for requests.
+	Kind string
+	// Shorthand marks tokens_per_minute and token_quota, whose refusals
+	// keep APIM's words.
+	Shorthand bool
+}
+
 // Compile checks spec (with config.Policy.Checked, so a policy built in
-// code meets the file's rules) and derives what requests need from it.
-func Compile(spec config.Policy) (*Policy, error) {
+// code meets the file's rules) and derives what requests need from it;
+// prices price its cost limits.
+func Compile(spec config.Policy, prices config.Prices) (*Policy, error) {
 	spec, err := spec.Checked()
 	if err != nil {
 		return nil, err
+	}
+	if spec.HasCost() && prices.Empty() {
+		return nil, fmt.Errorf("policy %q: a cost limit needs prices", spec.Name)
 	}
 	period, _ := spec.Period()           // checked
 	strict, reserve, _ := spec.Reserve() // checked
@@ -66,7 +86,6 @@ func Compile(spec config.Policy) (*Policy, error) {
 		perRoute:       spec.CounterKey.PerRoute,
 		rejectMissing:  spec.CounterKey.Missing == config.MissingReject,
 		perModel:       spec.CounterKey.PerModel,
-		limits:         limiter.Limits{TokensPerMinute: spec.TokensPerMinute, Quota: spec.TokenQuota, Period: period},
 		estimatePrompt: spec.EstimatePromptTokens,
 		count:          spec.Count,
 		strict:         strict,
@@ -90,28 +109,74 @@ func Compile(spec config.Policy) (*Policy, error) {
 			p.unreadable = config.UnreadableRefuse
 		}
 	}
-	p.overrides = make(map[string]limiter.Limits, len(spec.Overrides))
+	base := limiter.Limits{TokensPerMinute: spec.TokensPerMinute, Quota: spec.TokenQuota, Period: period}
+	p.budget, p.meters = compileBudget(&spec, base)
+	p.overrides = make(map[string]limiter.Budget, len(spec.Overrides))
 	for _, o := range spec.Overrides {
-		p.overrides[o.KeySHA256] = withBudgets(p.limits, o.TokensPerMinute, o.TokenQuota)
+		p.overrides[o.KeySHA256] = withBudgets(p.budget, base, o.TokensPerMinute, o.TokenQuota, o.Limits, &spec)
 	}
 	if t := spec.Tiers; t != nil {
 		p.tierMetadata, p.tierHeader = cloneMetadata(t.Metadata), t.Header
-		p.tiers = make(map[string]limiter.Limits, len(t.Levels))
+		p.tiers = make(map[string]limiter.Budget, len(t.Levels))
 		for name, l := range t.Levels {
-			p.tiers[name] = withBudgets(p.limits, l.TokensPerMinute, l.TokenQuota)
+			p.tiers[name] = withBudgets(p.budget, base, l.TokensPerMinute, l.TokenQuota, l.Limits, &spec)
 		}
+	}
+	if p.hasCost = spec.HasCost(); p.hasCost {
+		p.prices = compilePrices(prices)
 	}
 	return p, nil
 }
 
+// compileBudget is the policy's Budget and what each of its limits
+// counts: the shorthands first, as Limits.Budget makes them (so a policy
+// that only has them keeps its keys' counts), then its limits in order.
+// The shorthands count what count says.
+func compileBudget(spec *config.Policy, base limiter.Limits) (limiter.Budget, []Meter) {
+	var b limiter.Budget
+	var meters []Meter
+	if base.TokensPerMinute > 0 || base.Quota > 0 {
+		b = base.Budget()
+		kind := map[string]string{config.CountTotal: config.KindTotal, config.CountPrompt: config.KindInput,
+			config.CountCompletion: config.KindOutput}[spec.Count]
+		for range b {
+			meters = append(meters, Meter{Unit: config.UnitTokens, Kind: kind, Shorthand: true})
+		}
+	}
+	for _, l := range spec.Limits {
+		n, _ := l.Amount()    // checked
+		w, per, _ := l.Span() // checked
+		b = append(b, limiter.Limit{Name: l.Name, Max: n, Window: w, Period: per})
+		meters = append(meters, Meter{Unit: l.Unit, Kind: l.Kind})
+	}
+	return b, meters
+}
+
+func compilePrices(prices config.Prices) cost.Table {
+	price := func(p config.Price) cost.Price {
+		in, cached, write, out, reasoning, _ := p.Micros() // checked by config
+		return cost.Price{Input: in, CachedInput: cached, CacheWrite: write, Output: out, Reasoning: reasoning}
+	}
+	byModel := make(map[string]cost.Price, len(prices.Models))
+	for m, p := range prices.Models {
+		byModel[m] = price(p)
+	}
+	var fallback *cost.Price
+	if prices.Default != nil {
+		f := price(*prices.Default)
+		fallback = &f
+	}
+	return cost.NewTable(byModel, fallback)
+}
+
 // CompileAll compiles the policies of a configuration, in order; the
 // errors name the policy by its place in the list.
-func CompileAll(specs []config.Policy) ([]*Policy, error) {
+func CompileAll(specs []config.Policy, prices config.Prices) ([]*Policy, error) {
 	out := make([]*Policy, 0, len(specs))
 	var errs []error
 	names := map[string]bool{}
 	for i, spec := range specs {
-		p, err := Compile(spec)
+		p, err := Compile(spec, prices)
 		if err != nil {
 			errs = append(errs, fmt.Errorf("policies[%d]: %w", i, err))
 			continue
@@ -130,8 +195,8 @@ func CompileAll(specs []config.Policy) ([]*Policy, error) {
 
 // MustCompileAll is CompileAll for configurations config.Parse accepted,
 // which compile by construction.
-func MustCompileAll(specs []config.Policy) []*Policy {
-	ps, err := CompileAll(specs)
+func MustCompileAll(specs []config.Policy, prices config.Prices) []*Policy {
+	ps, err := CompileAll(specs, prices)
 	if err != nil {
 		panic("policy: a parsed configuration does not compile: " + err.Error())
 	}
@@ -210,28 +275,54 @@ func (p *Policy) WithMargin(estimate int64) int64 {
 	return (estimate*(1000+p.marginPermille) + 999) / 1000
 }
 
-// LimitsFor returns the budgets of a key, by its hash, in a tier (""
+// BudgetFor returns the limits of a key, by its hash, in a tier (""
 // for none): the key's override when it has one, else the tier's budgets
-// when the policy lists the tier, else the policy's.
-func (p *Policy) LimitsFor(keyHash, tier string) limiter.Limits {
-	if lim, ok := p.overrides[keyHash]; ok {
-		return lim
+// when the policy lists the tier, else the policy's. Every one has the
+// same limits in the same order, Meters' order: only their Max differ.
+// The slice is shared: do not change it.
+func (p *Policy) BudgetFor(keyHash, tier string) limiter.Budget {
+	if b, ok := p.overrides[keyHash]; ok {
+		return b
 	}
-	if lim, ok := p.tiers[tier]; ok && tier != "" {
-		return lim
+	if b, ok := p.tiers[tier]; ok && tier != "" {
+		return b
 	}
-	return p.limits
+	return p.budget
 }
 
-// withBudgets is lim with the non-zero budgets replacing its own.
-func withBudgets(lim limiter.Limits, tokensPerMinute, quota int64) limiter.Limits {
-	if tokensPerMinute > 0 {
-		lim.TokensPerMinute = tokensPerMinute
+// Meters say what each limit of the policy's budgets counts. The slice
+// is shared: do not change it.
+func (p *Policy) Meters() []Meter { return p.meters }
+
+// HasCost reports a policy with a cost limit.
+func (p *Policy) HasCost() bool { return p.hasCost }
+
+// Price is a model's price for the policy's cost limits; false when the
+// price list has none for it (nor a default).
+func (p *Policy) Price(model string) (cost.Price, bool) { return p.prices.For(model) }
+
+// withBudgets is b with the non-zero shorthand budgets and the named
+// limits' maxes replacing its own.
+func withBudgets(b limiter.Budget, base limiter.Limits, tokensPerMinute, quota int64, maxes map[string]config.Decimal, spec *config.Policy) limiter.Budget {
+	out := slices.Clone(b)
+	for i := range out {
+		l := &out[i]
+		switch {
+		case l.Name == limiter.WindowLimitName && tokensPerMinute > 0 && (base.TokensPerMinute > 0 || base.Quota > 0):
+			l.Max = tokensPerMinute
+		case l.Name == limiter.QuotaLimitName && quota > 0 && base.Quota > 0:
+			l.Max = quota
+		}
+		if d, ok := maxes[l.Name]; ok {
+			for _, sl := range spec.Limits {
+				if sl.Name == l.Name {
+					sl.Max = d
+					l.Max, _ = sl.Amount() // checked
+				}
+			}
+		}
 	}
-	if quota > 0 {
-		lim.Quota = quota
-	}
-	return lim
+	return out
 }
 
 // KeyMetadata is the dynamic metadata value the key includes, nil when

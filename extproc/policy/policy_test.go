@@ -9,6 +9,7 @@ import (
 	"go/token"
 	"go/types"
 	"path/filepath"
+	"slices"
 	"strings"
 	"testing"
 
@@ -22,7 +23,7 @@ func load(t *testing.T, file string) []*Policy {
 	if err != nil {
 		t.Fatal(err)
 	}
-	ps, err := CompileAll(c.Policies)
+	ps, err := CompileAll(c.Policies, c.Prices)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -42,8 +43,8 @@ func TestTiers(t *testing.T) {
 		{"other", limiter.Limits{TokensPerMinute: 500, Quota: 10000, Period: limiter.Monthly}},
 	}
 	for _, tt := range tests {
-		if got := p.LimitsFor(sha(tt.key), ""); got != tt.want {
-			t.Errorf("LimitsFor(%s) = %+v, want %+v", tt.key, got, tt.want)
+		if got := p.BudgetFor(sha(tt.key), ""); !slices.Equal(got, tt.want.Budget()) {
+			t.Errorf("BudgetFor(%s) = %+v, want %+v", tt.key, got, tt.want.Budget())
 		}
 	}
 	if strict, budget := p.Strict(); !strict || budget != 2048 {
@@ -63,13 +64,13 @@ func TestTiers(t *testing.T) {
 // nothing. A schema built in code now goes through Compile, which checks
 // and derives exactly as for the file.
 func TestHandBuiltSpecKeepsItsQuota(t *testing.T) {
-	p, err := Compile(config.Policy{Name: "team", TokenQuota: 1000, TokenQuotaPeriod: "monthly"})
+	p, err := Compile(config.Policy{Name: "team", TokenQuota: 1000, TokenQuotaPeriod: "monthly"}, config.Prices{})
 	if err != nil {
 		t.Fatal(err)
 	}
 	want := limiter.Limits{Quota: 1000, Period: limiter.Monthly}
-	if got := p.LimitsFor("any", ""); got != want {
-		t.Errorf("LimitsFor = %+v, want %+v", got, want)
+	if got := p.BudgetFor("any", ""); !slices.Equal(got, want.Budget()) {
+		t.Errorf("BudgetFor = %+v, want %+v", got, want.Budget())
 	}
 	if !p.RejectsMissingKey() || !p.MatchesPath("/v1/chat/completions") || p.Count() != config.CountTotal || !p.InjectsStreamUsage() || !p.ChargesUnanswered() {
 		t.Errorf("defaults not applied: %+v", p)
@@ -85,13 +86,13 @@ func TestCompileRefusesBadSpecs(t *testing.T) {
 		{config.Policy{TokensPerMinute: 10}, []string{"policy.name: is required"}},
 		{config.Policy{Name: "a:b", TokensPerMinute: 10}, []string{`policy "a:b".name: must not contain ':'`}},
 		{config.Policy{Name: "q", TokenQuotaPeriod: "daily", TokensPerMinute: 10}, []string{`policy "q".token_quota: token_quota_period is set but token_quota is not`}},
-		{config.Policy{Name: "z"}, []string{`policy "z".tokens_per_minute: a policy needs tokens_per_minute, token_quota or both`}},
+		{config.Policy{Name: "z"}, []string{`policy "z".tokens_per_minute: a policy needs tokens_per_minute, token_quota or limits`}},
 		{config.Policy{Name: "r", TokensPerMinute: 1, ReserveCompletion: "lots", Count: "all"}, []string{
 			`policy "r".count: must be total, prompt or completion, got "all"`,
 			`policy "r".reserve_completion: must be none, max_tokens or a positive number of tokens, got "lots"`}},
 	}
 	for _, tt := range tests {
-		p, err := Compile(tt.spec)
+		p, err := Compile(tt.spec, config.Prices{})
 		if err == nil || p != nil {
 			t.Errorf("Compile(%+v) = %v, %v; want an error", tt.spec, p, err)
 			continue
@@ -102,7 +103,7 @@ func TestCompileRefusesBadSpecs(t *testing.T) {
 			}
 		}
 	}
-	if _, err := CompileAll([]config.Policy{{Name: "a", TokensPerMinute: 1}, {Name: "a", TokensPerMinute: 2}}); err == nil ||
+	if _, err := CompileAll([]config.Policy{{Name: "a", TokensPerMinute: 1}, {Name: "a", TokensPerMinute: 2}}, config.Prices{}); err == nil ||
 		!strings.Contains(err.Error(), `policies[1].name: "a" is used by an earlier policy`) {
 		t.Errorf("CompileAll with a duplicate name: %v", err)
 	}
@@ -112,12 +113,12 @@ func TestCompileRefusesBadSpecs(t *testing.T) {
 // nothing in the compiled policy.
 func TestCompiledPolicyIsItsOwn(t *testing.T) {
 	spec := config.Policy{Name: "c", TokensPerMinute: 10, CounterKey: config.CounterKey{Header: []string{"X-Key"}}, Match: config.Match{Models: []string{"gpt-4o"}}}
-	p, err := Compile(spec)
+	p, err := Compile(spec, config.Prices{})
 	if err != nil {
 		t.Fatal(err)
 	}
 	spec.CounterKey.Header[0], spec.Match.Models[0], spec.TokensPerMinute = "other", "o1", 99
-	if p.KeyHeaders()[0] != "x-key" || !p.MatchesModel("GPT-4O") || p.MatchesModel("o1") || p.LimitsFor("", "").TokensPerMinute != 10 {
+	if p.KeyHeaders()[0] != "x-key" || !p.MatchesModel("GPT-4O") || p.MatchesModel("o1") || p.BudgetFor("", "")[0].Max != 10 {
 		t.Errorf("the compiled policy changed with its spec: %+v", p)
 	}
 }
@@ -131,7 +132,7 @@ func TestPolicyCannotBeBuiltByHand(t *testing.T) {
 
 import "github.com/tokengate/tokengate/extproc/policy"
 
-var P = &policy.Policy{name: "team", limits: nil}
+var P = &policy.Policy{name: "team", budget: nil}
 var Q = policy.Policy{}
 `
 	fset := token.NewFileSet()
@@ -143,7 +144,7 @@ var Q = policy.Policy{}
 	conf := types.Config{Importer: importer.ForCompiler(fset, "source", nil), Error: func(err error) { errs = append(errs, err.Error()) }}
 	_, _ = conf.Check("handbuilt", fset, []*ast.File{f}, nil)
 	joined := strings.Join(errs, "\n")
-	for _, want := range []string{"unexported field name in struct literal", "unexported field limits in struct literal"} {
+	for _, want := range []string{"unexported field name in struct literal", "unexported field budget in struct literal"} {
 		if !strings.Contains(joined, want) {
 			t.Errorf("type-checking a hand-built policy:\n%s\nwant an error %q", joined, want)
 		}
@@ -157,7 +158,7 @@ var Q = policy.Policy{}
 
 func TestCounterKeyRoundTrip(t *testing.T) {
 	mk := func(spec config.Policy) *Policy {
-		p, err := Compile(spec)
+		p, err := Compile(spec, config.Prices{})
 		if err != nil {
 			t.Fatal(err)
 		}

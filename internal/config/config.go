@@ -36,9 +36,11 @@ type Config struct {
 	// key hashes (HMAC-SHA256); unset: plain SHA-256.
 	KeySaltEnv string `yaml:"key_salt_env"`
 	// TLS secures the ext_proc listener; with client_ca_file, mutually.
-	TLS      TLS      `yaml:"tls"`
-	Admin    Admin    `yaml:"admin"`
-	Store    Store    `yaml:"store"`
+	TLS   TLS   `yaml:"tls"`
+	Admin Admin `yaml:"admin"`
+	Store Store `yaml:"store"`
+	// Prices price requests for the policies' cost limits.
+	Prices   Prices   `yaml:"prices"`
 	Policies []Policy `yaml:"policies"`
 }
 
@@ -213,7 +215,11 @@ func (c *Config) validate() error {
 		}
 		names[p.Name] = true
 		p.check(f, bad)
+		if p.HasCost() && c.Prices.Empty() {
+			bad(f+".limits", "a cost limit needs prices (prices.models, prices.default)")
+		}
 	}
+	c.Prices.check(bad)
 	return errors.Join(errs...)
 }
 

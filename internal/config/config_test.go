@@ -63,7 +63,7 @@ func TestLoadErrors(t *testing.T) {
 	}{
 		{"unknown_field.yaml", "line 3: unknown field tokens_per_minut"},
 		{"no_policies.yaml", "policies: at least one policy is required"},
-		{"bad_limit.yaml", "policies[0].tokens_per_minute: a policy needs tokens_per_minute, token_quota or both"},
+		{"bad_limit.yaml", "policies[0].tokens_per_minute: a policy needs tokens_per_minute, token_quota or limits"},
 		{"bad_budgets.yaml", `policies[0].token_quota_period: must be hourly, daily, weekly, monthly or yearly, got "fortnightly"` + "\n" +
 			`policies[0].count: must be total, prompt or completion, got "everything"` + "\n" +
 			`policies[0].reserve_completion: must be none, max_tokens or a positive number of tokens, got "lots"` + "\n" +

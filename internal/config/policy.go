@@ -22,9 +22,12 @@ type Policy struct {
 	TokensPerMinute int64      `yaml:"tokens_per_minute"`
 	// TokenQuota is a budget per calendar period (TokenQuotaPeriod), beside
 	// or instead of the window, as APIM's token-quota.
-	TokenQuota           int64  `yaml:"token_quota"`
-	TokenQuotaPeriod     string `yaml:"token_quota_period"`
-	EstimatePromptTokens bool   `yaml:"estimate_prompt_tokens"`
+	TokenQuota       int64  `yaml:"token_quota"`
+	TokenQuotaPeriod string `yaml:"token_quota_period"`
+	// Limits are budgets besides the shorthands above: tokens, requests
+	// or cost, total, input or output, over any window or period.
+	Limits               []Limit `yaml:"limits"`
+	EstimatePromptTokens bool    `yaml:"estimate_prompt_tokens"`
 	// Count says which tokens are charged: total, prompt or completion.
 	Count string `yaml:"count"`
 	// ReserveCompletion turns on strict mode: none, max_tokens, or a
@@ -74,6 +77,8 @@ type Override struct {
 	KeySHA256       string `yaml:"key_sha256"`
 	TokensPerMinute int64  `yaml:"tokens_per_minute"`
 	TokenQuota      int64  `yaml:"token_quota"`
+	// Limits give the policy's limits, by name, other budgets.
+	Limits map[string]Decimal `yaml:"limits"`
 }
 
 // What happens to a body tokengate cannot read (unreadable_body).
@@ -158,6 +163,8 @@ type Tiers struct {
 type TierBudgets struct {
 	TokensPerMinute int64 `yaml:"tokens_per_minute"`
 	TokenQuota      int64 `yaml:"token_quota"`
+	// Limits give the policy's limits, by name, other budgets.
+	Limits map[string]Decimal `yaml:"limits"`
 }
 
 // Attributes tokengate can key by.
@@ -206,6 +213,7 @@ func (p Policy) Checked() (Policy, error) {
 	}
 	p.CounterKey.Header = append([]string(nil), p.CounterKey.Header...)
 	p.Overrides = append([]Override(nil), p.Overrides...)
+	p.Limits = append([]Limit(nil), p.Limits...)
 	p.fillDefaults()
 	f := fmt.Sprintf("policy %q", p.Name)
 	if p.Name == "" {
@@ -226,6 +234,9 @@ func (p *Policy) fillDefaults() {
 	p.Count = cmp.Or(p.Count, CountTotal)
 	p.ChargeUnanswered = cmp.Or(p.ChargeUnanswered, ChargePrompt)
 	p.ReserveCompletion = cmp.Or(p.ReserveCompletion, "none")
+	for j := range p.Limits {
+		p.Limits[j].fillDefaults()
+	}
 	for j := range p.Overrides {
 		p.Overrides[j].KeySHA256 = strings.ToLower(p.Overrides[j].KeySHA256)
 	}
@@ -309,6 +320,7 @@ func (p *Policy) checkTiers(f string, bad func(field, format string, a ...any)) 
 		if l.TokensPerMinute > 0 && p.TokensPerMinute == 0 {
 			bad(lf+".tokens_per_minute", "the policy has no tokens_per_minute for it to change")
 		}
+		p.checkLimitMaxes(lf, l.Limits, bad)
 	}
 }
 
@@ -319,9 +331,10 @@ func (p *Policy) checkBudgets(f string, bad func(field, format string, a ...any)
 		bad(f+".tokens_per_minute", "must be a positive number of tokens, got %d", p.TokensPerMinute)
 	case p.TokenQuota < 0:
 		bad(f+".token_quota", "must be a positive number of tokens, got %d", p.TokenQuota)
-	case p.TokensPerMinute == 0 && p.TokenQuota == 0:
-		bad(f+".tokens_per_minute", "a policy needs tokens_per_minute, token_quota or both")
+	case p.TokensPerMinute == 0 && p.TokenQuota == 0 && len(p.Limits) == 0:
+		bad(f+".tokens_per_minute", "a policy needs tokens_per_minute, token_quota or limits")
 	}
+	p.checkLimits(f, bad)
 	if _, err := p.Period(); err != nil {
 		bad(f+".token_quota_period", "%v", err)
 	}
@@ -363,6 +376,10 @@ func (p *Policy) checkBudgets(f string, bad func(field, format string, a ...any)
 		if o.TokenQuota > 0 && p.TokenQuota == 0 {
 			bad(of+".token_quota", "the policy has no token_quota for it to override")
 		}
+		if o.TokensPerMinute > 0 && p.TokensPerMinute == 0 && p.TokenQuota == 0 {
+			bad(of+".tokens_per_minute", "the policy has neither tokens_per_minute nor token_quota for it to override")
+		}
+		p.checkLimitMaxes(of, o.Limits, bad)
 	}
 }
 

@@ -3,6 +3,7 @@ package server
 import (
 	"context"
 	"crypto/subtle"
+	"math"
 	"sort"
 	"strings"
 
@@ -88,25 +89,82 @@ func (a *adminService) GetUsage(ctx context.Context, req *adminv1.GetUsageReques
 }
 
 func (a *adminService) usage(ctx context.Context, p *policy.Policy, hash, model string) (*adminv1.Usage, error) {
-	lim := p.LimitsFor(hash, "") // the admin API knows no tier: a tiered key shows the policy's own budgets
-	d, err := a.store.Status(ctx, p.CounterKey(hash, model), lim, a.clock.Now())
+	b := p.BudgetFor(hash, "") // the admin API knows no tier: a tiered key shows the policy's own budgets
+	d, err := a.store.StatusMany(ctx, p.CounterKey(hash, model), b, a.clock.Now())
 	if err != nil {
 		return nil, status.Errorf(codes.Unavailable, "store: %v", err)
 	}
-	u := &adminv1.Usage{
-		Policy: p.Name(), KeySha256: hash, Model: model,
-		LimitTokens: d.Limit, UsedTokens: d.Used, RemainingTokens: d.Remaining, WindowReset: durationpb.New(d.Reset),
+	if len(d.Limits) != len(b) {
+		return nil, status.Errorf(codes.Internal, "store: %d limit states for %d limits", len(d.Limits), len(b))
 	}
-	if lim.TokensPerMinute == 0 {
-		u.UsedTokens, u.RemainingTokens = 0, 0
-	}
-	if lim.Quota > 0 {
-		u.QuotaLimitTokens, u.QuotaUsedTokens = d.Quota.Limit, d.Quota.Used
-		u.QuotaRemainingTokens, u.QuotaReset = d.Quota.Remaining, durationpb.New(d.Quota.Reset)
+	meters := p.Meters()
+	u := &adminv1.Usage{Policy: p.Name(), KeySha256: hash, Model: model}
+	for i, l := range b {
+		s := d.Limits[i]
+		if hiddenWindow(l) {
+			continue // kept so that a quota-only policy counts as before; not a limit
+		}
+		// The fields older clients read: the two shorthands.
+		switch l.Name {
+		case limiter.WindowLimitName:
+			u.LimitTokens, u.UsedTokens, u.RemainingTokens, u.WindowReset = l.Max, s.Used, s.Remaining, durationpb.New(s.Reset)
+		case limiter.QuotaLimitName:
+			u.QuotaLimitTokens, u.QuotaUsedTokens = l.Max, s.Used
+			u.QuotaRemainingTokens, u.QuotaReset = s.Remaining, durationpb.New(s.Reset)
+		}
+		lu := &adminv1.LimitUsage{Name: l.Name, Max: l.Max, Used: s.Used, Remaining: s.Remaining, ResetIn: durationpb.New(s.Reset)}
+		if i < len(meters) { // Meters parallels every Budget of the policy
+			lu.Unit, lu.Kind = meters[i].Unit, meters[i].Kind
+		}
+		if l.Window != 0 {
+			lu.Span = &adminv1.LimitUsage_Window{Window: durationpb.New(l.Window)}
+		} else {
+			lu.Span = &adminv1.LimitUsage_Period{Period: l.Period.String()}
+		}
+		u.Limits = append(u.Limits, lu)
 	}
 	return u, nil
 }
 
+// hiddenWindow reports the tokens_per_minute window a policy without one
+// still has (Limits.Budget keeps it, unlimited, so counts carry over):
+// it limits nothing and is not shown.
+func hiddenWindow(l limiter.Limit) bool {
+	return l.Name == limiter.WindowLimitName && l.Max == math.MaxInt64
+}
+
+// fullest is the share of its budget (used/max) that the key's fullest
+// limit has used: what ranks keys the window does not tell apart.
+func fullest(u *adminv1.Usage) float64 {
+	var f float64
+	for _, l := range u.GetLimits() {
+		switch {
+		case l.GetMax() > 0:
+			f = max(f, float64(l.GetUsed())/float64(l.GetMax()))
+		case l.GetUsed() > 0:
+			f = math.Inf(1) // a zero budget with something held or charged
+		}
+	}
+	return f
+}
+
+// ListUsage lists at most limit keys, those that used the most, ordered
+// by:
+//
+//  1. the tokens charged and held in the key's tokens_per_minute window,
+//     which store.List reports with every key at no extra cost (as
+//     before budgets: old clients see the same order);
+//  2. then, between keys equal there, the share of its budget the key's
+//     fullest limit has used (used/max, so requests, tokens and cost
+//     compare): the only measure of a key whose policy has no
+//     tokens_per_minute, for which List's figure is always 0;
+//  3. then the policy's name and the key's hash, so that the answer is
+//     stable.
+//
+// A key's limits are read with StatusMany, which fills its row. The keys
+// whose window alone puts them in the top limit are read once each; keys
+// tied with the last of them (all of a policy's keys when it has no
+// window) are all read, since nothing else ranks them.
 func (a *adminService) ListUsage(ctx context.Context, req *adminv1.ListUsageRequest) (*adminv1.ListUsageResponse, error) {
 	ps, err := a.policies(req.GetPolicy())
 	if err != nil {
@@ -117,8 +175,12 @@ func (a *adminService) ListUsage(ctx context.Context, req *adminv1.ListUsageRequ
 		limit = 20
 	}
 	type row struct {
-		p     *policy.Policy
-		usage limiter.KeyUsage
+		p      *policy.Policy
+		hash   string
+		model  string
+		window int64 // List's Used
+		usage  *adminv1.Usage
+		share  float64
 	}
 	var rows []row
 	now := a.clock.Now()
@@ -128,21 +190,46 @@ func (a *adminService) ListUsage(ctx context.Context, req *adminv1.ListUsageRequ
 			return nil, status.Errorf(codes.Unavailable, "store: %v", err)
 		}
 		for _, k := range keys {
-			rows = append(rows, row{p, k})
+			hash, model, ok := p.ParseCounterKey(k.Key)
+			if !ok {
+				continue
+			}
+			rows = append(rows, row{p: p, hash: hash, model: model, window: k.Used})
 		}
 	}
-	sort.Slice(rows, func(i, j int) bool { return rows[i].usage.Used > rows[j].usage.Used })
-	resp := &adminv1.ListUsageResponse{}
-	for _, r := range rows[:min(limit, len(rows))] {
-		hash, model, ok := r.p.ParseCounterKey(r.usage.Key)
-		if !ok {
-			continue
-		}
-		u, err := a.usage(ctx, r.p, hash, model)
-		if err != nil {
+	if len(rows) == 0 {
+		return &adminv1.ListUsageResponse{}, nil
+	}
+	sort.Slice(rows, func(i, j int) bool { return rows[i].window > rows[j].window })
+	// Every row above the cut is in; rows at it compete for what is left.
+	cut := rows[min(limit, len(rows))-1].window
+	n := len(rows)
+	for n > 0 && rows[n-1].window < cut {
+		n--
+	}
+	rows = rows[:n]
+	for i := range rows {
+		r := &rows[i]
+		if r.usage, err = a.usage(ctx, r.p, r.hash, r.model); err != nil {
 			return nil, err
 		}
-		resp.Usage = append(resp.Usage, u)
+		r.share = fullest(r.usage)
+	}
+	sort.Slice(rows, func(i, j int) bool {
+		x, y := &rows[i], &rows[j]
+		switch {
+		case x.window != y.window:
+			return x.window > y.window
+		case x.share != y.share:
+			return x.share > y.share
+		case x.p.Name() != y.p.Name():
+			return x.p.Name() < y.p.Name()
+		}
+		return x.usage.GetKeySha256()+":"+x.model < y.usage.GetKeySha256()+":"+y.model
+	})
+	resp := &adminv1.ListUsageResponse{}
+	for _, r := range rows[:min(limit, len(rows))] {
+		resp.Usage = append(resp.Usage, r.usage)
 	}
 	return resp, nil
 }

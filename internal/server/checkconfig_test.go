@@ -112,7 +112,7 @@ func TestStartupLogWarnsOfSeveralKeyHeaders(t *testing.T) {
 func TestReloadLogsWarnings(t *testing.T) {
 	path := writeConfig(t, "policies:\n- {name: lab, tokens_per_minute: 10}\n")
 	core, logs := observer.New(zapcore.InfoLevel)
-	proc := extproc.New(extproc.Options{Policies: policy.MustCompileAll(config.Default().Policies), Store: memstore.New()})
+	proc := extproc.New(extproc.Options{Policies: policy.MustCompileAll(config.Default().Policies, config.Default().Prices), Store: memstore.New()})
 	reload(path, proc, newMetrics(prometheus.NewRegistry()), zap.New(core))
 	warns := logs.FilterMessage("SIGHUP: config warning").All()
 	if len(warns) != 1 || warns[0].Level != zapcore.WarnLevel ||

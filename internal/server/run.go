@@ -247,7 +247,7 @@ func loadConfig(path string) (*config.Config, []*policy.Policy, error) {
 			return nil, nil, err
 		}
 	}
-	pols, err := policy.CompileAll(cfg.Policies)
+	pols, err := policy.CompileAll(cfg.Policies, cfg.Prices)
 	if err != nil {
 		return nil, nil, fmt.Errorf("config %s: %w", path, err)
 	}

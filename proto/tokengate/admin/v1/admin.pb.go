@@ -217,6 +217,10 @@ func (x *GetUsageResponse) GetUsage() []*Usage {
 	return nil
 }
 
+// ListUsage lists the keys that hold anything under the policies asked,
+// ordered by the tokens_per_minute window's used tokens, then by the
+// share of the fullest limit (used/max, so that requests, tokens and cost
+// compare), then by policy and key hash; top first.
 type ListUsageRequest struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
 	// Empty: every policy.
@@ -438,8 +442,13 @@ type Usage struct {
 	QuotaUsedTokens      int64                `protobuf:"varint,9,opt,name=quota_used_tokens,json=quotaUsedTokens,proto3" json:"quota_used_tokens,omitempty"`
 	QuotaRemainingTokens int64                `protobuf:"varint,10,opt,name=quota_remaining_tokens,json=quotaRemainingTokens,proto3" json:"quota_remaining_tokens,omitempty"`
 	QuotaReset           *durationpb.Duration `protobuf:"bytes,11,opt,name=quota_reset,json=quotaReset,proto3" json:"quota_reset,omitempty"`
-	unknownFields        protoimpl.UnknownFields
-	sizeCache            protoimpl.SizeCache
+	// Every limit of the key's budget under the policy, in the order in
+	// which they are checked: the shorthands tokens_per_minute and
+	// token_quota (when the policy sets them) then the policy's limits[].
+	// The fields above repeat the two shorthands for older clients.
+	Limits        []*LimitUsage `protobuf:"bytes,12,rep,name=limits,proto3" json:"limits,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
 }
 
 func (x *Usage) Reset() {
@@ -549,6 +558,164 @@ func (x *Usage) GetQuotaReset() *durationpb.Duration {
 	return nil
 }
 
+func (x *Usage) GetLimits() []*LimitUsage {
+	if x != nil {
+		return x.Limits
+	}
+	return nil
+}
+
+// LimitUsage is one limit of a key's budget.
+type LimitUsage struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// The limit's name: tokens_per_minute, token_quota or a limits[] name.
+	Name string `protobuf:"bytes,1,opt,name=name,proto3" json:"name,omitempty"`
+	// What it counts: tokens, requests or cost.
+	Unit string `protobuf:"bytes,2,opt,name=unit,proto3" json:"unit,omitempty"`
+	// Which tokens, for tokens and cost: total, input or output; empty for
+	// requests.
+	Kind string `protobuf:"bytes,3,opt,name=kind,proto3" json:"kind,omitempty"`
+	// A sliding window's length, or a UTC calendar period.
+	//
+	// Types that are valid to be assigned to Span:
+	//
+	//	*LimitUsage_Window
+	//	*LimitUsage_Period
+	Span isLimitUsage_Span `protobuf_oneof:"span"`
+	// Amounts are in the unit; cost in micro-units of the prices' currency
+	// (1.5 is 1500000).
+	Max int64 `protobuf:"varint,6,opt,name=max,proto3" json:"max,omitempty"`
+	// Charged in the window or period plus held by requests in flight.
+	Used      int64 `protobuf:"varint,7,opt,name=used,proto3" json:"used,omitempty"`
+	Remaining int64 `protobuf:"varint,8,opt,name=remaining,proto3" json:"remaining,omitempty"`
+	// For a window, until every charged unit has left it; for a period,
+	// until it ends.
+	ResetIn       *durationpb.Duration `protobuf:"bytes,9,opt,name=reset_in,json=resetIn,proto3" json:"reset_in,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *LimitUsage) Reset() {
+	*x = LimitUsage{}
+	mi := &file_tokengate_admin_v1_admin_proto_msgTypes[8]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *LimitUsage) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*LimitUsage) ProtoMessage() {}
+
+func (x *LimitUsage) ProtoReflect() protoreflect.Message {
+	mi := &file_tokengate_admin_v1_admin_proto_msgTypes[8]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use LimitUsage.ProtoReflect.Descriptor instead.
+func (*LimitUsage) Descriptor() ([]byte, []int) {
+	return file_tokengate_admin_v1_admin_proto_rawDescGZIP(), []int{8}
+}
+
+func (x *LimitUsage) GetName() string {
+	if x != nil {
+		return x.Name
+	}
+	return ""
+}
+
+func (x *LimitUsage) GetUnit() string {
+	if x != nil {
+		return x.Unit
+	}
+	return ""
+}
+
+func (x *LimitUsage) GetKind() string {
+	if x != nil {
+		return x.Kind
+	}
+	return ""
+}
+
+func (x *LimitUsage) GetSpan() isLimitUsage_Span {
+	if x != nil {
+		return x.Span
+	}
+	return nil
+}
+
+func (x *LimitUsage) GetWindow() *durationpb.Duration {
+	if x != nil {
+		if x, ok := x.Span.(*LimitUsage_Window); ok {
+			return x.Window
+		}
+	}
+	return nil
+}
+
+func (x *LimitUsage) GetPeriod() string {
+	if x != nil {
+		if x, ok := x.Span.(*LimitUsage_Period); ok {
+			return x.Period
+		}
+	}
+	return ""
+}
+
+func (x *LimitUsage) GetMax() int64 {
+	if x != nil {
+		return x.Max
+	}
+	return 0
+}
+
+func (x *LimitUsage) GetUsed() int64 {
+	if x != nil {
+		return x.Used
+	}
+	return 0
+}
+
+func (x *LimitUsage) GetRemaining() int64 {
+	if x != nil {
+		return x.Remaining
+	}
+	return 0
+}
+
+func (x *LimitUsage) GetResetIn() *durationpb.Duration {
+	if x != nil {
+		return x.ResetIn
+	}
+	return nil
+}
+
+type isLimitUsage_Span interface {
+	isLimitUsage_Span()
+}
+
+type LimitUsage_Window struct {
+	Window *durationpb.Duration `protobuf:"bytes,4,opt,name=window,proto3,oneof"`
+}
+
+type LimitUsage_Period struct {
+	// hourly, daily, weekly, monthly or yearly.
+	Period string `protobuf:"bytes,5,opt,name=period,proto3,oneof"`
+}
+
+func (*LimitUsage_Window) isLimitUsage_Span() {}
+
+func (*LimitUsage_Period) isLimitUsage_Span() {}
+
 var File_tokengate_admin_v1_admin_proto protoreflect.FileDescriptor
 
 const file_tokengate_admin_v1_admin_proto_rawDesc = "" +
@@ -574,7 +741,7 @@ const file_tokengate_admin_v1_admin_proto_rawDesc = "" +
 	"\x06policy\x18\x02 \x01(\tR\x06policy\x12\x14\n" +
 	"\x05model\x18\x03 \x01(\tR\x05model\";\n" +
 	"\x12ResetUsageResponse\x12%\n" +
-	"\x0ecounters_reset\x18\x01 \x01(\x05R\rcountersReset\"\xcd\x03\n" +
+	"\x0ecounters_reset\x18\x01 \x01(\x05R\rcountersReset\"\x85\x04\n" +
 	"\x05Usage\x12\x16\n" +
 	"\x06policy\x18\x01 \x01(\tR\x06policy\x12\x1d\n" +
 	"\n" +
@@ -590,7 +757,20 @@ const file_tokengate_admin_v1_admin_proto_rawDesc = "" +
 	"\x16quota_remaining_tokens\x18\n" +
 	" \x01(\x03R\x14quotaRemainingTokens\x12:\n" +
 	"\vquota_reset\x18\v \x01(\v2\x19.google.protobuf.DurationR\n" +
-	"quotaReset2\x9c\x02\n" +
+	"quotaReset\x126\n" +
+	"\x06limits\x18\f \x03(\v2\x1e.tokengate.admin.v1.LimitUsageR\x06limits\"\x99\x02\n" +
+	"\n" +
+	"LimitUsage\x12\x12\n" +
+	"\x04name\x18\x01 \x01(\tR\x04name\x12\x12\n" +
+	"\x04unit\x18\x02 \x01(\tR\x04unit\x12\x12\n" +
+	"\x04kind\x18\x03 \x01(\tR\x04kind\x123\n" +
+	"\x06window\x18\x04 \x01(\v2\x19.google.protobuf.DurationH\x00R\x06window\x12\x18\n" +
+	"\x06period\x18\x05 \x01(\tH\x00R\x06period\x12\x10\n" +
+	"\x03max\x18\x06 \x01(\x03R\x03max\x12\x12\n" +
+	"\x04used\x18\a \x01(\x03R\x04used\x12\x1c\n" +
+	"\tremaining\x18\b \x01(\x03R\tremaining\x124\n" +
+	"\breset_in\x18\t \x01(\v2\x19.google.protobuf.DurationR\aresetInB\x06\n" +
+	"\x04span2\x9c\x02\n" +
 	"\fAdminService\x12U\n" +
 	"\bGetUsage\x12#.tokengate.admin.v1.GetUsageRequest\x1a$.tokengate.admin.v1.GetUsageResponse\x12X\n" +
 	"\tListUsage\x12$.tokengate.admin.v1.ListUsageRequest\x1a%.tokengate.admin.v1.ListUsageResponse\x12[\n" +
@@ -609,7 +789,7 @@ func file_tokengate_admin_v1_admin_proto_rawDescGZIP() []byte {
 	return file_tokengate_admin_v1_admin_proto_rawDescData
 }
 
-var file_tokengate_admin_v1_admin_proto_msgTypes = make([]protoimpl.MessageInfo, 8)
+var file_tokengate_admin_v1_admin_proto_msgTypes = make([]protoimpl.MessageInfo, 9)
 var file_tokengate_admin_v1_admin_proto_goTypes = []any{
 	(*Key)(nil),                 // 0: tokengate.admin.v1.Key
 	(*GetUsageRequest)(nil),     // 1: tokengate.admin.v1.GetUsageRequest
@@ -619,26 +799,30 @@ var file_tokengate_admin_v1_admin_proto_goTypes = []any{
 	(*ResetUsageRequest)(nil),   // 5: tokengate.admin.v1.ResetUsageRequest
 	(*ResetUsageResponse)(nil),  // 6: tokengate.admin.v1.ResetUsageResponse
 	(*Usage)(nil),               // 7: tokengate.admin.v1.Usage
-	(*durationpb.Duration)(nil), // 8: google.protobuf.Duration
+	(*LimitUsage)(nil),          // 8: tokengate.admin.v1.LimitUsage
+	(*durationpb.Duration)(nil), // 9: google.protobuf.Duration
 }
 var file_tokengate_admin_v1_admin_proto_depIdxs = []int32{
-	0, // 0: tokengate.admin.v1.GetUsageRequest.key:type_name -> tokengate.admin.v1.Key
-	7, // 1: tokengate.admin.v1.GetUsageResponse.usage:type_name -> tokengate.admin.v1.Usage
-	7, // 2: tokengate.admin.v1.ListUsageResponse.usage:type_name -> tokengate.admin.v1.Usage
-	0, // 3: tokengate.admin.v1.ResetUsageRequest.key:type_name -> tokengate.admin.v1.Key
-	8, // 4: tokengate.admin.v1.Usage.window_reset:type_name -> google.protobuf.Duration
-	8, // 5: tokengate.admin.v1.Usage.quota_reset:type_name -> google.protobuf.Duration
-	1, // 6: tokengate.admin.v1.AdminService.GetUsage:input_type -> tokengate.admin.v1.GetUsageRequest
-	3, // 7: tokengate.admin.v1.AdminService.ListUsage:input_type -> tokengate.admin.v1.ListUsageRequest
-	5, // 8: tokengate.admin.v1.AdminService.ResetUsage:input_type -> tokengate.admin.v1.ResetUsageRequest
-	2, // 9: tokengate.admin.v1.AdminService.GetUsage:output_type -> tokengate.admin.v1.GetUsageResponse
-	4, // 10: tokengate.admin.v1.AdminService.ListUsage:output_type -> tokengate.admin.v1.ListUsageResponse
-	6, // 11: tokengate.admin.v1.AdminService.ResetUsage:output_type -> tokengate.admin.v1.ResetUsageResponse
-	9, // [9:12] is the sub-list for method output_type
-	6, // [6:9] is the sub-list for method input_type
-	6, // [6:6] is the sub-list for extension type_name
-	6, // [6:6] is the sub-list for extension extendee
-	0, // [0:6] is the sub-list for field type_name
+	0,  // 0: tokengate.admin.v1.GetUsageRequest.key:type_name -> tokengate.admin.v1.Key
+	7,  // 1: tokengate.admin.v1.GetUsageResponse.usage:type_name -> tokengate.admin.v1.Usage
+	7,  // 2: tokengate.admin.v1.ListUsageResponse.usage:type_name -> tokengate.admin.v1.Usage
+	0,  // 3: tokengate.admin.v1.ResetUsageRequest.key:type_name -> tokengate.admin.v1.Key
+	9,  // 4: tokengate.admin.v1.Usage.window_reset:type_name -> google.protobuf.Duration
+	9,  // 5: tokengate.admin.v1.Usage.quota_reset:type_name -> google.protobuf.Duration
+	8,  // 6: tokengate.admin.v1.Usage.limits:type_name -> tokengate.admin.v1.LimitUsage
+	9,  // 7: tokengate.admin.v1.LimitUsage.window:type_name -> google.protobuf.Duration
+	9,  // 8: tokengate.admin.v1.LimitUsage.reset_in:type_name -> google.protobuf.Duration
+	1,  // 9: tokengate.admin.v1.AdminService.GetUsage:input_type -> tokengate.admin.v1.GetUsageRequest
+	3,  // 10: tokengate.admin.v1.AdminService.ListUsage:input_type -> tokengate.admin.v1.ListUsageRequest
+	5,  // 11: tokengate.admin.v1.AdminService.ResetUsage:input_type -> tokengate.admin.v1.ResetUsageRequest
+	2,  // 12: tokengate.admin.v1.AdminService.GetUsage:output_type -> tokengate.admin.v1.GetUsageResponse
+	4,  // 13: tokengate.admin.v1.AdminService.ListUsage:output_type -> tokengate.admin.v1.ListUsageResponse
+	6,  // 14: tokengate.admin.v1.AdminService.ResetUsage:output_type -> tokengate.admin.v1.ResetUsageResponse
+	12, // [12:15] is the sub-list for method output_type
+	9,  // [9:12] is the sub-list for method input_type
+	9,  // [9:9] is the sub-list for extension type_name
+	9,  // [9:9] is the sub-list for extension extendee
+	0,  // [0:9] is the sub-list for field type_name
 }
 
 func init() { file_tokengate_admin_v1_admin_proto_init() }
@@ -650,13 +834,17 @@ func file_tokengate_admin_v1_admin_proto_init() {
 		(*Key_Raw)(nil),
 		(*Key_Sha256)(nil),
 	}
+	file_tokengate_admin_v1_admin_proto_msgTypes[8].OneofWrappers = []any{
+		(*LimitUsage_Window)(nil),
+		(*LimitUsage_Period)(nil),
+	}
 	type x struct{}
 	out := protoimpl.TypeBuilder{
 		File: protoimpl.DescBuilder{
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_tokengate_admin_v1_admin_proto_rawDesc), len(file_tokengate_admin_v1_admin_proto_rawDesc)),
 			NumEnums:      0,
-			NumMessages:   8,
+			NumMessages:   9,
 			NumExtensions: 0,
 			NumServices:   1,
 		},

@@ -36,7 +36,8 @@ type AdminServiceClient interface {
 	GetUsage(ctx context.Context, in *GetUsageRequest, opts ...grpc.CallOption) (*GetUsageResponse, error)
 	// ListUsage reports the keys that used the most, top first.
 	ListUsage(ctx context.Context, in *ListUsageRequest, opts ...grpc.CallOption) (*ListUsageResponse, error)
-	// ResetUsage forgets what a key used: its window, holds and quota.
+	// ResetUsage forgets what a key used: every limit of its budget, and
+	// its holds.
 	ResetUsage(ctx context.Context, in *ResetUsageRequest, opts ...grpc.CallOption) (*ResetUsageResponse, error)
 }
 
@@ -86,7 +87,8 @@ type AdminServiceServer interface {
 	GetUsage(context.Context, *GetUsageRequest) (*GetUsageResponse, error)
 	// ListUsage reports the keys that used the most, top first.
 	ListUsage(context.Context, *ListUsageRequest) (*ListUsageResponse, error)
-	// ResetUsage forgets what a key used: its window, holds and quota.
+	// ResetUsage forgets what a key used: every limit of its budget, and
+	// its holds.
 	ResetUsage(context.Context, *ResetUsageRequest) (*ResetUsageResponse, error)
 	mustEmbedUnimplementedAdminServiceServer()
 }
