@@ -28,14 +28,17 @@ type need struct {
 	capped bool
 }
 
-// amounts is nd in each limit of the request's budget, in its order.
+// amounts is nd in each limit of the request's budget, in its order,
+// written over the request's own buffer: stores do not keep amounts past
+// a call, and the next call's replace them.
 func (p *processor) amounts(nd need) []int64 {
 	meters := p.policy.Meters()
-	out := make([]int64, len(p.budget))
+	out := p.amountBuf[:len(p.budget)]
 	for i, m := range meters {
 		var in, o int64
 		switch m.Unit {
 		case config.UnitRequests:
+			out[i] = 0
 			if nd.request {
 				out[i] = 1
 			}

@@ -71,6 +71,8 @@ type processor struct {
 	reqEncoding                         string // the request's content-encoding
 
 	holds    limiter.Holds // what the reservation holds
+	// amountBuf holds what a call asks of each limit (amounts).
+	amountBuf [limiter.MaxLimits]int64
 	price    cost.Price    // the model's price, for cost limits
 	priced   bool          // price is looked up
 	req      *llm.Request  // the request body, read; nil when it was not JSON
@@ -472,7 +474,7 @@ func (p *processor) release() {
 // counter, before it reserves under another.
 func (p *processor) releaseHold() {
 	if p.stage.holding() {
-		_, _ = p.s.store.SettleMany(p.ctx, p.counter, p.budget, p.holds, make([]int64, len(p.budget)), p.s.clock.Now())
+		_, _ = p.s.store.SettleMany(p.ctx, p.counter, p.budget, p.holds, p.amounts(need{}), p.s.clock.Now())
 	}
 	p.holds = limiter.Holds{}
 }

@@ -99,7 +99,10 @@ import (
 // one difference is the Hold: a Limits Hold holds its tokens in both.
 //
 // A Budget that Validate refuses, or amounts (n, used) that are not one
-// per limit, get an error wrapping ErrInvalidBudget and no decision.
+// per limit, get an error wrapping ErrInvalidBudget and no decision. The
+// amounts are the caller's: a store reads them during the call and keeps
+// a copy if it needs them later (fallback's replays), so a caller may
+// reuse one buffer call after call.
 //
 // Errors. An error means no decision: the processor refuses the request
 // (503) rather than let it through unlimited, so a store applies its own
