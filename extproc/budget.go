@@ -231,48 +231,44 @@ func (p *processor) rateHeaders(h *headerSet, d limiter.Decisions) {
 // know only requests must read qu.
 func (p *processor) draftHeaders(h *headerSet, d limiter.Decisions) {
 	b, meters := p.budget, p.policy.Meters()
-	any := false
-	for _, l := range b {
-		any = any || shown(l)
-	}
-	if !any {
-		return
-	}
-	now := p.s.clock.Now()
-	each := func(dst []byte, f func(dst []byte, i int) []byte) []byte {
-		first := true
-		for i, l := range b {
-			if !shown(l) {
-				continue
-			}
-			if !first {
-				dst = append(dst, ", "...)
-			}
-			first = false
-			dst = append(append(append(dst, '"'), l.Name...), '"')
-			dst = f(dst, i)
+	var policyBuf, stateBuf [320]byte
+	pol, state := policyBuf[:0], stateBuf[:0]
+	for i, l := range b {
+		if !shown(l) {
+			continue
 		}
-		return dst
+		if len(pol) > 0 {
+			pol, state = append(pol, ", "...), append(state, ", "...)
+		}
+		pol = append(append(append(pol, '"'), l.Name...), '"')
+		pol = strconv.AppendInt(append(pol, ";q="...), l.Max, 10)
+		pol = append(append(append(pol, `;qu="`...), meters[i].Unit...), '"')
+		pol = strconv.AppendInt(append(pol, ";w="...), p.spanSeconds(l), 10)
+		state = append(append(append(state, '"'), l.Name...), '"')
+		state = strconv.AppendInt(append(state, ";r="...), d.Limits[i].Remaining, 10)
+		state = strconv.AppendInt(append(state, ";t="...), ceilSeconds(d.Limits[i].Reset), 10)
 	}
-	h.setWith("ratelimit-policy", func(dst []byte) []byte {
-		return each(dst, func(dst []byte, i int) []byte {
-			l := b[i]
-			w := int64(l.Window / time.Second)
-			if l.Period != limiter.NoPeriod {
-				start, end := l.Period.Bounds(now)
-				w = int64(end.Sub(start) / time.Second)
-			}
-			dst = strconv.AppendInt(append(dst, ";q="...), l.Max, 10)
-			dst = append(append(append(dst, `;qu="`...), meters[i].Unit...), '"')
-			return strconv.AppendInt(append(dst, ";w="...), max(w, 1), 10)
-		})
-	})
-	h.setWith("ratelimit", func(dst []byte) []byte {
-		return each(dst, func(dst []byte, i int) []byte {
-			dst = strconv.AppendInt(append(dst, ";r="...), d.Limits[i].Remaining, 10)
-			return strconv.AppendInt(append(dst, ";t="...), ceilSeconds(d.Limits[i].Reset), 10)
-		})
-	})
+	if len(pol) > 0 {
+		h.setBytes("ratelimit-policy", pol)
+		h.setBytes("ratelimit", state)
+	}
+}
+
+// spanSeconds is a limit's w: a window's length, or the length of the
+// period now is in, in whole seconds (at least 1).
+func (p *processor) spanSeconds(l limiter.Limit) int64 {
+	switch l.Period {
+	case limiter.NoPeriod:
+		return max(int64(l.Window/time.Second), 1)
+	case limiter.Hourly:
+		return 3600
+	case limiter.Daily:
+		return 86400
+	case limiter.Weekly:
+		return 7 * 86400
+	}
+	start, end := l.Period.Bounds(p.s.clock.Now())
+	return int64(end.Sub(start) / time.Second)
 }
 
 // ceilSeconds is a duration in whole seconds, rounded up.

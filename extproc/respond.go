@@ -46,6 +46,16 @@ func (h *headerSet) setWith(name string, appendValue func([]byte) []byte) {
 	h.add(name, at)
 }
 
+// setBytes sets name to a copy of v.
+func (h *headerSet) setBytes(name string, v []byte) {
+	if !h.fresh(name) {
+		return
+	}
+	at := h.start()
+	h.buf = append(h.buf, v...)
+	h.add(name, at)
+}
+
 func (h *headerSet) setInt(name string, v int64) {
 	if !h.fresh(name) {
 		return
