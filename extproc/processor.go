@@ -70,15 +70,15 @@ type processor struct {
 	wholeRequestBody, wholeResponseBody bool
 	reqEncoding                         string // the request's content-encoding
 
-	holds    limiter.Holds // what the reservation holds
+	holds limiter.Holds // what the reservation holds
 	// amountBuf holds what a call asks of each limit (amounts).
 	amountBuf [limiter.MaxLimits]int64
-	price    cost.Price    // the model's price, for cost limits
-	priced   bool          // price is looked up
-	req      *llm.Request  // the request body, read; nil when it was not JSON
-	estimate int64         // prompt tokens estimated from the request body
-	prompted bool          // estimate is computed (else it is 0 so far)
-	body     []byte
+	price     cost.Price   // the model's price, for cost limits
+	priced    bool         // price is looked up
+	req       *llm.Request // the request body, read; nil when it was not JSON
+	estimate  int64        // prompt tokens estimated from the request body
+	prompted  bool         // estimate is computed (else it is 0 so far)
+	body      []byte
 
 	// The response.
 	responded bool   // a response phase was seen: the request was answered
