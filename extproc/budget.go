@@ -271,6 +271,44 @@ func (p *processor) spanSeconds(l limiter.Limit) int64 {
 	return int64(end.Sub(start) / time.Second)
 }
 
+// derived is where the request's limits stand at now without asking the
+// store: the reservation's answer, with used (one per limit) charged in
+// place of what the request held; nil used, the request still holding.
+// Other requests' charges since the reservation are not in it: it is what
+// a store that settles behind the response lets the headers say.
+func (p *processor) derived(used []int64, now time.Time) limiter.Decisions {
+	r := p.reserved
+	if len(r.Limits) != len(p.budget) {
+		return limiter.Decisions{Refused: -1}
+	}
+	elapsed := now.Sub(p.reservedAt)
+	out := limiter.Decisions{Allowed: true, Refused: -1, Limits: make([]limiter.LimitDecision, len(p.budget))}
+	for i, l := range p.budget {
+		u, reset := r.Limits[i].Used, max(r.Limits[i].Reset-elapsed, 0)
+		if used != nil {
+			u = max(u-p.held(l.Name), 0) + used[i]
+			if used[i] > 0 {
+				reset = max(reset, l.Leaves(now))
+			}
+		}
+		if l.Period != limiter.NoPeriod {
+			reset = l.Leaves(now)
+		}
+		out.Limits[i] = limiter.LimitDecision{Max: l.Max, Used: u, Remaining: max(l.Max-u, 0), Reset: reset}
+	}
+	return out
+}
+
+// held is what the request's reservation holds of the limit name.
+func (p *processor) held(name string) int64 {
+	for _, a := range p.holds.Amounts {
+		if a.Name == name {
+			return a.N
+		}
+	}
+	return 0
+}
+
 // ceilSeconds is a duration in whole seconds, rounded up.
 func ceilSeconds(d time.Duration) int64 { return int64(math.Ceil(d.Seconds())) }
 

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"math"
 	"strings"
+	"time"
 
 	filterv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/http/ext_proc/v3"
 	extprocv3 "github.com/envoyproxy/go-control-plane/envoy/service/ext_proc/v3"
@@ -71,6 +72,11 @@ type processor struct {
 	reqEncoding                         string // the request's content-encoding
 
 	holds limiter.Holds // what the reservation holds
+	// reserved is the store's answer to the last admit, at reservedAt:
+	// with a store that settles behind the response, the headers that
+	// answer is sent with are derived from it (derived).
+	reserved   limiter.Decisions
+	reservedAt time.Time
 	// amountBuf holds what a call asks of each limit (amounts).
 	amountBuf [limiter.MaxLimits]int64
 	price     cost.Price   // the model's price, for cost limits
@@ -411,7 +417,8 @@ func (p *processor) reserve(nd need) *extprocv3.ProcessingResponse {
 func (p *processor) admit(nd need) *extprocv3.ProcessingResponse {
 	p.counter = p.counterKey()
 	p.budget = p.policy.BudgetFor(p.keyHash, p.tier)
-	d, err := p.s.store.ReserveMany(p.ctx, p.counter, p.budget, p.amounts(nd), p.s.clock.Now())
+	now := p.s.clock.Now()
+	d, err := p.s.store.ReserveMany(p.ctx, p.counter, p.budget, p.amounts(nd), now)
 	if err != nil && p.ctx.Err() != nil {
 		// Envoy gave up on the stream (its message timeout, a reset)
 		// while the store was deciding: nobody reads a refusal now, and
@@ -452,6 +459,7 @@ func (p *processor) admit(nd need) *extprocv3.ProcessingResponse {
 	if d.Hold.ID != "" || len(d.Hold.Amounts) > 0 {
 		p.holds = d.Hold
 	}
+	p.reserved, p.reservedAt = d, now
 	return nil
 }
 

@@ -9,6 +9,7 @@ import (
 
 	"github.com/tokengate/tokengate/extproc/decode"
 	"github.com/tokengate/tokengate/extproc/llm"
+	"github.com/tokengate/tokengate/limiter"
 )
 
 // responseHeaders notes the status and encoding. Streams (event streams,
@@ -38,7 +39,11 @@ func (p *processor) responseHeaders(h *extprocv3.HttpHeaders) *extprocv3.Process
 		p.decoder = d
 	}
 	var hs headerSet
-	if d, err := p.s.store.StatusMany(p.ctx, p.counter, p.budget, p.s.clock.Now()); err == nil {
+	if _, behind := p.s.store.(limiter.Behind); behind {
+		// A shared store: the reservation's answer, not a second round
+		// trip before the stream may start.
+		p.rateHeaders(&hs, p.derived(nil, p.s.clock.Now()))
+	} else if d, err := p.s.store.StatusMany(p.ctx, p.counter, p.budget, p.s.clock.Now()); err == nil {
 		p.rateHeaders(&hs, d)
 	}
 	resp := continueResponseHeaders(hs.mutation())

@@ -126,8 +126,15 @@ func (p *processor) settleOnce(ctx context.Context) settlement {
 	nd := p.usedNeed(st.prompt, st.completion, st.source)
 	st.cost = satAdd(nd.costIn, nd.costOut)
 	p.s.metrics.costed(p.policy.Name(), st.cost)
-	used := p.amounts(nd)
-	st.d, st.err = p.s.store.SettleMany(ctx, p.counter, p.budget, p.holds, used, p.s.clock.Now())
+	used, now := p.amounts(nd), p.s.clock.Now()
+	if bh, ok := p.s.store.(limiter.Behind); ok &&
+		bh.SettleBehind(limiter.Settle{Key: p.counter, Budget: p.budget, Holds: p.holds, Used: used, Now: now}) {
+		// The response goes on at once; the store hears of the charge
+		// moments later, and the headers say what it will answer then.
+		st.d = p.derived(used, now)
+		return st
+	}
+	st.d, st.err = p.s.store.SettleMany(ctx, p.counter, p.budget, p.holds, used, now)
 	if st.err != nil {
 		p.s.storeError("settle", st.err)
 		p.s.log.Warn("limiter store failed to settle", zap.String("key", p.keyHash[:8]), zap.Error(st.err))

@@ -185,3 +185,22 @@ func (d Decisions) RetryAfter() time.Duration {
 	}
 	return r
 }
+
+// Leaves is, for a window, how long a unit charged at now stays in it:
+// until its bucket's start plus Window (Store's comment); for a period,
+// until the period ends.
+func (l Limit) Leaves(now time.Time) time.Duration {
+	if l.Period != NoPeriod {
+		_, end := l.Period.Bounds(now)
+		return end.Sub(now)
+	}
+	w, t := l.Window.Milliseconds(), now.UnixMilli()
+	if w <= 0 || t < 0 {
+		return l.Window
+	}
+	bucket := t / w * Buckets
+	bucket += (t % w) * Buckets / w // floor(t*Buckets/w) without overflow
+	start := bucket / Buckets * w
+	start += ((bucket%Buckets)*w + Buckets - 1) / Buckets // ceil(bucket*w/Buckets)
+	return time.Duration(start+w-t)*time.Millisecond - time.Duration(now.Nanosecond()%int(time.Millisecond))
+}

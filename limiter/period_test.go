@@ -51,3 +51,29 @@ func TestParsePeriod(t *testing.T) {
 		t.Error("fortnightly: want error")
 	}
 }
+
+// Leaves agrees with the bucket rule of Store's comment: a minute's unit
+// charged at 10:00:00.250 leaves at 10:01:00; an hour's, in minute
+// buckets, at the next minute's start plus the hour.
+func TestLeaves(t *testing.T) {
+	at := time.Date(2026, 1, 5, 10, 0, 0, 250_000_000, time.UTC)
+	tests := []struct {
+		l    Limit
+		want time.Duration
+	}{
+		{Limit{Window: time.Minute}, 59750 * time.Millisecond},
+		{Limit{Window: time.Hour}, time.Hour - 250*time.Millisecond},
+		// 60 buckets of 16⅔ ms: .250 starts bucket 15, so a whole second.
+		{Limit{Window: time.Second}, time.Second},
+		{Limit{Period: Daily}, 14*time.Hour - 250*time.Millisecond},
+	}
+	for _, tt := range tests {
+		if got := tt.l.Leaves(at); got != tt.want {
+			t.Errorf("%+v: Leaves = %v, want %v", tt.l, got, tt.want)
+		}
+	}
+	// .260 is inside bucket 15 (from .250): it leaves at 1.250.
+	if got := (Limit{Window: time.Second}).Leaves(at.Add(10 * time.Millisecond)); got != 990*time.Millisecond {
+		t.Errorf("one second at .260: Leaves = %v, want 990ms", got)
+	}
+}

@@ -169,3 +169,31 @@ type KeyUsage struct {
 // ErrUnavailable is what a fail-closed store answers while its backend is
 // down; the processor turns it into a 503.
 var ErrUnavailable = errors.New("limiter: store unavailable")
+
+// Settle is one SettleMany call, as a value: what a store that settles
+// behind the response queues, and what a BatchSettler takes many of.
+type Settle struct {
+	Key    string
+	Budget Budget
+	Holds  Holds
+	Used   []int64
+	Now    time.Time
+}
+
+// BatchSettler is a store that can take many settles in one round trip
+// (redisstore pipelines them). SettleManyBatch settles each as SettleMany
+// would and answers an error per settle, nil for those that were made.
+type BatchSettler interface {
+	SettleManyBatch(ctx context.Context, s []Settle) []error
+}
+
+// Behind is a store that settles behind the response: SettleBehind queues
+// the settle and returns at once, so that the response need not wait for
+// a round trip to a shared store; false when the queue is full, and the
+// caller then settles in line. The store keeps its own copy of s.Used.
+// A queued settle is made within moments, and on Close before the store
+// closes; a process killed outright loses what is still queued (the holds
+// of those requests free themselves as any dead replica's do).
+type Behind interface {
+	SettleBehind(s Settle) bool
+}

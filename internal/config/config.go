@@ -95,6 +95,10 @@ type Redis struct {
 	// RetryInterval is how long a failed Redis is left alone before a
 	// call tries it again.
 	RetryInterval time.Duration `yaml:"retry_interval"`
+	// Settle is when a request's charge reaches Redis: behind (the
+	// default: the response goes on at once, the charge follows within a
+	// round trip, batched with others) or inline (before the response).
+	Settle string `yaml:"settle"`
 }
 
 // Bbolt configures the embedded store.
@@ -257,6 +261,12 @@ func (c *Config) Warnings() []string {
 	return out
 }
 
+// When a charge reaches Redis (store.redis.settle).
+const (
+	SettleBehind = "behind"
+	SettleInline = "inline"
+)
+
 func (r *Redis) fillDefaults() {
 	if len(r.Addrs) == 0 {
 		r.Addrs = []string{"127.0.0.1:6379"}
@@ -270,6 +280,7 @@ func (r *Redis) fillDefaults() {
 	r.Clock = cmp.Or(r.Clock, "server")
 	r.HoldTTL = cmp.Or(r.HoldTTL, 10*time.Minute)
 	r.RetryInterval = cmp.Or(r.RetryInterval, 500*time.Millisecond)
+	r.Settle = cmp.Or(r.Settle, SettleBehind)
 }
 
 func (r *Redis) validate(bad func(field, format string, a ...any)) {
@@ -277,6 +288,9 @@ func (r *Redis) validate(bad func(field, format string, a ...any)) {
 	case "fail_open", "fail_closed", "local":
 	default:
 		bad("store.redis.on_error", "must be fail_open, fail_closed or local, got %q", r.OnError)
+	}
+	if r.Settle != SettleBehind && r.Settle != SettleInline {
+		bad("store.redis.settle", "must be behind or inline, got %q", r.Settle)
 	}
 	if r.Clock != "server" && r.Clock != "client" {
 		bad("store.redis.clock", "must be server or client, got %q", r.Clock)

@@ -20,6 +20,8 @@ type metrics struct {
 	storeErrors  *prometheus.CounterVec
 	storeLatency *prometheus.HistogramVec
 	storeDown    prometheus.Gauge
+	overflow     prometheus.Counter
+	batches      prometheus.Histogram
 	reloads      *prometheus.CounterVec
 	panics       prometheus.Counter
 }
@@ -39,6 +41,15 @@ func newMetrics(reg prometheus.Registerer) *metrics {
 			Name: "tokengate_store_fallback",
 			Help: "1 while the shared store is away and store.redis.on_error decides, else 0.",
 		}),
+		overflow: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "tokengate_settle_overflow_total",
+			Help: "Settles the full settle-behind queue refused: each was made in line, before its response, never dropped.",
+		}),
+		batches: prometheus.NewHistogram(prometheus.HistogramOpts{
+			Name:    "tokengate_settle_batch_size",
+			Help:    "Settles sent to the shared store in one round trip, behind the responses.",
+			Buckets: []float64{1, 2, 4, 8, 16, 32, 64, 128},
+		}),
 		reloads: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "tokengate_config_reloads_total",
 			Help: "SIGHUP reloads by result (success, failure); a failure keeps the running config.",
@@ -48,7 +59,7 @@ func newMetrics(reg prometheus.Registerer) *metrics {
 			Help: "Panics recovered in gRPC handlers; each is a bug, logged with its stack.",
 		}),
 	}
-	reg.MustRegister(m.storeErrors, m.storeLatency, m.storeDown, m.reloads, m.panics)
+	reg.MustRegister(m.storeErrors, m.storeLatency, m.storeDown, m.overflow, m.batches, m.reloads, m.panics)
 	return m
 }
 

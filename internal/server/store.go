@@ -4,6 +4,7 @@ import (
 	"crypto/tls"
 	"fmt"
 	"os"
+	"time"
 
 	"github.com/redis/go-redis/v9"
 	"go.uber.org/zap"
@@ -12,6 +13,7 @@ import (
 
 	"github.com/tokengate/tokengate/internal/config"
 	"github.com/tokengate/tokengate/limiter"
+	"github.com/tokengate/tokengate/limiter/behind"
 	"github.com/tokengate/tokengate/limiter/boltstore"
 	"github.com/tokengate/tokengate/limiter/fallback"
 	"github.com/tokengate/tokengate/limiter/memstore"
@@ -41,7 +43,14 @@ func openStore(c config.Store, clock limiter.Clock, hooks storeHooks) (limiter.S
 		}
 		return b, nil
 	case "redis":
-		return openRedis(c.Redis, hooks), nil
+		s := openRedis(c.Redis, hooks)
+		if c.Redis.Settle == config.SettleInline {
+			return s, nil
+		}
+		return behind.New(s, behind.Options{
+			OnOverflow: hooks.metrics.overflow.Inc,
+			OnBatch:    func(n int, _ time.Duration) { hooks.metrics.batches.Observe(float64(n)) },
+		}), nil
 	}
 	return nil, usageError(fmt.Errorf("store.backend: unknown backend %q", c.Backend))
 }

@@ -3,6 +3,7 @@ package fallback
 import (
 	"context"
 	"errors"
+	"fmt"
 	"strings"
 	"testing"
 	"time"
@@ -106,9 +107,16 @@ func TestFallbackModesBudget(t *testing.T) {
 }
 
 // TestFallbackSettleManyWhileRedisDown: Holds made before Redis went away
-// and settled while it was are released, and their real counts charged
-// in every limit, once it is back.
+// and settled while it was (one by one, or in a batch behind the
+// responses) are released, and their real counts charged in every limit,
+// once it is back.
 func TestFallbackSettleManyWhileRedisDown(t *testing.T) {
+	for _, batched := range []bool{false, true} {
+		t.Run(fmt.Sprintf("batched=%v", batched), func(t *testing.T) { settleWhileRedisDown(t, batched) })
+	}
+}
+
+func settleWhileRedisDown(t *testing.T, batched bool) {
 	defer goleak.VerifyNone(t, goleak.IgnoreCurrent())
 	srv := redistest.New(t, "--appendonly", "yes", "--appendfsync", "always")
 	defer srv.Stop()
@@ -135,11 +143,18 @@ func TestFallbackSettleManyWhileRedisDown(t *testing.T) {
 		t.Fatalf("reserves with redis up: %+v %v / %+v %v", d1, err1, d2, err2)
 	}
 	srv.Stop()
-	if _, err := f.SettleMany(ctx, "k", b, d1.Hold, []int64{40, 70}, time.Now()); err != nil {
-		t.Fatalf("fail_open settle: %v", err)
-	}
-	if _, err := f.SettleMany(ctx, "k", b, d2.Hold, []int64{20, 5}, time.Now()); err != nil {
-		t.Fatalf("fail_open settle: %v", err)
+	settles := []limiter.Settle{{Key: "k", Budget: b, Holds: d1.Hold, Used: []int64{40, 70}, Now: time.Now()},
+		{Key: "k", Budget: b, Holds: d2.Hold, Used: []int64{20, 5}, Now: time.Now()}}
+	if batched {
+		if errs := f.SettleManyBatch(ctx, settles); errors.Join(errs...) != nil {
+			t.Fatalf("fail_open batch: %v", errs)
+		}
+	} else {
+		for _, s := range settles {
+			if _, err := f.SettleMany(ctx, s.Key, s.Budget, s.Holds, s.Used, s.Now); err != nil {
+				t.Fatalf("fail_open settle: %v", err)
+			}
+		}
 	}
 	if n, _ := pending(f); n != 2 {
 		t.Fatalf("%d orphans kept, want the 2 settles", n)

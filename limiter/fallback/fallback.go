@@ -241,10 +241,7 @@ func (f *Store) SettleMany(ctx context.Context, key string, b limiter.Budget, h 
 	if strings.HasPrefix(h.ID, localHold) {
 		return f.local.SettleMany(ctx, key, b, h, used, now)
 	}
-	o := orphan{key: key, b: b, holds: h, usedMany: make([]int64, len(used))}
-	for i, u := range used {
-		o.usedMany[i] = max(u, 0)
-	}
+	o := settleOrphan(key, b, h, used)
 	d, err, tried := viaShared(f, ctx, "settle",
 		func() (limiter.Decisions, error) { return f.shared.SettleMany(ctx, key, b, h, used, now) },
 		func(limiter.Decisions) { f.keep(o) })
@@ -254,6 +251,58 @@ func (f *Store) SettleMany(ctx context.Context, key string, b limiter.Budget, h 
 		return d, err
 	}
 	return f.local.SettleMany(ctx, key, b, limiter.Holds{}, used, now)
+}
+
+// SettleManyBatch implements limiter.BatchSettler: each settle as
+// SettleMany makes it, those for the shared store in one call to it when
+// it batches. A settle the shared store does not take is kept and
+// replayed, and charged locally meanwhile, as SettleMany's.
+func (f *Store) SettleManyBatch(ctx context.Context, ss []limiter.Settle) []error {
+	errs := make([]error, len(ss))
+	batcher, ok := f.shared.(limiter.BatchSettler)
+	var shared []limiter.Settle
+	var at []int // shared[j] is ss[at[j]]
+	for i, s := range ss {
+		switch {
+		case !ok || strings.HasPrefix(s.Holds.ID, localHold) || check(s.Budget, s.Used) != nil:
+			_, errs[i] = f.SettleMany(ctx, s.Key, s.Budget, s.Holds, s.Used, s.Now)
+		default:
+			shared, at = append(shared, s), append(at, i)
+		}
+	}
+	if len(shared) == 0 {
+		return errs
+	}
+	res, err, tried := viaShared(f, ctx, "settle", func() ([]error, error) {
+		res := batcher.SettleManyBatch(ctx, shared)
+		return res, errors.Join(res...)
+	}, nil)
+	for j, s := range shared {
+		var e error
+		if tried && j < len(res) {
+			e = res[j]
+		}
+		if tried && e == nil {
+			continue
+		}
+		// Not taken: kept for the shared store, charged here meanwhile.
+		f.keep(settleOrphan(s.Key, s.Budget, s.Holds, s.Used))
+		if err != nil && (ctx.Err() != nil || f.o.Mode == FailClosed) {
+			errs[at[j]] = e
+			continue
+		}
+		_, errs[at[j]] = f.local.SettleMany(ctx, s.Key, s.Budget, limiter.Holds{}, s.Used, s.Now)
+	}
+	return errs
+}
+
+// settleOrphan is a Budget settle kept for replay, its counts its own.
+func settleOrphan(key string, b limiter.Budget, h limiter.Holds, used []int64) orphan {
+	o := orphan{key: key, b: b, holds: h, usedMany: make([]int64, len(used))}
+	for i, u := range used {
+		o.usedMany[i] = max(u, 0)
+	}
+	return o
 }
 
 // StatusMany implements limiter.Multi as Status does.

@@ -98,6 +98,16 @@ func (r *Store) nowArg(now time.Time) int64 {
 
 // call runs decideScript on b, amounts (n or used) one per limit.
 func (r *Store) call(ctx context.Context, key string, b limiter.Budget, mode, member string, amounts []int64, now time.Time) (reply, error) {
+	keys, args := r.script(key, b, mode, member, amounts, now)
+	res, err := decideScript.Run(ctx, r.c, keys, args...).Slice()
+	if err != nil {
+		return reply{}, err
+	}
+	return parseReply(res, len(b))
+}
+
+// script is the keys and arguments of decideScript for one call.
+func (r *Store) script(key string, b limiter.Budget, mode, member string, amounts []int64, now time.Time) ([]string, []any) {
 	tag := r.tag(key)
 	keys := make([]string, 1, 1+len(b))
 	keys[0] = tag + ":h"
@@ -113,11 +123,7 @@ func (r *Store) call(ctx context.Context, key string, b limiter.Budget, mode, me
 		}
 		args = append(args, l.Name, int(l.Period), l.Window.Milliseconds(), l.Max, max(amounts[i], 0), implicit)
 	}
-	res, err := decideScript.Run(ctx, r.c, keys, args...).Slice()
-	if err != nil {
-		return reply{}, err
-	}
-	return parseReply(res, len(b))
+	return keys, args
 }
 
 // ReserveMany implements limiter.Multi with one script.

@@ -1,0 +1,76 @@
+package redisstore
+
+import (
+	"context"
+	"fmt"
+	"slices"
+	"testing"
+
+	"github.com/redis/go-redis/v9"
+
+	"github.com/tokengate/tokengate/limiter"
+	"github.com/tokengate/tokengate/limiter/internal/redistest"
+)
+
+// A batch of settles is one pipeline, each settle one script in it, and
+// leaves every key as SettleMany one by one would; a fresh server (no
+// script loaded) still takes it.
+func TestSettleManyBatch(t *testing.T) {
+	addr := redistest.New(t).Addr()
+	ctx := context.Background()
+	c := redis.NewClient(&redis.Options{Addr: addr})
+	hook := &counting{}
+	c.AddHook(hook)
+	red := New(Options{Client: c, Prefix: "test:"})
+	defer red.Close()
+	now := utc(2026, 5, 5, 10, 0, 0)
+	n := []int64{1, 10, 10, 10}
+	var batch []limiter.Settle
+	for i := range 5 {
+		key := fmt.Sprintf("k%d", i)
+		d, err := red.ReserveMany(ctx, key, budget4, n, now)
+		if err != nil || !d.Allowed {
+			t.Fatalf("reserve: %+v %v", d, err)
+		}
+		batch = append(batch, limiter.Settle{Key: key, Budget: budget4, Holds: d.Hold, Used: []int64{1, int64(i), 2 * int64(i), 7}, Now: now})
+	}
+	// A settle the store refuses outright is answered its own error.
+	batch = append(batch, limiter.Settle{Key: "bad", Budget: budget4, Used: []int64{1}, Now: now})
+	if err := c.ScriptFlush(ctx).Err(); err != nil {
+		t.Fatal(err)
+	}
+	hook.take()
+	errs := red.SettleManyBatch(ctx, batch)
+	for i, err := range errs[:5] {
+		if err != nil {
+			t.Errorf("settle %d: %v", i, err)
+		}
+	}
+	if errs[5] == nil {
+		t.Error("a settle with the wrong number of amounts was taken")
+	}
+	// One pipeline of five evalsha, then each sent again whole: the
+	// script was flushed.
+	if got := hook.take(); len(got) < 5 || !slices.Equal(got[:5], []string{"evalsha", "evalsha", "evalsha", "evalsha", "evalsha"}) {
+		t.Errorf("commands %q", got)
+	}
+	for i := range 5 {
+		d, err := red.StatusMany(ctx, fmt.Sprintf("k%d", i), budget4, now)
+		if err != nil {
+			t.Fatal(err)
+		}
+		want := []int64{1, int64(i), 2 * int64(i), 7}
+		for j, l := range d.Limits {
+			if l.Used != want[j] {
+				t.Errorf("k%d %s: used %d, want %d (holds released, counts charged)", i, budget4[j].Name, l.Used, want[j])
+			}
+		}
+	}
+	// Loaded now: the next batch is the pipeline alone.
+	d, _ := red.ReserveMany(ctx, "k9", budget4, n, now)
+	hook.take()
+	red.SettleManyBatch(ctx, []limiter.Settle{{Key: "k9", Budget: budget4, Holds: d.Hold, Used: n, Now: now}})
+	if got := hook.take(); !slices.Equal(got, []string{"evalsha"}) {
+		t.Errorf("loaded script: commands %q, want one evalsha", got)
+	}
+}
