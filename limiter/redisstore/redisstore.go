@@ -50,6 +50,7 @@ type Store struct {
 	prefix     string
 	serverTime bool
 	holdTTL    time.Duration
+	pipe       *pipeliner
 }
 
 var _ limiter.Store = (*Store)(nil)
@@ -59,7 +60,7 @@ func New(o Options) *Store {
 	if o.HoldTTL <= 0 {
 		o.HoldTTL = DefaultHoldTTL
 	}
-	return &Store{c: o.Client, prefix: o.Prefix, serverTime: o.ServerTime, holdTTL: o.HoldTTL}
+	return &Store{c: o.Client, prefix: o.Prefix, serverTime: o.ServerTime, holdTTL: o.HoldTTL, pipe: &pipeliner{c: o.Client}}
 }
 
 // keys are the window, holds and quota keys of a counter key: those of
@@ -99,7 +100,7 @@ func (r *Store) nowArg(now time.Time) int64 {
 // call runs decideScript on b, amounts (n or used) one per limit.
 func (r *Store) call(ctx context.Context, key string, b limiter.Budget, mode, member string, amounts []int64, now time.Time) (reply, error) {
 	keys, args := r.script(key, b, mode, member, amounts, now)
-	res, err := decideScript.Run(ctx, r.c, keys, args...).Slice()
+	res, err := r.pipe.run(ctx, keys, args)
 	if err != nil {
 		return reply{}, err
 	}

@@ -1,0 +1,110 @@
+package redisstore
+
+import (
+	"context"
+	"errors"
+	"sync"
+
+	"github.com/redis/go-redis/v9"
+)
+
+// maxPipeline bounds the scripts one round trip carries.
+const maxPipeline = 128
+
+// pipeliner sends the scripts of concurrent calls together. While one
+// pipeline is out, the calls that arrive wait and go in the next one, so
+// under load a round trip carries many decisions for one write and one
+// read on each side, and a call alone goes at once: nothing waits on a
+// timer. (rueidis pipelines so on its own; go-redis needs this.)
+type pipeliner struct {
+	c     redis.UniversalClient
+	mu    sync.Mutex
+	queue []*scriptCall
+	busy  bool // a sender is running
+}
+
+type scriptCall struct {
+	keys []string
+	args []any
+	res  []any
+	err  error
+	done chan struct{}
+}
+
+// run runs decideScript with keys and args and returns its reply. A call
+// whose ctx ends first returns at once; its script may still run, as a
+// call cut off in flight may.
+func (p *pipeliner) run(ctx context.Context, keys []string, args []any) ([]any, error) {
+	if err := ctx.Err(); err != nil {
+		return nil, err
+	}
+	c := &scriptCall{keys: keys, args: args, done: make(chan struct{})}
+	p.mu.Lock()
+	p.queue = append(p.queue, c)
+	start := !p.busy
+	p.busy = true
+	p.mu.Unlock()
+	if start {
+		go p.send()
+	}
+	select {
+	case <-c.done:
+		return c.res, c.err
+	case <-ctx.Done():
+		return nil, ctx.Err()
+	}
+}
+
+// send sends what is queued, a pipeline at a time, until nothing is.
+func (p *pipeliner) send() {
+	for {
+		p.mu.Lock()
+		batch := p.queue
+		if len(batch) > maxPipeline {
+			batch = batch[:maxPipeline:maxPipeline]
+		}
+		p.queue = p.queue[len(batch):]
+		if len(batch) == 0 {
+			p.busy, p.queue = false, nil
+			p.mu.Unlock()
+			return
+		}
+		p.mu.Unlock()
+		p.exec(batch)
+	}
+}
+
+func (p *pipeliner) exec(batch []*scriptCall) {
+	// The callers' contexts may differ and end apart: the round trip is
+	// bounded by the client's own read and write timeouts instead.
+	ctx := context.Background()
+	if len(batch) == 1 {
+		c := batch[0]
+		c.res, c.err = decideScript.Run(ctx, p.c, c.keys, c.args...).Slice()
+		close(c.done)
+		return
+	}
+	pipe := p.c.Pipeline()
+	cmds := make([]*redis.Cmd, len(batch))
+	for i, c := range batch {
+		cmds[i] = decideScript.EvalSha(ctx, pipe, c.keys, c.args...)
+	}
+	_, execErr := pipe.Exec(ctx)
+	for i, c := range batch {
+		cmd := cmds[i]
+		c.res, c.err = cmd.Slice()
+		switch {
+		case c.err != nil && redis.HasErrorPrefix(c.err, "NOSCRIPT"):
+			// A node without the script yet (restarted, failed over):
+			// this one is sent again whole.
+			c.res, c.err = decideScript.Run(ctx, p.c, c.keys, c.args...).Slice()
+		case c.err == nil && c.res == nil:
+			// Never answered: the pipeline failed before it.
+			c.err = execErr
+			if c.err == nil {
+				c.err = errors.New("redis: no reply")
+			}
+		}
+		close(c.done)
+	}
+}

@@ -1,0 +1,92 @@
+package redisstore
+
+import (
+	"context"
+	"fmt"
+	"sync"
+	"sync/atomic"
+	"testing"
+
+	"github.com/redis/go-redis/v9"
+
+	"github.com/tokengate/tokengate/limiter"
+	"github.com/tokengate/tokengate/limiter/internal/redistest"
+)
+
+// pipelines counts the pipelines a client sends and their commands.
+type pipelines struct {
+	counting
+	n, cmds atomic.Int64
+}
+
+func (p *pipelines) ProcessPipelineHook(next redis.ProcessPipelineHook) redis.ProcessPipelineHook {
+	return func(ctx context.Context, cmds []redis.Cmder) error {
+		p.n.Add(1)
+		p.cmds.Add(int64(len(cmds)))
+		return next(ctx, cmds)
+	}
+}
+
+// Concurrent decisions share round trips, and each gets its own answer:
+// 64 clients reserving one request each of a limit of 40 are admitted
+// exactly 40 times.
+func TestConcurrentCallsPipelined(t *testing.T) {
+	addr := redistest.New(t).Addr()
+	ctx := context.Background()
+	c := redis.NewClient(&redis.Options{Addr: addr})
+	hook := &pipelines{}
+	c.AddHook(hook)
+	red := New(Options{Client: c, Prefix: "test:"})
+	defer red.Close()
+	now := utc(2026, 5, 5, 10, 0, 0)
+	b := limiter.Budget{{Name: "requests", Max: 40, Window: 60e9}}
+	if _, err := red.StatusMany(ctx, "k", b, now); err != nil { // loads the script
+		t.Fatal(err)
+	}
+	var admitted atomic.Int64
+	var wg sync.WaitGroup
+	for i := range 64 {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for j := range 5 {
+				d, err := red.ReserveMany(ctx, "k", b, []int64{1}, now)
+				if err != nil {
+					t.Error(err)
+					return
+				}
+				if d.Allowed {
+					admitted.Add(1)
+				}
+				if _, err := red.StatusMany(ctx, fmt.Sprintf("other-%d-%d", i, j), b, now); err != nil {
+					t.Error(err)
+				}
+			}
+		}()
+	}
+	wg.Wait()
+	if admitted.Load() != 40 {
+		t.Errorf("admitted %d, want exactly 40", admitted.Load())
+	}
+	t.Logf("%d pipelines carried %d of the 640 calls", hook.n.Load(), hook.cmds.Load())
+	if hook.n.Load() == 0 {
+		t.Error("no call was pipelined with another")
+	}
+}
+
+// A caller whose context ends stops waiting; the others are answered.
+func TestPipelinedCallerGivesUp(t *testing.T) {
+	addr := redistest.New(t).Addr()
+	c := redis.NewClient(&redis.Options{Addr: addr})
+	red := New(Options{Client: c, Prefix: "test:"})
+	defer red.Close()
+	ctx, cancel := context.WithCancel(context.Background())
+	cancel()
+	b := limiter.Budget{{Name: "requests", Max: 40, Window: 60e9}}
+	if _, err := red.StatusMany(ctx, "k", b, utc(2026, 5, 5, 10, 0, 0)); err == nil {
+		t.Error("a cancelled call answered")
+	}
+	if _, err := red.StatusMany(context.Background(), "k", b, utc(2026, 5, 5, 10, 0, 0)); err != nil {
+		t.Error(err)
+	}
+}
