@@ -30,8 +30,10 @@ const (
 	// always finds requests in flight.
 	kill9Latency   = 150 * time.Millisecond
 	kill9MaxTokens = 40
-	kill9Answers   = 20 // answered before the kill
-	kill9After     = 10 // sent through the restarted process
+	// answered before the kill: about 2.5 s of load, so that most answers
+	// are older than settleLossWindow and must be charged.
+	kill9Answers = 60
+	kill9After   = 10 // sent through the restarted process
 	// kill9Slack is how much later than hold_ttl after the kill a hold may
 	// still be counted: the restart, the poll's period and an admin call's
 	// round trip, on a loaded machine. Where each hold expires is checked
@@ -91,7 +93,15 @@ func TestFaultKillRedisStoreUnderLoad(t *testing.T) {
 	answered := int64(1) // the first request
 	var cutAtKill int
 	var before []faultReply
+	// Settled behind the response, a charge reaches Redis moments after
+	// its answer: the kill may take those of the last answers with it
+	// (README, "The Redis store"). Every answer older than the loss
+	// window must be charged.
+	var answeredEarly int64 = 1
 	for _, r := range replies {
+		if r.status == http.StatusOK && r.end.Before(killAt.Add(-settleLossWindow)) {
+			answeredEarly++
+		}
 		switch {
 		case r.status == http.StatusOK:
 			answered++
@@ -110,7 +120,7 @@ func TestFaultKillRedisStoreUnderLoad(t *testing.T) {
 		t.Errorf("%d requests failed before the kill (%v): the load was not healthy before the fault", len(before), faultTally(before))
 	}
 
-	// Charged: every answer was settled before it was sent, and a request
+	// Charged: every answer older than the loss window, and a request
 	// cut by the kill may have been settled too (after its upstream
 	// answer, before the client got it) — never twice, so never more
 	// charges than upstream calls.
@@ -118,9 +128,11 @@ func TestFaultKillRedisStoreUnderLoad(t *testing.T) {
 		t.Errorf("quota used %d is not a whole number of %d-token requests", atKill.quota, cost)
 	}
 	settled := atKill.quota / cost
-	if settled < answered || settled > answered+int64(cutAtKill) || settled > int64(calls) {
-		t.Errorf("redis charged %d requests; want between the %d answered and those plus the %d cut at the kill, and at most the %d upstream calls",
-			settled, answered, cutAtKill, calls)
+	t.Logf("charges lost with the kill: %d of %d answers (%d answered more than %v before it)",
+		max(answered-settled, 0), answered, answeredEarly, settleLossWindow)
+	if settled < answeredEarly || settled > answered+int64(cutAtKill) || settled > int64(calls) {
+		t.Errorf("redis charged %d requests; want at least the %d answered more than %v before the kill, at most the %d answered plus the %d cut at the kill, and at most the %d upstream calls",
+			settled, answeredEarly, settleLossWindow, answered, cutAtKill, calls)
 	}
 	if atKill.window != atKill.quota {
 		t.Errorf("window %d ≠ quota %d: every settle charges both", atKill.window, atKill.quota)
