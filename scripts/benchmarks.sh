@@ -15,8 +15,8 @@ run() { # name, command...
   { echo "\$ $*"; "$@" 2>&1 | grep -E '^(Benchmark|ok|PASS|FAIL)' ; } > "$tmp/$name.txt"
 }
 
-run server   go test -run '^$' -bench 'Server|Stream' -benchtime 3s ./extproc/
-run limiter  go test -run '^$' -bench 'Window|MemoryReserve|StoreReserveSettle|Decision' -benchtime 2s ./limiter/...
+run server   go test -run '^$' -bench 'Server|Stream|Decision' -benchtime 3s ./extproc/
+run limiter  go test -run '^$' -bench 'Window|MemoryReserve|StoreReserveSettle|Decision|Budget' -benchtime 2s ./limiter/...
 run perkey   go test -run '^$' -bench MemoryPerKey -benchtime 1x ./limiter/...
 run tokenize go test -run '^$' -bench 'Count|Load' ./extproc/tokenize/bpe/
 run parsers  go test -run '^$' -bench 'ParseUsage|Chunk|Prompt' ./extproc/llm/
@@ -104,5 +104,6 @@ $(cat "$tmp/parsers.txt")
 \`\`\`
 MID
   if [ -f docs/soak.md ]; then cat docs/soak.md; fi
+  if [ -f docs/benchmark-notes.md ]; then echo; sed 1,4d docs/benchmark-notes.md; fi
 } > "$out"
 echo "wrote $out" >&2
