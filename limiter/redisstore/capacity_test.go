@@ -1,0 +1,129 @@
+package redisstore
+
+import (
+	"context"
+	"fmt"
+	"strconv"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/redis/go-redis/v9"
+
+	"github.com/tokengate/tokengate/limiter/internal/redistest"
+)
+
+// info reads fields of Redis's INFO section as numbers.
+func info(b *testing.B, c *redis.Client, section string, fields ...string) []float64 {
+	b.Helper()
+	txt, err := c.Info(context.Background(), section).Result()
+	if err != nil {
+		b.Fatal(err)
+	}
+	out := make([]float64, len(fields))
+	for _, line := range strings.Split(txt, "\r\n") {
+		k, v, ok := strings.Cut(line, ":")
+		if !ok {
+			continue
+		}
+		for i, f := range fields {
+			if k == f {
+				out[i], _ = strconv.ParseFloat(v, 64)
+			}
+		}
+	}
+	return out
+}
+
+// commands is the number of calls Redis counted: every command summed
+// (those the scripts run inside included), and the scripts alone.
+func commands(b *testing.B, c *redis.Client) (all, scripts float64) {
+	b.Helper()
+	txt, err := c.Info(context.Background(), "commandstats").Result()
+	if err != nil {
+		b.Fatal(err)
+	}
+	for _, line := range strings.Split(txt, "\r\n") {
+		if name, rest, ok := strings.Cut(line, ":calls="); ok {
+			v, _, _ := strings.Cut(rest, ",")
+			f, _ := strconv.ParseFloat(v, 64)
+			all += f
+			if name == "cmdstat_evalsha" || name == "cmdstat_eval" {
+				scripts += f
+			}
+		}
+	}
+	return all, scripts
+}
+
+// BenchmarkRedisCapacity is what one request costs Redis, the inputs of
+// docs/capacity.md: a request is a check at its headers and a settle at
+// its response (ReserveMany with nothing to hold, then SettleMany), from 8
+// concurrent callers on distinct keys, through the store as tokengate
+// uses it (concurrent calls pipelined). It reports, per request, Redis's
+// own CPU time (INFO cpu: what one Redis core spends, whatever else runs
+// on the machine), the commands Redis executed and the bytes it read and
+// wrote; and, for the active keys the run leaves, Redis's memory per key.
+func BenchmarkRedisCapacity(b *testing.B) {
+	for _, k := range []int{1, 4} {
+		b.Run(fmt.Sprintf("limits=%d", k), func(b *testing.B) {
+			addr := redistest.New(b).Addr()
+			c := redis.NewClient(&redis.Options{Addr: addr})
+			defer c.Close()
+			red := New(Options{Client: redis.NewClient(&redis.Options{Addr: addr}), Prefix: "cap:"})
+			defer red.Close()
+			bud := budget4[:k]
+			used := make([]int64, k)
+			for i := range used {
+				used[i] = 10
+			}
+			ctx := context.Background()
+			now := utc(2026, 5, 5, 10, 0, 0)
+			if _, err := red.StatusMany(ctx, "warm", bud, now); err != nil {
+				b.Fatal(err)
+			}
+			const callers, keys = 8, 10000
+			mem0 := info(b, c, "memory", "used_memory")[0]
+			cpu0 := info(b, c, "cpu", "used_cpu_sys", "used_cpu_user")
+			net0 := info(b, c, "stats", "total_net_input_bytes", "total_net_output_bytes")
+			cmd0, scr0 := commands(b, c)
+			var wg sync.WaitGroup
+			per := (b.N + callers - 1) / callers
+			b.ResetTimer()
+			for w := range callers {
+				wg.Add(1)
+				go func() {
+					defer wg.Done()
+					for i := range per {
+						key := fmt.Sprint("key-", (w*per+i)%keys)
+						at := now.Add(time.Duration(i) * time.Millisecond)
+						d, err := red.ReserveMany(ctx, key, bud, make([]int64, k), at)
+						if err != nil {
+							b.Error(err)
+							return
+						}
+						if _, err := red.SettleMany(ctx, key, bud, d.Hold, used, at); err != nil {
+							b.Error(err)
+							return
+						}
+					}
+				}()
+			}
+			wg.Wait()
+			b.StopTimer()
+			n := float64(per * callers)
+			cpu1 := info(b, c, "cpu", "used_cpu_sys", "used_cpu_user")
+			net1 := info(b, c, "stats", "total_net_input_bytes", "total_net_output_bytes")
+			cmd1, scr1 := commands(b, c)
+			cmds := cmd1 - cmd0 - 3 // the INFO calls in between
+			b.ReportMetric((cpu1[0]+cpu1[1]-cpu0[0]-cpu0[1])*1e6/n, "redis-cpu-µs/req")
+			b.ReportMetric(cmds/n, "redis-cmds/req")
+			b.ReportMetric((scr1-scr0)/n, "scripts/req")
+			b.ReportMetric((net1[0]-net0[0])/n, "bytes-in/req")
+			b.ReportMetric((net1[1]-net0[1])/n, "bytes-out/req")
+			active := min(n, keys)
+			b.ReportMetric((info(b, c, "memory", "used_memory")[0]-mem0)/active, "redis-bytes/key")
+		})
+	}
+}
