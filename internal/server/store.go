@@ -4,6 +4,7 @@ import (
 	"crypto/tls"
 	"fmt"
 	"os"
+	"time"
 
 	"github.com/redis/go-redis/v9"
 	"go.uber.org/zap"
@@ -41,14 +42,14 @@ func openStore(c config.Store, clock limiter.Clock, hooks storeHooks) (limiter.S
 		}
 		return b, nil
 	case "redis":
-		return openRedis(c.Redis, hooks), nil
+		return openRedis(c.Redis, clock, hooks), nil
 	}
 	return nil, usageError(fmt.Errorf("store.backend: unknown backend %q", c.Backend))
 }
 
 // openRedis does not dial: Redis may come up after tokengate, and until it
 // does on_error decides, visibly.
-func openRedis(c config.Redis, hooks storeHooks) limiter.Store {
+func openRedis(c config.Redis, clock limiter.Clock, hooks storeHooks) limiter.Store {
 	opts := &redis.UniversalOptions{
 		Addrs:         c.Addrs,
 		MasterName:    c.MasterName,
@@ -71,6 +72,18 @@ func openRedis(c config.Redis, hooks storeHooks) limiter.Store {
 		Prefix:     c.KeyPrefix,
 		ServerTime: c.Clock == "server",
 		HoldTTL:    c.HoldTTL,
+		HoldLease:  c.HoldLease,
+		Clock:      clock,
+		// Renewals are off the request path: their failures are counted
+		// (op "renew") and logged at debug; a hold whose renewals keep
+		// failing frees after its lease, as a dead replica's would.
+		OnRenew: func(holds int, took time.Duration, err error) {
+			hooks.metrics.storeCall("renew", took, err)
+			if err != nil {
+				hooks.log.Debug("redis: renewing holds failed; the next round tries again",
+					zap.Int("renewed", holds), zap.Error(err))
+			}
+		},
 	})
 	mode := fallback.OnError(c.OnError)
 	return fallback.New(shared, fallback.Options{
