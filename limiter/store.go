@@ -35,8 +35,11 @@ import (
 // holds nothing (n <= 0, which is APIM's check, or a refusal) returns the
 // zero Hold. A store shared by replicas drops a hold left unsettled for
 // its hold TTL, so that a replica dying with requests in flight does not
-// hold budget for ever; a store in this process keeps holds until they
-// are settled (they die with it).
+// hold budget for ever (redisstore's holds are leases, which the replica
+// that made them renews while it lives: a dead replica's free within one
+// lease, a live one's last up to the hold TTL; to a caller that never
+// waits for a renewal, the lease is the hold TTL); a store in this
+// process keeps holds until they are settled (they die with it).
 //
 // Settle, exactly once per admitted request, ends the request's Hold (the
 // zero Hold too: that settle releases nothing) and charges used to the
@@ -44,7 +47,7 @@ import (
 // store need not detect a second settle of one Hold, but it never releases
 // more than the key holds, so counts never go negative and a confused
 // caller cannot mint budget; the second settle's used is charged again. A
-// hold the store already dropped (its TTL) is settled like the others:
+// hold the store already dropped (its TTL, or lease) is settled like the others:
 // used is charged, nothing is released twice. Negative n and used count as
 // zero.
 //

@@ -89,8 +89,13 @@ type Redis struct {
 	// Clock is server (Redis's clock decides, so replicas agree) or
 	// client (the replica's; for tests with an injected clock).
 	Clock string `yaml:"clock"`
-	// HoldTTL bounds how long a dead replica's in-flight reservation
-	// holds budget.
+	// HoldLease is how long a reservation lives unless renewed: each
+	// replica renews its requests' holds every hold_lease/3 while they
+	// run, so a dead replica's holds free within one lease. Default 30s,
+	// or hold_ttl when that is shorter; at most hold_ttl.
+	HoldLease time.Duration `yaml:"hold_lease"`
+	// HoldTTL bounds a reservation's life, renewed or not: a request a
+	// live replica never settles holds budget no longer than this.
 	HoldTTL time.Duration `yaml:"hold_ttl"`
 	// RetryInterval is how long a failed Redis is left alone before a
 	// call tries it again.
@@ -279,6 +284,9 @@ func (r *Redis) fillDefaults() {
 	r.OnError = cmp.Or(r.OnError, "fail_open")
 	r.Clock = cmp.Or(r.Clock, "server")
 	r.HoldTTL = cmp.Or(r.HoldTTL, 10*time.Minute)
+	// A config from before leases, with a hold_ttl under 30s, keeps it as
+	// the dead replica's bound.
+	r.HoldLease = cmp.Or(r.HoldLease, min(30*time.Second, max(r.HoldTTL, 0)))
 	r.RetryInterval = cmp.Or(r.RetryInterval, 500*time.Millisecond)
 	r.Settle = cmp.Or(r.Settle, SettleBehind)
 }
@@ -298,10 +306,13 @@ func (r *Redis) validate(bad func(field, format string, a ...any)) {
 	for _, d := range []struct {
 		name string
 		v    time.Duration
-	}{{"dial_timeout", r.DialTimeout}, {"read_timeout", r.ReadTimeout}, {"write_timeout", r.WriteTimeout}, {"hold_ttl", r.HoldTTL}, {"retry_interval", r.RetryInterval}} {
+	}{{"dial_timeout", r.DialTimeout}, {"read_timeout", r.ReadTimeout}, {"write_timeout", r.WriteTimeout}, {"hold_ttl", r.HoldTTL}, {"hold_lease", r.HoldLease}, {"retry_interval", r.RetryInterval}} {
 		if d.v < 0 {
 			bad("store.redis."+d.name, "must be positive, got %s", d.v)
 		}
+	}
+	if r.HoldLease > r.HoldTTL && r.HoldTTL >= 0 {
+		bad("store.redis.hold_lease", "must be at most hold_ttl (%s), got %s", r.HoldTTL, r.HoldLease)
 	}
 	if r.PoolSize < 0 {
 		bad("store.redis.pool_size", "must be positive, got %d", r.PoolSize)

@@ -196,3 +196,36 @@ func TestIdentityKeysAndTiersChecked(t *testing.T) {
 		t.Errorf("an address-keyed policy reads no header (%v), its tier header lower-cased (%q), no warning (%v)", p.KeyHeaders(), p.Tiers.Header, c.Warnings())
 	}
 }
+
+// TestHoldLease: a lease of 30 s by default; a config from before leases
+// whose hold_ttl is shorter keeps it as the lease; a lease longer than
+// the hold TTL is refused.
+func TestHoldLease(t *testing.T) {
+	const pol = "policies: [{name: p, tokens_per_minute: 10}]\n"
+	for _, tc := range []struct {
+		redis      string
+		lease, ttl time.Duration
+		err        string
+	}{
+		{"{}", 30 * time.Second, 10 * time.Minute, ""},
+		{"{hold_ttl: 2s}", 2 * time.Second, 2 * time.Second, ""},
+		{"{hold_ttl: 1h}", 30 * time.Second, time.Hour, ""},
+		{"{hold_lease: 5s}", 5 * time.Second, 10 * time.Minute, ""},
+		{"{hold_lease: 5m, hold_ttl: 1m}", 0, 0, "store.redis.hold_lease: must be at most hold_ttl (1m0s), got 5m0s"},
+	} {
+		c, err := Parse([]byte("store: {backend: redis, redis: " + tc.redis + "}\n" + pol))
+		if tc.err != "" {
+			if err == nil || !strings.Contains(err.Error(), tc.err) {
+				t.Errorf("%s: error %v, want %q", tc.redis, err, tc.err)
+			}
+			continue
+		}
+		if err != nil {
+			t.Errorf("%s: %v", tc.redis, err)
+			continue
+		}
+		if r := c.Store.Redis; r.HoldLease != tc.lease || r.HoldTTL != tc.ttl {
+			t.Errorf("%s: hold_lease %v, hold_ttl %v; want %v, %v", tc.redis, r.HoldLease, r.HoldTTL, tc.lease, tc.ttl)
+		}
+	}
+}

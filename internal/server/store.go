@@ -43,7 +43,7 @@ func openStore(c config.Store, clock limiter.Clock, hooks storeHooks) (limiter.S
 		}
 		return b, nil
 	case "redis":
-		s := openRedis(c.Redis, hooks)
+		s := openRedis(c.Redis, clock, hooks)
 		if c.Redis.Settle == config.SettleInline {
 			return s, nil
 		}
@@ -57,7 +57,7 @@ func openStore(c config.Store, clock limiter.Clock, hooks storeHooks) (limiter.S
 
 // openRedis does not dial: Redis may come up after tokengate, and until it
 // does on_error decides, visibly.
-func openRedis(c config.Redis, hooks storeHooks) limiter.Store {
+func openRedis(c config.Redis, clock limiter.Clock, hooks storeHooks) limiter.Store {
 	opts := &redis.UniversalOptions{
 		Addrs:         c.Addrs,
 		MasterName:    c.MasterName,
@@ -80,6 +80,18 @@ func openRedis(c config.Redis, hooks storeHooks) limiter.Store {
 		Prefix:     c.KeyPrefix,
 		ServerTime: c.Clock == "server",
 		HoldTTL:    c.HoldTTL,
+		HoldLease:  c.HoldLease,
+		Clock:      clock,
+		// Renewals are off the request path: their failures are counted
+		// (op "renew") and logged at debug; a hold whose renewals keep
+		// failing frees after its lease, as a dead replica's would.
+		OnRenew: func(holds int, took time.Duration, err error) {
+			hooks.metrics.storeCall("renew", took, err)
+			if err != nil {
+				hooks.log.Debug("redis: renewing holds failed; the next round tries again",
+					zap.Int("renewed", holds), zap.Error(err))
+			}
+		},
 	})
 	mode := fallback.OnError(c.OnError)
 	return fallback.New(shared, fallback.Options{

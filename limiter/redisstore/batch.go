@@ -25,7 +25,7 @@ func (r *Store) SettleManyBatch(ctx context.Context, ss []limiter.Settle) []erro
 		if errs[i] = check(s.Budget, s.Used); errs[i] != nil {
 			continue
 		}
-		keys, args := r.script(s.Key, s.Budget, "c", s.Holds.ID, s.Used, s.Now)
+		keys, args := r.script(r.tag(s.Key), s.Budget, "c", s.Holds.ID, s.Used, s.Now)
 		cmds[i] = decideScript.EvalSha(ctx, pipe, keys, args...)
 	}
 	_, execErr := pipe.Exec(ctx) // each command's own error is read below
@@ -43,7 +43,10 @@ func (r *Store) SettleManyBatch(ctx context.Context, ss []limiter.Settle) []erro
 		case err != nil && redis.HasErrorPrefix(err, "NOSCRIPT"):
 			_, errs[i] = r.SettleMany(ctx, ss[i].Key, ss[i].Budget, ss[i].Holds, ss[i].Used, ss[i].Now)
 		case err != nil:
+			// The hold stays leased for the replay (see lease.go).
 			errs[i] = fmt.Errorf("limiter: redis settle: %w", err)
+		default:
+			r.leaseDrop(r.tag(ss[i].Key), ss[i].Holds.ID)
 		}
 	}
 	return errs

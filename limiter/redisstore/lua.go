@@ -91,8 +91,10 @@ end
 //
 // ARGV: now_ms (-1: server time), mode ("r" reserve, "s" status, "c"
 // settle, "p" a replayed settle), the hold's member ("" for none: reserve
-// adds it when it admits, settle removes it), the hold TTL in ms, the
-// number of limits, then per limit: name, kind (0 a window, else the
+// adds it when it admits, settle removes it), the hold's lease in ms (its
+// expiry until renewScript renews it), the grace in ms (how long an
+// expired hold is kept as a replay's proof: the hold TTL less the lease),
+// the number of limits, then per limit: name, kind (0 a window, else the
 // period: 1 hourly ... 5 yearly), span in ms, max, amount (n to reserve,
 // or used to charge), and "1" when a missing span means a minute.
 //
@@ -100,9 +102,13 @@ end
 // client's side: the first may still have run (a reply slower than the
 // timeout; a stalled server that ran its queued input when it woke). The
 // hold is the proof: a replay charges only when its ZREM removed the hold,
-// that is when no settle of that hold has run. A hold gone for another
-// reason (its TTL passed, a restart without persistence lost it) loses the
-// charge, as the budget it held was lost to everyone.
+// that is when no settle of that hold has run. An expired hold holds
+// nothing, but stays in the set for the grace, so that the replay of a
+// settle that failed during an outage longer than a lease (renewals
+// failed too) still finds it, and charges, up to the hold TTL as before
+// leases. A hold gone for another reason (the hold TTL passed, a restart
+// without persistence lost it) loses the charge, as the budget it held
+// was lost to everyone.
 //
 // It returns {refused, now_ms, {held, used, newest, {bucket, units, ...}}
 // per limit}: the index (from 0) of the first limit that refuses, -1 when
@@ -114,10 +120,10 @@ end
 var decideScript = redis.NewScript(luaPrelude + `
 local now = now_ms(ARGV[1])
 local sec = math.floor(now / 1000)
-local mode, member, ttl, count = ARGV[2], ARGV[3], tonumber(ARGV[4]), tonumber(ARGV[5])
+local mode, member, ttl, grace, count = ARGV[2], ARGV[3], tonumber(ARGV[4]), tonumber(ARGV[5]), tonumber(ARGV[6])
 
 local function limit(i)
-  local b = 5 + (i - 1) * 6
+  local b = 6 + (i - 1) * 6
   return ARGV[b + 1], tonumber(ARGV[b + 2]), tonumber(ARGV[b + 3]), tonumber(ARGV[b + 4]),
     tonumber(ARGV[b + 5]), ARGV[b + 6] == '1'
 end
@@ -210,9 +216,8 @@ end
 
 -- held adds up, per limit name, what the holds still alive hold.
 local function held()
-  redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', now)
   local by = {}
-  for _, m in ipairs(redis.call('ZRANGE', KEYS[1], 0, -1)) do
+  for _, m in ipairs(redis.call('ZRANGEBYSCORE', KEYS[1], string.format('(%d', now), '+inf')) do
     local body = string.match(m, '|(.*)$')
     local n = tonumber(body)
     if n ~= nil then
@@ -226,6 +231,10 @@ local function held()
   end
   return by
 end
+
+-- Expired holds are dropped once past the grace, before a replay looks
+-- for its own.
+redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', string.format('%d', now - grace))
 
 local settle = mode == 'c' or mode == 'p'
 if settle then
@@ -280,7 +289,10 @@ for i = 1, count do
 end
 if mode == 'r' and refused < 0 and member ~= '' then
   redis.call('ZADD', KEYS[1], now + ttl, member)
-  redis.call('PEXPIRE', KEYS[1], ttl + 1000)
+  -- The set outlives the hold's grace; never shorter than it was: another
+  -- replica's holds may be configured to live longer.
+  local keep = ttl + grace + 1000
+  if redis.call('PTTL', KEYS[1]) < keep then redis.call('PEXPIRE', KEYS[1], keep) end
   for i = 1, count do
     local name, kind, span, max, amount = limit(i)
     if amount > 0 then out[i][1] = out[i][1] + amount end

@@ -8,6 +8,7 @@ import (
 	"encoding/hex"
 	"errors"
 	"fmt"
+	"hash/maphash"
 	"strconv"
 	"strings"
 	"time"
@@ -28,10 +29,24 @@ type Options struct {
 	// then still agree on which second a charge lands in. False uses the
 	// time passed in, to the millisecond, which tests inject.
 	ServerTime bool
-	// HoldTTL bounds how long a hold outlives a replica that died with
-	// the request in flight: a hold left unsettled that long is dropped.
+	// HoldLease is how long a hold lives past its reserve, or past its
+	// last renewal: the store renews the holds it made every HoldLease/3
+	// until they are settled, so a replica that dies with requests in
+	// flight frees their budget within one lease (see lease.go).
+	// DefaultHoldLease when <= 0; at most HoldTTL, and renewal is off when
+	// it is HoldTTL.
+	HoldLease time.Duration
+	// HoldTTL bounds a hold's life, renewed or not: a hold left unsettled
+	// that long (a request never settled by a live replica) is dropped.
 	// DefaultHoldTTL when <= 0.
 	HoldTTL time.Duration
+	// Clock is the time renewals are made at without ServerTime: the
+	// clock whose time the callers pass in. limiter.SystemClock when nil.
+	Clock limiter.Clock
+	// OnRenew, when set, is told after every round of renewals: the holds
+	// renewed, the round's time, and its first error (the holds then keep
+	// their leases, and the next round tries again).
+	OnRenew func(holds int, took time.Duration, err error)
 }
 
 // DefaultHoldTTL is the HoldTTL of Options that leave it zero.
@@ -51,6 +66,14 @@ type Store struct {
 	serverTime bool
 	holdTTL    time.Duration
 	pipe       *pipeliner
+	lease      time.Duration
+	// renews is set when a lease is shorter than the hold TTL, so there
+	// is something to renew.
+	renews     bool
+	renewEvery time.Duration
+	clock      limiter.Clock
+	onRenew    func(int, time.Duration, error)
+	leases     leases
 }
 
 var _ limiter.Store = (*Store)(nil)
@@ -60,7 +83,20 @@ func New(o Options) *Store {
 	if o.HoldTTL <= 0 {
 		o.HoldTTL = DefaultHoldTTL
 	}
-	return &Store{c: o.Client, prefix: o.Prefix, serverTime: o.ServerTime, holdTTL: o.HoldTTL, pipe: &pipeliner{c: o.Client}}
+	if o.HoldLease <= 0 {
+		o.HoldLease = DefaultHoldLease
+	}
+	o.HoldLease = min(o.HoldLease, o.HoldTTL)
+	if o.Clock == nil {
+		o.Clock = limiter.SystemClock{}
+	}
+	r := &Store{c: o.Client, prefix: o.Prefix, serverTime: o.ServerTime, holdTTL: o.HoldTTL,
+		lease: o.HoldLease, renews: o.HoldLease < o.HoldTTL, renewEvery: max(o.HoldLease/3, time.Millisecond),
+		clock: o.Clock, onRenew: o.OnRenew, pipe: &pipeliner{c: o.Client}}
+	r.leases.seed = maphash.MakeSeed()
+	r.leases.ctx, r.leases.cancel = context.WithCancel(context.Background())
+	r.leases.done = make(chan struct{})
+	return r
 }
 
 // keys are the window, holds and quota keys of a counter key: those of
@@ -73,8 +109,10 @@ func (r *Store) keys(key string) []string {
 }
 
 func (r *Store) tag(key string) string {
-	return r.prefix + "{" + strings.NewReplacer("{", "(", "}", ")").Replace(key) + "}"
+	return r.prefix + "{" + braces.Replace(key) + "}"
 }
+
+var braces = strings.NewReplacer("{", "(", "}", ")")
 
 // stateKey is where limit l of the key tagged tag keeps its count: the
 // keys the Limits calls always used for their two limits, tag+":l:"+name
@@ -97,9 +135,10 @@ func (r *Store) nowArg(now time.Time) int64 {
 	return now.UnixMilli()
 }
 
-// call runs decideScript on b, amounts (n or used) one per limit.
-func (r *Store) call(ctx context.Context, key string, b limiter.Budget, mode, member string, amounts []int64, now time.Time) (reply, error) {
-	keys, args := r.script(key, b, mode, member, amounts, now)
+// call runs decideScript, for the key tagged tag, on b, amounts (n or
+// used) one per limit.
+func (r *Store) call(ctx context.Context, tag string, b limiter.Budget, mode, member string, amounts []int64, now time.Time) (reply, error) {
+	keys, args := r.script(tag, b, mode, member, amounts, now)
 	res, err := r.pipe.run(ctx, keys, args)
 	if err != nil {
 		return reply{}, err
@@ -108,12 +147,11 @@ func (r *Store) call(ctx context.Context, key string, b limiter.Budget, mode, me
 }
 
 // script is the keys and arguments of decideScript for one call.
-func (r *Store) script(key string, b limiter.Budget, mode, member string, amounts []int64, now time.Time) ([]string, []any) {
-	tag := r.tag(key)
+func (r *Store) script(tag string, b limiter.Budget, mode, member string, amounts []int64, now time.Time) ([]string, []any) {
 	keys := make([]string, 1, 1+len(b))
 	keys[0] = tag + ":h"
-	args := make([]any, 0, 5+6*len(b))
-	args = append(args, r.nowArg(now), mode, member, r.holdTTL.Milliseconds(), len(b))
+	args := make([]any, 0, 6+6*len(b))
+	args = append(args, r.nowArg(now), mode, member, r.lease.Milliseconds(), (r.holdTTL - r.lease).Milliseconds(), len(b))
 	for i := range b {
 		l := &b[i]
 		k := stateKey(tag, l)
@@ -137,7 +175,8 @@ func (r *Store) ReserveMany(ctx context.Context, key string, b limiter.Budget, n
 	if len(amounts) > 0 {
 		member = holdID() + "|" + encodeAmounts(amounts)
 	}
-	rep, err := r.call(ctx, key, b, "r", member, n, now)
+	tag := r.tag(key)
+	rep, err := r.call(ctx, tag, b, "r", member, n, now)
 	if err != nil {
 		// The script may still run: the hold it would make is returned so
 		// the caller can release it once Redis answers again.
@@ -150,6 +189,7 @@ func (r *Store) ReserveMany(ctx context.Context, key string, b limiter.Budget, n
 	d := rep.decide(b, n)
 	if d.Allowed && member != "" {
 		d.Hold = limiter.Holds{Amounts: amounts, ID: member}
+		r.leaseAdd(tag, member, rep.now.UnixMilli()+r.holdTTL.Milliseconds())
 	}
 	return d, nil
 }
@@ -169,10 +209,13 @@ func (r *Store) settleMany(ctx context.Context, key string, b limiter.Budget, h 
 	if err := check(b, used); err != nil {
 		return limiter.Decisions{Refused: -1}, err
 	}
-	rep, err := r.call(ctx, key, b, mode, h.ID, used, now)
+	tag := r.tag(key)
+	rep, err := r.call(ctx, tag, b, mode, h.ID, used, now)
 	if err != nil {
+		// The hold stays leased for the replay (see lease.go).
 		return limiter.Decisions{Refused: -1}, fmt.Errorf("limiter: redis settle: %w", err)
 	}
+	r.leaseDrop(tag, h.ID)
 	return rep.decide(b, nil), nil
 }
 
@@ -181,7 +224,7 @@ func (r *Store) StatusMany(ctx context.Context, key string, b limiter.Budget, no
 	if err := b.Validate(); err != nil {
 		return limiter.Decisions{Refused: -1}, err
 	}
-	rep, err := r.call(ctx, key, b, "s", "", make([]int64, len(b)), now)
+	rep, err := r.call(ctx, r.tag(key), b, "s", "", make([]int64, len(b)), now)
 	if err != nil {
 		return limiter.Decisions{Refused: -1}, fmt.Errorf("limiter: redis status: %w", err)
 	}
@@ -197,7 +240,8 @@ func (r *Store) Reserve(ctx context.Context, key string, lim limiter.Limits, n i
 	if n > 0 {
 		member = holdID() + "|" + strconv.FormatInt(n, 10)
 	}
-	rep, err := r.call(ctx, key, b, "r", member, fill(len(b), n), now)
+	tag := r.tag(key)
+	rep, err := r.call(ctx, tag, b, "r", member, fill(len(b), n), now)
 	if err != nil {
 		// As ReserveMany.
 		var h limiter.Hold
@@ -209,6 +253,7 @@ func (r *Store) Reserve(ctx context.Context, key string, lim limiter.Limits, n i
 	d := rep.legacy(lim, b, n)
 	if d.Allowed && n > 0 {
 		d.Hold = limiter.Hold{Tokens: n, ID: member}
+		r.leaseAdd(tag, member, rep.now.UnixMilli()+r.holdTTL.Milliseconds())
 	}
 	return d, nil
 }
@@ -230,25 +275,32 @@ func (r *Store) ReplaySettle(ctx context.Context, key string, lim limiter.Limits
 
 func (r *Store) settle(ctx context.Context, key string, lim limiter.Limits, h limiter.Hold, used int64, now time.Time, mode string) (limiter.Decision, error) {
 	b := lim.Budget()
-	rep, err := r.call(ctx, key, b, mode, h.ID, fill(len(b), used), now)
+	tag := r.tag(key)
+	rep, err := r.call(ctx, tag, b, mode, h.ID, fill(len(b), used), now)
 	if err != nil {
+		// As settleMany.
 		return limiter.Decision{}, fmt.Errorf("limiter: redis settle: %w", err)
 	}
+	r.leaseDrop(tag, h.ID)
 	return rep.legacy(lim, b, 0), nil
 }
 
 // Status implements limiter.Store: StatusMany on lim.Budget().
 func (r *Store) Status(ctx context.Context, key string, lim limiter.Limits, now time.Time) (limiter.Decision, error) {
 	b := lim.Budget()
-	rep, err := r.call(ctx, key, b, "s", "", make([]int64, len(b)), now)
+	rep, err := r.call(ctx, r.tag(key), b, "s", "", make([]int64, len(b)), now)
 	if err != nil {
 		return limiter.Decision{}, fmt.Errorf("limiter: redis status: %w", err)
 	}
 	return rep.legacy(lim, b, 0), nil
 }
 
-// Close implements limiter.Store and closes the client.
-func (r *Store) Close() error { return r.c.Close() }
+// Close implements limiter.Store: it stops renewing holds (those still
+// held then expire within a lease) and closes the client.
+func (r *Store) Close() error {
+	r.stopRenewing()
+	return r.c.Close()
+}
 
 // holdID names a hold uniquely across replicas.
 func holdID() string {
