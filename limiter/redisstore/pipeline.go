@@ -32,8 +32,10 @@ type scriptCall struct {
 }
 
 // run runs decideScript with keys and args and returns its reply. A call
-// whose ctx ends first returns at once; its script may still run, as a
-// call cut off in flight may.
+// whose ctx has ended is not sent; one sent is waited for, as go-redis
+// waits for a command it wrote (its read timeout bounds it): a reserve
+// that ran is then known to have run, and its hold is settled rather
+// than left to expire.
 func (p *pipeliner) run(ctx context.Context, keys []string, args []any) ([]any, error) {
 	if err := ctx.Err(); err != nil {
 		return nil, err
@@ -47,12 +49,8 @@ func (p *pipeliner) run(ctx context.Context, keys []string, args []any) ([]any, 
 	if start {
 		go p.send()
 	}
-	select {
-	case <-c.done:
-		return c.res, c.err
-	case <-ctx.Done():
-		return nil, ctx.Err()
-	}
+	<-c.done
+	return c.res, c.err
 }
 
 // send sends what is queued, a pipeline at a time, until nothing is.

@@ -74,7 +74,7 @@ func TestConcurrentCallsPipelined(t *testing.T) {
 	}
 }
 
-// A caller whose context ends stops waiting; the others are answered.
+// A call whose context has ended is not sent; the next is answered.
 func TestPipelinedCallerGivesUp(t *testing.T) {
 	addr := redistest.New(t).Addr()
 	c := redis.NewClient(&redis.Options{Addr: addr})
