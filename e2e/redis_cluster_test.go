@@ -68,7 +68,9 @@ func TestRedisClusterFaults(t *testing.T) {
 	// only once its keys are across, so nothing can be lost or admitted
 	// twice. While a slot's keys are split between the two masters a
 	// script on them is refused (TRYAGAIN) and the replica answers per
-	// on_error: wrong refusals, for about the move's length.
+	// on_error: wrong refusals, for about the move's length (about 3 s:
+	// ten keys, 200 ms apart), and a window more for the settles replayed
+	// after it (see the partition below); 8 s with slack.
 	migratePause := 200 * time.Millisecond
 	h.event("cluster: slots with live keys resharded (ASK, then MOVED)", haBounds{recover: 8 * time.Second}, func() (time.Time, time.Time) {
 		src, dst := -1, -1
@@ -96,7 +98,9 @@ func TestRedisClusterFaults(t *testing.T) {
 	// A master killed: its replica is promoted after cluster-node-timeout
 	// (1 s) and an election (0.5–1 s, plus a second per replica ranked
 	// before it: none here); tokengate learns the new owner on its next
-	// call (MOVED, or a reload after the error). 8 s covers that on a
+	// call (a slot-map reload after the error). The settles that failed
+	// meanwhile are replayed and charged at the replay's time, one window
+	// (2 s) later than their use. About 3 s + 2 s; 8 s covers that on a
 	// loaded machine. Replication is asynchronous: a write acknowledged
 	// by the dead master and not yet shipped is lost with it, so each
 	// request in flight at the kill (one per client) may lose its hold or
@@ -119,10 +123,15 @@ func TestRedisClusterFaults(t *testing.T) {
 
 	// One tokengate cut off: it refuses (fail_closed) while cut, and its
 	// settles that could not be sent are replayed once it is back, so no
-	// charge is lost; the others are untouched. Normal within the cut
-	// plus a few retry intervals and a redial.
+	// charge is lost; the others are untouched, but the holds of its
+	// requests in flight at the cut keep their budget until the replay
+	// (the 429s "with budget free" the others give meanwhile), and a
+	// replayed charge is placed at the replay's time, so it counts one
+	// window longer than its use did. Normal within the cut, plus one
+	// window, plus 2 s for the redial and the replays (dial timeout,
+	// retry_interval) on a loaded machine.
 	cut := 3 * time.Second
-	h.event("cluster: replica 2 partitioned from every node for 3 s", haBounds{recover: cut + 3*time.Second}, func() (time.Time, time.Time) {
+	h.event("cluster: replica 2 partitioned from every node for 3 s", haBounds{recover: cut + haWindow + 2*time.Second}, func() (time.Time, time.Time) {
 		at := part.Cut()
 		time.Sleep(cut)
 		return at, part.Restore()
