@@ -22,6 +22,10 @@ type ReplicaOptions struct {
 	N int
 	// ConfigYAML is every replica's configuration.
 	ConfigYAML string
+	// Configs, when set, are the replicas' own configurations, replica by
+	// replica (ConfigYAML is then unused): one replica may reach the store
+	// another way (a partition's proxies) than the others.
+	Configs []string
 	// FakeClock, when set, starts every replica's limiter clock at this
 	// RFC 3339 time; the replicas must then be advanced together
 	// (load.ClockAdvancer(r.Admins()...)).
@@ -81,8 +85,19 @@ func StartReplicas(t testing.TB, opts ReplicaOptions) *Replicas {
 	r.Bootstrap, r.Filter = loadEnvoy(t, opts.Filter)
 	r.Mock = Launch(t, bins["openai-mock"], append([]string{"--listen", "127.0.0.1:0"}, opts.MockArgs...)...)
 	args := TokengateArgs(r.ConfigPath, opts.FakeClock, opts.TokengateArgs...)
-	for range opts.N {
-		r.Tokengates = append(r.Tokengates, Launch(t, bins["tokengate"], args...))
+	if opts.Configs != nil && len(opts.Configs) != opts.N {
+		t.Fatalf("harness: %d configurations for %d replicas", len(opts.Configs), opts.N)
+	}
+	for i := range opts.N {
+		a := args
+		if opts.Configs != nil {
+			path := filepath.Join(r.Dir, "tokengate-"+strconv.Itoa(i)+".yaml")
+			if err := os.WriteFile(path, []byte(opts.Configs[i]), 0o600); err != nil {
+				t.Fatal(err)
+			}
+			a = TokengateArgs(path, opts.FakeClock, opts.TokengateArgs...)
+		}
+		r.Tokengates = append(r.Tokengates, Launch(t, bins["tokengate"], a...))
 	}
 	for _, p := range append([]*Process{r.Mock}, r.Tokengates...) {
 		if err := p.WaitReady(ReadyTimeout); err != nil {

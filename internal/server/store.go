@@ -1,7 +1,9 @@
 package server
 
 import (
+	"context"
 	"crypto/tls"
+	"errors"
 	"fmt"
 	"os"
 	"time"
@@ -75,8 +77,12 @@ func openRedis(c config.Redis, clock limiter.Clock, hooks storeHooks) limiter.St
 	if c.TLS {
 		opts.TLSConfig = &tls.Config{MinVersion: tls.VersionTLS12}
 	}
+	client := redis.NewUniversalClient(opts)
+	if cc, ok := client.(*redis.ClusterClient); ok {
+		clusterOnError(cc)
+	}
 	shared := redisstore.New(redisstore.Options{
-		Client:     redis.NewUniversalClient(opts),
+		Client:     client,
 		Prefix:     c.KeyPrefix,
 		ServerTime: c.Clock == "server",
 		HoldTTL:    c.HoldTTL,
@@ -112,4 +118,86 @@ func openRedis(c config.Redis, clock limiter.Clock, hooks storeHooks) limiter.St
 			}
 		},
 	})
+}
+
+// clusterOnError makes a Cluster client treat a failed call as the single
+// node and Sentinel clients do, which MaxRetries: -1 does not reach in
+// go-redis's cluster client:
+//
+//   - No retry. Its redirect loop (up to MaxRedirects, 3) sends a call
+//     again after a network error or a timeout, to the same node and then
+//     to the slot's master again, with a backoff between: a call to a dead
+//     or partitioned master then takes up to four timeouts, past Envoy's
+//     message timeout (504 instead of on_error's answer), and a settle whose
+//     reply was lost runs twice (charged twice). A network error is made
+//     final for that loop (MOVED, ASK, TRYAGAIN and the other Redis replies
+//     still go through it) and handed back as it was.
+//   - The slot map reloaded at once. go-redis reloads it on MOVED, or when
+//     it is 10 s old; after a master dies its replica serves the slots a
+//     couple of seconds later, but a client that only ever got connection
+//     errors from the dead master kept sending there until the map aged:
+//     about 10 s of on_error answers for every key of that master, and of
+//     all keys while the breaker stays open (measured by
+//     TestRedisClusterFaults). A failed call now asks for a reload, which
+//     go-redis runs once at a time in the background.
+func clusterOnError(c *redis.ClusterClient) {
+	c.OnNewNode(func(node *redis.Client) { node.AddHook(finalNetErrors{}) })
+	c.AddHook(reloadOnNetError{c})
+}
+
+// finalError carries a network error through go-redis's cluster redirect
+// loop without matching its retry tests (no Unwrap, no Timeout).
+type finalError struct{ err error }
+
+func (e finalError) Error() string { return e.err.Error() }
+
+// netError reports whether err is the connection's (a dial, a reset, a
+// timeout) rather than a reply of Redis or the caller's own end.
+func netError(err error) bool {
+	var reply redis.Error
+	return err != nil && !errors.As(err, &reply) && !errors.Is(err, redis.ErrClosed) &&
+		!errors.Is(err, context.Canceled) && !errors.Is(err, context.DeadlineExceeded)
+}
+
+// finalNetErrors is each cluster node's hook.
+type finalNetErrors struct{}
+
+func (finalNetErrors) DialHook(next redis.DialHook) redis.DialHook { return next }
+
+func (finalNetErrors) ProcessHook(next redis.ProcessHook) redis.ProcessHook {
+	return func(ctx context.Context, cmd redis.Cmder) error {
+		err := next(ctx, cmd)
+		if netError(err) {
+			return finalError{err}
+		}
+		return err
+	}
+}
+
+func (finalNetErrors) ProcessPipelineHook(next redis.ProcessPipelineHook) redis.ProcessPipelineHook {
+	return next
+}
+
+// reloadOnNetError is the cluster client's hook: it unwraps finalError and
+// asks for a reload of the slot map after a network error.
+type reloadOnNetError struct{ c *redis.ClusterClient }
+
+func (reloadOnNetError) DialHook(next redis.DialHook) redis.DialHook { return next }
+
+func (h reloadOnNetError) ProcessHook(next redis.ProcessHook) redis.ProcessHook {
+	return func(ctx context.Context, cmd redis.Cmder) error {
+		err := next(ctx, cmd)
+		var f finalError
+		if errors.As(err, &f) {
+			err = f.err
+		}
+		if netError(err) {
+			h.c.ReloadState(ctx)
+		}
+		return err
+	}
+}
+
+func (reloadOnNetError) ProcessPipelineHook(next redis.ProcessPipelineHook) redis.ProcessPipelineHook {
+	return next
 }
