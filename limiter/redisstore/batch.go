@@ -5,6 +5,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"sync"
 
 	"github.com/redis/go-redis/v9"
 
@@ -14,18 +15,43 @@ import (
 var _ limiter.BatchSettler = (*Store)(nil)
 
 // SettleManyBatch implements limiter.BatchSettler: every settle's script
-// in one pipeline, one round trip (per node, in a Cluster). A script
+// in one pipeline, one round trip (per node, in a Cluster), each charging
+// without working out the answer nobody reads. A script
 // Redis does not have yet (a restarted or failed-over node) is sent again
 // whole, each on its own.
 func (r *Store) SettleManyBatch(ctx context.Context, ss []limiter.Settle) []error {
 	errs := make([]error, len(ss))
+	if r.pipe.cluster {
+		// One call per settle (see pipeliner): sent together, each on
+		// its own.
+		var wg sync.WaitGroup
+		for i, s := range ss {
+			if errs[i] = check(s.Budget, s.Used); errs[i] != nil {
+				continue
+			}
+			wg.Add(1)
+			go func() {
+				defer wg.Done()
+				tag := r.tag(s.Key)
+				keys, args := r.script(tag, s.Budget, "b", s.Holds.ID, s.Used, s.Now)
+				if err := decideScript.Run(ctx, r.c, keys, args...).Err(); err != nil {
+					errs[i] = fmt.Errorf("limiter: redis settle: %w", err)
+					return
+				}
+				r.leaseDrop(tag, s.Holds.ID)
+			}()
+		}
+		wg.Wait()
+		return errs
+	}
 	cmds := make([]*redis.Cmd, len(ss))
 	pipe := r.c.Pipeline()
 	for i, s := range ss {
 		if errs[i] = check(s.Budget, s.Used); errs[i] != nil {
 			continue
 		}
-		keys, args := r.script(r.tag(s.Key), s.Budget, "c", s.Holds.ID, s.Used, s.Now)
+		// The answer is not read: the script charges and stops ("b").
+		keys, args := r.script(r.tag(s.Key), s.Budget, "b", s.Holds.ID, s.Used, s.Now)
 		cmds[i] = decideScript.EvalSha(ctx, pipe, keys, args...)
 	}
 	_, execErr := pipe.Exec(ctx) // each command's own error is read below

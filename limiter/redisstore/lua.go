@@ -236,7 +236,10 @@ end
 -- for its own.
 redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', string.format('%d', now - grace))
 
-local settle = mode == 'c' or mode == 'p'
+-- 'b' is 'c' for a caller that does not read the answer (a settle sent
+-- behind its response): it charges, whether or not it found the hold (a
+-- failover may have lost it with the master), and returns at once.
+local settle = mode == 'c' or mode == 'p' or mode == 'b'
 if settle then
   local charge = true
   if member ~= '' then
@@ -264,6 +267,7 @@ if settle then
     end
   end
 end
+if mode == 'b' then return {1} end
 
 local by = held()
 local refused = -1

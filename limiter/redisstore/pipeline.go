@@ -16,11 +16,17 @@ const maxPipeline = 128
 // under load a round trip carries many decisions for one write and one
 // read on each side, and a call alone goes at once: nothing waits on a
 // timer. (rueidis pipelines so on its own; go-redis needs this.)
+//
+// Not in a Cluster: go-redis's cluster client sends a pipeline again
+// after a network error (its redirect loop), which the hooks that stop it
+// for single calls (internal/server's clusterOnError) do not reach, and a
+// settle sent twice is charged twice. There every call goes on its own.
 type pipeliner struct {
-	c     redis.UniversalClient
-	mu    sync.Mutex
-	queue []*scriptCall
-	busy  bool // a sender is running
+	c       redis.UniversalClient
+	cluster bool
+	mu      sync.Mutex
+	queue   []*scriptCall
+	busy    bool // a sender is running
 }
 
 type scriptCall struct {
@@ -29,6 +35,11 @@ type scriptCall struct {
 	res  []any
 	err  error
 	done chan struct{}
+}
+
+func newPipeliner(c redis.UniversalClient) *pipeliner {
+	_, cluster := c.(*redis.ClusterClient)
+	return &pipeliner{c: c, cluster: cluster}
 }
 
 // run runs decideScript with keys and args and returns its reply. A call
@@ -76,7 +87,20 @@ func (p *pipeliner) exec(batch []*scriptCall) {
 	// The callers' contexts may differ and end apart: the round trip is
 	// bounded by the client's own read and write timeouts instead.
 	ctx := context.Background()
-	if len(batch) == 1 {
+	if len(batch) == 1 || p.cluster {
+		if len(batch) > 1 {
+			var wg sync.WaitGroup
+			for _, c := range batch {
+				wg.Add(1)
+				go func() {
+					defer wg.Done()
+					c.res, c.err = decideScript.Run(ctx, p.c, c.keys, c.args...).Slice()
+					close(c.done)
+				}()
+			}
+			wg.Wait()
+			return
+		}
 		c := batch[0]
 		c.res, c.err = decideScript.Run(ctx, p.c, c.keys, c.args...).Slice()
 		close(c.done)

@@ -92,7 +92,7 @@ func New(o Options) *Store {
 	}
 	r := &Store{c: o.Client, prefix: o.Prefix, serverTime: o.ServerTime, holdTTL: o.HoldTTL,
 		lease: o.HoldLease, renews: o.HoldLease < o.HoldTTL, renewEvery: max(o.HoldLease/3, time.Millisecond),
-		clock: o.Clock, onRenew: o.OnRenew, pipe: &pipeliner{c: o.Client}}
+		clock: o.Clock, onRenew: o.OnRenew, pipe: newPipeliner(o.Client)}
 	r.leases.seed = maphash.MakeSeed()
 	r.leases.ctx, r.leases.cancel = context.WithCancel(context.Background())
 	r.leases.done = make(chan struct{})
