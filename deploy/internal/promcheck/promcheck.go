@@ -59,6 +59,13 @@ func (k *Known) Has(name string) bool {
 	return ok
 }
 
+// Labels returns the labels of series name (the target's job and
+// instance included), and whether tokengate or its scrape exports it.
+func (k *Known) Labels(name string) ([]string, bool) {
+	l, ok := k.series[name]
+	return slices.Clone(l), ok
+}
+
 // Check parses expr and returns every name and label in it that no known
 // series has, and the parser's error if it does not parse.
 func (k *Known) Check(expr string) error {
