@@ -101,7 +101,7 @@ func (k *Known) Check(expr string) error {
 			grouping = n.Grouping
 		case *parser.BinaryExpr:
 			if n.VectorMatching != nil {
-				grouping = append(n.VectorMatching.MatchingLabels, n.VectorMatching.Include...)
+				grouping = slices.Concat(n.VectorMatching.MatchingLabels, n.VectorMatching.Include)
 			}
 		}
 		for _, l := range grouping {
