@@ -181,6 +181,12 @@ func adminEveryLimit(t *testing.T, store string) {
 	chargeUsage(t, r.grpc, a, 100, 50)
 	chargeUsage(t, r.grpc, a, 200, 25)
 	chargeUsage(t, r.grpc, b, 10, 400)
+	if strings.Contains(store, "redis") {
+		// Redis settles behind the responses: read once all three landed.
+		waitFor(t, "the three settles to reach redis", func() bool {
+			return scrape(t, r.admin, "tokengate_settle_batch_size_sum") == "3"
+		})
+	}
 	c := adminClient(t, r.admin)
 	ctx := context.Background()
 	rawA := &adminv1.Key{Key: &adminv1.Key_Raw{Raw: a}}

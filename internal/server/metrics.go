@@ -60,6 +60,11 @@ func newMetrics(reg prometheus.Registerer) *metrics {
 		}),
 	}
 	reg.MustRegister(m.storeErrors, m.storeLatency, m.storeDown, m.overflow, m.batches, m.reloads, m.panics)
+	// Both results are exported from the start, at 0: a series that
+	// appears at 1 on the first failure shows no increase to rate() and
+	// increase(), and the alert on failed reloads would miss it.
+	m.reloads.WithLabelValues("success")
+	m.reloads.WithLabelValues("failure")
 	return m
 }
 

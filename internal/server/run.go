@@ -18,7 +18,6 @@ import (
 
 	extprocv3 "github.com/envoyproxy/go-control-plane/envoy/service/ext_proc/v3"
 	"github.com/prometheus/client_golang/prometheus"
-	"github.com/prometheus/client_golang/prometheus/collectors"
 	"go.uber.org/zap"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/health"
@@ -136,8 +135,7 @@ func Run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	}
 
 	reg := prometheus.NewRegistry()
-	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
-	metrics := newMetrics(reg)
+	metrics, procMetrics := registerMetrics(reg)
 	hs := health.NewServer()
 
 	store, err := openStore(cfg.Store, clock, storeHooks{log: log, metrics: metrics, health: hs})
@@ -180,7 +178,7 @@ func Run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 		serverOpts = append(serverOpts, grpc.Creds(creds))
 	}
 	srv := grpc.NewServer(serverOpts...)
-	proc := extproc.New(extproc.Options{Policies: pols, Store: store, Clock: clock, Log: log, Metrics: extproc.NewMetrics(reg), StoreErrors: metrics.storeError,
+	proc := extproc.New(extproc.Options{Policies: pols, Store: store, Clock: clock, Log: log, Metrics: procMetrics, StoreErrors: metrics.storeError,
 		EstimateBudget: cfg.EstimateBudget, KeySalt: []byte(os.Getenv(cfg.KeySaltEnv))})
 	extprocv3.RegisterExternalProcessorServer(srv, proc)
 	healthpb.RegisterHealthServer(srv, hs)
