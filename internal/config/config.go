@@ -288,7 +288,15 @@ func (r *Redis) fillDefaults() {
 	// the dead replica's bound.
 	r.HoldLease = cmp.Or(r.HoldLease, min(30*time.Second, max(r.HoldTTL, 0)))
 	r.RetryInterval = cmp.Or(r.RetryInterval, 500*time.Millisecond)
-	r.Settle = cmp.Or(r.Settle, SettleBehind)
+	// A Cluster settles in line unless told otherwise: after a master's
+	// failover, the settles queued at it are replayed late, and answers
+	// took longer to be normal again (TestRedisClusterFaults: 8.4 s
+	// against 4.8 s in line).
+	def := SettleBehind
+	if r.Cluster || len(r.Addrs) > 1 && r.MasterName == "" {
+		def = SettleInline
+	}
+	r.Settle = cmp.Or(r.Settle, def)
 }
 
 func (r *Redis) validate(bad func(field, format string, a ...any)) {
