@@ -11,6 +11,8 @@ import (
 
 	"github.com/redis/go-redis/v9"
 
+	"github.com/tokengate/tokengate/limiter"
+	"github.com/tokengate/tokengate/limiter/behind"
 	"github.com/tokengate/tokengate/limiter/internal/redistest"
 )
 
@@ -60,18 +62,36 @@ func commands(b *testing.B, c *redis.Client) (all, scripts float64) {
 // BenchmarkRedisCapacity is what one request costs Redis, the inputs of
 // docs/capacity.md: a request is a check at its headers and a settle at
 // its response (ReserveMany with nothing to hold, then SettleMany), from 8
-// concurrent callers on distinct keys, through the store as tokengate
-// uses it (concurrent calls pipelined). It reports, per request, Redis's
+// concurrent callers over 10,000 keys, through the store as tokengate
+// uses it (concurrent calls pipelined): inline, every check and settle a
+// script; behind (tokengate's default), settles batched behind the
+// responses and checks far from the limits answered from the last answer. It reports, per request, Redis's
 // own CPU time (INFO cpu: what one Redis core spends, whatever else runs
 // on the machine), the commands Redis executed and the bytes it read and
 // wrote; and, for the active keys the run leaves, Redis's memory per key.
 func BenchmarkRedisCapacity(b *testing.B) {
-	for _, k := range []int{1, 4} {
-		b.Run(fmt.Sprintf("limits=%d", k), func(b *testing.B) {
+	for _, run := range []struct {
+		k      int
+		behind bool
+	}{{1, false}, {4, false}, {1, true}, {4, true}} {
+		k := run.k
+		name := fmt.Sprintf("limits=%d/inline", k)
+		if run.behind {
+			name = fmt.Sprintf("limits=%d/behind", k)
+		}
+		b.Run(name, func(b *testing.B) {
 			addr := redistest.New(b).Addr()
 			c := redis.NewClient(&redis.Options{Addr: addr})
 			defer c.Close()
-			red := New(Options{Client: redis.NewClient(&redis.Options{Addr: addr}), Prefix: "cap:"})
+			var red limiter.Store = New(Options{Client: redis.NewClient(&redis.Options{Addr: addr}), Prefix: "cap:"})
+			var queued *behind.Store
+			if run.behind {
+				// As tokengate runs it: settles behind the responses,
+				// checks far from the limits answered from the last
+				// answer.
+				queued = behind.New(red, behind.Options{})
+				red = queued
+			}
 			defer red.Close()
 			bud := budget4[:k]
 			used := make([]int64, k)
@@ -103,6 +123,9 @@ func BenchmarkRedisCapacity(b *testing.B) {
 							b.Error(err)
 							return
 						}
+						if queued != nil && queued.SettleBehind(limiter.Settle{Key: key, Budget: bud, Holds: d.Hold, Used: used, Now: at}) {
+							continue
+						}
 						if _, err := red.SettleMany(ctx, key, bud, d.Hold, used, at); err != nil {
 							b.Error(err)
 							return
@@ -111,6 +134,9 @@ func BenchmarkRedisCapacity(b *testing.B) {
 				}()
 			}
 			wg.Wait()
+			if queued != nil {
+				queued.Flush()
+			}
 			b.StopTimer()
 			n := float64(per * callers)
 			cpu1 := info(b, c, "cpu", "used_cpu_sys", "used_cpu_user")
