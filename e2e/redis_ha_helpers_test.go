@@ -612,26 +612,5 @@ func (h *haRun) event(name string, b haBounds, act func() (at, done time.Time)) 
 // postHAChat sends the load's request once.
 func postHAChat(t *testing.T, base, key string) (*http.Response, []byte) {
 	t.Helper()
-	body, _ := json.Marshal(map[string]any{
-		"model":      "gpt-4o",
-		"messages":   []map[string]string{{"role": "user", "content": "Count to three, slowly."}},
-		"max_tokens": haCompletion,
-	})
-	req, err := http.NewRequestWithContext(context.Background(), http.MethodPost, base+"/v1/chat/completions", bytes.NewReader(body))
-	if err != nil {
-		t.Fatal(err)
-	}
-	req.Header.Set("Content-Type", "application/json")
-	req.Header.Set("api-key", key)
-	req.Header.Set("x-mock-completion-tokens", strconv.Itoa(haCompletion))
-	resp, err := directClient.Do(req)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer resp.Body.Close()
-	got, err := io.ReadAll(resp.Body)
-	if err != nil {
-		t.Fatal(err)
-	}
-	return resp, got
+	return postChatSaying(t, base, key, "Count to three, slowly.", haCompletion)
 }

@@ -30,9 +30,15 @@ var directClient = &http.Client{Timeout: chatTimeout, Transport: &http.Transport
 // the response with its whole body.
 func postChat(t *testing.T, base, key string, completion int) (*http.Response, []byte) {
 	t.Helper()
+	return postChatSaying(t, base, key, "Say hello to the replicas.", completion)
+}
+
+// postChatSaying is postChat with the user's message.
+func postChatSaying(t *testing.T, base, key, content string, completion int) (*http.Response, []byte) {
+	t.Helper()
 	body, err := json.Marshal(map[string]any{
 		"model":      "gpt-4o",
-		"messages":   []map[string]string{{"role": "user", "content": "Say hello to the replicas."}},
+		"messages":   []map[string]string{{"role": "user", "content": content}},
 		"max_tokens": completion,
 	})
 	if err != nil {

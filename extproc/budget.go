@@ -141,7 +141,7 @@ func describe(l limiter.Limit, m policy.Meter) string {
 	amount := strconv.FormatInt(l.Max, 10)
 	unit := m.Unit
 	if m.Unit == config.UnitCost {
-		amount = fmt.Sprintf("%d.%06d", l.Max/1_000_000, l.Max%1_000_000)
+		amount = config.FormatMicros(l.Max)
 	}
 	if m.Kind != "" && m.Kind != config.KindTotal {
 		unit = m.Kind + " " + unit

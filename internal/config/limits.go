@@ -149,11 +149,22 @@ func (l *Limit) defaultName() string {
 	if err != nil {
 		return name
 	}
-	return name + "_per_" + shortDuration(w)
+	return name + "_per_" + ShortDuration(w)
 }
 
-// shortDuration writes 1m, 90s, 24h, 1500ms: the largest whole unit.
-func shortDuration(d time.Duration) string {
+// FormatMicros writes an amount in micro-units as the currency's units
+// with six decimals: 2500000 is 2.500000.
+func FormatMicros(n int64) string {
+	sign := ""
+	if n < 0 {
+		sign, n = "-", -n
+	}
+	return fmt.Sprintf("%s%d.%06d", sign, n/1_000_000, n%1_000_000)
+}
+
+// ShortDuration writes a window as its largest whole unit: 1m, 90s, 24h,
+// 1500ms.
+func ShortDuration(d time.Duration) string {
 	for _, u := range []struct {
 		d    time.Duration
 		name string

@@ -17,6 +17,7 @@ import (
 	"google.golang.org/protobuf/encoding/protojson"
 	"google.golang.org/protobuf/proto"
 
+	"github.com/tokengate/tokengate/internal/config"
 	adminv1 "github.com/tokengate/tokengate/proto/tokengate/admin/v1"
 )
 
@@ -130,7 +131,7 @@ func printAdminText(w io.Writer, resp proto.Message) error {
 			}
 			span := l.GetPeriod()
 			if d := l.GetWindow(); d != nil {
-				span = "per " + shortWindow(d.AsDuration())
+				span = "per " + config.ShortDuration(d.AsDuration())
 			}
 			amount := func(n int64) string { return formatAmount(l.GetUnit(), n) }
 			fmt.Fprintf(tw, "  %s\t%s\t%s\tused %s / %s\tremaining %s\treset in %s\n", l.GetName(), what, span,
@@ -143,25 +144,8 @@ func printAdminText(w io.Writer, resp proto.Message) error {
 // formatAmount writes n in unit: cost, kept in micro-units, as an amount
 // of the currency with six decimals (1234500 is 1.234500).
 func formatAmount(unit string, n int64) string {
-	if unit != "cost" {
+	if unit != config.UnitCost {
 		return strconv.FormatInt(n, 10)
 	}
-	sign := ""
-	if n < 0 {
-		sign, n = "-", -n
-	}
-	return fmt.Sprintf("%s%d.%06d", sign, n/1_000_000, n%1_000_000)
-}
-
-// shortWindow writes a window as the largest whole unit: 1m, 90s, 24h.
-func shortWindow(d time.Duration) string {
-	for _, u := range []struct {
-		d    time.Duration
-		name string
-	}{{time.Hour, "h"}, {time.Minute, "m"}, {time.Second, "s"}} {
-		if d%u.d == 0 {
-			return strconv.FormatInt(int64(d/u.d), 10) + u.name
-		}
-	}
-	return strconv.FormatInt(d.Milliseconds(), 10) + "ms"
+	return config.FormatMicros(n)
 }
