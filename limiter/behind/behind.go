@@ -46,7 +46,7 @@ type Options struct {
 type Store struct {
 	limiter.Store
 	o       Options
-	q       chan limiter.Settle
+	q       chan queued
 	mu      sync.RWMutex // held for reading by senders, for writing by Close
 	closed  bool
 	workers sync.WaitGroup
@@ -81,7 +81,7 @@ func New(s limiter.Store, o Options) *Store {
 	if o.Linger == 0 {
 		o.Linger = 2 * time.Millisecond
 	}
-	b := &Store{Store: s, o: o, q: make(chan limiter.Settle, o.Queue)}
+	b := &Store{Store: s, o: o, q: make(chan queued, o.Queue)}
 	b.settled = sync.NewCond(&b.pendingMu)
 	for range o.Workers {
 		b.workers.Add(1)
@@ -132,6 +132,32 @@ func (b *Store) SettleMany(ctx context.Context, key string, bud limiter.Budget, 
 	return b.Store.SettleMany(ctx, key, bud, h, used, now)
 }
 
+// queued is a settle in the queue, with what it adds to the store's
+// count of its key once made (owedBy).
+type queued struct {
+	limiter.Settle
+	owed []int64
+}
+
+// owedBy is what a settle will add to what the store counts of each
+// limit: its charge less what its hold holds there (which the store
+// already counts), never below zero.
+func owedBy(s limiter.Settle) []int64 {
+	out := make([]int64, len(s.Used))
+	for i, u := range s.Used {
+		held := int64(0)
+		if i < len(s.Budget) {
+			for _, a := range s.Holds.Amounts {
+				if a.Name == s.Budget[i].Name {
+					held = a.N
+				}
+			}
+		}
+		out[i] = max(u-held, 0)
+	}
+	return out
+}
+
 // SettleBehind implements limiter.Behind.
 func (b *Store) SettleBehind(s limiter.Settle) bool {
 	s.Used = append([]int64(nil), s.Used...)
@@ -145,13 +171,14 @@ func (b *Store) SettleBehind(s limiter.Settle) bool {
 	b.pendingMu.Lock()
 	b.pending++
 	b.pendingMu.Unlock()
-	b.owed.add(s.Key, s.Budget, s.Used, 1)
+	item := queued{Settle: s, owed: owedBy(s)}
+	b.owed.add(s.Key, s.Budget, item.owed, 1)
 	select {
-	case b.q <- s:
+	case b.q <- item:
 		b.views.spent(s.Key, s.Budget, s.Used)
 		return true
 	default:
-		b.owed.add(s.Key, s.Budget, s.Used, -1)
+		b.owed.add(s.Key, s.Budget, item.owed, -1)
 		b.done(1)
 		if b.o.OnOverflow != nil {
 			b.o.OnOverflow()
@@ -183,7 +210,8 @@ func (b *Store) done(n int) {
 // closed the queue and it is empty.
 func (b *Store) work() {
 	defer b.workers.Done()
-	batch := make([]limiter.Settle, 0, b.o.Batch)
+	batch := make([]queued, 0, b.o.Batch)
+	settles := make([]limiter.Settle, 0, b.o.Batch)
 	linger := time.NewTimer(time.Hour)
 	linger.Stop()
 	for s := range b.q {
@@ -221,9 +249,13 @@ func (b *Store) work() {
 		if wait != nil {
 			linger.Stop()
 		}
-		b.send(batch)
-		for _, s := range batch {
-			b.owed.add(s.Key, s.Budget, s.Used, -1)
+		settles = settles[:0]
+		for _, q := range batch {
+			settles = append(settles, q.Settle)
+		}
+		b.send(settles)
+		for _, q := range batch {
+			b.owed.add(q.Key, q.Budget, q.owed, -1)
 		}
 		b.done(len(batch))
 	}

@@ -10,13 +10,13 @@ import (
 // A view is what the shared store last said of a key's limits, kept so
 // that a check (a ReserveMany that holds nothing: the request headers'
 // "is anything left?") need not always ask it. A key with more than half
-// of every limit left, as the store said within viewTTL, less what this
+// of every limit left, as the store said within its view's life, less what this
 // replica charged since, is admitted here: far from its limits, a check
 // cannot refuse, and the request's charge still reaches the store,
 // exactly, when it settles. Nearer a limit, for a key the store refused,
 // and for every reserve that holds something (strict mode's), the store
 // decides, atomically, as before. What the view can get wrong is bounded:
-// in viewTTL the other replicas would have to spend half of a limit for a
+// in that life the other replicas would have to spend half of a limit for a
 // check admitted here to be one the store would have refused, and a check
 // still only admits what the store charges afterwards.
 type view struct {
@@ -27,8 +27,22 @@ type view struct {
 	lastSeen time.Time
 }
 
-// viewTTL bounds how old a view may be to answer a check.
-const viewTTL = time.Second
+// viewTTL bounds how old a view may be to answer a check: 5 s, and no
+// more than a twelfth of the shortest window of the key's budget (5 s of
+// a minute, 83 ms of a second), so that what other replicas can spend in
+// a view's life is small beside what it left.
+const viewTTL = 5 * time.Second
+
+// life is how long a view of b may answer checks.
+func life(b limiter.Budget) time.Duration {
+	d := viewTTL
+	for _, l := range b {
+		if l.Window != 0 {
+			d = min(d, l.Window/12)
+		}
+	}
+	return d
+}
 
 // maxViews bounds the views kept; past it, old ones are dropped.
 const maxViews = 1 << 16
@@ -44,7 +58,7 @@ func (vs *views) check(key string, b limiter.Budget, now time.Time) (limiter.Dec
 	vs.mu.Lock()
 	defer vs.mu.Unlock()
 	v := vs.m[key]
-	if v == nil || now.Before(v.at) || now.Sub(v.at) >= viewTTL || !sameLimits(v.budget, b) {
+	if v == nil || now.Before(v.at) || !sameLimits(v.budget, b) || now.Sub(v.at) >= life(b) {
 		return limiter.Decisions{}, false
 	}
 	v.lastSeen = now
