@@ -37,7 +37,21 @@ const (
 // store the requests used.
 func faultUsage(t *testing.T, admin, policy, key string) *adminv1.Usage {
 	t.Helper()
+	waitSettled(t, admin)
 	return modelUsage(t, admin, policy, key, "")
+}
+
+// waitSettled waits until no settle is queued behind its response (the
+// Redis store's default), so that what the store says includes every
+// answer the test has seen.
+func waitSettled(t *testing.T, admin string) {
+	t.Helper()
+	if _, err := harness.PollAll(1, faultAdminTimeout, func(int) (bool, string) {
+		v, err := harness.ScrapeMetric(directClient, admin, "tokengate_settle_pending")
+		return err == nil && v == 0, fmt.Sprint(v, err)
+	}); err != nil {
+		t.Fatalf("settles still queued behind their responses after %v: %v", faultAdminTimeout, err)
+	}
 }
 
 // faultMetric reads a tokengate series on admin, failing the test when

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"io"
 	"net"
+	"sync/atomic"
 	"syscall"
 	"time"
 
@@ -21,6 +22,7 @@ type metrics struct {
 	storeLatency *prometheus.HistogramVec
 	storeDown    prometheus.Gauge
 	overflow     prometheus.Counter
+	pending      atomic.Pointer[func() int] // the settle-behind queue's Pending, once there is one
 	batches      prometheus.Histogram
 	reloads      *prometheus.CounterVec
 	panics       prometheus.Counter
@@ -59,7 +61,16 @@ func newMetrics(reg prometheus.Registerer) *metrics {
 			Help: "Panics recovered in gRPC handlers; each is a bug, logged with its stack.",
 		}),
 	}
-	reg.MustRegister(m.storeErrors, m.storeLatency, m.storeDown, m.overflow, m.batches, m.reloads, m.panics)
+	settling := prometheus.NewGaugeFunc(prometheus.GaugeOpts{
+		Name: "tokengate_settle_pending",
+		Help: "Settles queued behind their responses or on their way to the shared store; 0 without one.",
+	}, func() float64 {
+		if f := m.pending.Load(); f != nil {
+			return float64((*f)())
+		}
+		return 0
+	})
+	reg.MustRegister(m.storeErrors, m.storeLatency, m.storeDown, m.overflow, m.batches, settling, m.reloads, m.panics)
 	// Both results are exported from the start, at 0: a series that
 	// appears at 1 on the first failure shows no increase to rate() and
 	// increase(), and the alert on failed reloads would miss it.

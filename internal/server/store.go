@@ -49,10 +49,13 @@ func openStore(c config.Store, clock limiter.Clock, hooks storeHooks) (limiter.S
 		if c.Redis.Settle == config.SettleInline {
 			return s, nil
 		}
-		return behind.New(s, behind.Options{
+		b := behind.New(s, behind.Options{
 			OnOverflow: hooks.metrics.overflow.Inc,
 			OnBatch:    func(n int, _ time.Duration) { hooks.metrics.batches.Observe(float64(n)) },
-		}), nil
+		})
+		pending := b.Pending
+		hooks.metrics.pending.Store(&pending)
+		return b, nil
 	}
 	return nil, usageError(fmt.Errorf("store.backend: unknown backend %q", c.Backend))
 }

@@ -187,6 +187,13 @@ func (b *Store) SettleBehind(s limiter.Settle) bool {
 	}
 }
 
+// Pending is how many settles are queued or being sent.
+func (b *Store) Pending() int {
+	b.pendingMu.Lock()
+	defer b.pendingMu.Unlock()
+	return b.pending
+}
+
 // Flush waits until no settle is queued or being sent: tests use it to
 // read the store after the charges of the responses they saw.
 func (b *Store) Flush() {
