@@ -401,24 +401,36 @@ func (p *processor) counterKeyFor(pol *policy.Policy) string {
 // needs anything: with one hold per request, what the headers held (a
 // request that said it had no body, then sent one) is given back first.
 func (p *processor) reserve(nd need) *extprocv3.ProcessingResponse {
-	p.budget = p.policy.BudgetFor(p.keyHash, p.tier)
-	if nothing(p.amounts(nd)) {
+	p.target()
+	n := p.amounts(nd)
+	if nothing(n) {
 		return nil
 	}
 	if p.holds.ID != "" || len(p.holds.Amounts) > 0 {
 		p.releaseHold()
 	}
-	return p.admit(nd)
+	return p.decide(n)
 }
 
 // admit checks (a need of nothing) or reserves what the request needs
 // of every limit; it returns the 429 or 403 to send when a limit has no
 // room.
 func (p *processor) admit(nd need) *extprocv3.ProcessingResponse {
+	p.target()
+	return p.decide(p.amounts(nd))
+}
+
+// target sets the counter key and the budget the request draws on, for
+// the policy and key it has now.
+func (p *processor) target() {
 	p.counter = p.counterKey()
 	p.budget = p.policy.BudgetFor(p.keyHash, p.tier)
+}
+
+// decide asks the store for n of each limit of the request's budget.
+func (p *processor) decide(n []int64) *extprocv3.ProcessingResponse {
 	now := p.s.clock.Now()
-	d, err := p.s.store.ReserveMany(p.ctx, p.counter, p.budget, p.amounts(nd), now)
+	d, err := p.s.store.ReserveMany(p.ctx, p.counter, p.budget, n, now)
 	if err != nil && p.ctx.Err() != nil {
 		// Envoy gave up on the stream (its message timeout, a reset)
 		// while the store was deciding: nobody reads a refusal now, and
@@ -482,7 +494,9 @@ func (p *processor) release() {
 // counter, before it reserves under another.
 func (p *processor) releaseHold() {
 	if p.stage.holding() {
-		_, _ = p.s.store.SettleMany(p.ctx, p.counter, p.budget, p.holds, p.amounts(need{}), p.s.clock.Now())
+		// Its own zeros: the amounts buffer may hold what is about to be
+		// reserved (reserve).
+		_, _ = p.s.store.SettleMany(p.ctx, p.counter, p.budget, p.holds, make([]int64, len(p.budget)), p.s.clock.Now())
 	}
 	p.holds = limiter.Holds{}
 }

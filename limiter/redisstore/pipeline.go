@@ -79,14 +79,15 @@ func (p *pipeliner) send() {
 			return
 		}
 		p.mu.Unlock()
-		p.exec(batch)
+		// The callers' contexts may differ and end apart: the round trip
+		// is bounded by the client's own read and write timeouts instead.
+		p.exec(context.Background(), batch)
 	}
 }
 
-func (p *pipeliner) exec(batch []*scriptCall) {
-	// The callers' contexts may differ and end apart: the round trip is
-	// bounded by the client's own read and write timeouts instead.
-	ctx := context.Background()
+// exec sends batch, in one pipeline where it can, and closes each call's
+// done with its reply.
+func (p *pipeliner) exec(ctx context.Context, batch []*scriptCall) {
 	if len(batch) == 1 || p.cluster {
 		if len(batch) > 1 {
 			var wg sync.WaitGroup
