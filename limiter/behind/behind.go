@@ -28,9 +28,10 @@ type Options struct {
 	// Timeout bounds one batch's round trip (default 2 s).
 	Timeout time.Duration
 	// Linger is how long a worker holding a settle waits for more before
-	// it sends them (default 2 ms): nobody waits on a settle behind its
-	// response, and a fuller batch costs both sides fewer system calls
-	// per settle. Negative: send at once.
+	// it sends them (default 10 ms): nobody waits on a settle behind its
+	// response (this replica's checks count it while it waits, see
+	// pending), and a fuller batch costs both sides fewer system calls
+	// and Redis one script call per batch. Negative: send at once.
 	Linger time.Duration
 	// OnOverflow is told of each settle the full queue refused (the
 	// caller settled it in line).
@@ -49,6 +50,7 @@ type Store struct {
 	q       chan queued
 	mu      sync.RWMutex // held for reading by senders, for writing by Close
 	closed  bool
+	closing chan struct{} // closed by Close: a linger ends at once
 	workers sync.WaitGroup
 
 	views views
@@ -79,9 +81,9 @@ func New(s limiter.Store, o Options) *Store {
 		o.Timeout = 2 * time.Second
 	}
 	if o.Linger == 0 {
-		o.Linger = 2 * time.Millisecond
+		o.Linger = 10 * time.Millisecond
 	}
-	b := &Store{Store: s, o: o, q: make(chan queued, o.Queue)}
+	b := &Store{Store: s, o: o, q: make(chan queued, o.Queue), closing: make(chan struct{})}
 	b.settled = sync.NewCond(&b.pendingMu)
 	for range o.Workers {
 		b.workers.Add(1)
@@ -214,19 +216,26 @@ func (b *Store) done(n int) {
 }
 
 // work sends the queue's settles, a batch at a time, until Close has
-// closed the queue and it is empty.
+// closed the queue and it is empty. Holding a settle, a worker sleeps
+// out the linger and then takes what has queued meanwhile: one wake-up
+// per batch, not one per settle. After a full batch it does not linger:
+// the queue is keeping up with nothing to wait for.
 func (b *Store) work() {
 	defer b.workers.Done()
 	batch := make([]queued, 0, b.o.Batch)
 	settles := make([]limiter.Settle, 0, b.o.Batch)
 	linger := time.NewTimer(time.Hour)
 	linger.Stop()
+	full := false
 	for s := range b.q {
 		batch = append(batch[:0], s)
-		var wait <-chan time.Time // nil: take only what is queued
-		if b.o.Linger > 0 {
+		if b.o.Linger > 0 && !full {
 			linger.Reset(b.o.Linger)
-			wait = linger.C
+			select {
+			case <-linger.C:
+			case <-b.closing:
+				linger.Stop()
+			}
 		}
 	more:
 		for len(batch) < b.o.Batch {
@@ -236,26 +245,11 @@ func (b *Store) work() {
 					break more // closing: what is taken goes now
 				}
 				batch = append(batch, s)
-				continue
 			default:
-			}
-			if wait == nil {
-				break
-			}
-			select {
-			case s, ok := <-b.q:
-				if !ok {
-					break more
-				}
-				batch = append(batch, s)
-			case <-wait:
-				wait = nil
 				break more
 			}
 		}
-		if wait != nil {
-			linger.Stop()
-		}
+		full = len(batch) == b.o.Batch
 		settles = settles[:0]
 		for _, q := range batch {
 			settles = append(settles, q.Settle)
@@ -299,6 +293,7 @@ func (b *Store) Close() error {
 	b.mu.Lock()
 	if !b.closed {
 		b.closed = true
+		close(b.closing)
 		close(b.q)
 	}
 	b.mu.Unlock()

@@ -116,3 +116,27 @@ func TestFullQueueOverflows(t *testing.T) {
 		t.Errorf("charged %v, want %d requests (the queued ones)", got, queued)
 	}
 }
+
+// A worker holding a settle lingers, then sends what queued meanwhile in
+// the same batch; Close ends the linger. Deterministic: one worker, a
+// linger longer than the test, and Close to end it.
+func TestLingerGathersOneBatch(t *testing.T) {
+	g := &gated{Store: memstore.New(), gate: make(chan struct{})}
+	close(g.gate)
+	var sizes []int
+	b := New(batching{g}, Options{Workers: 1, Linger: time.Hour, OnBatch: func(n int, _ time.Duration) { sizes = append(sizes, n) }})
+	for i := range 10 {
+		if !b.SettleBehind(limiter.Settle{Key: "k", Budget: budget, Used: []int64{1, int64(i)}, Now: now}) {
+			t.Fatal("refused a settle")
+		}
+	}
+	if err := b.Close(); err != nil {
+		t.Fatal(err)
+	}
+	if len(sizes) != 1 || sizes[0] != 10 {
+		t.Errorf("batches %v, want one of 10", sizes)
+	}
+	if got := used(t, g.Store, "k"); got[0] != 10 || got[1] != 45 {
+		t.Errorf("charged %v, want [10 45]", got)
+	}
+}

@@ -9,17 +9,35 @@ import (
 
 var _ limiter.BatchSettler = (*Store)(nil)
 
-// SettleManyBatch implements limiter.BatchSettler: every settle's script
-// sent as the pipeliner sends concurrent calls (one pipeline, one round
-// trip; each on its own in a Cluster; a script Redis does not have yet
-// sent again whole), each charging without working out the answer
-// nobody reads (mode "b").
+// SettleManyBatch implements limiter.BatchSettler: the settles charge
+// without working out the answer nobody reads. On one Redis they go as
+// one settleBatchScript call: one round trip and one script for the lot.
+// In a Cluster, whose scripts must keep to one slot, each is decideScript's
+// mode "b" sent on its own.
 func (r *Store) SettleManyBatch(ctx context.Context, ss []limiter.Settle) []error {
 	errs := make([]error, len(ss))
+	for i, s := range ss {
+		errs[i] = check(s.Budget, s.Used)
+	}
+	if r.pipe.cluster {
+		r.settleEach(ctx, ss, errs)
+	} else {
+		r.settleBatch(ctx, ss, errs)
+	}
+	for i, s := range ss {
+		if errs[i] == nil {
+			r.leaseDrop(r.tag(s.Key), s.Holds.ID)
+		}
+		// Else the hold stays leased for the replay (see lease.go).
+	}
+	return errs
+}
+
+func (r *Store) settleEach(ctx context.Context, ss []limiter.Settle, errs []error) {
 	calls := make([]*scriptCall, len(ss))
 	batch := make([]*scriptCall, 0, len(ss))
 	for i, s := range ss {
-		if errs[i] = check(s.Budget, s.Used); errs[i] != nil {
+		if errs[i] != nil {
 			continue
 		}
 		keys, args := r.script(r.tag(s.Key), s.Budget, "b", s.Holds.ID, s.Used, s.Now)
@@ -30,14 +48,47 @@ func (r *Store) SettleManyBatch(ctx context.Context, ss []limiter.Settle) []erro
 		r.pipe.exec(ctx, batch)
 	}
 	for i, c := range calls {
-		switch {
-		case c == nil:
-		case c.err != nil:
-			// The hold stays leased for the replay (see lease.go).
+		if c != nil && c.err != nil {
 			errs[i] = fmt.Errorf("limiter: redis settle: %w", c.err)
-		default:
-			r.leaseDrop(r.tag(ss[i].Key), ss[i].Holds.ID)
 		}
 	}
-	return errs
+}
+
+func (r *Store) settleBatch(ctx context.Context, ss []limiter.Settle, errs []error) {
+	var keys []string
+	args := []any{(r.holdTTL - r.lease).Milliseconds(), 0}
+	var sent []int // indexes into ss, in the script's order
+	for i, s := range ss {
+		if errs[i] != nil {
+			continue
+		}
+		tag := r.tag(s.Key)
+		keys = append(keys, tag+":h")
+		args = append(args, r.nowArg(s.Now), s.Holds.ID, len(s.Budget))
+		for j := range s.Budget {
+			l := &s.Budget[j]
+			k, implicit := limitKey(tag, l)
+			keys = append(keys, k)
+			args = append(args, int(l.Period), l.Window.Milliseconds(), max(s.Used[j], 0), implicit)
+		}
+		sent = append(sent, i)
+	}
+	if len(sent) == 0 {
+		return
+	}
+	args[1] = len(sent)
+	c := &scriptCall{script: settleBatchScript, keys: keys, args: args, done: make(chan struct{})}
+	r.pipe.exec(ctx, []*scriptCall{c})
+	for j, i := range sent {
+		switch {
+		case c.err != nil:
+			errs[i] = fmt.Errorf("limiter: redis settle: %w", c.err)
+		case j >= len(c.res):
+			errs[i] = fmt.Errorf("limiter: redis settle: %d answers for %d settles", len(c.res), len(sent))
+		default:
+			if msg, ok := c.res[j].(string); ok {
+				errs[i] = fmt.Errorf("limiter: redis settle: %s", msg)
+			}
+		}
+	}
 }

@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"slices"
+	"strings"
 	"testing"
 
 	"github.com/redis/go-redis/v9"
@@ -12,9 +13,10 @@ import (
 	"github.com/tokengate/tokengate/limiter/internal/redistest"
 )
 
-// A batch of settles is one pipeline, each settle one script in it, and
-// leaves every key as SettleMany one by one would; a fresh server (no
-// script loaded) still takes it.
+// A batch of settles is one script call, and leaves every key as
+// SettleMany one by one would; a fresh server (no script loaded) still
+// takes it, and a settle Redis refuses (its key of another type) fails
+// alone.
 func TestSettleManyBatch(t *testing.T) {
 	addr := redistest.New(t).Addr()
 	ctx := context.Background()
@@ -36,6 +38,12 @@ func TestSettleManyBatch(t *testing.T) {
 	}
 	// A settle the store refuses outright is answered its own error.
 	batch = append(batch, limiter.Settle{Key: "bad", Budget: budget4, Used: []int64{1}, Now: now})
+	// One Redis refuses: its input tokens' state is a string.
+	batch = append(batch, limiter.Settle{Key: "wrong", Budget: budget4, Used: []int64{1, 1, 1, 1}, Now: now})
+	wrong, _ := limitKey(red.tag("wrong"), &budget4[1])
+	if err := c.Set(ctx, wrong, "x", 0).Err(); err != nil {
+		t.Fatal(err)
+	}
 	if err := c.ScriptFlush(ctx).Err(); err != nil {
 		t.Fatal(err)
 	}
@@ -49,9 +57,11 @@ func TestSettleManyBatch(t *testing.T) {
 	if errs[5] == nil {
 		t.Error("a settle with the wrong number of amounts was taken")
 	}
-	// One pipeline of five evalsha, then each sent again whole: the
-	// script was flushed.
-	if got := hook.take(); len(got) < 5 || !slices.Equal(got[:5], []string{"evalsha", "evalsha", "evalsha", "evalsha", "evalsha"}) {
+	if errs[6] == nil || !strings.Contains(errs[6].Error(), "WRONGTYPE") {
+		t.Errorf("a settle Redis refused: %v, want its WRONGTYPE", errs[6])
+	}
+	// One evalsha, then the script sent whole: it was flushed.
+	if got := hook.take(); !slices.Equal(got, []string{"evalsha", "eval"}) {
 		t.Errorf("commands %q", got)
 	}
 	for i := range 5 {

@@ -71,6 +71,43 @@ local function period(kind, sec)
 end
 `
 
+// luaCharge is the charge of a settle, which decideScript's settles and
+// settleBatchScript share.
+const luaCharge = `
+-- charge_limit adds used to a limit's state at now (ms). A hash of
+-- another shape than the limit (see decideScript's shape) is deleted
+-- first. Steady state is two commands: the shape read and the increment;
+-- the expiry is set when a window's bucket or a period starts, as the
+-- newest of them decides when the key can go.
+local function charge_limit(key, kind, span, used, implicit, now)
+  local f = redis.call('HMGET', key, 'span', 'start')
+  if f[1] == false and f[2] == false then
+    -- Empty, or buckets without a span: the minute window of the Limits
+    -- calls, anything else's only when empty (DEL is then a no-op).
+    if kind ~= 0 or not implicit or span ~= 60000 then redis.call('DEL', key) end
+  elseif (kind ~= 0 and f[2] == false) or (kind == 0 and (f[2] ~= false or tonumber(f[1]) ~= span)) then
+    redis.call('DEL', key)
+    f = {false, false}
+  end
+  if kind == 0 then
+    if redis.call('HINCRBY', key, string.format('%d', math.floor(now * 60 / span)), used) == used then
+      redis.call('PEXPIRE', key, math.max(span, 60000) + 1000)
+    end
+    if f[1] == false and not (implicit and span == 60000) then redis.call('HSET', key, 'span', span) end
+    return
+  end
+  local sec = math.floor(now / 1000)
+  local start, stop = period(kind, sec)
+  if tonumber(f[2]) == start then
+    redis.call('HINCRBY', key, 'used', used)
+    return
+  end
+  redis.call('HSET', key, 'start', start, 'used', used)
+  -- Relative, not EXPIREAT: the time may be a caller's, not the server's.
+  redis.call('EXPIRE', key, stop - sec + 3600)
+end
+`
+
 // decideScript is every call: one round trip, atomic, for all the limits
 // of a Budget, so that concurrent replicas cannot admit together past any
 // of them.
@@ -117,7 +154,7 @@ end
 // and, only when that window alone refuses the request, its live buckets,
 // which the wait is worked out from (see counter.ExplainWindow). Keys
 // expire once nothing in them can count any more.
-var decideScript = redis.NewScript(luaPrelude + `
+var decideScript = redis.NewScript(luaPrelude + luaCharge + `
 local now = now_ms(ARGV[1])
 local sec = math.floor(now / 1000)
 local mode, member, ttl, grace, count = ARGV[2], ARGV[3], tonumber(ARGV[4]), tonumber(ARGV[5]), tonumber(ARGV[6])
@@ -147,30 +184,41 @@ local function shape(key, implicit)
 end
 
 -- window returns the sum of the live buckets of a window at now and the
--- newest of them, dropping those that have left, and a function that
--- lists them; a hash of another shape is deleted when mutate is set, and
--- counts as empty either way.
+-- newest of them, dropping those that have left (one HDEL for them all),
+-- and a function that lists them; a hash of another shape (see shape) is
+-- deleted when mutate is set, and counts as empty either way. One pass
+-- over the hash: a busy key has 60 buckets.
 local function window(key, span, implicit, mutate)
-  local h, was = shape(key, implicit)
+  local h = redis.call('HGETALL', key)
   local none = function() return {} end
-  if was ~= nil and was ~= span then
-    if mutate then redis.call('DEL', key) end
-    return 0, 0, none
-  end
+  if #h == 0 then return 0, 0, none end
   local oldest = math.floor(now * 60 / span) - 59
-  local sum, newest = 0, 0
+  local was, period, sum, newest, old = nil, false, 0, 0, {}
   for j = 1, #h, 2 do
-    local b = tonumber(h[j])
+    local f = h[j]
+    local b = tonumber(f)
     if b ~= nil then
       if b < oldest then
-        redis.call('HDEL', key, h[j])
+        old[#old + 1] = f
         h[j] = 'gone'
       else
         local c = tonumber(h[j + 1])
         sum = sum + c
         if c > 0 and b > newest then newest = b end
       end
+    elseif f == 'span' then
+      was = tonumber(h[j + 1])
+    elseif f == 'start' or f == 'used' then
+      period = true
     end
+  end
+  if was == nil and implicit then was = 60000 end
+  if period or (was or 0) ~= span then
+    if mutate then redis.call('DEL', key) end
+    return 0, 0, none
+  end
+  for j = 1, #old, 1000 do
+    redis.call('HDEL', key, unpack(old, j, math.min(j + 999, #old)))
   end
   local list = function()
     local out = {}
@@ -184,19 +232,6 @@ local function window(key, span, implicit, mutate)
     return out
   end
   return sum, newest, list
-end
-
--- stale reports whether a hash holds another shape than a limit of kind
--- and span (see shape), cheaply: what a settle checks before charging.
-local function stale(key, kind, span, implicit)
-  local f = redis.call('HMGET', key, 'span', 'start')
-  if f[1] == false and f[2] == false then
-    if redis.call('HLEN', key) == 0 then return false end
-    -- Buckets without a span: the minute window of the Limits calls.
-    return kind ~= 0 or not implicit or span ~= 60000
-  end
-  if kind ~= 0 then return f[2] == false end
-  return f[2] ~= false or tonumber(f[1]) ~= span
 end
 
 -- quota returns what limit i's period counts at now.
@@ -248,23 +283,7 @@ if settle then
   end
   for i = 1, count do
     local name, kind, span, max, used, implicit = limit(i)
-    local key = KEYS[1 + i]
-    if charge and used > 0 then
-      if stale(key, kind, span, implicit) then redis.call('DEL', key) end
-      if kind == 0 then
-        redis.call('HINCRBY', key, string.format('%d', math.floor(now * 60 / span)), used)
-        if not (implicit and span == 60000) then redis.call('HSET', key, 'span', span) end
-        redis.call('PEXPIRE', key, math.max(span, 60000) + 1000)
-      else
-        local start, stop = period(kind, sec)
-        if tonumber(redis.call('HGET', key, 'start')) ~= start then
-          redis.call('HSET', key, 'start', start, 'used', 0)
-        end
-        redis.call('HINCRBY', key, 'used', used)
-        -- Relative, not EXPIREAT: the time may be a caller's, not the server's.
-        redis.call('EXPIRE', key, stop - sec + 3600)
-      end
-    end
+    if charge and used > 0 then charge_limit(KEYS[1 + i], kind, span, used, implicit, now) end
   end
 end
 if mode == 'b' then return {1} end
@@ -303,4 +322,57 @@ if mode == 'r' and refused < 0 and member ~= '' then
   end
 end
 return {refused, now, out}
+`)
+
+// settleBatchScript is a batch of settles sent behind their responses, in
+// one script: what decideScript's mode "b" does for each, without the
+// fixed cost of a script call per settle. Not in a Cluster, where the
+// keys of one script must share a slot.
+//
+// ARGV: the grace in ms (as decideScript's), the number of settles, then
+// per settle: now_ms (-1: server time), the hold's member ("" for none),
+// the number of limits, and per limit: kind, span in ms, used, and "1"
+// when a missing span means a minute. KEYS: per settle, its holds, then
+// the state of each of its limits.
+//
+// Each settle runs on its own: one that fails (a key of another type)
+// does not stop the others. It returns per settle 1, or the error.
+var settleBatchScript = redis.NewScript(luaPrelude + luaCharge + `
+local grace, n = tonumber(ARGV[1]), tonumber(ARGV[2])
+local a, k = 3, 1
+-- A script sees one server time (Redis freezes it while a script runs):
+-- TIME once, not per settle.
+local server = nil
+local function at(arg)
+  if tonumber(arg) >= 0 then return tonumber(arg) end
+  if server == nil then server = now_ms(-1) end
+  return server
+end
+local function one(now, member, holds, first, argv, count)
+  if member ~= '' then
+    redis.call('ZREMRANGEBYSCORE', holds, '-inf', string.format('%d', now - grace))
+    redis.call('ZREM', holds, member)
+  end
+  for i = 0, count - 1 do
+    local b = argv + i * 4
+    local used = tonumber(ARGV[b + 2])
+    if used > 0 then
+      charge_limit(KEYS[first + i], tonumber(ARGV[b]), tonumber(ARGV[b + 1]), used, ARGV[b + 3] == '1', now)
+    end
+  end
+end
+local out = {}
+for s = 1, n do
+  local now, member, count = at(ARGV[a]), ARGV[a + 1], tonumber(ARGV[a + 2])
+  local ok, err = pcall(one, now, member, KEYS[k], k + 1, a + 3, count)
+  if ok then
+    out[s] = 1
+  else
+    if type(err) == 'table' then err = err.err end
+    out[s] = tostring(err)
+  end
+  a = a + 3 + count * 4
+  k = k + 1 + count
+end
+return out
 `)

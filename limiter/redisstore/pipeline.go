@@ -30,11 +30,23 @@ type pipeliner struct {
 }
 
 type scriptCall struct {
-	keys []string
-	args []any
-	res  []any
-	err  error
-	done chan struct{}
+	script *redis.Script // decideScript when nil
+	keys   []string
+	args   []any
+	res    []any
+	err    error
+	done   chan struct{}
+}
+
+func (c *scriptCall) run(ctx context.Context, rc redis.Scripter) {
+	c.res, c.err = c.code().Run(ctx, rc, c.keys, c.args...).Slice()
+}
+
+func (c *scriptCall) code() *redis.Script {
+	if c.script == nil {
+		return decideScript
+	}
+	return c.script
 }
 
 func newPipeliner(c redis.UniversalClient) *pipeliner {
@@ -95,7 +107,7 @@ func (p *pipeliner) exec(ctx context.Context, batch []*scriptCall) {
 				wg.Add(1)
 				go func() {
 					defer wg.Done()
-					c.res, c.err = decideScript.Run(ctx, p.c, c.keys, c.args...).Slice()
+					c.run(ctx, p.c)
 					close(c.done)
 				}()
 			}
@@ -103,14 +115,14 @@ func (p *pipeliner) exec(ctx context.Context, batch []*scriptCall) {
 			return
 		}
 		c := batch[0]
-		c.res, c.err = decideScript.Run(ctx, p.c, c.keys, c.args...).Slice()
+		c.run(ctx, p.c)
 		close(c.done)
 		return
 	}
 	pipe := p.c.Pipeline()
 	cmds := make([]*redis.Cmd, len(batch))
 	for i, c := range batch {
-		cmds[i] = decideScript.EvalSha(ctx, pipe, c.keys, c.args...)
+		cmds[i] = c.code().EvalSha(ctx, pipe, c.keys, c.args...)
 	}
 	_, execErr := pipe.Exec(ctx)
 	for i, c := range batch {
@@ -120,7 +132,7 @@ func (p *pipeliner) exec(ctx context.Context, batch []*scriptCall) {
 		case c.err != nil && redis.HasErrorPrefix(c.err, "NOSCRIPT"):
 			// A node without the script yet (restarted, failed over):
 			// this one is sent again whole.
-			c.res, c.err = decideScript.Run(ctx, p.c, c.keys, c.args...).Slice()
+			c.run(ctx, p.c)
 		case c.err == nil && c.res == nil:
 			// Never answered: the pipeline failed before it.
 			c.err = execErr

@@ -147,6 +147,16 @@ func (r *Store) call(ctx context.Context, tag string, b limiter.Budget, mode, me
 }
 
 // script is the keys and arguments of decideScript for one call.
+// limitKey is the key of a limit's state and the scripts' flag of the
+// minute window that never wrote its span ("1").
+func limitKey(tag string, l *limiter.Limit) (key, implicit string) {
+	key = stateKey(tag, l)
+	if key == tag+":w" {
+		return key, "1"
+	}
+	return key, "0"
+}
+
 func (r *Store) script(tag string, b limiter.Budget, mode, member string, amounts []int64, now time.Time) ([]string, []any) {
 	keys := make([]string, 1, 1+len(b))
 	keys[0] = tag + ":h"
@@ -154,12 +164,8 @@ func (r *Store) script(tag string, b limiter.Budget, mode, member string, amount
 	args = append(args, r.nowArg(now), mode, member, r.lease.Milliseconds(), (r.holdTTL - r.lease).Milliseconds(), len(b))
 	for i := range b {
 		l := &b[i]
-		k := stateKey(tag, l)
+		k, implicit := limitKey(tag, l)
 		keys = append(keys, k)
-		implicit := "0"
-		if k == tag+":w" {
-			implicit = "1"
-		}
 		args = append(args, l.Name, int(l.Period), l.Window.Milliseconds(), l.Max, max(amounts[i], 0), implicit)
 	}
 	return keys, args
