@@ -89,6 +89,9 @@ func waitDecisions(t *testing.T, step, admin, policy string, want float64) {
 	if got > want {
 		t.Fatalf("%s: tokengate counted %v requests of policy %s, want %v: one was settled twice", step, got, policy, want)
 	}
+	// A request is counted when its settle is made or queued behind its
+	// response: the store has it once none is queued.
+	waitSettled(t, admin)
 }
 
 // faultTokens is what tokengate says it charged under policy, prompt and

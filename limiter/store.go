@@ -181,6 +181,12 @@ type Settle struct {
 	Holds  Holds
 	Used   []int64
 	Now    time.Time
+	// Late is how long after its response the settle is sent (the time
+	// it waited in a queue). A store that charges at its own clock
+	// (Redis's, store.redis.server_time) charges that much earlier, at
+	// the response's time as Now says, so that a charge behind its
+	// response leaves a window when one made in line would.
+	Late time.Duration
 }
 
 // BatchSettler is a store that can take many settles in one round trip

@@ -28,7 +28,7 @@ type Options struct {
 	// Timeout bounds one batch's round trip (default 2 s).
 	Timeout time.Duration
 	// Linger is how long a worker holding a settle waits for more before
-	// it sends them (default 10 ms): nobody waits on a settle behind its
+	// it sends them (default 2 ms): nobody waits on a settle behind its
 	// response (this replica's checks count it while it waits, see
 	// pending), and a fuller batch costs both sides fewer system calls
 	// and Redis one script call per batch. Negative: send at once.
@@ -81,7 +81,7 @@ func New(s limiter.Store, o Options) *Store {
 		o.Timeout = 2 * time.Second
 	}
 	if o.Linger == 0 {
-		o.Linger = 10 * time.Millisecond
+		o.Linger = 2 * time.Millisecond
 	}
 	b := &Store{Store: s, o: o, q: make(chan queued, o.Queue), closing: make(chan struct{})}
 	b.settled = sync.NewCond(&b.pendingMu)
@@ -139,6 +139,7 @@ func (b *Store) SettleMany(ctx context.Context, key string, bud limiter.Budget, 
 type queued struct {
 	limiter.Settle
 	owed []int64
+	at   time.Time // when queued, for the settle's Late
 }
 
 // owedBy is what a settle will add to what the store counts of each
@@ -173,7 +174,7 @@ func (b *Store) SettleBehind(s limiter.Settle) bool {
 	b.pendingMu.Lock()
 	b.pending++
 	b.pendingMu.Unlock()
-	item := queued{Settle: s, owed: owedBy(s)}
+	item := queued{Settle: s, owed: owedBy(s), at: time.Now()}
 	b.owed.add(s.Key, s.Budget, item.owed, 1)
 	select {
 	case b.q <- item:
@@ -252,6 +253,7 @@ func (b *Store) work() {
 		full = len(batch) == b.o.Batch
 		settles = settles[:0]
 		for _, q := range batch {
+			q.Late = time.Since(q.at)
 			settles = append(settles, q.Settle)
 		}
 		b.send(settles)

@@ -41,6 +41,7 @@ func (r *Store) settleEach(ctx context.Context, ss []limiter.Settle, errs []erro
 			continue
 		}
 		keys, args := r.script(r.tag(s.Key), s.Budget, "b", s.Holds.ID, s.Used, s.Now)
+		args[0] = r.settleNowArg(s)
 		calls[i] = &scriptCall{keys: keys, args: args, done: make(chan struct{})}
 		batch = append(batch, calls[i])
 	}
@@ -64,7 +65,7 @@ func (r *Store) settleBatch(ctx context.Context, ss []limiter.Settle, errs []err
 		}
 		tag := r.tag(s.Key)
 		keys = append(keys, tag+":h")
-		args = append(args, r.nowArg(s.Now), s.Holds.ID, len(s.Budget))
+		args = append(args, r.settleNowArg(s), s.Holds.ID, len(s.Budget))
 		for j := range s.Budget {
 			l := &s.Budget[j]
 			k, implicit := limitKey(tag, l)

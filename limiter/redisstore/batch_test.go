@@ -6,6 +6,7 @@ import (
 	"slices"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/redis/go-redis/v9"
 
@@ -82,5 +83,34 @@ func TestSettleManyBatch(t *testing.T) {
 	red.SettleManyBatch(ctx, []limiter.Settle{{Key: "k9", Budget: budget4, Holds: d.Hold, Used: n, Now: now}})
 	if got := hook.take(); !slices.Equal(got, []string{"evalsha"}) {
 		t.Errorf("loaded script: commands %q, want one evalsha", got)
+	}
+}
+
+// On the server's clock a settle sent late charges at its response's
+// time: Late before the server's, in the window or out of it as that
+// time says.
+func TestSettleBatchLateOnServerTime(t *testing.T) {
+	addr := redistest.New(t).Addr()
+	ctx := context.Background()
+	red := New(Options{Client: redis.NewClient(&redis.Options{Addr: addr}), Prefix: "test:", ServerTime: true})
+	defer red.Close()
+	bud := limiter.Budget{{Name: "tokens", Max: 1000, Window: time.Minute}}
+	now := time.Now()
+	errs := red.SettleManyBatch(ctx, []limiter.Settle{
+		{Key: "k", Budget: bud, Used: []int64{5}, Now: now},
+		{Key: "k", Budget: bud, Used: []int64{7}, Now: now, Late: 50 * time.Second},
+		{Key: "k", Budget: bud, Used: []int64{100}, Now: now, Late: 2 * time.Minute},
+	})
+	for i, err := range errs {
+		if err != nil {
+			t.Fatalf("settle %d: %v", i, err)
+		}
+	}
+	d, err := red.StatusMany(ctx, "k", bud, now)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got := d.Limits[0].Used; got != 12 {
+		t.Errorf("used %d, want 12: the charge of two minutes ago has left the window", got)
 	}
 }

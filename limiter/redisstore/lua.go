@@ -14,8 +14,10 @@ const luaPrelude = `
 local function now_ms(arg)
   local n = tonumber(arg)
   if n < 0 then
+    -- -1 is the server's time, -1-d that less d ms (a settle sent d ms
+    -- after its response).
     local t = redis.call('TIME')
-    n = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+    n = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000) + n + 1
   end
   return n
 end
@@ -330,7 +332,7 @@ return {refused, now, out}
 // keys of one script must share a slot.
 //
 // ARGV: the grace in ms (as decideScript's), the number of settles, then
-// per settle: now_ms (-1: server time), the hold's member ("" for none),
+// per settle: now_ms (-1: server time, -1-d: d ms before it), the hold's member ("" for none),
 // the number of limits, and per limit: kind, span in ms, used, and "1"
 // when a missing span means a minute. KEYS: per settle, its holds, then
 // the state of each of its limits.
@@ -344,9 +346,10 @@ local a, k = 3, 1
 -- TIME once, not per settle.
 local server = nil
 local function at(arg)
-  if tonumber(arg) >= 0 then return tonumber(arg) end
+  local n = tonumber(arg)
+  if n >= 0 then return n end
   if server == nil then server = now_ms(-1) end
-  return server
+  return server + n + 1
 end
 local function one(now, member, holds, first, argv, count)
   if member ~= '' then

@@ -135,6 +135,15 @@ func (r *Store) nowArg(now time.Time) int64 {
 	return now.UnixMilli()
 }
 
+// settleNowArg is nowArg for a settle made s.Late after its response:
+// on the server's clock, that much before the server's time.
+func (r *Store) settleNowArg(s limiter.Settle) int64 {
+	if r.serverTime {
+		return -1 - max(s.Late.Milliseconds(), 0)
+	}
+	return s.Now.UnixMilli()
+}
+
 // call runs decideScript, for the key tagged tag, on b, amounts (n or
 // used) one per limit.
 func (r *Store) call(ctx context.Context, tag string, b limiter.Budget, mode, member string, amounts []int64, now time.Time) (reply, error) {
