@@ -206,3 +206,21 @@ type BatchSettler interface {
 type Behind interface {
 	SettleBehind(s Settle) bool
 }
+
+type orderedKey struct{}
+
+// WithOrdered returns ctx carrying f, which a store that runs its calls
+// in one order (redisstore's pipeliner: one queue, one pipeline at a time)
+// calls once, at the moment the call takes its place in that order,
+// before any later call can. A store without one order never calls it.
+// behind uses it to know exactly which of its queued settles a check's
+// answer counts: those placed before the check, and only those.
+func WithOrdered(ctx context.Context, f func()) context.Context {
+	return context.WithValue(ctx, orderedKey{}, f)
+}
+
+// Ordered is the f of WithOrdered, nil when ctx has none.
+func Ordered(ctx context.Context) func() {
+	f, _ := ctx.Value(orderedKey{}).(func())
+	return f
+}

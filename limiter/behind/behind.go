@@ -28,7 +28,7 @@ type Options struct {
 	// Timeout bounds one batch's round trip (default 2 s).
 	Timeout time.Duration
 	// Linger is how long a worker holding a settle waits for more before
-	// it sends them (default 2 ms): nobody waits on a settle behind its
+	// it sends them (default 10 ms): nobody waits on a settle behind its
 	// response (this replica's checks count it while it waits, see
 	// pending), and a fuller batch costs both sides fewer system calls
 	// and Redis one script call per batch. Negative: send at once.
@@ -81,7 +81,7 @@ func New(s limiter.Store, o Options) *Store {
 		o.Timeout = 2 * time.Second
 	}
 	if o.Linger == 0 {
-		o.Linger = 2 * time.Millisecond
+		o.Linger = 10 * time.Millisecond
 	}
 	b := &Store{Store: s, o: o, q: make(chan queued, o.Queue), closing: make(chan struct{})}
 	b.settled = sync.NewCond(&b.pendingMu)
@@ -108,13 +108,24 @@ func (b *Store) ReserveMany(ctx context.Context, key string, bud limiter.Budget,
 			return d, nil
 		}
 	}
+	// The store has not heard of this replica's queued charges yet; a
+	// check must (a reserve's holds count until their settles land, so
+	// it needs nothing). Those to count are those queued when the check
+	// takes its place in the store's order, if it has one (a batch placed
+	// before it is in its answer, one placed after is not); else those
+	// still queued when it is answered.
+	var owed []int64
+	placed := false
+	if check && shared {
+		ctx = limiter.WithOrdered(ctx, func() { owed, placed = b.owed.of(key, bud), true })
+	}
 	d, err := b.Store.ReserveMany(ctx, key, bud, n, now)
 	if err == nil && shared && !b.down() {
 		if check {
-			// The store has not heard of this replica's queued charges
-			// yet; a check must (a reserve's holds count until their
-			// settles land, so it needs nothing).
-			d = b.owed.apply(key, bud, d, now)
+			if !placed {
+				owed = b.owed.of(key, bud)
+			}
+			d = withOwed(bud, d, owed, now)
 		}
 		b.views.saw(key, bud, d, now)
 	}
@@ -256,17 +267,31 @@ func (b *Store) work() {
 			q.Late = time.Since(q.at)
 			settles = append(settles, q.Settle)
 		}
-		b.send(settles)
-		for _, q := range batch {
-			b.owed.add(q.Key, q.Budget, q.owed, -1)
+		// The charges stop being owed when the batch takes its place in
+		// the store's order (checks placed after it are answered with
+		// it), or once made in a store without one.
+		landed := false
+		land := func() {
+			if landed {
+				return // a store that placed the batch twice (a retry)
+			}
+			for _, q := range batch {
+				b.owed.add(q.Key, q.Budget, q.owed, -1)
+			}
+			landed = true
+		}
+		b.send(settles, land)
+		if !landed {
+			land()
 		}
 		b.done(len(batch))
 	}
 }
 
-func (b *Store) send(batch []limiter.Settle) {
+func (b *Store) send(batch []limiter.Settle, placed func()) {
 	ctx, cancel := context.WithTimeout(context.Background(), b.o.Timeout)
 	defer cancel()
+	ctx = limiter.WithOrdered(ctx, placed)
 	start := time.Now()
 	var errs []error
 	if bs, ok := b.Store.(limiter.BatchSettler); ok {

@@ -178,16 +178,21 @@ func (p *pending) add(key string, b limiter.Budget, used []int64, sign int) {
 	}
 }
 
-// apply is a check's answer d with key's queued charges counted: a limit
-// they spend refuses it.
-func (p *pending) apply(key string, b limiter.Budget, d limiter.Decisions, now time.Time) limiter.Decisions {
+// of is what key's queued settles will charge each limit of b; nil for
+// nothing, or nothing under b's limits.
+func (p *pending) of(key string, b limiter.Budget) []int64 {
 	p.mu.Lock()
+	defer p.mu.Unlock()
 	c := p.m[key]
-	var used []int64
-	if c != nil && sameLimits(c.budget, b) {
-		used = append(used, c.used...)
+	if c == nil || !sameLimits(c.budget, b) {
+		return nil
 	}
-	p.mu.Unlock()
+	return append([]int64(nil), c.used...)
+}
+
+// withOwed is a check's answer d with the queued charges used counted: a
+// limit they spend refuses it.
+func withOwed(b limiter.Budget, d limiter.Decisions, used []int64, now time.Time) limiter.Decisions {
 	if used == nil || len(d.Limits) != len(b) {
 		return d
 	}

@@ -262,10 +262,13 @@ func (f *Store) SettleManyBatch(ctx context.Context, ss []limiter.Settle) []erro
 	batcher, ok := f.shared.(limiter.BatchSettler)
 	var shared []limiter.Settle
 	var at []int // shared[j] is ss[at[j]]
+	// The batch's place in the shared store's order (limiter.Ordered) is
+	// the batch call's, not that of one of its settles made on its own.
+	alone := limiter.WithOrdered(ctx, nil)
 	for i, s := range ss {
 		switch {
 		case !ok || strings.HasPrefix(s.Holds.ID, localHold) || check(s.Budget, s.Used) != nil:
-			_, errs[i] = f.SettleMany(ctx, s.Key, s.Budget, s.Holds, s.Used, s.Now)
+			_, errs[i] = f.SettleMany(alone, s.Key, s.Budget, s.Holds, s.Used, s.Now)
 		default:
 			shared, at = append(shared, s), append(at, i)
 		}

@@ -11,7 +11,8 @@ var _ limiter.BatchSettler = (*Store)(nil)
 
 // SettleManyBatch implements limiter.BatchSettler: the settles charge
 // without working out the answer nobody reads. On one Redis they go as
-// one settleBatchScript call: one round trip and one script for the lot.
+// one settleBatchScript call, in the pipeliner's queue: one round trip
+// (shared with the checks queued meanwhile) and one script for the lot.
 // In a Cluster, whose scripts must keep to one slot, each is decideScript's
 // mode "b" sent on its own.
 func (r *Store) SettleManyBatch(ctx context.Context, ss []limiter.Settle) []error {
@@ -78,8 +79,10 @@ func (r *Store) settleBatch(ctx context.Context, ss []limiter.Settle, errs []err
 		return
 	}
 	args[1] = len(sent)
-	c := &scriptCall{script: settleBatchScript, keys: keys, args: args, done: make(chan struct{})}
-	r.pipe.exec(ctx, []*scriptCall{c})
+	// In the queue of the checks, so that a check queued after it is
+	// answered with it (see limiter.Ordered).
+	c := &scriptCall{script: settleBatchScript, keys: keys, args: args}
+	r.pipe.call(ctx, c)
 	for j, i := range sent {
 		switch {
 		case c.err != nil:

@@ -6,6 +6,8 @@ import (
 	"sync"
 
 	"github.com/redis/go-redis/v9"
+
+	"github.com/tokengate/tokengate/limiter"
 )
 
 // maxPipeline bounds the scripts one round trip carries.
@@ -60,12 +62,25 @@ func newPipeliner(c redis.UniversalClient) *pipeliner {
 // that ran is then known to have run, and its hold is settled rather
 // than left to expire.
 func (p *pipeliner) run(ctx context.Context, keys []string, args []any) ([]any, error) {
-	if err := ctx.Err(); err != nil {
-		return nil, err
+	c := &scriptCall{keys: keys, args: args}
+	p.call(ctx, c)
+	return c.res, c.err
+}
+
+// call queues c and waits for its reply. The queue is the order Redis
+// runs the calls in (one pipeline at a time, each in queue order), which
+// limiter.Ordered's f hears of as c takes its place; not in a Cluster,
+// whose calls go each on its own, in no order.
+func (p *pipeliner) call(ctx context.Context, c *scriptCall) {
+	if c.err = ctx.Err(); c.err != nil {
+		return
 	}
-	c := &scriptCall{keys: keys, args: args, done: make(chan struct{})}
+	c.done = make(chan struct{})
 	p.mu.Lock()
 	p.queue = append(p.queue, c)
+	if f := limiter.Ordered(ctx); f != nil && !p.cluster {
+		f()
+	}
 	start := !p.busy
 	p.busy = true
 	p.mu.Unlock()
@@ -73,7 +88,6 @@ func (p *pipeliner) run(ctx context.Context, keys []string, args []any) ([]any, 
 		go p.send()
 	}
 	<-c.done
-	return c.res, c.err
 }
 
 // send sends what is queued, a pipeline at a time, until nothing is.

@@ -2,6 +2,7 @@ package redisstore
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"sync"
 	"sync/atomic"
@@ -88,5 +89,36 @@ func TestPipelinedCallerGivesUp(t *testing.T) {
 	}
 	if _, err := red.StatusMany(context.Background(), "k", b, utc(2026, 5, 5, 10, 0, 0)); err != nil {
 		t.Error(err)
+	}
+}
+
+// A check and a batch of settles each take their place in the one queue
+// once (limiter.Ordered), before their round trip; a call whose place
+// nobody asks about still runs.
+func TestCallsTellTheirPlace(t *testing.T) {
+	addr := redistest.New(t).Addr()
+	red := New(Options{Client: redis.NewClient(&redis.Options{Addr: addr}), Prefix: "test:"})
+	defer red.Close()
+	now := utc(2026, 5, 5, 10, 0, 0)
+	var placed atomic.Int64
+	ctx := limiter.WithOrdered(context.Background(), func() { placed.Add(1) })
+	if _, err := red.ReserveMany(ctx, "k", budget4, make([]int64, len(budget4)), now); err != nil {
+		t.Fatal(err)
+	}
+	if n := placed.Load(); n != 1 {
+		t.Errorf("a check placed %d times, want 1", n)
+	}
+	errs := red.SettleManyBatch(ctx, []limiter.Settle{
+		{Key: "k", Budget: budget4, Used: []int64{1, 2, 3, 4}, Now: now},
+		{Key: "j", Budget: budget4, Used: []int64{1, 2, 3, 4}, Now: now},
+	})
+	if err := errors.Join(errs...); err != nil {
+		t.Fatal(err)
+	}
+	if n := placed.Load(); n != 2 {
+		t.Errorf("a batch placed %d times, want once (2 in all)", n-1)
+	}
+	if _, err := red.ReserveMany(limiter.WithOrdered(context.Background(), nil), "k", budget4, make([]int64, len(budget4)), now); err != nil {
+		t.Fatal(err)
 	}
 }
