@@ -72,6 +72,7 @@ policies:
 `, rs.Addr())
 	s2 := harness.StartStack(t, harness.StackOptions{ConfigYAML: rcfg, FakeClock: labClock})
 	traffic(t, s2, secrets)
+	waitSettled(t, s2.Tokengate.Field("admin")) // the charges behind the answers have landed
 	c := redis.NewClient(&redis.Options{Addr: rs.Addr()})
 	defer c.Close()
 	ctx := context.Background()
