@@ -145,7 +145,11 @@ func (p *pipeliner) exec(ctx context.Context, batch []*scriptCall) {
 		switch {
 		case c.err != nil && redis.HasErrorPrefix(c.err, "NOSCRIPT"):
 			// A node without the script yet (restarted, failed over):
-			// this one is sent again whole.
+			// this one is sent again whole. It then runs after the calls
+			// behind it in this pipeline that did run, out of the queue's
+			// order (limiter.Ordered): once per script and node, right
+			// after Redis lost its scripts, a check may miss a batch's
+			// charges that its replica no longer counts as queued.
 			c.run(ctx, p.c)
 		case c.err == nil && c.res == nil:
 			// Never answered: the pipeline failed before it.
