@@ -12,6 +12,7 @@ import (
 
 	"github.com/tokengate/tokengate/limiter"
 	"github.com/tokengate/tokengate/limiter/internal/redistest"
+	"github.com/tokengate/tokengate/limiter/memstore"
 )
 
 // A batch of settles is one script call, and leaves every key as
@@ -112,5 +113,61 @@ func TestSettleBatchLateOnServerTime(t *testing.T) {
 	}
 	if got := d.Limits[0].Used; got != 12 {
 		t.Errorf("used %d, want 12: the charge of two minutes ago has left the window", got)
+	}
+}
+
+// Settles alone reshape a limit's state as the memory store does: a
+// limit whose window changes span (shorter than 22 minutes, where a
+// charge to a bucket already holding some reads no shape, and longer),
+// becomes a period, and a window again, starts afresh at its first
+// charge, and its second charge in the same bucket lands in the fresh
+// count; the minute window of the Limits calls keeps its buckets without
+// a span. In line and in a batch alike.
+func TestSettlesReshape(t *testing.T) {
+	addr := redistest.New(t).Addr()
+	ctx := context.Background()
+	red := New(Options{Client: redis.NewClient(&redis.Options{Addr: addr}), Prefix: "test:"})
+	defer red.Close()
+	mem := memstore.New()
+	t0 := utc(2026, 5, 5, 10, 0, 0)
+	shapes := []limiter.Limit{
+		{Name: "x", Max: 1 << 40, Window: time.Minute},
+		{Name: "x", Max: 1 << 40, Window: 61 * time.Second},
+		{Name: "x", Max: 1 << 40, Window: 24 * time.Hour},
+		{Name: "x", Max: 1 << 40, Window: 24*time.Hour - 50*time.Millisecond}, // the same bucket numbers
+		{Name: "x", Max: 1 << 40, Period: limiter.Daily},
+		{Name: "x", Max: 1 << 40, Window: time.Minute},
+		{Name: limiter.WindowLimitName, Max: 1 << 40, Window: time.Minute},
+		{Name: limiter.WindowLimitName, Max: 1 << 40, Window: 2 * time.Minute},
+		{Name: limiter.WindowLimitName, Max: 1 << 40, Window: time.Minute},
+	}
+	for batched, via := range []string{"in line", "batch"} {
+		key := fmt.Sprint("reshape-", batched)
+		for i, l := range shapes {
+			bud := limiter.Budget{l}
+			at := t0.Add(time.Duration(i) * 100 * time.Millisecond)
+			for _, n := range []int64{int64(10 * (i + 1)), 1} {
+				if _, err := mem.SettleMany(ctx, key, bud, limiter.Holds{}, []int64{n}, at); err != nil {
+					t.Fatal(err)
+				}
+				var err error
+				if via == "batch" {
+					err = red.SettleManyBatch(ctx, []limiter.Settle{{Key: key, Budget: bud, Used: []int64{n}, Now: at}})[0]
+				} else {
+					_, err = red.SettleMany(ctx, key, bud, limiter.Holds{}, []int64{n}, at)
+				}
+				if err != nil {
+					t.Fatal(err)
+				}
+			}
+			want, _ := mem.StatusMany(ctx, key, bud, at)
+			got, err := red.StatusMany(ctx, key, bud, at)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if got.Limits[0].Used != want.Limits[0].Used || got.Limits[0].Used != int64(10*(i+1)+1) {
+				t.Errorf("%s, shape %d (%+v): used %d, the memory store %d, want %d", via, i, l, got.Limits[0].Used, want.Limits[0].Used, 10*(i+1)+1)
+			}
+		}
 	}
 }

@@ -77,27 +77,41 @@ end
 // settleBatchScript share.
 const luaCharge = `
 -- charge_limit adds used to a limit's state at now (ms). A hash of
--- another shape than the limit (see decideScript's shape) is deleted
--- first. Steady state is two commands: the shape read and the increment;
--- the expiry is set when a window's bucket or a period starts, as the
--- newest of them decides when the key can go.
+-- another shape than the limit (see decideScript's shape) is deleted, and
+-- the charge made afresh. A window's charge to a bucket that already
+-- holds some is one command: the shape was read when the bucket started,
+-- and no bucket of a window of another span can bear its number while
+-- span*span < now (bucket numbers, now*60/span, of two spans a
+-- millisecond apart then lie more than a window's 60 buckets apart):
+-- windows up to 22 minutes. A bucket or a period that starts is where the
+-- shape is read and the expiry set, the newest of them deciding when the
+-- key can go.
 local function charge_limit(key, kind, span, used, implicit, now)
-  local f = redis.call('HMGET', key, 'span', 'start')
-  if f[1] == false and f[2] == false then
-    -- Empty, or buckets without a span: the minute window of the Limits
-    -- calls, anything else's only when empty (DEL is then a no-op).
-    if kind ~= 0 or not implicit or span ~= 60000 then redis.call('DEL', key) end
-  elseif (kind ~= 0 and f[2] == false) or (kind == 0 and (f[2] ~= false or tonumber(f[1]) ~= span)) then
-    redis.call('DEL', key)
-    f = {false, false}
-  end
   if kind == 0 then
-    if redis.call('HINCRBY', key, string.format('%d', math.floor(now * 60 / span)), used) == used then
-      redis.call('PEXPIRE', key, math.max(span, 60000) + 1000)
+    local bucket = string.format('%d', math.floor(now * 60 / span))
+    if redis.call('HINCRBY', key, bucket, used) ~= used and span * span < now then return end
+    local f = redis.call('HMGET', key, 'span', 'start')
+    local stale
+    if f[1] == false and f[2] == false then
+      -- Buckets without a span: the minute window of the Limits calls;
+      -- anything else's only when this charge is all the hash holds.
+      stale = not (implicit and span == 60000) and redis.call('HLEN', key) > 1
+    else
+      stale = f[2] ~= false or tonumber(f[1]) ~= span
     end
+    if stale then
+      redis.call('DEL', key)
+      redis.call('HINCRBY', key, bucket, used)
+      f = {false, false}
+    end
+    redis.call('PEXPIRE', key, math.max(span, 60000) + 1000)
     if f[1] == false and not (implicit and span == 60000) then redis.call('HSET', key, 'span', span) end
     return
   end
+  -- A period's hash without a start holds something else (or nothing:
+  -- DEL is then a no-op), and its period starts now.
+  local f = redis.call('HMGET', key, 'span', 'start')
+  if f[2] == false then redis.call('DEL', key) end
   local sec = math.floor(now / 1000)
   local start, stop = period(kind, sec)
   if tonumber(f[2]) == start then
