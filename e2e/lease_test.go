@@ -403,6 +403,10 @@ func TestLeaseKill9FreesWithinALease(t *testing.T) {
 	}
 	mu.Unlock()
 	// Their settles charged what they used, and released their holds.
+	// Read once none is queued behind its answer: a read is one key
+	// after another, and a settle landing between them would show in
+	// one and not the other.
+	waitSettled(t, survivorAdmin)
 	var end map[string]leaseView
 	var endNow time.Time
 	_, err := harness.PollAll(1, faultSettleWait, func(int) (bool, string) {
