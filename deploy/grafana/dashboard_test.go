@@ -3,8 +3,6 @@ package grafana
 import (
 	"errors"
 	"fmt"
-	"os"
-	"path/filepath"
 	"regexp"
 	"slices"
 	"strings"
@@ -13,7 +11,6 @@ import (
 	"github.com/prometheus/prometheus/promql/parser"
 
 	"github.com/tokengate/tokengate/deploy/internal/promcheck"
-	"github.com/tokengate/tokengate/internal/proc"
 )
 
 var labelValues = regexp.MustCompile(`^label_values\((.+),\s*(\w+)\)$`)
@@ -211,19 +208,10 @@ func TestDashboardLayout(t *testing.T) {
 // TestDashboardPanelsInREADME: README's section on the dashboard says what
 // every panel answers, by its title.
 func TestDashboardPanelsInREADME(t *testing.T) {
-	root, err := proc.ModuleRoot()
+	section, err := promcheck.READMESection("### Grafana dashboard")
 	if err != nil {
 		t.Fatal(err)
 	}
-	readme, err := os.ReadFile(filepath.Join(root, "README.md"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	_, after, ok := strings.Cut(string(readme), "\n### Grafana dashboard\n")
-	if !ok {
-		t.Fatal(`README.md has no "### Grafana dashboard" section`)
-	}
-	section, _, _ := strings.Cut(after, "\n#")
 	for _, p := range shipped(t).Panels {
 		if p.Type != "row" && !strings.Contains(section, "**"+p.Title+"**") {
 			t.Errorf("README's Grafana dashboard section does not describe panel **%s**", p.Title)

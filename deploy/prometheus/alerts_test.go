@@ -14,7 +14,6 @@ import (
 	"go.yaml.in/yaml/v3"
 
 	"github.com/tokengate/tokengate/deploy/internal/promcheck"
-	"github.com/tokengate/tokengate/internal/proc"
 )
 
 const (
@@ -215,19 +214,10 @@ func TestRulesFireInTheirTests(t *testing.T) {
 // is watched by some rule.
 func TestRulesCoverRunbook(t *testing.T) {
 	_, rules := shippedRules(t)
-	root, err := proc.ModuleRoot()
+	section, err := promcheck.READMESection("### Runbook")
 	if err != nil {
 		t.Fatal(err)
 	}
-	readme, err := os.ReadFile(filepath.Join(root, "README.md"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	_, after, ok := strings.Cut(string(readme), "\n### Runbook\n")
-	if !ok {
-		t.Fatal(`README.md has no "### Runbook" section`)
-	}
-	section, _, _ := strings.Cut(after, "\n#")
 	metric := regexp.MustCompile(`\btokengate_[a-z_]+`)
 	rows := 0
 	for line := range strings.Lines(section) {

@@ -41,8 +41,7 @@ func (r *Store) settleEach(ctx context.Context, ss []limiter.Settle, errs []erro
 		if errs[i] != nil {
 			continue
 		}
-		keys, args := r.script(r.tag(s.Key), s.Budget, "b", s.Holds.ID, s.Used, s.Now)
-		args[0] = r.settleNowArg(s)
+		keys, args := r.script(r.tag(s.Key), s.Budget, "b", s.Holds.ID, s.Used, r.settleNowArg(s))
 		calls[i] = &scriptCall{keys: keys, args: args, done: make(chan struct{})}
 		batch = append(batch, calls[i])
 	}

@@ -147,7 +147,7 @@ func (r *Store) settleNowArg(s limiter.Settle) int64 {
 // call runs decideScript, for the key tagged tag, on b, amounts (n or
 // used) one per limit.
 func (r *Store) call(ctx context.Context, tag string, b limiter.Budget, mode, member string, amounts []int64, now time.Time) (reply, error) {
-	keys, args := r.script(tag, b, mode, member, amounts, now)
+	keys, args := r.script(tag, b, mode, member, amounts, r.nowArg(now))
 	res, err := r.pipe.run(ctx, keys, args)
 	if err != nil {
 		return reply{}, err
@@ -155,7 +155,6 @@ func (r *Store) call(ctx context.Context, tag string, b limiter.Budget, mode, me
 	return parseReply(res, len(b))
 }
 
-// script is the keys and arguments of decideScript for one call.
 // limitKey is the key of a limit's state and the scripts' flag of the
 // minute window that never wrote its span ("1").
 func limitKey(tag string, l *limiter.Limit) (key, implicit string) {
@@ -166,11 +165,13 @@ func limitKey(tag string, l *limiter.Limit) (key, implicit string) {
 	return key, "0"
 }
 
-func (r *Store) script(tag string, b limiter.Budget, mode, member string, amounts []int64, now time.Time) ([]string, []any) {
+// script is the keys and arguments of decideScript for one call, at the
+// time argument at (nowArg's, or settleNowArg's for a settle).
+func (r *Store) script(tag string, b limiter.Budget, mode, member string, amounts []int64, at int64) ([]string, []any) {
 	keys := make([]string, 1, 1+len(b))
 	keys[0] = tag + ":h"
 	args := make([]any, 0, 6+6*len(b))
-	args = append(args, r.nowArg(now), mode, member, r.lease.Milliseconds(), (r.holdTTL - r.lease).Milliseconds(), len(b))
+	args = append(args, at, mode, member, r.lease.Milliseconds(), (r.holdTTL - r.lease).Milliseconds(), len(b))
 	for i := range b {
 		l := &b[i]
 		k, implicit := limitKey(tag, l)

@@ -8,11 +8,14 @@ package promcheck
 import (
 	"errors"
 	"fmt"
+	"os"
+	"path/filepath"
 	"slices"
 	"strings"
 
 	"github.com/prometheus/prometheus/promql/parser"
 
+	"github.com/tokengate/tokengate/internal/proc"
 	"github.com/tokengate/tokengate/internal/server"
 )
 
@@ -124,4 +127,24 @@ func Selectors(e parser.Expr) []*parser.VectorSelector {
 		return nil
 	})
 	return out
+}
+
+// READMESection is the text of README.md under the heading line given
+// (for example "### Runbook"), up to the next heading: what the tests
+// holding README to the shipped rules and dashboard read.
+func READMESection(heading string) (string, error) {
+	root, err := proc.ModuleRoot()
+	if err != nil {
+		return "", err
+	}
+	readme, err := os.ReadFile(filepath.Join(root, "README.md"))
+	if err != nil {
+		return "", err
+	}
+	_, after, ok := strings.Cut(string(readme), "\n"+heading+"\n")
+	if !ok {
+		return "", fmt.Errorf("README.md has no %q section", heading)
+	}
+	section, _, _ := strings.Cut(after, "\n#")
+	return section, nil
 }
