@@ -153,3 +153,83 @@ func BenchmarkRedisCapacity(b *testing.B) {
 		})
 	}
 }
+
+// scriptMicros is the time Redis spent in scripts (INFO commandstats,
+// evalsha and eval: the commands inside them included) in µs.
+func scriptMicros(b *testing.B, c *redis.Client) float64 {
+	b.Helper()
+	txt, err := c.Info(context.Background(), "commandstats").Result()
+	if err != nil {
+		b.Fatal(err)
+	}
+	var usec float64
+	for _, line := range strings.Split(txt, "\r\n") {
+		for _, name := range []string{"cmdstat_evalsha:", "cmdstat_eval:"} {
+			if rest, ok := strings.CutPrefix(line, name); ok {
+				_, v, _ := strings.Cut(rest, "usec=")
+				v, _, _ = strings.Cut(v, ",")
+				f, _ := strconv.ParseFloat(v, 64)
+				usec += f
+			}
+		}
+	}
+	return usec
+}
+
+// BenchmarkRedisScripts is what each script costs Redis itself on a busy
+// key (a minute window charged every second of the last minute: 60
+// buckets), over 1,000 keys: a check (the headers' status, as a view
+// refresh makes it), a settle in a batch of 50 to a bucket already
+// charged (the steady state: one HINCRBY), and one that starts a bucket
+// (the shape read and the expiry besides). It reports Redis's time in
+// scripts per call (INFO commandstats), which docs/benchmark-notes.md
+// quotes.
+func BenchmarkRedisScripts(b *testing.B) {
+	addr := redistest.New(b).Addr()
+	ctx := context.Background()
+	c := redis.NewClient(&redis.Options{Addr: addr})
+	defer c.Close()
+	red := New(Options{Client: redis.NewClient(&redis.Options{Addr: addr}), Prefix: "scripts:"})
+	defer red.Close()
+	bud := limiter.Budget{{Name: limiter.WindowLimitName, Max: 1 << 50, Window: time.Minute}}
+	const keys = 1000
+	key := func(i int) string { return fmt.Sprint("k", i%keys) }
+	t0 := utc(2026, 5, 5, 10, 0, 0)
+	settle := func(i0, n int, at time.Time) {
+		batch := make([]limiter.Settle, n)
+		for j := range batch {
+			batch[j] = limiter.Settle{Key: key(i0 + j), Budget: bud, Used: []int64{7}, Now: at}
+		}
+		for j, err := range red.SettleManyBatch(ctx, batch) {
+			if err != nil {
+				b.Fatalf("settle %d: %v", j, err)
+			}
+		}
+	}
+	for s := range 60 {
+		for i := 0; i < keys; i += 100 {
+			settle(i, 100, t0.Add(time.Duration(s)*time.Second))
+		}
+	}
+	last := t0.Add(59 * time.Second)
+	run := func(name string, per int, op func(i int)) {
+		b.Run(name, func(b *testing.B) {
+			u0 := scriptMicros(b, c)
+			i := 0
+			for b.Loop() {
+				op(i)
+				i += per
+			}
+			b.ReportMetric((scriptMicros(b, c)-u0)/float64(i), "redis-µs/op")
+		})
+	}
+	run("check", 1, func(i int) {
+		if _, err := red.StatusMany(ctx, key(i), bud, last); err != nil {
+			b.Fatal(err)
+		}
+	})
+	run("settle/bucket-charged", 50, func(i int) { settle(i, 50, last) })
+	// Each round over the keys a new second: every settle starts its
+	// key's bucket (and the key keeps one more: settles drop none).
+	run("settle/bucket-starts", 50, func(i int) { settle(i, 50, last.Add(time.Duration(1+i/keys)*time.Second)) })
+}
