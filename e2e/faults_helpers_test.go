@@ -122,26 +122,93 @@ func readRedis(t *testing.T, addr string) redisView {
 	t.Helper()
 	c := redis.NewClient(&redis.Options{Addr: addr})
 	defer c.Close()
+	counters, now := readCounters(t, c)
+	v := redisView{now: now}
+	for tag, cv := range counters {
+		v.window += cv.window
+		v.quota += cv.quota
+		for member, exp := range cv.holds {
+			_, tokens, _ := strings.Cut(member, "|")
+			// A hold made on a Budget lists its amounts by limit
+			// ("token_quota=55,tokens_per_minute=55"): the window's
+			// is what the request holds, as a Limits hold holds its
+			// tokens in both.
+			for _, part := range strings.Split(tokens, ",") {
+				if name, amount, ok := strings.Cut(part, "="); ok && name == limiter.WindowLimitName {
+					tokens = amount
+				}
+			}
+			n, err := strconv.ParseInt(tokens, 10, 64)
+			if err != nil {
+				t.Fatalf("redis hold {%s} %q: %v", tag, member, err)
+			}
+			v.holdTokens += n
+			v.holds = append(v.holds, fmt.Sprintf("{%s} %s (expires in %v)", tag, member, exp.Sub(now).Round(time.Millisecond)))
+			if exp.After(v.latestExpiry) {
+				v.latestExpiry = exp
+			}
+		}
+	}
+	return v
+}
+
+// counterView is what Redis holds for one counter key: charges, and the
+// holds with their expiry in Redis's clock.
+type counterView struct {
+	window, quota int64
+	holds         map[string]time.Time // by member
+}
+
+// live are the holds not expired at now, and the latest expiry.
+func (v counterView) live(now time.Time) (n int, latest time.Time) {
+	for _, exp := range v.holds {
+		if exp.After(now) {
+			n++
+			if exp.After(latest) {
+				latest = exp
+			}
+		}
+	}
+	return n, latest
+}
+
+// readCounters reads every tokengate key in Redis, by counter key (the
+// hash tag: policy and key hash), and Redis's clock. It reads key after
+// key: read once no settle is queued (waitSettled), or a settle landing
+// meanwhile shows in one of its keys and not another.
+func readCounters(t *testing.T, c *redis.Client) (map[string]counterView, time.Time) {
+	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), faultAdminTimeout)
 	defer cancel()
-	var v redisView
 	now, err := c.Time(ctx).Result()
 	if err != nil {
 		t.Fatalf("redis TIME: %v", err)
 	}
-	v.now = now
 	keys, err := c.Keys(ctx, "tokengate:*").Result()
 	if err != nil {
 		t.Fatalf("redis KEYS: %v", err)
 	}
+	out := map[string]counterView{}
 	for _, k := range keys {
+		open, end := strings.IndexByte(k, '{'), strings.LastIndexByte(k, '}')
+		if open < 0 || end < open {
+			continue
+		}
+		tag := k[open+1 : end]
+		v := out[tag]
+		if v.holds == nil {
+			v.holds = map[string]time.Time{}
+		}
 		switch {
 		case strings.HasSuffix(k, ":w"):
-			vals, err := c.HVals(ctx, k).Result()
+			vals, err := c.HGetAll(ctx, k).Result()
 			if err != nil {
-				t.Fatalf("redis HVALS %s: %v", k, err)
+				t.Fatalf("redis HGETALL %s: %v", k, err)
 			}
-			for _, s := range vals {
+			for f, s := range vals {
+				if f == "span" {
+					continue
+				}
 				n, err := strconv.ParseInt(s, 10, 64)
 				if err != nil {
 					t.Fatalf("redis window %s: %q: %v", k, s, err)
@@ -164,31 +231,12 @@ func readRedis(t *testing.T, addr string) redisView {
 				t.Fatalf("redis ZRANGE %s: %v", k, err)
 			}
 			for _, m := range ms {
-				member := fmt.Sprint(m.Member)
-				_, tokens, _ := strings.Cut(member, "|")
-				// A hold made on a Budget lists its amounts by limit
-				// ("token_quota=55,tokens_per_minute=55"): the window's
-				// is what the request holds, as a Limits hold holds its
-				// tokens in both.
-				for _, part := range strings.Split(tokens, ",") {
-					if name, amount, ok := strings.Cut(part, "="); ok && name == limiter.WindowLimitName {
-						tokens = amount
-					}
-				}
-				n, err := strconv.ParseInt(tokens, 10, 64)
-				if err != nil {
-					t.Fatalf("redis hold %s %q: %v", k, member, err)
-				}
-				v.holdTokens += n
-				exp := time.UnixMilli(int64(m.Score))
-				v.holds = append(v.holds, fmt.Sprintf("%s %s (expires in %v)", k, member, exp.Sub(now).Round(time.Millisecond)))
-				if exp.After(v.latestExpiry) {
-					v.latestExpiry = exp
-				}
+				v.holds[fmt.Sprint(m.Member)] = time.UnixMilli(int64(m.Score))
 			}
 		}
+		out[tag] = v
 	}
-	return v
+	return out, now
 }
 
 // faultReply is one answer seen by a fault test's client.

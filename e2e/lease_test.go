@@ -53,85 +53,6 @@ policies:
 `, redisAddr, leaseE2E)
 }
 
-// leaseView is what Redis holds for one counter key: charges, and the
-// holds with their expiry in Redis's clock.
-type leaseView struct {
-	window, quota int64
-	holds         map[string]time.Time
-}
-
-// live are the holds not expired at now, and the latest expiry.
-func (v leaseView) live(now time.Time) (n int, latest time.Time) {
-	for _, exp := range v.holds {
-		if exp.After(now) {
-			n++
-			if exp.After(latest) {
-				latest = exp
-			}
-		}
-	}
-	return n, latest
-}
-
-// leaseRead reads every tokengate key in Redis, by counter key (the
-// hash tag: policy and key hash), and Redis's clock.
-func leaseRead(t *testing.T, c *redis.Client) (map[string]leaseView, time.Time) {
-	t.Helper()
-	ctx, cancel := context.WithTimeout(context.Background(), faultAdminTimeout)
-	defer cancel()
-	now, err := c.Time(ctx).Result()
-	if err != nil {
-		t.Fatalf("redis TIME: %v", err)
-	}
-	keys, err := c.Keys(ctx, "tokengate:*").Result()
-	if err != nil {
-		t.Fatalf("redis KEYS: %v", err)
-	}
-	out := map[string]leaseView{}
-	for _, k := range keys {
-		open, end := strings.IndexByte(k, '{'), strings.LastIndexByte(k, '}')
-		if open < 0 || end < open {
-			continue
-		}
-		pol := k[open+1 : end]
-		v := out[pol]
-		if v.holds == nil {
-			v.holds = map[string]time.Time{}
-		}
-		switch {
-		case strings.HasSuffix(k, ":w"):
-			vals, err := c.HGetAll(ctx, k).Result()
-			if err != nil {
-				t.Fatalf("redis HGETALL %s: %v", k, err)
-			}
-			for f, s := range vals {
-				if f == "span" {
-					continue
-				}
-				n, _ := strconv.ParseInt(s, 10, 64)
-				v.window += n
-			}
-		case strings.HasSuffix(k, ":q"):
-			s, err := c.HGet(ctx, k, "used").Result()
-			if err != nil && err != redis.Nil {
-				t.Fatalf("redis HGET %s: %v", k, err)
-			}
-			n, _ := strconv.ParseInt(s, 10, 64)
-			v.quota += n
-		case strings.HasSuffix(k, ":h"):
-			ms, err := c.ZRangeWithScores(ctx, k, 0, -1).Result()
-			if err != nil {
-				t.Fatalf("redis ZRANGE %s: %v", k, err)
-			}
-			for _, m := range ms {
-				v.holds[fmt.Sprint(m.Member)] = time.UnixMilli(int64(m.Score))
-			}
-		}
-		out[pol] = v
-	}
-	return out, now
-}
-
 // leaseStream is one long stream's outcome.
 type leaseStream struct {
 	status int
@@ -222,7 +143,7 @@ func TestLeaseKill9FreesWithinALease(t *testing.T) {
 				t.Fatalf("charge %d on %s: %d %s", i, c.key, rep.status, rep.err)
 			}
 		}
-		v, _ := leaseRead(t, rc)
+		v, _ := readCounters(t, rc)
 		for k := range v {
 			if names[k] == "" {
 				names[k] = c.name
@@ -233,9 +154,9 @@ func TestLeaseKill9FreesWithinALease(t *testing.T) {
 		t.Fatalf("redis has counter keys %v, want the victim's and the survivor's", names)
 	}
 	// read is leaseRead by name.
-	read := func() (map[string]leaseView, time.Time) {
-		v, now := leaseRead(t, rc)
-		out := map[string]leaseView{}
+	read := func() (map[string]counterView, time.Time) {
+		v, now := readCounters(t, rc)
+		out := map[string]counterView{}
 		for k, kv := range v {
 			out[names[k]] = kv
 		}
@@ -407,7 +328,7 @@ func TestLeaseKill9FreesWithinALease(t *testing.T) {
 	// after another, and a settle landing between them would show in
 	// one and not the other.
 	waitSettled(t, survivorAdmin)
-	var end map[string]leaseView
+	var end map[string]counterView
 	var endNow time.Time
 	_, err := harness.PollAll(1, faultSettleWait, func(int) (bool, string) {
 		end, endNow = read()
