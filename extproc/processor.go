@@ -79,6 +79,13 @@ type processor struct {
 	reservedAt time.Time
 	// amountBuf holds what a call asks of each limit (amounts).
 	amountBuf [limiter.MaxLimits]int64
+	// room is where a store in this process answers (limiter.MultiInto):
+	// a policy of up to roomLimits limits is decided without allocating.
+	room struct {
+		reserve, settle [roomLimits]limiter.LimitDecision
+		amounts         [roomLimits]limiter.Amount
+		answer          limiter.Decisions // passed by pointer: kept here, not on the heap per call
+	}
 	price     cost.Price   // the model's price, for cost limits
 	priced    bool         // price is looked up
 	req       *llm.Request // the request body, read; nil when it was not JSON
@@ -430,7 +437,11 @@ func (p *processor) target() {
 // decide asks the store for n of each limit of the request's budget.
 func (p *processor) decide(n []int64) *extprocv3.ProcessingResponse {
 	now := p.s.clock.Now()
-	d, err := p.s.store.ReserveMany(p.ctx, p.counter, p.budget, n, now)
+	// The hold made here is in room.amounts: reserve released the one
+	// before it.
+	p.room.answer = limiter.Decisions{Limits: p.room.reserve[:0], Hold: limiter.Holds{Amounts: p.room.amounts[:0]}}
+	err := limiter.ReserveManyInto(p.ctx, p.s.store, p.counter, p.budget, n, now, &p.room.answer)
+	d := p.room.answer
 	if err != nil && p.ctx.Err() != nil {
 		// Envoy gave up on the stream (its message timeout, a reset)
 		// while the store was deciding: nobody reads a refusal now, and
@@ -474,6 +485,11 @@ func (p *processor) decide(n []int64) *extprocv3.ProcessingResponse {
 	p.reserved, p.reservedAt = d, now
 	return nil
 }
+
+// roomLimits is how many limits a processor has room for in the store's
+// answers: the four of a policy of requests, input and output tokens, and
+// cost; more are answered into what the store allocates.
+const roomLimits = 4
 
 // admitted moves an open request to admitted; one that is further on
 // (its body read) stays where it is.

@@ -134,7 +134,9 @@ func (p *processor) settleOnce(ctx context.Context) settlement {
 		st.d = p.derived(used, now)
 		return st
 	}
-	st.d, st.err = p.s.store.SettleMany(ctx, p.counter, p.budget, p.holds, used, now)
+	p.room.answer = limiter.Decisions{Limits: p.room.settle[:0]}
+	st.err = limiter.SettleManyInto(ctx, p.s.store, p.counter, p.budget, p.holds, used, now, &p.room.answer)
+	st.d = p.room.answer
 	if st.err != nil {
 		p.s.storeError("settle", st.err)
 		p.s.log.Warn("limiter store failed to settle", zap.String("key", p.keyHash[:8]), zap.Error(st.err))

@@ -149,6 +149,43 @@ type Multi interface {
 	StatusMany(ctx context.Context, key string, b Budget, now time.Time) (Decisions, error)
 }
 
+// MultiInto is a Multi that can answer into the caller's room: a store in
+// this process, whose answers would otherwise each be an allocation (one
+// per limit, twice a request). ReserveManyInto and SettleManyInto are
+// ReserveMany and SettleMany writing their answer into *d, reusing the
+// capacity of d.Limits and, for a reservation, of d.Hold.Amounts; they
+// allocate only when that is too little. The caller owns that room: the
+// store keeps nothing of it after the call. SettleManyInto leaves the
+// room of d.Hold.Amounts alone (its answer holds nothing), so h may be a
+// hold kept in it. Callers reach either kind of store through
+// ReserveManyInto and SettleManyInto.
+type MultiInto interface {
+	ReserveManyInto(ctx context.Context, key string, b Budget, n []int64, now time.Time, d *Decisions) error
+	SettleManyInto(ctx context.Context, key string, b Budget, h Holds, used []int64, now time.Time, d *Decisions) error
+}
+
+// ReserveManyInto is m's ReserveManyInto when m has one, else its
+// ReserveMany, whose answer then replaces *d.
+func ReserveManyInto(ctx context.Context, m Multi, key string, b Budget, n []int64, now time.Time, d *Decisions) error {
+	if mi, ok := m.(MultiInto); ok {
+		return mi.ReserveManyInto(ctx, key, b, n, now, d)
+	}
+	var err error
+	*d, err = m.ReserveMany(ctx, key, b, n, now)
+	return err
+}
+
+// SettleManyInto is m's SettleManyInto when m has one, else its
+// SettleMany, whose answer then replaces *d.
+func SettleManyInto(ctx context.Context, m Multi, key string, b Budget, h Holds, used []int64, now time.Time, d *Decisions) error {
+	if mi, ok := m.(MultiInto); ok {
+		return mi.SettleManyInto(ctx, key, b, h, used, now, d)
+	}
+	var err error
+	*d, err = m.SettleMany(ctx, key, b, h, used, now)
+	return err
+}
+
 // Inspector is the admin API's view of a store, part of every Store: it
 // lists and forgets keys, off the request path.
 type Inspector interface {

@@ -107,7 +107,10 @@ type Store struct {
 	closeErr  error
 }
 
-var _ limiter.Store = (*Store)(nil)
+var (
+	_ limiter.Store     = (*Store)(nil)
+	_ limiter.MultiInto = (*Store)(nil)
+)
 
 // Open opens (or creates) the file, restores its counters with what has
 // expired at opts.Clock.Now() dropped, and starts writing behind every
@@ -313,17 +316,36 @@ func (b *Store) SettleMany(_ context.Context, key string, bud limiter.Budget, h 
 	if err != nil {
 		return d, err
 	}
+	return d, b.persistPeriods(key, bud, used)
+}
+
+// SettleManyInto implements limiter.MultiInto as SettleMany does.
+func (b *Store) SettleManyInto(_ context.Context, key string, bud limiter.Budget, h limiter.Holds, used []int64, now time.Time, d *limiter.Decisions) error {
+	if err := b.mem.SettleManyInto(key, bud, h, used, now, d); err != nil {
+		return err
+	}
+	return b.persistPeriods(key, bud, used)
+}
+
+// persistPeriods writes key's record when used charged a limit with a
+// Period, whose charge must not wait for the flush.
+func (b *Store) persistPeriods(key string, bud limiter.Budget, used []int64) error {
 	for i, l := range bud {
 		if l.Period != limiter.NoPeriod && used[i] > 0 {
-			return d, b.persist(key)
+			return b.persist(key)
 		}
 	}
-	return d, nil
+	return nil
 }
 
 // ReserveMany implements limiter.Multi from memory.
 func (b *Store) ReserveMany(_ context.Context, key string, bud limiter.Budget, n []int64, now time.Time) (limiter.Decisions, error) {
 	return b.mem.ReserveMany(key, bud, n, now)
+}
+
+// ReserveManyInto implements limiter.MultiInto from memory.
+func (b *Store) ReserveManyInto(_ context.Context, key string, bud limiter.Budget, n []int64, now time.Time, d *limiter.Decisions) error {
+	return b.mem.ReserveManyInto(key, bud, n, now, d)
 }
 
 // StatusMany implements limiter.Multi from memory.

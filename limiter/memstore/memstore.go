@@ -24,7 +24,10 @@ type Store struct {
 	core *memcore.Core
 }
 
-var _ limiter.Store = (*Store)(nil)
+var (
+	_ limiter.Store     = (*Store)(nil)
+	_ limiter.MultiInto = (*Store)(nil)
+)
 
 // New returns an empty store.
 func New() *Store { return &Store{core: memcore.New(nil)} }
@@ -52,6 +55,16 @@ func (m *Store) ReserveMany(_ context.Context, key string, b limiter.Budget, n [
 // SettleMany implements limiter.Multi.
 func (m *Store) SettleMany(_ context.Context, key string, b limiter.Budget, h limiter.Holds, used []int64, now time.Time) (limiter.Decisions, error) {
 	return m.core.SettleMany(key, b, h, used, now)
+}
+
+// ReserveManyInto implements limiter.MultiInto.
+func (m *Store) ReserveManyInto(_ context.Context, key string, b limiter.Budget, n []int64, now time.Time, d *limiter.Decisions) error {
+	return m.core.ReserveManyInto(key, b, n, now, d)
+}
+
+// SettleManyInto implements limiter.MultiInto.
+func (m *Store) SettleManyInto(_ context.Context, key string, b limiter.Budget, h limiter.Holds, used []int64, now time.Time, d *limiter.Decisions) error {
+	return m.core.SettleManyInto(key, b, h, used, now, d)
 }
 
 // StatusMany implements limiter.Multi.

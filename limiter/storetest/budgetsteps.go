@@ -3,6 +3,7 @@ package storetest
 import (
 	"fmt"
 	"reflect"
+	"slices"
 	"testing"
 	"time"
 
@@ -141,7 +142,14 @@ func show(d limiter.Decisions) string {
 
 func (e *env) reserveMany(key string, b limiter.Budget, n []int64) limiter.Decisions {
 	e.t.Helper()
-	d, err := e.s.ReserveMany(e.ctx, key, b, n, e.clock.Now())
+	var d limiter.Decisions
+	var err error
+	if e.into {
+		d = room(len(b))
+		err = e.s.(limiter.MultiInto).ReserveManyInto(e.ctx, key, b, n, e.clock.Now(), &d)
+	} else {
+		d, err = e.s.ReserveMany(e.ctx, key, b, n, e.clock.Now())
+	}
 	if err != nil {
 		e.t.Fatalf("ReserveMany(%q, %v) at start+%v: %v", key, n, e.clock.Now().Sub(e.start), err)
 	}
@@ -152,7 +160,20 @@ func (e *env) reserveMany(key string, b limiter.Budget, n []int64) limiter.Decis
 // StatusMany answers right after.
 func (e *env) settleMany(key string, b limiter.Budget, h limiter.Holds, used []int64) limiter.Decisions {
 	e.t.Helper()
-	d, err := e.s.SettleMany(e.ctx, key, b, h, used, e.clock.Now())
+	var d limiter.Decisions
+	var err error
+	if e.into {
+		// The room's holds are h's own: the settle must leave them be.
+		d = room(len(b))
+		d.Hold = h
+		kept := slices.Clone(h.Amounts)
+		err = e.s.(limiter.MultiInto).SettleManyInto(e.ctx, key, b, h, used, e.clock.Now(), &d)
+		if !slices.Equal(h.Amounts, kept) {
+			e.t.Errorf("SettleManyInto changed the holds it settled: %+v, were %+v", h.Amounts, kept)
+		}
+	} else {
+		d, err = e.s.SettleMany(e.ctx, key, b, h, used, e.clock.Now())
+	}
 	if err != nil {
 		e.t.Fatalf("SettleMany(%q, %+v, %v) at start+%v: %v", key, h, used, e.clock.Now().Sub(e.start), err)
 	}
@@ -170,4 +191,17 @@ func (e *env) statusMany(key string, b limiter.Budget) limiter.Decisions {
 		e.t.Fatalf("StatusMany(%q) at start+%v: %v", key, e.clock.Now().Sub(e.start), err)
 	}
 	return d
+}
+
+// room is a caller's room for an answer on k limits, as MultiInto takes
+// it: capacity for every limit, and garbage in it, which the answer must
+// replace wherever it says anything.
+func room(k int) limiter.Decisions {
+	ls := make([]limiter.LimitDecision, k)
+	as := make([]limiter.Amount, k)
+	for i := range ls {
+		ls[i] = limiter.LimitDecision{Max: -1, Used: -2, Remaining: -3, Reset: -4, RetryAfter: -5}
+		as[i] = limiter.Amount{Name: "garbage", N: -6}
+	}
+	return limiter.Decisions{Allowed: true, Refused: 99, Limits: ls[:0], Hold: limiter.Holds{Amounts: as[:0], ID: "garbage"}}
 }

@@ -10,6 +10,7 @@ package storetest
 
 import (
 	"context"
+	"strings"
 	"testing"
 	"time"
 
@@ -39,6 +40,7 @@ const minHoldTTL = 5 * time.Minute
 type suite struct {
 	open    Opener
 	holdTTL time.Duration
+	into    bool // Budget calls through limiter.MultiInto
 }
 
 // Run runs the whole suite on the stores open returns, one fresh store
@@ -51,10 +53,11 @@ func Run(t *testing.T, open Opener, opts ...Option) {
 	if su.holdTTL > 0 && su.holdTTL < minHoldTTL {
 		t.Fatalf("storetest: a hold TTL of %v is shorter than the suite's holds; open the store with one of %v or more", su.holdTTL, minHoldTTL)
 	}
-	for _, tc := range []struct {
+	type testCase struct {
 		name string
 		run  func(*testing.T, *suite)
-	}{
+	}
+	cases := []testCase{
 		// The window (window.go).
 		{"AdmitsUpToTheLimit", testAdmitsUpToTheLimit},
 		{"TokensLeaveAtSecondPlus60", testTokensLeaveAtSecondPlus60},
@@ -92,8 +95,18 @@ func Run(t *testing.T, open Opener, opts ...Option) {
 		{"BudgetNoOvershootUnderConcurrency", testBudgetNoOvershoot},
 		{"LimitsAreABudget", testLimitsAreABudget},
 		{"InvalidBudget", testInvalidBudget},
-	} {
+	}
+	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) { tc.run(t, su) })
+	}
+	// A store that answers into its caller's room (limiter.MultiInto)
+	// passes the Budget tests again through it.
+	into := *su
+	into.into = true
+	for _, tc := range cases {
+		if strings.HasPrefix(tc.name, "Budget") || tc.name == "LimitsAreABudget" {
+			t.Run("Into/"+tc.name, func(t *testing.T) { tc.run(t, &into) })
+		}
 	}
 }
 
@@ -104,6 +117,7 @@ type env struct {
 	clock *limiter.ManualClock
 	start time.Time
 	ctx   context.Context
+	into  bool // Budget calls through limiter.MultiInto (see room)
 }
 
 // env opens a fresh store on a clock at start.
@@ -116,7 +130,10 @@ func (su *suite) env(t *testing.T, start time.Time) *env {
 			t.Errorf("Close: %v", err)
 		}
 	})
-	return &env{t: t, s: s, clock: clock, start: start, ctx: context.Background()}
+	if _, ok := s.(limiter.MultiInto); su.into && !ok {
+		t.Skipf("%T answers no caller's room (limiter.MultiInto)", s)
+	}
+	return &env{t: t, s: s, clock: clock, start: start, ctx: context.Background(), into: su.into}
 }
 
 // at moves the clock to start+d and returns that time. Time only moves

@@ -250,6 +250,10 @@ func Legacy(lim limiter.Limits, out []limiter.LimitDecision, refused int) limite
 	return noWindow(lim, d)
 }
 
+// Limits is how many limits the counter counts, at least one: what
+// looking at it costs, in limits.
+func (c *Counter) Limits() int { return max(len(c.states), 1) }
+
 // Idle reports whether the counter holds nothing a fresh one would not, so
 // that its store can forget it.
 func (c *Counter) Idle(now time.Time) bool {

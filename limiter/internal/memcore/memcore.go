@@ -18,10 +18,14 @@ const (
 	// different keys rarely wait on each other.
 	Shards = 64
 	// sweepEvery and sweepBatch pace the eviction of idle keys: every
-	// sweepEvery operations on a shard, the next sweepBatch keys of that
-	// shard are looked at. The cost is a fraction of a key per operation,
-	// and a shard of k keys is gone through every k*sweepEvery/sweepBatch
-	// of its operations.
+	// sweepEvery operations on a shard, the next keys of that shard are
+	// looked at, until they hold sweepBatch limits. Looking at a key
+	// costs a look at each of its limits, so the pace is in limits: the
+	// cost is two limits' worth per operation whatever a policy has, and
+	// a shard whose keys hold l limits in all is gone through every
+	// l*sweepEvery/sweepBatch of its operations (its keys of four limits
+	// four times slower than keys of one, the same bytes of state a
+	// second).
 	sweepEvery = 4
 	sweepBatch = 8
 )
@@ -163,13 +167,27 @@ func (c *Core) Status(key string, lim limiter.Limits, now time.Time) limiter.Dec
 // ReserveMany implements limiter.Multi. Like Reserve, a key that is not
 // known and that the call leaves idle is not stored.
 func (c *Core) ReserveMany(key string, b limiter.Budget, n []int64, now time.Time) (limiter.Decisions, error) {
+	var d limiter.Decisions
+	err := c.reserveMany(key, b, n, now, &d, false)
+	return d, err
+}
+
+// ReserveManyInto implements limiter.MultiInto.
+func (c *Core) ReserveManyInto(key string, b limiter.Budget, n []int64, now time.Time, d *limiter.Decisions) error {
+	return c.reserveMany(key, b, n, now, d, true)
+}
+
+// reserveMany is ReserveMany answering into d: into the room of d's
+// slices when into is set, else into slices carved from the shard's slabs.
+func (c *Core) reserveMany(key string, b limiter.Budget, n []int64, now time.Time, d *limiter.Decisions, into bool) error {
 	s := c.shard(key)
 	s.mu.Lock()
 	if err := s.check(b, n); err != nil {
 		s.mu.Unlock()
-		return limiter.Decisions{Refused: -1}, err
+		*d = limiter.Decisions{Refused: -1}
+		return err
 	}
-	out := s.decisions(len(b))
+	out := s.room(d.Limits, len(b), into)
 	var refused int
 	if e := s.entries[key]; e != nil {
 		refused = e.ReserveMany(b, n, now, out)
@@ -181,17 +199,36 @@ func (c *Core) ReserveMany(key string, b limiter.Budget, n []int64, now time.Tim
 			s.add(key, &fresh)
 		}
 	}
-	d := limiter.Decisions{Allowed: refused < 0, Refused: refused, Limits: out}
-	if d.Allowed {
-		d.Hold.Amounts = s.amounts(b, n)
+	var held []limiter.Amount
+	if refused < 0 {
+		if into {
+			if held = appendAmounts(d.Hold.Amounts[:0], b, n); len(held) == 0 {
+				held = nil // as amounts answers: a Holds of nothing is the zero one
+			}
+		} else {
+			held = s.amounts(b, n)
+		}
 	}
+	*d = limiter.Decisions{Allowed: refused < 0, Refused: refused, Limits: out, Hold: limiter.Holds{Amounts: held}}
 	s.tick(now)
 	s.mu.Unlock()
-	return d, nil
+	return nil
 }
 
 // SettleMany implements limiter.Multi.
 func (c *Core) SettleMany(key string, b limiter.Budget, h limiter.Holds, used []int64, now time.Time) (limiter.Decisions, error) {
+	var d limiter.Decisions
+	err := c.settleMany(key, b, h, used, now, &d, false)
+	return d, err
+}
+
+// SettleManyInto implements limiter.MultiInto.
+func (c *Core) SettleManyInto(key string, b limiter.Budget, h limiter.Holds, used []int64, now time.Time, d *limiter.Decisions) error {
+	return c.settleMany(key, b, h, used, now, d, true)
+}
+
+// settleMany is SettleMany answering into d, as reserveMany does.
+func (c *Core) settleMany(key string, b limiter.Budget, h limiter.Holds, used []int64, now time.Time, d *limiter.Decisions, into bool) error {
 	charged := false
 	for _, u := range used {
 		charged = charged || u > 0
@@ -200,9 +237,10 @@ func (c *Core) SettleMany(key string, b limiter.Budget, h limiter.Holds, used []
 	s.mu.Lock()
 	if err := s.check(b, used); err != nil {
 		s.mu.Unlock()
-		return limiter.Decisions{Refused: -1}, err
+		*d = limiter.Decisions{Refused: -1}
+		return err
 	}
-	out := s.decisions(len(b))
+	out := s.room(d.Limits, len(b), into)
 	e := s.entries[key]
 	if e == nil && charged {
 		e = s.add(key, &counter.Counter{})
@@ -220,7 +258,9 @@ func (c *Core) SettleMany(key string, b limiter.Budget, h limiter.Holds, used []
 	}
 	s.tick(now)
 	s.mu.Unlock()
-	return limiter.Decisions{Allowed: refused < 0, Refused: refused, Limits: out}, nil
+	// d's holds' room is left alone: h may be the very holds it keeps.
+	*d = limiter.Decisions{Allowed: refused < 0, Refused: refused, Limits: out}
+	return nil
 }
 
 // StatusMany implements limiter.Multi.
@@ -325,6 +365,18 @@ func (s *shard) decisions(k int) []limiter.LimitDecision {
 	return d
 }
 
+// room returns room for k decisions: have's when into is set (grown
+// when it has too little), else carved from the shard's slab.
+func (s *shard) room(have []limiter.LimitDecision, k int, into bool) []limiter.LimitDecision {
+	if !into {
+		return s.decisions(k)
+	}
+	if k > cap(have) {
+		return make([]limiter.LimitDecision, k)
+	}
+	return have[:k]
+}
+
 // amounts is what a reservation of n admitted under b holds: n[i] of
 // every limit b[i] with n[i] > 0, carved from the shard's slab; nil when
 // nothing.
@@ -350,6 +402,12 @@ func (s *shard) amounts(b limiter.Budget, n []int64) []limiter.Amount {
 	default:
 		a = make([]limiter.Amount, 0, k)
 	}
+	return appendAmounts(a, b, n)
+}
+
+// appendAmounts appends to a what a reservation of n admitted under b
+// holds: n[i] of every limit b[i] with n[i] > 0.
+func appendAmounts(a []limiter.Amount, b limiter.Budget, n []int64) []limiter.Amount {
 	for i, v := range n {
 		if v > 0 {
 			a = append(a, limiter.Amount{Name: b[i].Name, N: v})
@@ -469,19 +527,21 @@ func (s *shard) forgetIfIdle(e *Entry, now time.Time) {
 	}
 }
 
-// tick counts a call and, every sweepEvery calls, looks at the next
-// sweepBatch keys, forgetting the idle ones.
+// tick counts a call and, every sweepEvery calls, looks at the next keys
+// until they hold sweepBatch limits, forgetting the idle ones.
 func (s *shard) tick(now time.Time) {
 	s.ops++
 	if s.ops < sweepEvery {
 		return
 	}
 	s.ops = 0
-	for n := 0; n < sweepBatch && len(s.order) > 0; n++ {
+	for n := 0; n < sweepBatch && len(s.order) > 0; {
 		if s.cursor >= len(s.order) {
 			s.cursor = 0
 		}
-		if e := s.order[s.cursor]; e.Idle(now) {
+		e := s.order[s.cursor]
+		n += e.Limits()
+		if e.Idle(now) {
 			// The last entry moves into cursor: look at it next.
 			s.remove(e)
 			continue
