@@ -86,12 +86,12 @@ type processor struct {
 		amounts         [roomLimits]limiter.Amount
 		answer          limiter.Decisions // passed by pointer: kept here, not on the heap per call
 	}
-	price     cost.Price   // the model's price, for cost limits
-	priced    bool         // price is looked up
-	req       *llm.Request // the request body, read; nil when it was not JSON
-	estimate  int64        // prompt tokens estimated from the request body
-	prompted  bool         // estimate is computed (else it is 0 so far)
-	body      []byte
+	price    cost.Price   // the model's price, for cost limits
+	priced   bool         // price is looked up
+	req      *llm.Request // the request body, read; nil when it was not JSON
+	estimate int64        // prompt tokens estimated from the request body
+	prompted bool         // estimate is computed (else it is 0 so far)
+	body     []byte
 
 	// The response.
 	responded bool   // a response phase was seen: the request was answered
