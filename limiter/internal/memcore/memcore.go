@@ -189,9 +189,9 @@ func (c *Core) reserveMany(key string, b limiter.Budget, n []int64, now time.Tim
 	}
 	out := s.room(d.Limits, len(b), into)
 	var refused int
-	if e := s.entries[key]; e != nil {
+	e := s.entries[key]
+	if e != nil {
 		refused = e.ReserveMany(b, n, now, out)
-		s.forgetIfIdle(e, now)
 	} else {
 		var fresh counter.Counter
 		refused = fresh.ReserveMany(b, n, now, out)
@@ -208,6 +208,10 @@ func (c *Core) reserveMany(key string, b limiter.Budget, n []int64, now time.Tim
 		} else {
 			held = s.amounts(b, n)
 		}
+	}
+	if e != nil && held == nil {
+		// A key that now holds something is not empty.
+		s.forgetIfIdle(e, now)
 	}
 	*d = limiter.Decisions{Allowed: refused < 0, Refused: refused, Limits: out, Hold: limiter.Holds{Amounts: held}}
 	s.tick(now)
@@ -248,10 +252,12 @@ func (c *Core) settleMany(key string, b limiter.Budget, h limiter.Holds, used []
 	var refused int
 	if e != nil {
 		refused = e.SettleMany(b, h.Amounts, used, now, out)
-		if charged && s.tracker != nil {
+		switch {
+		case !charged:
+			s.forgetIfIdle(e, now) // a key just charged is not empty
+		case s.tracker != nil:
 			s.tracker.Charged(s.index, e)
 		}
-		s.forgetIfIdle(e, now)
 	} else {
 		var fresh counter.Counter
 		refused = fresh.StatusMany(b, now, out)
