@@ -67,11 +67,7 @@ type shard struct {
 	// nextValid the one to replace next.
 	validated [validBudgets]limiter.Budget
 	nextValid int
-	// decisionSlab and amountSlab are what is left of the slabs Budget
-	// calls' answers are carved from.
-	decisionSlab []limiter.LimitDecision
-	amountSlab   []limiter.Amount
-	_            [64]byte // keeps the next shard's mutex off this cache line
+	_         [64]byte // keeps the next shard's mutex off this cache line
 }
 
 // Entry is a key's counter and the bookkeeping that lets it be found and
@@ -164,22 +160,17 @@ func (c *Core) Status(key string, lim limiter.Limits, now time.Time) limiter.Dec
 	return d
 }
 
-// ReserveMany implements limiter.Multi. Like Reserve, a key that is not
-// known and that the call leaves idle is not stored.
+// ReserveMany implements limiter.Multi: ReserveManyInto an answer of its
+// own. Like Reserve, a key that is not known and that the call leaves
+// idle is not stored.
 func (c *Core) ReserveMany(key string, b limiter.Budget, n []int64, now time.Time) (limiter.Decisions, error) {
 	var d limiter.Decisions
-	err := c.reserveMany(key, b, n, now, &d, false)
+	err := c.ReserveManyInto(key, b, n, now, &d)
 	return d, err
 }
 
 // ReserveManyInto implements limiter.MultiInto.
 func (c *Core) ReserveManyInto(key string, b limiter.Budget, n []int64, now time.Time, d *limiter.Decisions) error {
-	return c.reserveMany(key, b, n, now, d, true)
-}
-
-// reserveMany is ReserveMany answering into d: into the room of d's
-// slices when into is set, else into slices carved from the shard's slabs.
-func (c *Core) reserveMany(key string, b limiter.Budget, n []int64, now time.Time, d *limiter.Decisions, into bool) error {
 	s := c.shard(key)
 	s.mu.Lock()
 	if err := s.check(b, n); err != nil {
@@ -187,7 +178,7 @@ func (c *Core) reserveMany(key string, b limiter.Budget, n []int64, now time.Tim
 		*d = limiter.Decisions{Refused: -1}
 		return err
 	}
-	out := s.room(d.Limits, len(b), into)
+	out := room(d.Limits, len(b))
 	var refused int
 	e := s.entries[key]
 	if e != nil {
@@ -201,17 +192,13 @@ func (c *Core) reserveMany(key string, b limiter.Budget, n []int64, now time.Tim
 	}
 	var held []limiter.Amount
 	if refused < 0 {
-		if into {
-			if held = appendAmounts(d.Hold.Amounts[:0], b, n); len(held) == 0 {
-				held = nil // as amounts answers: a Holds of nothing is the zero one
-			}
-		} else {
-			held = s.amounts(b, n)
-		}
+		held = appendAmounts(d.Hold.Amounts[:0], b, n)
 	}
-	if e != nil && held == nil {
-		// A key that now holds something is not empty.
-		s.forgetIfIdle(e, now)
+	if len(held) == 0 {
+		held = nil // a Holds of nothing is the zero one
+		if e != nil {
+			s.forgetIfIdle(e, now) // a key that holds something is not empty
+		}
 	}
 	*d = limiter.Decisions{Allowed: refused < 0, Refused: refused, Limits: out, Hold: limiter.Holds{Amounts: held}}
 	s.tick(now)
@@ -219,20 +206,16 @@ func (c *Core) reserveMany(key string, b limiter.Budget, n []int64, now time.Tim
 	return nil
 }
 
-// SettleMany implements limiter.Multi.
+// SettleMany implements limiter.Multi: SettleManyInto an answer of its
+// own.
 func (c *Core) SettleMany(key string, b limiter.Budget, h limiter.Holds, used []int64, now time.Time) (limiter.Decisions, error) {
 	var d limiter.Decisions
-	err := c.settleMany(key, b, h, used, now, &d, false)
+	err := c.SettleManyInto(key, b, h, used, now, &d)
 	return d, err
 }
 
 // SettleManyInto implements limiter.MultiInto.
 func (c *Core) SettleManyInto(key string, b limiter.Budget, h limiter.Holds, used []int64, now time.Time, d *limiter.Decisions) error {
-	return c.settleMany(key, b, h, used, now, d, true)
-}
-
-// settleMany is SettleMany answering into d, as reserveMany does.
-func (c *Core) settleMany(key string, b limiter.Budget, h limiter.Holds, used []int64, now time.Time, d *limiter.Decisions, into bool) error {
 	charged := false
 	for _, u := range used {
 		charged = charged || u > 0
@@ -244,7 +227,7 @@ func (c *Core) settleMany(key string, b limiter.Budget, h limiter.Holds, used []
 		*d = limiter.Decisions{Refused: -1}
 		return err
 	}
-	out := s.room(d.Limits, len(b), into)
+	out := room(d.Limits, len(b))
 	e := s.entries[key]
 	if e == nil && charged {
 		e = s.add(key, &counter.Counter{})
@@ -277,7 +260,7 @@ func (c *Core) StatusMany(key string, b limiter.Budget, now time.Time) (limiter.
 		s.mu.Unlock()
 		return limiter.Decisions{Refused: -1}, err
 	}
-	out := s.decisions(len(b))
+	out := room(nil, len(b))
 	var refused int
 	if e := s.entries[key]; e != nil {
 		refused = e.StatusMany(b, now, out)
@@ -344,71 +327,14 @@ func sameBudget(a, b limiter.Budget) bool {
 	return true
 }
 
-// Slab sizes. A Budget call's answer (its decisions, and a reservation's
-// amounts) is the caller's to keep, so it cannot be reused; it is carved
-// instead from a slab the shard allocates every so many calls, which
-// takes the allocator off the path of most calls whatever the number of
-// limits. A slab lives while any answer carved from it does: a Holds kept
-// for a long request pins 192 bytes, a Decisions kept 1.25 KiB.
-const (
-	decisionSlab = 32 // LimitDecisions: 1280 bytes, no pointers
-	amountSlab   = 8  // Amounts: 192 bytes
-)
-
-// decisions returns room for k decisions, carved from the shard's slab.
-func (s *shard) decisions(k int) []limiter.LimitDecision {
-	if k == 0 {
-		return []limiter.LimitDecision{} // not nil, as make's: no allocation
-	}
-	if k > len(s.decisionSlab) {
-		if k > limiter.MaxLimits {
-			return make([]limiter.LimitDecision, k)
-		}
-		s.decisionSlab = make([]limiter.LimitDecision, decisionSlab)
-	}
-	d := s.decisionSlab[:k:k]
-	s.decisionSlab = s.decisionSlab[k:]
-	return d
-}
-
-// room returns room for k decisions: have's when into is set (grown
-// when it has too little), else carved from the shard's slab.
-func (s *shard) room(have []limiter.LimitDecision, k int, into bool) []limiter.LimitDecision {
-	if !into {
-		return s.decisions(k)
-	}
-	if k > cap(have) {
+// room returns have's room for k decisions, or new room when it has too
+// little (a caller's answer may be kept: it is never the store's to
+// reuse).
+func room(have []limiter.LimitDecision, k int) []limiter.LimitDecision {
+	if have == nil || k > cap(have) {
 		return make([]limiter.LimitDecision, k)
 	}
 	return have[:k]
-}
-
-// amounts is what a reservation of n admitted under b holds: n[i] of
-// every limit b[i] with n[i] > 0, carved from the shard's slab; nil when
-// nothing.
-func (s *shard) amounts(b limiter.Budget, n []int64) []limiter.Amount {
-	k := 0
-	for _, v := range n {
-		if v > 0 {
-			k++
-		}
-	}
-	if k == 0 {
-		return nil
-	}
-	var a []limiter.Amount
-	switch {
-	case k <= len(s.amountSlab):
-		a = s.amountSlab[:0:k]
-		s.amountSlab = s.amountSlab[k:]
-	case k <= amountSlab:
-		s.amountSlab = make([]limiter.Amount, amountSlab)
-		a = s.amountSlab[:0:k]
-		s.amountSlab = s.amountSlab[k:]
-	default:
-		a = make([]limiter.Amount, 0, k)
-	}
-	return appendAmounts(a, b, n)
 }
 
 // appendAmounts appends to a what a reservation of n admitted under b
