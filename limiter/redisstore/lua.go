@@ -77,7 +77,7 @@ end
 // settleBatchScript share.
 const luaCharge = `
 -- charge_limit adds used to a limit's state at now (ms). A hash of
--- another shape than the limit (see decideScript's shape) is deleted, and
+-- another shape than the limit (see decideScript's comment) is deleted, and
 -- the charge made afresh. A window's charge to a bucket that already
 -- holds some is one command: the shape was read when the bucket started,
 -- and no bucket of a window of another span can bear its number while
@@ -181,29 +181,11 @@ local function limit(i)
     tonumber(ARGV[b + 5]), ARGV[b + 6] == '1'
 end
 
--- shape reads a hash: its fields, and the window span it was written for
--- (-1 for a period; nil when empty).
-local function shape(key, implicit)
-  local h = redis.call('HGETALL', key)
-  if #h == 0 then return h, nil end
-  local span = nil
-  for j = 1, #h, 2 do
-    local f = h[j]
-    if f == 'span' then
-      span = tonumber(h[j + 1])
-    elseif f == 'start' or f == 'used' then
-      return h, -1
-    end
-  end
-  if span == nil and implicit then span = 60000 end
-  return h, span or 0
-end
-
 -- window returns the sum of the live buckets of a window at now and the
 -- newest of them, dropping those that have left (one HDEL for them all),
--- and a function that lists them; a hash of another shape (see shape) is
--- deleted when mutate is set, and counts as empty either way. One pass
--- over the hash: a busy key has 60 buckets.
+-- and a function that lists them; a hash of another shape (a period's,
+-- or a window of another span) is deleted when mutate is set, and counts
+-- as empty either way. One pass over the hash: a busy key has 60 buckets.
 local function window(key, span, implicit, mutate)
   local h = redis.call('HGETALL', key)
   local none = function() return {} end
@@ -250,19 +232,13 @@ local function window(key, span, implicit, mutate)
   return sum, newest, list
 end
 
--- quota returns what limit i's period counts at now.
-local function quota(key, kind, mutate)
-  local h, was = shape(key, false)
-  if was ~= nil and was ~= -1 then
-    if mutate then redis.call('DEL', key) end
-    return 0
-  end
-  local start, used = nil, 0
-  for j = 1, #h, 2 do
-    if h[j] == 'start' then start = tonumber(h[j + 1]) elseif h[j] == 'used' then used = tonumber(h[j + 1]) end
-  end
-  if start ~= period(kind, sec) then used = 0 end
-  return used
+-- quota returns what limit i's period counts at now: nothing from a
+-- hash without a start (empty, or of another shape, which the next
+-- charge deletes: charge_limit reads a period's shape at every charge).
+local function quota(key, kind)
+  local f = redis.call('HMGET', key, 'start', 'used')
+  if f[1] == false or tonumber(f[1]) ~= period(kind, sec) then return 0 end
+  return tonumber(f[2]) or 0
 end
 
 -- held adds up, per limit name, what the holds still alive hold.
@@ -316,7 +292,7 @@ for i = 1, count do
   if kind == 0 then
     used, newest, list = window(key, span, implicit, mode == 'r')
   else
-    used = quota(key, kind, mode == 'r')
+    used = quota(key, kind)
   end
   local h = by[name] or 0
   local fits = used + h + need <= max
