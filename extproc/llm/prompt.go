@@ -14,6 +14,11 @@ import (
 // body is not an object, or a member the prompt needs is of the wrong
 // type.
 func promptOf(api API, body []byte) (msgs []tokenize.Message, texts []string, err error) {
+	if isNull(body) {
+		// The body is the request: null is none (lastMembers reads a
+		// null member as an object without members, as nested readers want).
+		return nil, nil, errNotObject
+	}
 	var f [numPromptFields][]byte
 	if err := lastMembers(body, promptFields[:], f[:]); err != nil {
 		return nil, nil, err
