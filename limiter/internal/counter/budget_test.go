@@ -228,3 +228,96 @@ func TestDecodeRecordErrors(t *testing.T) {
 		})
 	}
 }
+
+// TestShapedAgreesWithUnshaped plays random calls on several Budgets that
+// share names (reordered, a window's span changed, a window become a
+// quota, a limit dropped) on two counters: one as it runs, taking the
+// shaped path whenever a Budget comes back, and one made to forget its
+// shape before every call. Their answers, and what they hold, must not
+// differ.
+func TestShapedAgreesWithUnshaped(t *testing.T) {
+	r := rand.New(rand.NewPCG(5, 6))
+	a := limiter.Limit{Name: "a", Max: 300, Window: time.Minute}
+	bl := limiter.Limit{Name: "b", Max: 500, Window: 10 * time.Second}
+	q := limiter.Limit{Name: "q", Max: 2000, Period: limiter.Hourly}
+	budgets := []limiter.Budget{
+		{a, bl, q},
+		{q, a, bl}, // reordered
+		{a, {Name: "b", Max: 500, Window: time.Hour}, q},  // b's span changed
+		{a, {Name: "b", Max: 400, Period: limiter.Daily}}, // b now a quota; q dropped
+		{bl},
+		{a, bl, q}, // the first again, at another address
+		// The Limits calls' names, of other kinds than theirs.
+		{{Name: limiter.WindowLimitName, Max: 600, Period: limiter.Hourly}, {Name: limiter.QuotaLimitName, Max: 700, Window: 5 * time.Second}},
+	}
+	limits := []limiter.Limits{{TokensPerMinute: 250}, {TokensPerMinute: 250, Quota: 900, Period: limiter.Hourly}}
+	for round := range 40 {
+		var shaped, plain Counter
+		now := t0
+		type hold struct {
+			b   limiter.Budget
+			amt []limiter.Amount
+		}
+		var holds []hold
+		for step := range 400 {
+			now = now.Add(time.Duration(r.IntN(4000)) * ms)
+			b := budgets[r.IntN(len(budgets))]
+			plain.unshape()
+			out1, out2 := make([]limiter.LimitDecision, len(b)), make([]limiter.LimitDecision, len(b))
+			var got1, got2 int
+			switch op := r.IntN(7); {
+			case op < 3:
+				n := make([]int64, len(b))
+				for i := range n {
+					n[i] = int64(r.IntN(60)) - 3
+				}
+				got1, got2 = shaped.ReserveMany(b, n, now, out1), plain.ReserveMany(b, n, now, out2)
+				if got1 < 0 {
+					var amt []limiter.Amount
+					for i, v := range n {
+						if v > 0 {
+							amt = append(amt, limiter.Amount{Name: b[i].Name, N: v})
+						}
+					}
+					holds = append(holds, hold{b, amt})
+				}
+			case op < 6:
+				var h hold
+				if len(holds) > 0 && r.IntN(5) > 0 {
+					k := r.IntN(len(holds))
+					h = holds[k]
+					holds = append(holds[:k], holds[k+1:]...)
+					b = h.b
+					out1, out2 = make([]limiter.LimitDecision, len(b)), make([]limiter.LimitDecision, len(b))
+				}
+				used := make([]int64, len(b))
+				for i := range used {
+					used[i] = int64(r.IntN(50)) - 3
+				}
+				got1, got2 = shaped.SettleMany(b, h.amt, used, now, out1), plain.SettleMany(b, h.amt, used, now, out2)
+			default:
+				// The Limits calls reshape the states of their names,
+				// which the last Budget shares: the shape is forgotten.
+				lim := limits[r.IntN(len(limits))]
+				d1, d2 := shaped.Reserve(lim, 10, now), plain.Reserve(lim, 10, now)
+				if d1 != d2 {
+					t.Fatalf("round %d step %d: Reserve %+v, unshaped %+v", round, step, d1, d2)
+				}
+				if r.IntN(2) == 0 {
+					shaped.Settle(lim, d1.Hold.Tokens, 7, now)
+					plain.Settle(lim, d2.Hold.Tokens, 7, now)
+				}
+				continue
+			}
+			if got1 != got2 || !reflect.DeepEqual(out1, out2) {
+				t.Fatalf("round %d step %d on %v: refused %d %+v, unshaped refused %d %+v", round, step, b, got1, out1, got2, out2)
+			}
+			for _, b := range budgets {
+				s1, s2 := make([]limiter.LimitDecision, len(b)), make([]limiter.LimitDecision, len(b))
+				if shaped.StatusMany(b, now, s1) != plain.StatusMany(b, now, s2) || !reflect.DeepEqual(s1, s2) {
+					t.Fatalf("round %d step %d: status on %v: %+v, unshaped %+v", round, step, b, s1, s2)
+				}
+			}
+		}
+	}
+}

@@ -15,6 +15,10 @@ import (
 // as the Budget calls on Limits.Budget().
 type Counter struct {
 	states []state
+	// shape and shapeLen are the Budget the states are shaped to (see
+	// shaped).
+	shape    *limiter.Limit
+	shapeLen uint8
 }
 
 // state is the count of one name: a window or a quota, never both. A
@@ -32,45 +36,38 @@ type state struct {
 // when the request is admitted. b and n are the caller's to check.
 func (c *Counter) ReserveMany(b limiter.Budget, n []int64, now time.Time, out []limiter.LimitDecision) int {
 	m := momentOf(now)
+	if !c.shaped(b) {
+		c.shapeTo(b, m)
+	}
+	states, n, out := c.states[:len(b)], n[:len(b)], out[:len(b)]
 	refused := -1
 	for i := range b {
-		l := &b[i]
-		st := c.at(i, l.Name)
+		l, st := &b[i], &states[i]
 		need := max(n[i], 0)
-		if l.Window > 0 {
-			w := st.window(l.Window)
-			k, t := w.clampAt(m.at)
-			w.advance(k)
-			if !w.fits(l.Max, max(need, 1)) {
-				refused = i
-				break
-			}
-			w.reserved += need
-			w.decideInto(&out[i], l.Max, need, k, t, w.sum, true)
-			continue
+		var ok bool
+		if w := st.win; w != nil {
+			ok = w.reserveInto(&out[i], l.Max, need, m.at)
+		} else {
+			ok = st.quota.reserveInto(&out[i], l.Max, need, l.Period, m)
 		}
-		q := st.quotaAt(l.Period, m)
-		if !q.fits(l.Max, max(need, 1)) {
+		if !ok {
 			refused = i
 			break
 		}
-		q.reserved += need
-		q.decideInto(&out[i], l.Max, m, true)
 	}
 	if refused >= 0 {
 		// Nothing held: undo the holds made before the refusal, then say
 		// of each limit whether it alone would admit the request.
 		for i := range refused {
-			c.release(i, b[i].Name, n[i])
+			states[i].release(n[i])
 		}
 		for i := range b {
-			if i > refused {
-				c.normalize(&b[i], m) // as the limits before it were
-			}
-			c.peek(c.find(i, b[i].Name), &b[i], max(n[i], 0), m, &out[i])
+			c.peek(&states[i], &b[i], max(n[i], 0), m, &out[i])
 		}
 	}
-	c.prune(b, now)
+	if len(c.states) > len(b) {
+		c.prune(b, now) // which keeps b's states where they are
+	}
 	return refused
 }
 
@@ -81,29 +78,44 @@ func (c *Counter) ReserveMany(b limiter.Budget, n []int64, now time.Time, out []
 // count once.
 func (c *Counter) SettleMany(b limiter.Budget, held []limiter.Amount, used []int64, now time.Time, out []limiter.LimitDecision) int {
 	m := momentOf(now)
-	for j, a := range held {
-		// A Holds made under b lists its amounts in b's order.
-		c.release(j, a.Name, a.N)
+	states := c.states
+	for j := range held {
+		// A Holds made under b lists its amounts in b's order: under a
+		// shaped counter, the states' order.
+		a := &held[j]
+		if j < len(states) && sameName(states[j].name, a.Name) {
+			states[j].release(a.N)
+		} else {
+			c.release(j, a.Name, a.N)
+		}
 	}
+	shaped := c.shaped(b)
+	if !shaped {
+		c.unshape()
+	}
+	used, out = used[:len(b)], out[:len(b)]
 	refused := -1
 	for i := range b {
 		l := &b[i]
 		// Limits of other names are not touched by what follows, nor by
-		// prune: each answer is the answer after the whole settle.
+		// prune: each answer is the answer after the whole settle. A
+		// limit charged nothing is not reshaped either.
 		var ok bool
 		switch u := used[i]; {
 		case u > 0 && l.Window > 0:
-			w := c.at(i, l.Name).window(l.Window)
-			k, t := w.clampAt(m.at)
-			w.advance(k)
-			w.add(k, u)
-			ok = w.fits(l.Max, 1)
-			w.decideInto(&out[i], l.Max, 0, k, t, w.sum, ok)
+			st := c.stateOf(shaped, i, l.Name)
+			w := st.win
+			if !shaped {
+				w = st.window(l.Window)
+			}
+			ok = w.chargeInto(&out[i], l.Max, u, m.at)
 		case u > 0:
-			q := c.at(i, l.Name).quotaAt(l.Period, m)
-			q.settle(0, u)
-			ok = q.fits(l.Max, 1)
-			q.decideInto(&out[i], l.Max, m, ok)
+			st := c.stateOf(shaped, i, l.Name)
+			q := st.quota
+			if !shaped {
+				q = st.quotaAt(l.Period, m)
+			}
+			ok = q.chargeInto(&out[i], l.Max, u, l.Period, m)
 		default:
 			ok = c.peek(c.find(i, l.Name), l, 0, m, &out[i])
 		}
@@ -111,7 +123,9 @@ func (c *Counter) SettleMany(b limiter.Budget, held []limiter.Amount, used []int
 			refused = i
 		}
 	}
-	c.prune(b, now)
+	if len(c.states) > len(b) {
+		c.prune(b, now)
+	}
 	return refused
 }
 
@@ -133,6 +147,7 @@ func (c *Counter) StatusMany(b limiter.Budget, now time.Time, out []limiter.Limi
 // together). The Hold it answers has no ID: the store holding the counter
 // finds it again by key.
 func (c *Counter) Reserve(lim limiter.Limits, n int64, now time.Time) limiter.Decision {
+	c.unshape()
 	n = max(n, 0)
 	need := max(n, 1)
 	wmax, qmax := legacyMax(lim)
@@ -173,6 +188,7 @@ func (c *Counter) Reserve(lim limiter.Limits, n int64, now time.Time) limiter.De
 // and, when lim has one, the quota: SettleMany on lim.Budget(), a Hold
 // holding its tokens in both.
 func (c *Counter) Settle(lim limiter.Limits, reserved, used int64, now time.Time) {
+	c.unshape()
 	c.release(0, limiter.WindowLimitName, reserved)
 	c.release(0, limiter.QuotaLimitName, reserved)
 	if used <= 0 {
@@ -292,6 +308,7 @@ func (c *Counter) Used(now time.Time) int64 {
 // SetWindow replaces the tokens_per_minute window, with one restored from
 // a file written before Budgets.
 func (c *Counter) SetWindow(w Window) {
+	c.unshape()
 	st := c.add(limiter.WindowLimitName)
 	st.win, st.quota = &w, nil
 }
@@ -299,6 +316,7 @@ func (c *Counter) SetWindow(w Window) {
 // SetQuota replaces the token_quota quota, with one restored from a file
 // written before Budgets.
 func (c *Counter) SetQuota(q Quota) {
+	c.unshape()
 	st := c.add(limiter.QuotaLimitName)
 	st.win, st.quota = nil, &q
 }
@@ -338,6 +356,54 @@ func (c *Counter) at(i int, name string) *state {
 		return &c.states[i]
 	}
 	return c.add(name)
+}
+
+// shaped reports whether the counter's first states are b's limits' in
+// b's order, each of its limit's kind and span: what the last ReserveMany
+// left behind when it was on b. Budgets are known by their address and
+// length, not compared: a caller changes a Budget by passing another
+// slice, never by writing into one it passed (memcore passes its own
+// copies, which never change). A call on any other Budget, or through
+// the Limits calls, forgets the shape first: it may reshape states that
+// b shares.
+func (c *Counter) shaped(b limiter.Budget) bool {
+	return len(b) > 0 && c.shape == unsafe.SliceData(b) && int(c.shapeLen) == len(b)
+}
+
+// unshape forgets the shape, for a call that may reshape states.
+func (c *Counter) unshape() { c.shape, c.shapeLen = nil, 0 }
+
+// stateOf is the state of name, b[i]'s, in a call on b: states[i] when
+// the counter is shaped to b, at(i, name) when it is not.
+func (c *Counter) stateOf(shaped bool, i int, name string) *state {
+	if shaped {
+		return &c.states[i]
+	}
+	return c.at(i, name)
+}
+
+// shapeTo gives every limit of b its state, of its kind and span, at
+// its index in b (the states of other names follow), and takes b as the
+// counter's shape.
+func (c *Counter) shapeTo(b limiter.Budget, now moment) {
+	c.unshape()
+	for i := range b {
+		c.normalize(&b[i], now)
+	}
+	for i := range b {
+		if sameName(c.states[i].name, b[i].Name) {
+			continue
+		}
+		for j := i + 1; j < len(c.states); j++ {
+			if sameName(c.states[j].name, b[i].Name) {
+				c.states[i], c.states[j] = c.states[j], c.states[i]
+				break
+			}
+		}
+	}
+	if len(b) > 0 {
+		c.shape, c.shapeLen = unsafe.SliceData(b), uint8(len(b))
+	}
 }
 
 // window returns st's window of span, starting it afresh when st held
@@ -465,12 +531,16 @@ func (st *state) idle(now time.Time) bool {
 // release lets go of n held in the limit of name, no more than it holds;
 // the name is looked for at index i first (see at).
 func (c *Counter) release(i int, name string, n int64) {
-	st := c.find(i, name)
-	switch {
-	case st == nil:
-	case st.win != nil:
+	if st := c.find(i, name); st != nil {
+		st.release(n)
+	}
+}
+
+// release lets go of n held in st's window or quota.
+func (st *state) release(n int64) {
+	if st.win != nil {
 		st.win.release(n)
-	case st.quota != nil:
+	} else if st.quota != nil {
 		st.quota.release(n)
 	}
 }

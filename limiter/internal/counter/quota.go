@@ -24,8 +24,9 @@ type Quota struct {
 // the Redis store, which keeps no period, counts it. sec is now's Unix
 // second, which callers deciding on several limits work out once.
 func (q *Quota) rollAt(p limiter.Period, now time.Time, sec int64) {
-	// Still in the period counted, the calendar is not asked.
-	if q.period != p || q.end == 0 || sec < q.start || sec >= q.end {
+	// Still in the period counted, the calendar is not asked. (An end
+	// not worked out yet, 0, is behind any start a roll would keep.)
+	if q.period != p || sec < q.start || sec >= q.end {
 		q.rollSlow(p, now)
 	}
 }
@@ -72,16 +73,38 @@ func (q *Quota) decide(limit int64, now time.Time, allowed bool) limiter.LimitDe
 // decideInto is decide writing into d, as Window.decideInto.
 func (q *Quota) decideInto(d *limiter.LimitDecision, limit int64, now moment, allowed bool) {
 	used := satAdd(q.used, q.reserved)
-	*d = limiter.LimitDecision{Max: limit, Used: used}
-	if used < limit {
-		d.Remaining = limit - used
+	end := q.end
+	if end == 0 {
+		end = q.endOf()
 	}
-	if end := q.endOf(); now.sec < end {
-		d.Reset = time.Duration(end-now.sec)*time.Second - time.Duration(now.nsec)
+	var reset time.Duration
+	if now.sec < end {
+		reset = time.Duration(end-now.sec)*time.Second - time.Duration(now.nsec)
 	}
+	*d = limiter.LimitDecision{Max: limit, Used: used, Remaining: max(limit-used, 0), Reset: reset}
 	if !allowed {
-		d.RetryAfter = d.Reset
+		d.RetryAfter = reset
 	}
+}
+
+// reserveInto is Window.reserveInto for the quota of period p.
+func (q *Quota) reserveInto(d *limiter.LimitDecision, limit, need int64, p limiter.Period, now moment) bool {
+	q.rollAt(p, now.t, now.sec)
+	if !q.fits(limit, max(need, 1)) {
+		return false
+	}
+	q.reserved += need
+	q.decideInto(d, limit, now, true)
+	return true
+}
+
+// chargeInto is Window.chargeInto for the quota of period p.
+func (q *Quota) chargeInto(d *limiter.LimitDecision, limit, used int64, p limiter.Period, now moment) bool {
+	q.rollAt(p, now.t, now.sec)
+	q.settle(0, used)
+	ok := q.fits(limit, 1)
+	q.decideInto(d, limit, now, ok)
+	return ok
 }
 
 func (q *Quota) release(reserved int64) {

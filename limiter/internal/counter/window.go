@@ -136,6 +136,19 @@ func (w *Window) clamp(now time.Time) (int64, instant) {
 
 // clampAt is clamp for a time already converted.
 func (w *Window) clampAt(at instant) (int64, instant) {
+	if w.inHead(at) {
+		return w.head, at
+	}
+	return w.clampSlow(at)
+}
+
+// inHead reports, for a minute window, whether at falls in its head: the
+// common case, told without a division.
+func (w *Window) inHead(at instant) bool {
+	return w.span == 0 && uint64(at.ms-w.head*1000) < 1000
+}
+
+func (w *Window) clampSlow(at instant) (int64, instant) {
 	if w.span != 0 && at.ms >= w.start(w.head) && at.ms < w.start(w.head+1) {
 		// Still in head: bounds divide by Buckets, a constant, where
 		// bucket divides by the span.
@@ -149,9 +162,12 @@ func (w *Window) clampAt(at instant) (int64, instant) {
 
 // advance moves head to bucket i, zeroing the buckets that left.
 func (w *Window) advance(i int64) {
-	if i <= w.head {
-		return
+	if i > w.head {
+		w.advanceTo(i)
 	}
+}
+
+func (w *Window) advanceTo(i int64) {
 	if i-w.head >= Buckets {
 		w.buckets = [Buckets]int64{}
 		w.sum = 0
@@ -194,6 +210,42 @@ func (w *Window) charged(i int64) int64 {
 // without the overflow that used+need <= limit could hit.
 func fits(used, need, limit int64) bool {
 	return used <= limit && need <= limit-used
+}
+
+// reserveInto holds need units at now when they fit in limit beside those
+// charged and held, and then draws the decision into d; it reports whether
+// they fit (when not, nothing is held and d is left alone). It is
+// ReserveMany's arithmetic for a window, in one call.
+func (w *Window) reserveInto(d *limiter.LimitDecision, limit, need int64, now instant) bool {
+	k, t := w.head, now
+	if !w.inHead(now) {
+		k, t = w.clampSlow(now)
+		w.advance(k)
+	}
+	if !w.fits(limit, max(need, 1)) {
+		return false
+	}
+	w.reserved += need
+	w.draw(d, limit, w.sum, t)
+	return true
+}
+
+// chargeInto charges used units at now and draws into d the decision of
+// a request of nothing right after; it reports whether one would be
+// admitted. It is SettleMany's arithmetic for a window, in one call.
+func (w *Window) chargeInto(d *limiter.LimitDecision, limit, used int64, now instant) bool {
+	k, t := w.head, now
+	if !w.inHead(now) {
+		k, t = w.clampSlow(now)
+		w.advance(k)
+	}
+	w.add(k, used)
+	ok := w.fits(limit, 1)
+	w.draw(d, limit, w.sum, t)
+	if !ok {
+		d.RetryAfter = w.retryAfter(limit, 0, k, t, w.sum)
+	}
+	return ok
 }
 
 // reserve admits n units when used+reserved+max(n,1) <= limit and holds
@@ -315,37 +367,43 @@ func (w *Window) decide(limit, n, i int64, now instant, charged int64, allowed b
 // straight into the caller's slice, as returning each by value through
 // every caller cost more than drawing it.
 func (w *Window) decideInto(d *limiter.LimitDecision, limit, n, i int64, now instant, charged int64, allowed bool) {
-	used := satAdd(charged, w.reserved)
-	*d = limiter.LimitDecision{Max: limit, Used: used}
-	if used < limit {
-		d.Remaining = limit - used
+	w.draw(d, limit, charged, now)
+	if !allowed {
+		d.RetryAfter = w.retryAfter(limit, n, i, now, charged)
 	}
+}
+
+// draw is decideInto for a request the limit admits.
+func (w *Window) draw(d *limiter.LimitDecision, limit int64, charged int64, now instant) {
+	used := satAdd(charged, w.reserved)
+	var reset time.Duration
 	if charged > 0 {
 		// Units are charged only to the head, which never goes back:
 		// the newest bucket charged is the newest that holds any, and
-		// still in the window, or nothing would be charged at i.
-		d.Reset = w.leaves(w.newest(), now)
+		// still in the window, or nothing would be charged now.
+		reset = w.leaves(w.newest(), now)
 	}
-	if allowed {
-		return
-	}
-	oldest := i - Buckets + 1
+	*d = limiter.LimitDecision{Max: limit, Used: used, Remaining: max(limit-used, 0), Reset: reset}
+}
+
+// retryAfter is the time until n units fit in limit, for a request at
+// bucket i that they do not fit now.
+func (w *Window) retryAfter(limit, n, i int64, now instant, charged int64) time.Duration {
 	need := max(n, 1)
 	if !fits(w.reserved, need, limit) {
 		// In-flight units alone block it: no expiry can help, and when
 		// they settle is anyone's guess.
-		d.RetryAfter = w.Span()
-		return
+		return w.Span()
 	}
 	// Units that must leave; written so that it cannot overflow.
 	excess := charged - (limit - w.reserved - need)
-	for b := oldest; b <= w.head; b++ {
+	for b := i - Buckets + 1; b <= w.head; b++ {
 		excess -= w.buckets[slot(b)]
 		if excess <= 0 {
-			d.RetryAfter = w.leaves(b, now)
-			break
+			return w.leaves(b, now)
 		}
 	}
+	return 0
 }
 
 // leaves is the time from now until the units of bucket b leave.

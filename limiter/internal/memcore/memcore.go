@@ -4,6 +4,7 @@ package memcore
 
 import (
 	"hash/maphash"
+	"slices"
 	"strings"
 	"sync"
 	"time"
@@ -173,7 +174,8 @@ func (c *Core) ReserveMany(key string, b limiter.Budget, n []int64, now time.Tim
 func (c *Core) ReserveManyInto(key string, b limiter.Budget, n []int64, now time.Time, d *limiter.Decisions) error {
 	s := c.shard(key)
 	s.mu.Lock()
-	if err := s.check(b, n); err != nil {
+	b, err := s.check(b, n)
+	if err != nil {
 		s.mu.Unlock()
 		*d = limiter.Decisions{Refused: -1}
 		return err
@@ -222,7 +224,8 @@ func (c *Core) SettleManyInto(key string, b limiter.Budget, h limiter.Holds, use
 	}
 	s := c.shard(key)
 	s.mu.Lock()
-	if err := s.check(b, used); err != nil {
+	b, err := s.check(b, used)
+	if err != nil {
 		s.mu.Unlock()
 		*d = limiter.Decisions{Refused: -1}
 		return err
@@ -256,7 +259,8 @@ func (c *Core) SettleManyInto(key string, b limiter.Budget, h limiter.Holds, use
 func (c *Core) StatusMany(key string, b limiter.Budget, now time.Time) (limiter.Decisions, error) {
 	s := c.shard(key)
 	s.mu.Lock()
-	if err := s.valid(b); err != nil {
+	b, err := s.valid(b)
+	if err != nil {
 		s.mu.Unlock()
 		return limiter.Decisions{Refused: -1}, err
 	}
@@ -273,15 +277,19 @@ func (c *Core) StatusMany(key string, b limiter.Budget, now time.Time) (limiter.
 	return limiter.Decisions{Allowed: refused < 0, Refused: refused, Limits: out}, nil
 }
 
-// check is what every Budget call checks before deciding.
-func (s *shard) check(b limiter.Budget, amounts []int64) error {
-	if err := s.valid(b); err != nil {
-		return err
+// check is what every Budget call checks before deciding. It returns
+// the shard's copy of b, which the call passes on to the counter: a copy
+// never written, so that a counter may know its Budget by address (see
+// counter.Counter.ReserveMany) whatever the caller does with b.
+func (s *shard) check(b limiter.Budget, amounts []int64) (limiter.Budget, error) {
+	v, err := s.valid(b)
+	if err != nil {
+		return nil, err
 	}
 	if len(amounts) != len(b) {
-		return b.Check(amounts)
+		return nil, b.Check(amounts)
 	}
-	return nil
+	return v, nil
 }
 
 // validBudgets is how many Budgets a shard remembers as valid: a key
@@ -289,33 +297,43 @@ func (s *shard) check(b limiter.Budget, amounts []int64) error {
 // of its keys.
 const validBudgets = 4
 
-// valid is b.Validate() for a shard's call. The Budgets that passed are
-// kept, copied (a caller may change its own), so that the same Budget
-// again costs a comparison of its limits rather than a walk over every
-// byte of every name.
-func (s *shard) valid(b limiter.Budget) error {
+// valid is b.Validate() for a shard's call, and returns the shard's copy
+// of b. The Budgets that passed are kept, copied (a caller may change its
+// own), so that the same Budget again costs a comparison of memory rather
+// than a walk over every byte of every name. A copy is never written:
+// one that makes way for another is dropped, not overwritten.
+func (s *shard) valid(b limiter.Budget) (limiter.Budget, error) {
 	for _, v := range s.validated {
 		if sameBudget(v, b) {
-			return nil
+			return v, nil
 		}
 	}
 	if err := b.Validate(); err != nil {
-		return err
+		return nil, err
 	}
-	k := s.nextValid
-	s.validated[k] = append(s.validated[k][:0], b...)
-	s.nextValid = (k + 1) % validBudgets
-	return nil
+	if len(b) == 0 {
+		return b, nil
+	}
+	v := slices.Clone(b)
+	s.validated[s.nextValid] = v
+	s.nextValid = (s.nextValid + 1) % validBudgets
+	return v, nil
 }
 
 func sameBudget(a, b limiter.Budget) bool {
 	if len(a) != len(b) || a == nil {
 		return false
 	}
+	// Call after call a key's Budget is the policy's own, whose limits'
+	// bytes (names' pointers included) equal those of the copy kept: one
+	// comparison of memory whatever the number of limits.
+	if rawBytes(a) == rawBytes(b) {
+		return true
+	}
 	for i := range a {
 		// Field by field, the name last and its bytes only when it is not
-		// the very string validated, as it is call after call: Limit's ==
-		// is a call, and so is comparing bytes.
+		// the very string validated: Limit's == is a call, and so is
+		// comparing bytes.
 		x, y := &a[i], &b[i]
 		if x.Max != y.Max || x.Window != y.Window || x.Period != y.Period || len(x.Name) != len(y.Name) {
 			return false
@@ -325,6 +343,13 @@ func sameBudget(a, b limiter.Budget) bool {
 		}
 	}
 	return true
+}
+
+// rawBytes is b's memory. Equal bytes are equal limits; unequal ones may
+// still be (padding, or names equal but not shared), which sameBudget
+// then looks at field by field.
+func rawBytes(b limiter.Budget) string {
+	return unsafe.String((*byte)(unsafe.Pointer(unsafe.SliceData(b))), len(b)*int(unsafe.Sizeof(limiter.Limit{})))
 }
 
 // room returns have's room for k decisions, or new room when it has too
@@ -467,7 +492,9 @@ func (s *shard) tick(now time.Time) {
 		return
 	}
 	s.ops = 0
-	for n := 0; n < sweepBatch && len(s.order) > 0; {
+	// A shard whose keys hold fewer than sweepBatch limits in all is
+	// gone through once, not several times over in one step.
+	for n, looked := 0, 0; n < sweepBatch && looked < len(s.order); looked++ {
 		if s.cursor >= len(s.order) {
 			s.cursor = 0
 		}
