@@ -20,6 +20,13 @@ run limiter  go test -run '^$' -bench 'Window|MemoryReserve|StoreReserveSettle|D
 run perkey   go test -run '^$' -bench MemoryPerKey -benchtime 1x ./limiter/...
 run tokenize go test -run '^$' -bench 'Count|Load' ./extproc/tokenize/bpe/
 run parsers  go test -run '^$' -bench 'ParseUsage|Chunk|Prompt' ./extproc/llm/
+budgets=()
+for k in 1 4; do for v in serial parallel; do budgets+=("BenchmarkMemoryBudget/limits=$k/$v"); done; done
+if command -v valgrind >/dev/null; then
+  run instructions scripts/instructions.sh ./limiter/memstore/ "${budgets[@]}"
+else
+  echo "(valgrind is not installed here: no instruction counts)" > "$tmp/instructions.txt"
+fi
 # 20 s per server and mode in 8 alternating rounds: on a shared VM the
 # machine's speed drifts within seconds, and shorter rounds spread the drift
 # evenly over both servers.
@@ -68,6 +75,15 @@ the budget for the response headers.
 
 \`\`\`
 $(cat "$tmp/limiter.txt")
+\`\`\`
+
+Issue 16's limiter benchmark (\`BenchmarkMemoryBudget\`, a request's
+ReserveMany and SettleMany on a Budget of one limit and of four) counted
+in instructions by valgrind, one goroutine (\`parallel\` is then one key):
+unlike the timings above, a busy VM does not move them.
+
+\`\`\`
+$(cat "$tmp/instructions.txt")
 \`\`\`
 
 ## Memory per active key (SPEC §9 row 7: ≤ 1 KiB)
