@@ -33,7 +33,9 @@ type state struct {
 // ReserveMany is limiter.Multi's ReserveMany for one key, into out (one
 // per limit of b): n[i] of every limit b[i] when each fits, held in all,
 // or nothing. It returns the index of the first limit that refuses, -1
-// when the request is admitted. b and n are the caller's to check.
+// when the request is admitted. b and n are the caller's to check, and
+// a Budget passed is never written afterwards: the counter knows the
+// Budget it is shaped to by its address (see shaped).
 func (c *Counter) ReserveMany(b limiter.Budget, n []int64, now time.Time, out []limiter.LimitDecision) int {
 	m := momentOf(now)
 	if !c.shaped(b) {
