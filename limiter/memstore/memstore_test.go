@@ -152,3 +152,38 @@ func bytesPerKey(t *testing.T, what string, add func(m *Store, key string)) int6
 	t.Logf("%s: %d bytes per key", what, perKey)
 	return perKey
 }
+
+// TestManyBudgetsAllocateNothing: a key whose calls come with more
+// Budgets than one (several policies' or tiers' on one shard, changing
+// call after call) still allocates nothing once each has been seen: a
+// shard remembers every Budget its callers pass, and a counter reshaped
+// from one to another reuses its states.
+func TestManyBudgetsAllocateNothing(t *testing.T) {
+	m := New()
+	ctx := context.Background()
+	var budgets []limiter.Budget
+	for i := range 12 {
+		budgets = append(budgets, limiter.Budget{
+			{Name: "requests", Max: int64(1000 + i), Window: time.Minute},
+			{Name: "tokens", Max: int64(1 << 40), Window: time.Minute},
+			{Name: "cost", Max: int64(1 << 40), Period: limiter.Daily},
+		})
+	}
+	n, used := []int64{1, 100, 5}, []int64{1, 90, 4}
+	var room [2]limiter.Decisions
+	round := func(now time.Time) {
+		for _, b := range budgets {
+			if err := m.ReserveManyInto(ctx, "key", b, n, now, &room[0]); err != nil {
+				t.Fatal(err)
+			}
+			if err := m.SettleManyInto(ctx, "key", b, room[0].Hold, used, now, &room[1]); err != nil {
+				t.Fatal(err)
+			}
+		}
+	}
+	round(t0)
+	i := 0
+	if a := testing.AllocsPerRun(20, func() { i++; round(at(time.Duration(i) * time.Millisecond)) }); a != 0 {
+		t.Errorf("%v allocations a round of %d Budgets, want 0", a, len(budgets))
+	}
+}

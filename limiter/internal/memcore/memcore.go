@@ -64,10 +64,12 @@ type shard struct {
 	ops     int      // calls since the last sweep step
 	index   int      // of the shard in Core.shards, for the Tracker
 	tracker Tracker  // nil when nobody writes the core behind
-	// validated are the last Budgets that passed Validate (see valid),
-	// nextValid the one to replace next.
-	validated [validBudgets]limiter.Budget
-	nextValid int
+	// validated are the shard's copies of the Budgets that passed
+	// Validate, by the caller's slice (see valid); last and lastCopy the
+	// one found last, looked at before the map.
+	validated map[budgetKey]limiter.Budget
+	last      budgetKey
+	lastCopy  limiter.Budget
 	_         [64]byte // keeps the next shard's mutex off this cache line
 }
 
@@ -88,6 +90,7 @@ func New(t Tracker) *Core {
 	c := &Core{seed: maphash.MakeSeed()}
 	for i := range c.shards {
 		c.shards[i].entries = make(map[string]*Entry)
+		c.shards[i].validated = make(map[budgetKey]limiter.Budget)
 		c.shards[i].index = i
 		c.shards[i].tracker = t
 	}
@@ -292,31 +295,44 @@ func (s *shard) check(b limiter.Budget, amounts []int64) (limiter.Budget, error)
 	return v, nil
 }
 
-// validBudgets is how many Budgets a shard remembers as valid: a key
-// sees its policy's Budget call after call, and a shard the few policies
-// of its keys.
-const validBudgets = 4
+// maxValidated bounds how many Budgets a shard remembers as valid. A
+// caller passes each of its policies' Budgets (tiers and per-key
+// overrides included) call after call, so a shard remembers them all;
+// one that makes a Budget a call would otherwise fill the map.
+const maxValidated = 1024
+
+// budgetKey is a caller's Budget as a slice: where it starts, how long.
+type budgetKey struct {
+	first *limiter.Limit
+	n     int
+}
 
 // valid is b.Validate() for a shard's call, and returns the shard's copy
-// of b. The Budgets that passed are kept, copied (a caller may change its
-// own), so that the same Budget again costs a comparison of memory rather
-// than a walk over every byte of every name. A copy is never written:
-// one that makes way for another is dropped, not overwritten.
+// of b. Copies are kept by the caller's slice, so that the same Budget
+// again costs a lookup and a comparison of memory (a caller may have
+// written into its own since) rather than a walk over every byte of
+// every name. A copy is never written: when a caller's Budget changes, or
+// the map is full, the shard makes another.
 func (s *shard) valid(b limiter.Budget) (limiter.Budget, error) {
-	for _, v := range s.validated {
-		if sameBudget(v, b) {
-			return v, nil
+	from := budgetKey{unsafe.SliceData(b), len(b)}
+	if from == s.last && sameBudget(s.lastCopy, b) {
+		return s.lastCopy, nil
+	}
+	v, ok := s.validated[from]
+	if !ok || !sameBudget(v, b) {
+		if err := b.Validate(); err != nil {
+			return nil, err
 		}
+		if len(b) == 0 {
+			return b, nil
+		}
+		if len(s.validated) >= maxValidated {
+			clear(s.validated)
+		}
+		v = slices.Clone(b)
+		s.validated[from] = v
 	}
-	if err := b.Validate(); err != nil {
-		return nil, err
-	}
-	if len(b) == 0 {
-		return b, nil
-	}
-	v := slices.Clone(b)
-	s.validated[s.nextValid] = v
-	s.nextValid = (s.nextValid + 1) % validBudgets
+	s.last, s.lastCopy = from, v
 	return v, nil
 }
 
