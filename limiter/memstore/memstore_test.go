@@ -187,3 +187,58 @@ func TestManyBudgetsAllocateNothing(t *testing.T) {
 		t.Errorf("%v allocations a round of %d Budgets, want 0", a, len(budgets))
 	}
 }
+
+// TestSweepPaceIgnoresLimitCount: the calls' sweep finds keys gone idle
+// among busy keys as soon whatever the busy keys' number of limits: a
+// busy key is told by its first limit, so it costs the sweep one look,
+// not one per limit.
+func TestSweepPaceIgnoresLimitCount(t *testing.T) {
+	ctx := context.Background()
+	// Busy all day (a daily quota charged), with one limit or with four.
+	busy := map[int]limiter.Budget{
+		1: {{Name: "q", Max: 1 << 40, Period: limiter.Daily}},
+		4: {
+			{Name: "q", Max: 1 << 40, Period: limiter.Daily},
+			{Name: "a", Max: 1 << 40, Window: time.Minute},
+			{Name: "b", Max: 1 << 40, Window: time.Minute},
+			{Name: "c", Max: 1 << 40, Window: time.Minute},
+		},
+	}
+	// Idle a minute after their charge.
+	idle := limiter.Budget{{Name: "w", Max: 1 << 40, Window: time.Minute}}
+	const busyKeys, idleKeys = 2000, 500
+	calls := func(k int) int {
+		m := New()
+		charge := func(key string, b limiter.Budget, now time.Time) {
+			used := make([]int64, len(b))
+			for i := range used {
+				used[i] = 1
+			}
+			if _, err := m.SettleMany(ctx, key, b, limiter.Holds{}, used, now); err != nil {
+				t.Fatal(err)
+			}
+		}
+		// Interleaved, so that the idle keys are spread over each shard's
+		// order and finding them all takes the sweep a whole pass.
+		for i := range busyKeys {
+			charge(fmt.Sprint("busy", i), busy[k], t0)
+			if i%(busyKeys/idleKeys) == 0 {
+				charge(fmt.Sprint("idle", i), idle, t0)
+			}
+		}
+		n := 0
+		for m.Len() > busyKeys {
+			charge(fmt.Sprint("busy", n%busyKeys), busy[k], at(2*time.Minute))
+			n++
+			if n > 100*busyKeys {
+				t.Fatalf("limits=%d: %d keys left after %d calls", k, m.Len(), n)
+			}
+		}
+		return n
+	}
+	one, four := calls(1), calls(4)
+	t.Logf("calls until the idle keys are forgotten: %d among keys of one limit, %d among keys of four", one, four)
+	if four > 2*one {
+		t.Errorf("among busy keys of four limits the sweep took %d calls, over twice the %d among keys of one", four, one)
+	}
+}

@@ -268,19 +268,23 @@ func Legacy(lim limiter.Limits, out []limiter.LimitDecision, refused int) limite
 	return noWindow(lim, d)
 }
 
-// Limits is how many limits the counter counts, at least one: what
-// looking at it costs, in limits.
-func (c *Counter) Limits() int { return max(len(c.states), 1) }
-
 // Idle reports whether the counter holds nothing a fresh one would not, so
 // that its store can forget it.
 func (c *Counter) Idle(now time.Time) bool {
+	idle, _ := c.IdleLooked(now)
+	return idle
+}
+
+// IdleLooked is Idle, and how many limits it looked at to tell (at least
+// one): the first that is not idle tells a busy counter, all of them an
+// idle one.
+func (c *Counter) IdleLooked(now time.Time) (idle bool, looked int) {
 	for i := range c.states {
 		if !c.states[i].idle(now) {
-			return false
+			return false, i + 1
 		}
 	}
-	return true
+	return true, max(len(c.states), 1)
 }
 
 // Emptied is Idle for a counter that a call at now has just advanced to

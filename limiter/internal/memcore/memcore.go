@@ -20,13 +20,11 @@ const (
 	Shards = 64
 	// sweepEvery and sweepBatch pace the eviction of idle keys: every
 	// sweepEvery operations on a shard, the next keys of that shard are
-	// looked at, until they hold sweepBatch limits. Looking at a key
-	// costs a look at each of its limits, so the pace is in limits: the
-	// cost is two limits' worth per operation whatever a policy has, and
-	// a shard whose keys hold l limits in all is gone through every
-	// l*sweepEvery/sweepBatch of its operations (its keys of four limits
-	// four times slower than keys of one, the same bytes of state a
-	// second).
+	// looked at until sweepBatch limits have been. The pace is in limits
+	// looked at, which is what looking costs: a busy key is told by its
+	// first limit that is not idle, an idle one by all of them. So an
+	// operation costs two limits' looks whatever a policy has, and busy
+	// keys are gone through as fast whatever their number of limits.
 	sweepEvery = 4
 	sweepBatch = 8
 )
@@ -508,15 +506,16 @@ func (s *shard) tick(now time.Time) {
 		return
 	}
 	s.ops = 0
-	// A shard whose keys hold fewer than sweepBatch limits in all is
-	// gone through once, not several times over in one step.
-	for n, looked := 0, 0; n < sweepBatch && looked < len(s.order); looked++ {
+	// A shard whose keys take fewer than sweepBatch looks in all is gone
+	// through once, not several times over in one step.
+	for n, keys := 0, 0; n < sweepBatch && keys < len(s.order); keys++ {
 		if s.cursor >= len(s.order) {
 			s.cursor = 0
 		}
 		e := s.order[s.cursor]
-		n += e.Limits()
-		if e.Idle(now) {
+		idle, looked := e.IdleLooked(now)
+		n += looked
+		if idle {
 			// The last entry moves into cursor: look at it next.
 			s.remove(e)
 			continue
