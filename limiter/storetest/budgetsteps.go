@@ -146,7 +146,7 @@ func (e *env) reserveMany(key string, b limiter.Budget, n []int64) limiter.Decis
 	var err error
 	if e.into {
 		d = room(len(b))
-		err = e.s.(limiter.MultiInto).ReserveManyInto(e.ctx, key, b, n, e.clock.Now(), &d)
+		err = limiter.ReserveManyInto(e.ctx, e.s, key, b, n, e.clock.Now(), &d)
 	} else {
 		d, err = e.s.ReserveMany(e.ctx, key, b, n, e.clock.Now())
 	}
@@ -167,7 +167,7 @@ func (e *env) settleMany(key string, b limiter.Budget, h limiter.Holds, used []i
 		d = room(len(b))
 		d.Hold = h
 		kept := slices.Clone(h.Amounts)
-		err = e.s.(limiter.MultiInto).SettleManyInto(e.ctx, key, b, h, used, e.clock.Now(), &d)
+		err = limiter.SettleManyInto(e.ctx, e.s, key, b, h, used, e.clock.Now(), &d)
 		if !slices.Equal(h.Amounts, kept) {
 			e.t.Errorf("SettleManyInto changed the holds it settled: %+v, were %+v", h.Amounts, kept)
 		}

@@ -67,9 +67,7 @@ func (c *Counter) ReserveMany(b limiter.Budget, n []int64, now time.Time, out []
 			c.peek(&states[i], &b[i], max(n[i], 0), m, &out[i])
 		}
 	}
-	if len(c.states) > len(b) {
-		c.prune(b, now) // which keeps b's states where they are
-	}
+	c.prune(b, now) // which keeps b's states where they are
 	return refused
 }
 
@@ -80,15 +78,11 @@ func (c *Counter) ReserveMany(b limiter.Budget, n []int64, now time.Time, out []
 // count once.
 func (c *Counter) SettleMany(b limiter.Budget, held []limiter.Amount, used []int64, now time.Time, out []limiter.LimitDecision) int {
 	m := momentOf(now)
-	states := c.states
 	for j := range held {
 		// A Holds made under b lists its amounts in b's order: under a
-		// shaped counter, the states' order.
-		a := &held[j]
-		if j < len(states) && sameName(states[j].name, a.Name) {
-			states[j].release(a.N)
-		} else {
-			c.release(j, a.Name, a.N)
+		// shaped counter, the states' order, where find looks first.
+		if st := c.find(j, held[j].Name); st != nil {
+			st.release(held[j].N)
 		}
 	}
 	shaped := c.shaped(b)
@@ -125,9 +119,7 @@ func (c *Counter) SettleMany(b limiter.Budget, held []limiter.Amount, used []int
 			refused = i
 		}
 	}
-	if len(c.states) > len(b) {
-		c.prune(b, now)
-	}
+	c.prune(b, now)
 	return refused
 }
 
@@ -160,8 +152,8 @@ func (c *Counter) Reserve(lim limiter.Limits, n int64, now time.Time) limiter.De
 		wi = 1
 	}
 	w := c.at(wi, limiter.WindowLimitName).window(limiter.Window)
-	k, t := w.clamp(now)
-	w.advance(k)
+	t := instantOf(now)
+	k := w.moveTo(&t)
 	var d limiter.Decision
 	switch {
 	case q != nil && !q.fits(qmax, need):
@@ -554,9 +546,13 @@ func (st *state) release(n int64) {
 // prune forgets the states of limits b no longer has once they are idle,
 // so that a busy key does not keep a dropped limit for ever.
 func (c *Counter) prune(b limiter.Budget, now time.Time) {
-	if len(c.states) <= len(b) {
-		return
+	if len(c.states) > len(b) {
+		c.pruneOthers(b, now)
 	}
+}
+
+// pruneOthers is prune for a counter with states of other names than b's.
+func (c *Counter) pruneOthers(b limiter.Budget, now time.Time) {
 	keep := c.states[:0]
 	for _, st := range c.states {
 		if inBudget(b, st.name) || !st.idle(now) {

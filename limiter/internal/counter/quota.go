@@ -54,6 +54,11 @@ func (q *Quota) endOf() int64 {
 	if q.end != 0 {
 		return q.end
 	}
+	return q.endOfPeriod()
+}
+
+// endOfPeriod is endOf worked out from the calendar.
+func (q *Quota) endOfPeriod() int64 {
 	_, end := q.period.Bounds(time.Unix(q.start, 0))
 	return end.Unix()
 }
@@ -73,10 +78,7 @@ func (q *Quota) decide(limit int64, now time.Time, allowed bool) limiter.LimitDe
 // decideInto is decide writing into d, as Window.decideInto.
 func (q *Quota) decideInto(d *limiter.LimitDecision, limit int64, now moment, allowed bool) {
 	used := satAdd(q.used, q.reserved)
-	end := q.end
-	if end == 0 {
-		end = q.endOf()
-	}
+	end := q.endOf()
 	var reset time.Duration
 	if now.sec < end {
 		reset = time.Duration(end-now.sec)*time.Second - time.Duration(now.nsec)

@@ -136,19 +136,6 @@ func (w *Window) clamp(now time.Time) (int64, instant) {
 
 // clampAt is clamp for a time already converted.
 func (w *Window) clampAt(at instant) (int64, instant) {
-	if w.inHead(at) {
-		return w.head, at
-	}
-	return w.clampSlow(at)
-}
-
-// inHead reports, for a minute window, whether at falls in its head: the
-// common case, told without a division.
-func (w *Window) inHead(at instant) bool {
-	return w.span == 0 && uint64(at.ms-w.head*1000) < 1000
-}
-
-func (w *Window) clampSlow(at instant) (int64, instant) {
 	if w.span != 0 && at.ms >= w.start(w.head) && at.ms < w.start(w.head+1) {
 		// Still in head: bounds divide by Buckets, a constant, where
 		// bucket divides by the span.
@@ -167,6 +154,7 @@ func (w *Window) advance(i int64) {
 	}
 }
 
+// advanceTo is advance to a bucket after head.
 func (w *Window) advanceTo(i int64) {
 	if i-w.head >= Buckets {
 		w.buckets = [Buckets]int64{}
@@ -181,6 +169,25 @@ func (w *Window) advanceTo(i int64) {
 		w.age = min(w.age+int32(i-w.head), Buckets)
 	}
 	w.head = i
+}
+
+// moveTo clamps *now as clampAt does, advances the window to its bucket,
+// and returns that bucket, the head. (Through a pointer, so that the
+// common case costs no call.)
+func (w *Window) moveTo(now *instant) int64 {
+	// A minute window's head, the common case, is told without a
+	// division (and within the inliner's budget).
+	if w.span != 0 || uint64(now.ms-w.head*1000) >= 1000 {
+		w.moveSlow(now)
+	}
+	return w.head
+}
+
+// moveSlow is moveTo for a time outside a minute window's head.
+func (w *Window) moveSlow(now *instant) {
+	var k int64
+	k, *now = w.clampAt(*now)
+	w.advance(k)
 }
 
 // newest is the newest bucket charged: while the window holds units, the
@@ -217,16 +224,12 @@ func fits(used, need, limit int64) bool {
 // they fit (when not, nothing is held and d is left alone). It is
 // ReserveMany's arithmetic for a window, in one call.
 func (w *Window) reserveInto(d *limiter.LimitDecision, limit, need int64, now instant) bool {
-	k, t := w.head, now
-	if !w.inHead(now) {
-		k, t = w.clampSlow(now)
-		w.advance(k)
-	}
+	w.moveTo(&now)
 	if !w.fits(limit, max(need, 1)) {
 		return false
 	}
 	w.reserved += need
-	w.draw(d, limit, w.sum, t)
+	w.draw(d, limit, w.sum, now)
 	return true
 }
 
@@ -234,16 +237,12 @@ func (w *Window) reserveInto(d *limiter.LimitDecision, limit, need int64, now in
 // a request of nothing right after; it reports whether one would be
 // admitted. It is SettleMany's arithmetic for a window, in one call.
 func (w *Window) chargeInto(d *limiter.LimitDecision, limit, used int64, now instant) bool {
-	k, t := w.head, now
-	if !w.inHead(now) {
-		k, t = w.clampSlow(now)
-		w.advance(k)
-	}
+	k := w.moveTo(&now)
 	w.add(k, used)
 	ok := w.fits(limit, 1)
-	w.draw(d, limit, w.sum, t)
+	w.draw(d, limit, w.sum, now)
 	if !ok {
-		d.RetryAfter = w.retryAfter(limit, 0, k, t, w.sum)
+		d.RetryAfter = w.retryAfter(limit, 0, k, now, w.sum)
 	}
 	return ok
 }
@@ -259,8 +258,8 @@ func (w *Window) reserve(limit, n int64, now time.Time) limiter.Decision {
 // tryReserve is reserve's arithmetic: whether n fits, held if so, and the
 // limit as the decision sees it after.
 func (w *Window) tryReserve(limit, n int64, now time.Time) (bool, limiter.LimitDecision) {
-	i, at := w.clamp(now)
-	w.advance(i)
+	at := instantOf(now)
+	i := w.moveTo(&at)
 	ok := w.fits(limit, max(n, 1))
 	if ok {
 		w.reserved += n
@@ -273,9 +272,6 @@ func (w *Window) tryReserve(limit, n int64, now time.Time) (bool, limiter.LimitD
 func (w *Window) fits(limit, need int64) bool {
 	return fits(satAdd(w.sum, w.reserved), need, limit)
 }
-
-// hold holds n more units, for a window just advanced and checked.
-func (w *Window) hold(n int64) { w.reserved += n }
 
 // settle releases reserved units and charges used units to the bucket of
 // now. Negative values count as zero, and no more is released than is
@@ -294,9 +290,7 @@ func (w *Window) release(reserved int64) {
 func (w *Window) charge(used int64, now time.Time) { w.chargeAt(used, instantOf(now)) }
 
 func (w *Window) chargeAt(used int64, now instant) {
-	i, _ := w.clampAt(now)
-	w.advance(i)
-	w.add(i, used)
+	w.add(w.moveTo(&now), used)
 }
 
 // add charges used units to bucket i, the head.

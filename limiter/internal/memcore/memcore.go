@@ -499,7 +499,8 @@ func (s *shard) forgetIfIdle(e *Entry, now time.Time) {
 }
 
 // tick counts a call and, every sweepEvery calls, looks at the next keys
-// until they hold sweepBatch limits, forgetting the idle ones.
+// until sweepBatch of their limits have been looked at, forgetting the
+// idle ones.
 func (s *shard) tick(now time.Time) {
 	s.ops++
 	if s.ops < sweepEvery {
