@@ -287,7 +287,13 @@ func TestShapedAgreesWithUnshaped(t *testing.T) {
 					k := r.IntN(len(holds))
 					h = holds[k]
 					holds = append(holds[:k], holds[k+1:]...)
-					b = h.b
+					if r.IntN(4) > 0 {
+						// Mostly under its own Budget; else under the
+						// random one, as after a reload (its amounts
+						// then out of that Budget's order, or of
+						// names it does not have).
+						b = h.b
+					}
 					out1, out2 = make([]limiter.LimitDecision, len(b)), make([]limiter.LimitDecision, len(b))
 				}
 				used := make([]int64, len(b))

@@ -78,17 +78,13 @@ func (c *Counter) ReserveMany(b limiter.Budget, n []int64, now time.Time, out []
 // count once.
 func (c *Counter) SettleMany(b limiter.Budget, held []limiter.Amount, used []int64, now time.Time, out []limiter.LimitDecision) int {
 	m := momentOf(now)
+	if c.shaped(b) {
+		return c.settleShaped(b, held, used, m, out)
+	}
 	for j := range held {
-		// A Holds made under b lists its amounts in b's order: under a
-		// shaped counter, the states' order, where find looks first.
-		if st := c.find(j, held[j].Name); st != nil {
-			st.release(held[j].N)
-		}
+		c.release(j, held[j].Name, held[j].N)
 	}
-	shaped := c.shaped(b)
-	if !shaped {
-		c.unshape()
-	}
+	c.unshape()
 	used, out = used[:len(b)], out[:len(b)]
 	refused := -1
 	for i := range b {
@@ -99,19 +95,9 @@ func (c *Counter) SettleMany(b limiter.Budget, held []limiter.Amount, used []int
 		var ok bool
 		switch u := used[i]; {
 		case u > 0 && l.Window > 0:
-			st := c.stateOf(shaped, i, l.Name)
-			w := st.win
-			if !shaped {
-				w = st.window(l.Window)
-			}
-			ok = w.chargeInto(&out[i], l.Max, u, m.at)
+			ok = c.at(i, l.Name).window(l.Window).chargeInto(&out[i], l.Max, u, m.at)
 		case u > 0:
-			st := c.stateOf(shaped, i, l.Name)
-			q := st.quota
-			if !shaped {
-				q = st.quotaAt(l.Period, m)
-			}
-			ok = q.chargeInto(&out[i], l.Max, u, l.Period, m)
+			ok = c.at(i, l.Name).quotaAt(l.Period, m).chargeInto(&out[i], l.Max, u, l.Period, m)
 		default:
 			ok = c.peek(c.find(i, l.Name), l, 0, m, &out[i])
 		}
@@ -120,6 +106,44 @@ func (c *Counter) SettleMany(b limiter.Budget, held []limiter.Amount, used []int
 		}
 	}
 	c.prune(b, now)
+	return refused
+}
+
+// settleShaped is SettleMany on the Budget the counter is shaped to,
+// where b[i]'s state is states[i] and a Holds made under b lists its
+// amounts in b's order: each is released in the same pass as its limit
+// is charged. An amount out of that order (a Holds made under another
+// Budget) is released after, and the answers drawn again.
+func (c *Counter) settleShaped(b limiter.Budget, held []limiter.Amount, used []int64, m moment, out []limiter.LimitDecision) int {
+	states, used, out := c.states[:len(b)], used[:len(b)], out[:len(b)]
+	j := 0 // held[j] is the next amount to release
+	refused := -1
+	for i := range b {
+		l, st := &b[i], &states[i]
+		if j < len(held) && sameName(held[j].Name, l.Name) {
+			st.release(held[j].N)
+			j++
+		}
+		var ok bool
+		switch u := used[i]; {
+		case u > 0 && st.win != nil:
+			ok = st.win.chargeInto(&out[i], l.Max, u, m.at)
+		case u > 0:
+			ok = st.quota.chargeInto(&out[i], l.Max, u, l.Period, m)
+		default:
+			ok = c.peek(st, l, 0, m, &out[i])
+		}
+		if !ok && refused < 0 {
+			refused = i
+		}
+	}
+	if j < len(held) {
+		for ; j < len(held); j++ {
+			c.release(j, held[j].Name, held[j].N)
+		}
+		refused = c.StatusMany(b, m.t, out)
+	}
+	c.prune(b, m.t)
 	return refused
 }
 
@@ -370,15 +394,6 @@ func (c *Counter) shaped(b limiter.Budget) bool {
 
 // unshape forgets the shape, for a call that may reshape states.
 func (c *Counter) unshape() { c.shape, c.shapeLen = nil, 0 }
-
-// stateOf is the state of name, b[i]'s, in a call on b: states[i] when
-// the counter is shaped to b, at(i, name) when it is not.
-func (c *Counter) stateOf(shaped bool, i int, name string) *state {
-	if shaped {
-		return &c.states[i]
-	}
-	return c.at(i, name)
-}
 
 // shapeTo gives every limit of b its state, of its kind and span, at
 // its index in b (the states of other names follow), and takes b as the

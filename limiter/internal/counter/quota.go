@@ -92,21 +92,36 @@ func (q *Quota) decideInto(d *limiter.LimitDecision, limit int64, now moment, al
 // reserveInto is Window.reserveInto for the quota of period p.
 func (q *Quota) reserveInto(d *limiter.LimitDecision, limit, need int64, p limiter.Period, now moment) bool {
 	q.rollAt(p, now.t, now.sec)
-	if !q.fits(limit, max(need, 1)) {
+	used := satAdd(q.used, q.reserved)
+	if !fits(used, max(need, 1), limit) {
 		return false
 	}
 	q.reserved += need
-	q.decideInto(d, limit, now, true)
+	used += need // within limit: see Window.reserveInto
+	*d = limiter.LimitDecision{Max: limit, Used: used, Remaining: limit - used, Reset: q.reset(now)}
 	return true
 }
 
 // chargeInto is Window.chargeInto for the quota of period p.
 func (q *Quota) chargeInto(d *limiter.LimitDecision, limit, used int64, p limiter.Period, now moment) bool {
 	q.rollAt(p, now.t, now.sec)
-	q.settle(0, used)
-	ok := q.fits(limit, 1)
-	q.decideInto(d, limit, now, ok)
+	if used > 0 {
+		q.used = satAdd(q.used, used)
+	}
+	u := satAdd(q.used, q.reserved)
+	ok := u < limit // fits(u, 1, limit)
+	reset := q.reset(now)
+	*d = limiter.LimitDecision{Max: limit, Used: u, Remaining: max(limit-u, 0), Reset: reset}
+	if !ok {
+		d.RetryAfter = reset
+	}
 	return ok
+}
+
+// reset is the time until the counted period ends, for a quota just
+// rolled into now's period (which ends after now, its end worked out).
+func (q *Quota) reset(now moment) time.Duration {
+	return time.Duration(q.end-now.sec)*time.Second - time.Duration(now.nsec)
 }
 
 func (q *Quota) release(reserved int64) {

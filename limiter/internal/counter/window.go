@@ -225,11 +225,15 @@ func fits(used, need, limit int64) bool {
 // ReserveMany's arithmetic for a window, in one call.
 func (w *Window) reserveInto(d *limiter.LimitDecision, limit, need int64, now instant) bool {
 	w.moveTo(&now)
-	if !w.fits(limit, max(need, 1)) {
+	used := satAdd(w.sum, w.reserved)
+	if !fits(used, max(need, 1), limit) {
 		return false
 	}
 	w.reserved += need
-	w.draw(d, limit, w.sum, now)
+	// Drawn here rather than by draw: what fits already worked out
+	// bounds used, which then needs neither saturating nor flooring.
+	used += need
+	*d = limiter.LimitDecision{Max: limit, Used: used, Remaining: limit - used, Reset: w.reset(now)}
 	return true
 }
 
@@ -239,8 +243,9 @@ func (w *Window) reserveInto(d *limiter.LimitDecision, limit, need int64, now in
 func (w *Window) chargeInto(d *limiter.LimitDecision, limit, used int64, now instant) bool {
 	k := w.moveTo(&now)
 	w.add(k, used)
-	ok := w.fits(limit, 1)
-	w.draw(d, limit, w.sum, now)
+	u := satAdd(w.sum, w.reserved)
+	ok := u < limit // fits(u, 1, limit)
+	*d = limiter.LimitDecision{Max: limit, Used: u, Remaining: max(limit-u, 0), Reset: w.reset(now)}
 	if !ok {
 		d.RetryAfter = w.retryAfter(limit, 0, k, now, w.sum)
 	}
@@ -372,12 +377,21 @@ func (w *Window) draw(d *limiter.LimitDecision, limit int64, charged int64, now 
 	used := satAdd(charged, w.reserved)
 	var reset time.Duration
 	if charged > 0 {
-		// Units are charged only to the head, which never goes back:
-		// the newest bucket charged is the newest that holds any, and
-		// still in the window, or nothing would be charged now.
 		reset = w.leaves(w.newest(), now)
 	}
 	*d = limiter.LimitDecision{Max: limit, Used: used, Remaining: max(limit-used, 0), Reset: reset}
+}
+
+// reset is the time until every unit charged has left the window, for a
+// window advanced to now.
+func (w *Window) reset(now instant) time.Duration {
+	if w.sum == 0 {
+		return 0
+	}
+	// Units are charged only to the head, which never goes back: the
+	// newest bucket charged is the newest that holds any, and still in
+	// the window, or the window would hold nothing.
+	return w.leaves(w.newest(), now)
 }
 
 // retryAfter is the time until n units fit in limit, for a request at
