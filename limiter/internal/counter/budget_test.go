@@ -260,6 +260,13 @@ func TestShapedAgreesWithUnshaped(t *testing.T) {
 		}
 		var holds []hold
 		for step := range 400 {
+			// The sweep's look, which remembers until when a counter
+			// is busy, against every limit looked at: at a later
+			// time, or an earlier one (a clock stepping back).
+			probe := now.Add(time.Duration(r.IntN(3*3600)-60) * time.Second)
+			if idle, _ := shaped.IdleLooked(probe); idle != idleNow(&plain, probe) {
+				t.Fatalf("round %d step %d: IdleLooked at %v says %v", round, step, probe, idle)
+			}
 			now = now.Add(time.Duration(r.IntN(4000)) * ms)
 			b := budgets[r.IntN(len(budgets))]
 			plain.unshape()
@@ -326,4 +333,15 @@ func TestShapedAgreesWithUnshaped(t *testing.T) {
 			}
 		}
 	}
+}
+
+// idleNow is Idle worked out afresh from every limit, remembering
+// nothing.
+func idleNow(c *Counter, now time.Time) bool {
+	for i := range c.states {
+		if !c.states[i].idle(now) {
+			return false
+		}
+	}
+	return true
 }

@@ -19,6 +19,12 @@ type Counter struct {
 	// shaped).
 	shape    *limiter.Limit
 	shapeLen uint8
+	// busyUntil is a Unix millisecond before which the counter is not
+	// idle, 0 when none is known: what IdleLooked last found, so that
+	// the sweep's next look at a busy key is one comparison. Calls only
+	// hold and charge more, which cannot make a counter idle sooner; a
+	// reshape, which may drop counts, forgets it (see unshape).
+	busyUntil int64
 }
 
 // state is the count of one name: a window or a quota, never both. A
@@ -291,12 +297,22 @@ func (c *Counter) Idle(now time.Time) bool {
 	return idle
 }
 
-// IdleLooked is Idle, and how many limits it looked at to tell (at least
-// one): the first that is not idle tells a busy counter, all of them an
-// idle one.
+// IdleLooked is Idle, and how many limits it looked at to tell: one for
+// a counter known busy until after now (see busyUntil); else the first
+// limit that is not idle tells a busy counter, and until when it is
+// busy for the next look, and all of them (at least one) an idle one.
 func (c *Counter) IdleLooked(now time.Time) (idle bool, looked int) {
+	ms := now.UnixMilli()
+	if c.busyUntil != 0 && ms < c.busyUntil {
+		return false, 1
+	}
 	for i := range c.states {
-		if !c.states[i].idle(now) {
+		held, quiet := c.states[i].quietFrom()
+		if ms < quiet {
+			c.busyUntil = quiet
+			return false, i + 1
+		}
+		if held {
 			return false, i + 1
 		}
 	}
@@ -393,7 +409,7 @@ func (c *Counter) shaped(b limiter.Budget) bool {
 }
 
 // unshape forgets the shape, for a call that may reshape states.
-func (c *Counter) unshape() { c.shape, c.shapeLen = nil, 0 }
+func (c *Counter) unshape() { c.shape, c.shapeLen, c.busyUntil = nil, 0, 0 }
 
 // shapeTo gives every limit of b its state, of its kind and span, at
 // its index in b (the states of other names follow), and takes b as the
@@ -535,6 +551,19 @@ func (st *state) reserved() int64 {
 		return st.quota.reserved
 	}
 	return 0
+}
+
+// quietFrom reports whether st holds units for requests in flight, and
+// the Unix millisecond from which nothing charged to it counts any more
+// (math.MinInt64 when nothing does now): Idle, told for any later time.
+func (st *state) quietFrom() (held bool, from int64) {
+	switch {
+	case st.win != nil:
+		return st.win.reserved != 0, st.win.quietFrom()
+	case st.quota != nil:
+		return st.quota.reserved != 0, st.quota.quietFrom()
+	}
+	return false, math.MinInt64
 }
 
 func (st *state) idle(now time.Time) bool {

@@ -1,6 +1,7 @@
 package counter
 
 import (
+	"math"
 	"time"
 
 	"github.com/tokengate/tokengate/limiter"
@@ -133,6 +134,15 @@ func (q *Quota) settle(reserved, used int64) {
 	if used > 0 {
 		q.used = satAdd(q.used, used)
 	}
+}
+
+// quietFrom is the Unix millisecond from which nothing used counts: the
+// end of the period counted (math.MinInt64 when nothing is used).
+func (q *Quota) quietFrom() int64 {
+	if q.used == 0 {
+		return math.MinInt64
+	}
+	return q.endOf() * 1000
 }
 
 // Idle reports whether the quota holds nothing that a fresh one would not:

@@ -346,6 +346,16 @@ func (w *Window) Idle(now time.Time) bool {
 	return w.newest() <= i-Buckets
 }
 
+// quietFrom is the Unix millisecond from which no unit charged counts:
+// the start of the bucket in which the newest bucket charged leaves.
+// (Idle at a now after it, clamped or not, finds that bucket gone.)
+func (w *Window) quietFrom() int64 {
+	if w.sum == 0 {
+		return math.MinInt64
+	}
+	return w.start(w.newest() + Buckets)
+}
+
 // Used is the units charged in the window at now plus those reserved.
 func (w *Window) Used(now time.Time) int64 {
 	i, _ := w.clamp(now)
