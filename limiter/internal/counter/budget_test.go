@@ -345,3 +345,33 @@ func idleNow(c *Counter, now time.Time) bool {
 	}
 	return true
 }
+
+// TestQuotaQuietAtPeriodEnd: a quota charged in a period keeps its key
+// busy to the period's last nanosecond and no further, whether the look
+// is afresh or remembered from a look earlier in the period; one holding
+// units for a request in flight stays busy past it.
+func TestQuotaQuietAtPeriodEnd(t *testing.T) {
+	b := limiter.Budget{{Name: "q", Max: 1000, Period: limiter.Daily}}
+	_, end := limiter.Daily.Bounds(t0)
+	out := make([]limiter.LimitDecision, 1)
+	var c Counter
+	c.SettleMany(b, nil, []int64{5}, t0, out)
+	for _, look := range []struct {
+		at   time.Time
+		idle bool
+	}{{t0, false}, {end.Add(-time.Nanosecond), false}, {end, true}} {
+		if got := idleNow(&c, look.at); got != look.idle {
+			t.Errorf("afresh at %v: idle %v, want %v", look.at, got, look.idle)
+		}
+		if got, _ := c.IdleLooked(look.at); got != look.idle {
+			t.Errorf("remembered at %v: idle %v, want %v", look.at, got, look.idle)
+		}
+	}
+	var held Counter
+	if held.ReserveMany(b, []int64{5}, t0, out) >= 0 {
+		t.Fatal("reservation refused")
+	}
+	if idle, _ := held.IdleLooked(end.Add(time.Hour)); idle {
+		t.Error("a quota holding units is idle after its period")
+	}
+}

@@ -567,7 +567,8 @@ func (st *state) quietFrom() (held bool, from int64) {
 }
 
 func (st *state) idle(now time.Time) bool {
-	return (st.win == nil || st.win.Idle(now)) && (st.quota == nil || st.quota.Idle(now))
+	held, quiet := st.quietFrom()
+	return !held && now.UnixMilli() >= quiet
 }
 
 // release lets go of n held in the limit of name, no more than it holds;

@@ -148,8 +148,5 @@ func (q *Quota) quietFrom() int64 {
 // Idle reports whether the quota holds nothing that a fresh one would not:
 // nothing reserved, and nothing used in a period still running at now.
 func (q *Quota) Idle(now time.Time) bool {
-	if q.reserved != 0 {
-		return false
-	}
-	return q.used == 0 || now.Unix() >= q.endOf()
+	return q.reserved == 0 && now.UnixMilli() >= q.quietFrom()
 }

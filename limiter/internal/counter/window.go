@@ -333,22 +333,14 @@ func windowDecision(ok bool, ld limiter.LimitDecision) limiter.Decision {
 // in the window and none reserved. An idle window can be forgotten, since
 // a fresh one answers the same.
 func (w *Window) Idle(now time.Time) bool {
-	if w.reserved != 0 {
-		return false
-	}
-	if w.sum == 0 {
-		return true
-	}
-	// The newest bucket charged holds units (see newest): the window is
-	// empty at i exactly when that bucket has left it. No bucket is read,
-	// as the sweep asks this of many keys.
-	i, _ := w.clamp(now)
-	return w.newest() <= i-Buckets
+	return w.reserved == 0 && now.UnixMilli() >= w.quietFrom()
 }
 
-// quietFrom is the Unix millisecond from which no unit charged counts:
-// the start of the bucket in which the newest bucket charged leaves.
-// (Idle at a now after it, clamped or not, finds that bucket gone.)
+// quietFrom is the Unix millisecond from which no unit charged counts
+// (math.MinInt64 when none does): the start of the bucket in which the
+// newest bucket charged leaves. The newest bucket charged holds units
+// (see newest), so no bucket is read, as the sweep asks this of many
+// keys; and a time before head (a clock stepped back) is before it too.
 func (w *Window) quietFrom() int64 {
 	if w.sum == 0 {
 		return math.MinInt64
@@ -387,7 +379,7 @@ func (w *Window) draw(d *limiter.LimitDecision, limit int64, charged int64, now 
 	used := satAdd(charged, w.reserved)
 	var reset time.Duration
 	if charged > 0 {
-		reset = w.leaves(w.newest(), now)
+		reset = w.reset(now)
 	}
 	*d = limiter.LimitDecision{Max: limit, Used: used, Remaining: max(limit-used, 0), Reset: reset}
 }
