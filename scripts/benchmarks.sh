@@ -24,8 +24,9 @@ budgets=()
 for k in 1 4; do for v in serial parallel; do budgets+=("BenchmarkMemoryBudget/limits=$k/$v"); done; done
 if command -v valgrind >/dev/null; then
   run instructions scripts/instructions.sh ./limiter/memstore/ "${budgets[@]}"
+  run floor scripts/instructions.sh ./limiter/internal/counter/ BenchmarkLimitFloor/limits=1 BenchmarkLimitFloor/limits=4
 else
-  echo "(valgrind is not installed here: no instruction counts)" > "$tmp/instructions.txt"
+  echo "(valgrind is not installed here: no instruction counts)" | tee "$tmp/instructions.txt" > "$tmp/floor.txt"
 fi
 # 20 s per server and mode in 8 alternating rounds: on a shared VM the
 # machine's speed drifts within seconds, and shorter rounds spread the drift
@@ -84,6 +85,15 @@ unlike the timings above, a busy VM does not move them.
 
 \`\`\`
 $(cat "$tmp/instructions.txt")
+\`\`\`
+
+The least a limit can add, for comparison (\`BenchmarkLimitFloor\`: each
+limit's arithmetic alone, in one loop with no call; not tokengate's code,
+see the notes at the end): the difference between its two lines, over
+three, is what one limit past the first costs at best.
+
+\`\`\`
+$(cat "$tmp/floor.txt")
 \`\`\`
 
 ## Memory per active key (SPEC §9 row 7: ≤ 1 KiB)
