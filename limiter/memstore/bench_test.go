@@ -10,6 +10,7 @@ import (
 	"time"
 
 	"github.com/tokengate/tokengate/limiter"
+	"github.com/tokengate/tokengate/limiter/storetest"
 )
 
 // reportOps adds the ops/s figure the spec's targets are written in.
@@ -88,19 +89,6 @@ func BenchmarkMemoryPerKey(b *testing.B) {
 	}
 }
 
-// budgets are the Budgets of BenchmarkMemoryBudget: one limit, and the
-// issue's four (requests, input and output tokens per minute, cost per
-// day).
-var budgets = map[int]limiter.Budget{
-	1: {{Name: "tokens", Max: 1 << 50, Window: time.Minute}},
-	4: {
-		{Name: "requests", Max: 1 << 50, Window: time.Minute},
-		{Name: "input_tokens", Max: 1 << 50, Window: time.Minute},
-		{Name: "output_tokens", Max: 1 << 50, Window: time.Minute},
-		{Name: "cost", Max: 1 << 50, Period: limiter.Daily},
-	},
-}
-
 // BenchmarkMemoryBudget is one decision on a Budget of one limit and of
 // four, a whole request's worth (ReserveMany, then SettleMany): serial
 // over 1024 keys, and from every core at once, a key per goroutine. The
@@ -108,7 +96,7 @@ var budgets = map[int]limiter.Budget{
 // as tokengate's processor does.
 func BenchmarkMemoryBudget(b *testing.B) {
 	for _, k := range []int{1, 4} {
-		bud := budgets[k]
+		bud := storetest.BenchBudget(k)
 		n, used := make([]int64, k), make([]int64, k)
 		for i := range n {
 			n[i], used[i] = 100, 90

@@ -124,7 +124,7 @@ func TestPerKey(t *testing.T) {
 	}); perKey > 1024 {
 		t.Errorf("%d bytes per key, want <= 1024", perKey)
 	}
-	four, used := budgets[4], []int64{1, 1, 1, 1}
+	four, used := storetest.BenchBudget(4), []int64{1, 1, 1, 1}
 	bytesPerKey(t, "a four-limit Budget", func(m *Store, k string) {
 		_, _ = m.SettleMany(context.Background(), k, four, limiter.Holds{}, used, t0)
 	})

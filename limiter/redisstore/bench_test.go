@@ -12,6 +12,7 @@ import (
 	"github.com/tokengate/tokengate/limiter"
 	"github.com/tokengate/tokengate/limiter/internal/redistest"
 	"github.com/tokengate/tokengate/limiter/memstore"
+	"github.com/tokengate/tokengate/limiter/storetest"
 )
 
 // BenchmarkDecision is SPEC §9's "limiter check+reserve" for the memory and
@@ -88,20 +89,11 @@ func BenchmarkRedisBudget(b *testing.B) {
 	addr := redistest.New(b).Addr()
 	red := newRedisStore(b, addr, false)
 	ctx := context.Background()
-	budgets := map[int]limiter.Budget{
-		1: {{Name: "tokens", Max: 1 << 50, Window: time.Minute}},
-		4: {
-			{Name: "requests", Max: 1 << 50, Window: time.Minute},
-			{Name: "input_tokens", Max: 1 << 50, Window: time.Minute},
-			{Name: "output_tokens", Max: 1 << 50, Window: time.Minute},
-			{Name: "cost", Max: 1 << 50, Period: limiter.Daily},
-		},
-	}
 	// Time only moves forward, across runs too: a window holding buckets
 	// ahead of its clock would count them all.
 	now := utc(2026, 5, 5, 10, 0, 0)
 	for _, k := range []int{1, 4} {
-		bud := budgets[k]
+		bud := storetest.BenchBudget(k)
 		n, used := make([]int64, k), make([]int64, k)
 		for i := range n {
 			n[i], used[i] = 100, 90

@@ -6,6 +6,7 @@ import (
 	"time"
 
 	"github.com/tokengate/tokengate/limiter"
+	"github.com/tokengate/tokengate/limiter/storetest"
 )
 
 // floorLane is one limit's count as the floor functions keep it: the
@@ -123,18 +124,9 @@ func floorSettle(lanes []floorLane, b limiter.Budget, held []limiter.Amount, use
 // between limits=4 and limits=1, over three, is that least, to set
 // against what the store adds per limit (docs/benchmark-notes.md).
 func BenchmarkLimitFloor(b *testing.B) {
-	budgets := map[int]limiter.Budget{
-		1: {{Name: "tokens", Max: 1 << 50, Window: time.Minute}},
-		4: {
-			{Name: "requests", Max: 1 << 50, Window: time.Minute},
-			{Name: "input_tokens", Max: 1 << 50, Window: time.Minute},
-			{Name: "output_tokens", Max: 1 << 50, Window: time.Minute},
-			{Name: "cost", Max: 1 << 50, Period: limiter.Daily},
-		},
-	}
 	for _, k := range []int{1, 4} {
 		b.Run(fmt.Sprintf("limits=%d", k), func(b *testing.B) {
-			bud := budgets[k]
+			bud := storetest.BenchBudget(k)
 			start := momentOf(t0)
 			keys := make([][]floorLane, 1024)
 			for i := range keys {
