@@ -245,10 +245,15 @@ func (p *processor) requestTrailers() *extprocv3.ProcessingResponse {
 // for its usage (nil: unchanged).
 func (p *processor) readRequestBody(raw []byte) (*extprocv3.ProcessingResponse, []byte) {
 	p.stage = stageBodyRead
-	body, err := decode.Bytes(p.reqEncoding, raw)
+	body, release, err := p.s.decoding.Bytes(p.reqEncoding, raw)
 	if err != nil {
-		return p.unreadable(unreadableEncoding, raw, err), nil
+		reason := unreadableEncoding
+		if errors.Is(err, decode.ErrTooLarge) {
+			reason = unreadableTooLarge
+		}
+		return p.unreadable(reason, raw, err), nil
 	}
+	defer release()
 	req, err := llm.ParseRequest(p.route.API, body)
 	if err != nil {
 		return p.unreadable(unreadableJSON, body, err), nil
@@ -302,9 +307,10 @@ func (p *processor) readRequestBody(raw []byte) (*extprocv3.ProcessingResponse, 
 
 // Why a request body could not be read, in metrics and logs.
 const (
-	unreadableEncoding = "encoding" // a content-encoding tokengate cannot decode, or a corrupt one
-	unreadableJSON     = "json"     // not the JSON object of its API
-	unreadablePrompt   = "prompt"   // the prompt is not of a shape tokengate reads
+	unreadableEncoding = "encoding"  // a content-encoding tokengate cannot decode, or a corrupt one
+	unreadableTooLarge = "too_large" // compressed, it inflates past what the bodies decoded at once may
+	unreadableJSON     = "json"      // not the JSON object of its API
+	unreadablePrompt   = "prompt"    // the prompt is not of a shape tokengate reads
 )
 
 // unreadable decides a body tokengate cannot read. What the upstream may

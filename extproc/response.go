@@ -114,7 +114,7 @@ func (p *processor) endStream() {
 }
 
 func (p *processor) readBufferedUsage(body []byte) {
-	body, err := decode.Bytes(p.encoding, body)
+	body, err := decode.Bytes(p.encoding, body, decode.MaxResponse)
 	if err != nil {
 		p.s.log.Debug("response body not decodable", zap.String("key", p.keyHash[:8]), zap.Error(err))
 		return

@@ -3,6 +3,7 @@
 package extproc
 
 import (
+	"cmp"
 	"errors"
 	"io"
 	"sync/atomic"
@@ -13,6 +14,7 @@ import (
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
 
+	"github.com/tokengate/tokengate/extproc/decode"
 	"github.com/tokengate/tokengate/extproc/policy"
 	"github.com/tokengate/tokengate/limiter"
 )
@@ -35,6 +37,10 @@ type Options struct {
 	EstimateBudget time.Duration
 	// KeySalt, when set, keys the hash of subscription keys (HMAC).
 	KeySalt []byte
+	// MaxDecoded bounds the bytes that compressed request bodies inflate
+	// to, all those being read at once together (0: 64 MiB, the default
+	// max_receive_bytes, which bounds a body sent as it is).
+	MaxDecoded int64
 }
 
 // Server implements Envoy's ExternalProcessor service.
@@ -49,11 +55,13 @@ type Server struct {
 	storeErr func(op string, err error)
 	budget   time.Duration
 	salt     []byte
+	decoding *decode.Budget
 }
 
 // New returns a Server; a nil clock is the wall clock, a nil log discards.
 func New(o Options) *Server {
-	s := &Server{store: o.Store, clock: o.Clock, log: o.Log, metrics: o.Metrics, storeErr: o.StoreErrors, budget: o.EstimateBudget, salt: o.KeySalt}
+	s := &Server{store: o.Store, clock: o.Clock, log: o.Log, metrics: o.Metrics, storeErr: o.StoreErrors, budget: o.EstimateBudget, salt: o.KeySalt,
+		decoding: decode.NewBudget(cmp.Or(o.MaxDecoded, 64<<20))}
 	if s.clock == nil {
 		s.clock = limiter.SystemClock{}
 	}

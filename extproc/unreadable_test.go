@@ -3,11 +3,16 @@ package extproc
 import (
 	"bytes"
 	"compress/gzip"
+	"fmt"
+	"runtime"
 	"strings"
 	"testing"
 
 	"github.com/andybalholm/brotli"
 	"github.com/klauspost/compress/zstd"
+
+	"github.com/tokengate/tokengate/limiter"
+	"github.com/tokengate/tokengate/limiter/memstore"
 )
 
 // What the upstream may read, tokengate reads: a compressed body, a body
@@ -109,6 +114,93 @@ func TestUnreadableBodies(t *testing.T) {
 		}
 		if got := e.used(t, "lab", "k"); got != tc.held {
 			t.Errorf("%s: held %d, want %d", tc.name, got, tc.held)
+		}
+	}
+}
+
+// zstdBomb is a zstd body of a few kilobytes that inflates to n MiB of
+// zeros.
+func zstdBomb(t *testing.T, mib int) string {
+	t.Helper()
+	var b bytes.Buffer
+	w, err := zstd.NewWriter(&b, zstd.WithEncoderLevel(zstd.SpeedBestCompression))
+	if err != nil {
+		t.Fatal(err)
+	}
+	zeros := make([]byte, 1<<20)
+	for range mib {
+		w.Write(zeros)
+	}
+	w.Close()
+	return b.String()
+}
+
+// TestCompressionBomb: a request body of a few kilobytes that inflates
+// to 256 MiB is unreadable (too_large) once it passes what bodies decoded
+// at once may hold, 64 MiB by default, and is never held inflated: the
+// policy's unreadable_body then answers for it, as for any body not read.
+func TestCompressionBomb(t *testing.T) {
+	bomb := zstdBomb(t, 256)
+	for _, tc := range []struct {
+		name, policy string
+		status       int32
+		held         int64
+	}{
+		{"strict refuses", "reserve_completion: max_tokens", 400, 0},
+		{"estimating charges its bytes", "estimate_prompt_tokens: true", 0, int64(len(bomb))},
+	} {
+		e := newEnv(t, parsePolicy(t, "{name: lab, tokens_per_minute: 100000, counter_key: {header: [api-key]}, "+tc.policy+"}"))
+		p := &processor{s: e.srv, ctx: t.Context()}
+		p.handle(reqHeaders(false, ":method", "POST", ":path", "/v1/chat/completions", "api-key", "k", "content-encoding", "zstd"))
+		var before, after runtime.MemStats
+		runtime.GC()
+		runtime.ReadMemStats(&before)
+		r := p.handle(reqBody(bomb))
+		runtime.ReadMemStats(&after)
+		if got := int32(r.GetImmediateResponse().GetStatus().GetCode()); got != tc.status {
+			t.Errorf("%s: status %d, want %d", tc.name, got, tc.status)
+		}
+		if tc.status == 400 && !strings.Contains(string(r.GetImmediateResponse().GetBody()), "too_large") {
+			t.Errorf("%s: body %s, want the reason too_large", tc.name, r.GetImmediateResponse().GetBody())
+		}
+		if got := e.used(t, "lab", "k"); got != tc.held {
+			t.Errorf("%s: held %d, want %d", tc.name, got, tc.held)
+		}
+		// The decoder's window (8 MiB at most) and its buffers; the
+		// body, inflated, would be 64 MiB before it was refused.
+		if got := after.TotalAlloc - before.TotalAlloc; got > 24<<20 {
+			t.Errorf("%s: a %d-byte body allocated %d MiB", tc.name, len(bomb), got>>20)
+		}
+	}
+}
+
+// TestDecodedBodiesShareTheirBound: the bound on decoded bodies is for
+// all those read at once, each giving its bytes back once read; a body
+// alone past it is unreadable.
+func TestDecodedBodiesShareTheirBound(t *testing.T) {
+	prompt := labPrompt(t)
+	policies := compiled(t, parsePolicy(t, "{name: lab, tokens_per_minute: 100000, estimate_prompt_tokens: true, counter_key: {header: [api-key]}}"))
+	gz := compress(t, "gzip", labBody)
+	for _, tc := range []struct {
+		name  string
+		bound int64
+		held  int64 // by each of three requests
+	}{
+		{"each body fits alone", int64(len(labBody)), prompt},
+		{"no body fits", int64(len(labBody)) - 1, int64(len(gz))},
+	} {
+		e := &env{store: memstore.New(), clock: limiter.NewManualClock(t0)}
+		e.srv = New(Options{Policies: policies, Store: e.store, Clock: e.clock, MaxDecoded: tc.bound})
+		for i := range 3 {
+			p := &processor{s: e.srv, ctx: t.Context()}
+			key := fmt.Sprint("k", i)
+			p.handle(reqHeaders(false, ":method", "POST", ":path", "/v1/chat/completions", "api-key", key, "content-encoding", "gzip"))
+			if r := p.handle(reqBody(gz)); r.GetImmediateResponse() != nil {
+				t.Fatalf("%s: request %d refused: %v", tc.name, i, r)
+			}
+			if got := e.used(t, "lab", key); got != tc.held {
+				t.Errorf("%s: request %d held %d, want %d", tc.name, i, got, tc.held)
+			}
 		}
 	}
 }

@@ -7,6 +7,7 @@ import (
 	"compress/zlib"
 	"errors"
 	"io"
+	"runtime"
 	"strings"
 	"testing"
 
@@ -44,9 +45,15 @@ func TestDecode(t *testing.T) {
 		}
 		t.Run(enc, func(t *testing.T) {
 			body := encode(t, enc, plain)
-			got, err := Bytes(header, body)
-			if err != nil || !bytes.Equal(got, plain) {
-				t.Fatalf("Bytes: %d bytes, err %v", len(got), err)
+			got, err := Bytes(header, body, MaxResponse)
+			if err != nil || !bytes.Equal(got, plain) || cap(got) != len(plain) {
+				t.Fatalf("Bytes: %d bytes in room for %d, err %v", len(got), cap(got), err)
+			}
+			if n, err := Size(header, body, int64(len(plain))); n != int64(len(plain)) || err != nil {
+				t.Fatalf("Size within its bound: %d, %v", n, err)
+			}
+			if _, err := Bytes(header, body, int64(len(plain))-1); !errors.Is(err, ErrTooLarge) {
+				t.Fatalf("Bytes a byte past its bound: %v", err)
 			}
 			for _, size := range []int{1, 7, 1000} {
 				var out []byte
@@ -94,10 +101,93 @@ func TestUnsupported(t *testing.T) {
 	if _, err := NewStream("lzma", func([]byte) {}); !errors.Is(err, ErrUnsupported) {
 		t.Errorf("lzma stream: %v", err)
 	}
-	if _, err := Bytes("compress", []byte("x")); !errors.Is(err, ErrUnsupported) {
+	if _, err := Bytes("compress", []byte("x"), MaxResponse); !errors.Is(err, ErrUnsupported) {
 		t.Errorf("compress: %v", err)
 	}
-	if got, err := Bytes("identity", []byte("x")); err != nil || string(got) != "x" {
+	if got, err := Bytes("identity", []byte("x"), MaxResponse); err != nil || string(got) != "x" {
 		t.Errorf("identity: %q %v", got, err)
+	}
+}
+
+// bomb is a zstd body of a few kilobytes that inflates to n zero bytes.
+func bomb(t *testing.T, n int) []byte {
+	t.Helper()
+	var b bytes.Buffer
+	w, err := zstd.NewWriter(&b, zstd.WithEncoderLevel(zstd.SpeedBestCompression))
+	if err != nil {
+		t.Fatal(err)
+	}
+	zeros := make([]byte, 1<<20)
+	for range n >> 20 {
+		w.Write(zeros)
+	}
+	w.Close()
+	return b.Bytes()
+}
+
+// TestBombStopsAtItsBound: a body inflating far past its bound is
+// refused once the bound is passed, without ever being held: what the
+// refusal allocated is the decoder's, not the body's.
+func TestBombStopsAtItsBound(t *testing.T) {
+	body := bomb(t, 256<<20)
+	const limit = 16 << 20 // past the zstd window (8 MiB): the inflating is what stops
+	var before, after runtime.MemStats
+	runtime.GC()
+	runtime.ReadMemStats(&before)
+	_, err := Bytes("zstd", body, limit)
+	runtime.ReadMemStats(&after)
+	if !errors.Is(err, ErrTooLarge) {
+		t.Fatalf("a %d-byte body inflating to 256 MiB, bound %d: %v", len(body), limit, err)
+	}
+	if got := after.TotalAlloc - before.TotalAlloc; got > 2*limit {
+		t.Errorf("refusing it allocated %d bytes, want at most %d", got, 2*limit)
+	}
+}
+
+// TestWindowBound: a zstd frame whose window is larger than RFC 9659
+// lets an HTTP body ask for is refused before it is inflated.
+func TestWindowBound(t *testing.T) {
+	var b bytes.Buffer
+	w, err := zstd.NewWriter(&b, zstd.WithWindowSize(32<<20))
+	if err != nil {
+		t.Fatal(err)
+	}
+	w.Write(bytes.Repeat([]byte("0123456789abcdef"), 1<<20)) // 16 MiB, single frame
+	w.Close()
+	if _, err := Bytes("zstd", b.Bytes(), MaxResponse); !errors.Is(err, ErrTooLarge) {
+		t.Errorf("a 32 MiB window: %v, want ErrTooLarge", err)
+	}
+}
+
+// TestBudget: bodies decoded at once share their Budget; one that does
+// not fit beside the others is refused, and fits once they are released.
+func TestBudget(t *testing.T) {
+	plain := bytes.Repeat([]byte(`{"a":"bcd"}`), 1000) // 11,000 bytes
+	body := encode(t, "gzip", plain)
+	b := NewBudget(20000)
+	got, release, err := b.Bytes("gzip", body)
+	if err != nil || !bytes.Equal(got, plain) {
+		t.Fatalf("first body: %d bytes, %v", len(got), err)
+	}
+	if _, _, err := b.Bytes("gzip", body); !errors.Is(err, ErrTooLarge) {
+		t.Fatalf("second body beside the first (22,000 of 20,000 bytes): %v", err)
+	}
+	release()
+	release() // a second release gives nothing back twice
+	_, release2, err := b.Bytes("gzip", body)
+	if err != nil {
+		t.Fatalf("second body after the first's release: %v", err)
+	}
+	if _, _, err := b.Bytes("gzip", body); !errors.Is(err, ErrTooLarge) {
+		t.Fatalf("a double release gave bytes back twice: %v", err)
+	}
+	release2()
+	if got, release, err := b.Bytes("identity", plain); err != nil || &got[0] != &plain[0] {
+		t.Fatalf("identity: %v", err)
+	} else {
+		release()
+	}
+	if _, _, err := NewBudget(10000).Bytes("gzip", body); !errors.Is(err, ErrTooLarge) {
+		t.Fatalf("a body larger than the whole Budget: %v", err)
 	}
 }

@@ -179,7 +179,7 @@ func Run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	}
 	srv := grpc.NewServer(serverOpts...)
 	proc := extproc.New(extproc.Options{Policies: pols, Store: store, Clock: clock, Log: log, Metrics: procMetrics, StoreErrors: metrics.storeError,
-		EstimateBudget: cfg.EstimateBudget, KeySalt: []byte(os.Getenv(cfg.KeySaltEnv))})
+		EstimateBudget: cfg.EstimateBudget, KeySalt: []byte(os.Getenv(cfg.KeySaltEnv)), MaxDecoded: int64(cfg.MaxReceiveBytes)})
 	extprocv3.RegisterExternalProcessorServer(srv, proc)
 	healthpb.RegisterHealthServer(srv, hs)
 	reflection.Register(srv)
