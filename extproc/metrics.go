@@ -57,7 +57,7 @@ func NewMetrics(reg prometheus.Registerer) *Metrics {
 	})
 	m.unreadable = prometheus.NewCounterVec(prometheus.CounterOpts{
 		Name: "tokengate_unreadable_bodies_total",
-		Help: "Request bodies tokengate could not read, by policy, reason (encoding, json, prompt) and action (refuse, charge_bytes, pass).",
+		Help: "Request bodies tokengate could not read, by policy, reason (encoding, too_large, json, prompt) and action (refuse, charge_bytes, pass).",
 	}, []string{"policy", "reason", "action"})
 	m.refusals = prometheus.NewCounterVec(prometheus.CounterOpts{
 		Name: "tokengate_limit_refusals_total",
