@@ -46,11 +46,41 @@ func withMax(max int) string {
 // is held open so the reservation stays, as a slow upstream would.
 func (e *env) inFlight(t *testing.T, key, body string) *extprocv3.ProcessingResponse {
 	t.Helper()
+	return e.inFlightAt(t, "/v1/chat/completions", key, body)
+}
+
+// inFlightAt is inFlight on any path.
+func (e *env) inFlightAt(t *testing.T, path, key, body string) *extprocv3.ProcessingResponse {
+	t.Helper()
 	p := &processor{s: e.srv, ctx: context.Background()}
-	if r := p.handle(reqHeaders(false, ":method", "POST", ":path", "/v1/chat/completions", "api-key", key)); r.GetImmediateResponse() != nil {
+	if r := p.handle(reqHeaders(false, ":method", "POST", ":path", path, "api-key", key)); r.GetImmediateResponse() != nil {
 		return r
 	}
 	return p.handle(reqBody(body))
+}
+
+// TestStrictHoldsWhatAnyUpstreamMayGenerate: of max_tokens and
+// max_completion_tokens strict mode holds the larger (vLLM and SGLang
+// obey the second first), and a legacy Completions prompt array gets its
+// completion budget for each prompt.
+func TestStrictHoldsWhatAnyUpstreamMayGenerate(t *testing.T) {
+	prompt := labPrompt(t)
+	strict := "{name: lab, tokens_per_minute: 1000000, reserve_completion: max_tokens, counter_key: {header: [api-key]}}"
+	e := newEnv(t, parsePolicy(t, strict))
+	body := strings.Replace(labBody, `"model":"gpt-4o"`, `"model":"gpt-4o","max_tokens":1,"max_completion_tokens":5000`, 1)
+	if r := e.inFlight(t, "k", body); r.GetImmediateResponse() != nil {
+		t.Fatalf("refused: %v", r)
+	}
+	if got := e.used(t, "lab", "k"); got != prompt+5000 {
+		t.Errorf("max_tokens 1 and max_completion_tokens 5000: held %d, want %d", got, prompt+5000)
+	}
+	e = newEnv(t, parsePolicy(t, strict))
+	if r := e.inFlightAt(t, "/v1/completions", "k", `{"model":"gpt-3.5-turbo-instruct","prompt":["a","b","c","d"],"max_tokens":500}`); r.GetImmediateResponse() != nil {
+		t.Fatalf("refused: %v", r)
+	}
+	if got := e.used(t, "lab", "k"); got < 4*500 || got > 4*500+20 {
+		t.Errorf("4 prompts of max_tokens 500: held %d, want 2,000 and the four one-token prompts", got)
+	}
 }
 
 func TestStrictModeReservesCompletion(t *testing.T) {

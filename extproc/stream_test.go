@@ -173,3 +173,25 @@ func TestUpstreamErrorReleasesStreamReservation(t *testing.T) {
 		t.Errorf("charged %d after a 503 without usage, want 0", got)
 	}
 }
+
+// TestStreamUsageInjectedAsTheUpstreamReadsIt: a stream asked for as a
+// Python-served upstream reads it ("stream": "true", a byte-order mark
+// before the body) is asked for its usage like any other, the mark kept.
+func TestStreamUsageInjectedAsTheUpstreamReadsIt(t *testing.T) {
+	plain := strings.Replace(streamBody, `"stream":true`, `"stream":"true"`, 1)
+	if plain == streamBody {
+		t.Fatal("streamBody does not say \"stream\":true")
+	}
+	for _, body := range []string{plain, "\xef\xbb\xbf" + streamBody, strings.Replace(streamBody, `"stream":true`, `"stream":1`, 1)} {
+		e := newEnv(t)
+		out := e.run(t, reqHeaders(false, ":method", "POST", ":path", "/v1/chat/completions", "api-key", "k"), reqBody(body))
+		got := out[1].GetRequestBody().GetResponse().GetBodyMutation().GetBody()
+		r, err := llm.ParseRequest(llm.ChatCompletions, got)
+		if err != nil || !r.Stream || !r.IncludeUsage {
+			t.Errorf("%.40q: rewritten body %q, %v", body, got, err)
+		}
+		if strings.HasPrefix(body, "\xef\xbb\xbf") != strings.HasPrefix(string(got), "\xef\xbb\xbf") {
+			t.Errorf("%.40q: the byte-order mark moved: %.40q", body, got)
+		}
+	}
+}

@@ -11,7 +11,16 @@ const includeUsage = `{"include_usage":true}`
 // InjectIncludeUsage rewrites a streamed request so the upstream ends the
 // stream with a usage chunk. The rest of the body is kept byte for byte:
 // only stream_options is added, or set inside when the request has one.
+// A byte-order mark, which ParseRequest reads past as Python does, stays
+// where it is.
 func InjectIncludeUsage(body []byte) ([]byte, error) {
+	if rest, ok := bytes.CutPrefix(body, utf8BOM); ok {
+		out, err := InjectIncludeUsage(rest)
+		if err != nil {
+			return nil, err
+		}
+		return append(utf8BOM[:len(utf8BOM):len(utf8BOM)], out...), nil
+	}
 	start, end, found, err := topLevelValue(body, "stream_options")
 	if err != nil {
 		return nil, err

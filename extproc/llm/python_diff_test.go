@@ -13,6 +13,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"sort"
 	"strconv"
 	"strings"
@@ -226,7 +227,7 @@ func expectFrom(r pyReading) pyExpect {
 			return skip("%s is %s", name, f[name].T)
 		}
 	}
-	e.maxOutput = firstPositive(max[:]...)
+	e.maxOutput = slices.Max(append([]int64{0}, max[:]...)) // the largest given
 	n, ok := intField("n")
 	if !ok {
 		return skip("n is %s", f["n"].T)
@@ -629,7 +630,7 @@ func TestParseRequestReadsTheLastRepeatedField(t *testing.T) {
 		}
 	}
 	// The last one still decides: of a wrong type, the body is unreadable.
-	for _, body := range []string{`{"stream":true,"stream":"yes"}`, `{"max_tokens":5,"max_tokens":"5"}`, `{"stream_options":{},"stream_options":[]}`} {
+	for _, body := range []string{`{"stream":true,"stream":"maybe"}`, `{"max_tokens":5,"max_tokens":"five"}`, `{"stream_options":{},"stream_options":[]}`} {
 		if _, err := ParseRequest(ChatCompletions, []byte(body)); err == nil {
 			t.Errorf("%s: want an error", body)
 		}

@@ -14,13 +14,17 @@ type Request struct {
 	Model        string
 	Stream       bool
 	IncludeUsage bool
-	// MaxOutput is max_tokens, max_completion_tokens or max_output_tokens,
-	// whichever the request sets; 0 when none.
+	// MaxOutput is the largest of max_tokens, max_completion_tokens and
+	// max_output_tokens that the request sets; 0 when none. Servers differ
+	// in which they obey when given several (vLLM and SGLang take
+	// max_completion_tokens first, others max_tokens), so a reservation
+	// holds the largest.
 	MaxOutput int64
 	// Choices is how many completions the upstream generates, and bills,
-	// for the request: n for Chat Completions, the larger of n and
-	// best_of for legacy Completions (best_of candidates are generated
-	// and billed, n of them returned); 1 for APIs without either.
+	// for the request: n for Chat Completions; for legacy Completions the
+	// larger of n and best_of (best_of candidates are generated and
+	// billed, n of them returned) for each prompt of a prompt array; 1 for
+	// APIs without either.
 	Choices int64
 
 	api       API
@@ -47,11 +51,12 @@ const (
 	fieldGenerationConfig
 	fieldGenerationConfigSnake
 	fieldInferenceConfig
+	fieldPrompt
 	numFields
 )
 
 var fieldNames = [numFields]string{"model", "stream", "stream_options", "max_tokens",
-	"max_completion_tokens", "max_output_tokens", "n", "best_of", "generationConfig", "generation_config", "inferenceConfig"}
+	"max_completion_tokens", "max_output_tokens", "n", "best_of", "generationConfig", "generation_config", "inferenceConfig", "prompt"}
 
 // ParseRequest reads a request body of the given API. An error means the
 // body is not JSON of the expected shape: the caller treats it as
@@ -89,7 +94,7 @@ func ParseRequest(api API, body []byte) (*Request, error) {
 			r.Stream, err = readBool(v)
 		case fieldStreamOptions:
 			r.IncludeUsage, err = readIncludeUsage(v)
-		case fieldGenerationConfig, fieldGenerationConfigSnake, fieldInferenceConfig:
+		case fieldGenerationConfig, fieldGenerationConfigSnake, fieldInferenceConfig, fieldPrompt:
 			// read below, for the APIs that have them
 		default:
 			ints[i], err = readInt(v)
@@ -114,8 +119,11 @@ func ParseRequest(api API, body []byte) (*Request, error) {
 			return nil, fmt.Errorf("llm: %s request: inferenceConfig: %w", api, err)
 		}
 	}
-	r.MaxOutput = firstPositive(ints[fieldMaxTokens], ints[fieldMaxCompletionTokens], ints[fieldMaxOutputTokens])
+	r.MaxOutput = max(0, ints[fieldMaxTokens], ints[fieldMaxCompletionTokens], ints[fieldMaxOutputTokens])
 	r.Choices = choices(api, ints[fieldN], ints[fieldBestOf])
+	if api == Completions {
+		r.Choices = min(r.Choices*prompts(last[fieldPrompt]), maxCompletions)
+	}
 	// Only OpenAI's streams leave usage out unless asked.
 	r.IncludeUsage = r.IncludeUsage || api.Provider() != OpenAI
 	return r, nil
@@ -146,6 +154,28 @@ var utf8BOM = []byte("\xef\xbb\xbf")
 // maxChoices caps n: OpenAI allows 128, and a larger n only multiplies a
 // reservation that could never be admitted anyway.
 const maxChoices = 128
+
+// maxCompletions caps Choices for a prompt array: OpenAI takes up to
+// 2,048 prompts, each given the request's n.
+const maxCompletions = 2048 * maxChoices
+
+// prompts is how many prompts a legacy Completions prompt is: the
+// length of an array of strings or of token arrays, one for a string or
+// a single array of tokens (or anything else, which the upstream
+// refuses).
+func prompts(v []byte) int64 {
+	var n, numbers int64
+	if array(v, func(elem []byte) error {
+		n++
+		if c := elem[0]; c == '-' || c >= '0' && c <= '9' {
+			numbers++
+		}
+		return nil
+	}) != nil || numbers > 0 {
+		return 1
+	}
+	return max(n, 1)
+}
 
 // choices is how many completions a request makes the upstream generate.
 // A missing, zero or negative n is the upstream's default of one.
@@ -239,12 +269,3 @@ func (r *Request) prompt() ([]tokenize.Message, []string, error) {
 
 // chatFramingBound covers a message's framing tokens (and its name's).
 const chatFramingBound = 8
-
-func firstPositive(vs ...int64) int64 {
-	for _, v := range vs {
-		if v > 0 {
-			return v
-		}
-	}
-	return 0
-}

@@ -237,3 +237,71 @@ func TestParseRequestProviders(t *testing.T) {
 		}
 	}
 }
+
+// TestRequestReadAsPydanticReadsIt: Python-served upstreams (vLLM,
+// SGLang, LiteLLM) validate a request with pydantic in its lax mode,
+// which takes "true" for true and "100" for 100 (and Gemini's JSON
+// mapping takes integers as strings): tokengate reads them as those
+// upstreams do, so that "stream": "true" is a stream it asks for usage,
+// not an unreadable body passed unread.
+func TestRequestReadAsPydanticReadsIt(t *testing.T) {
+	for _, tt := range []struct {
+		body          string
+		stream, usage bool
+		max, choices  int64
+	}{
+		{`{"stream":"true","stream_options":{"include_usage":"True"}}`, true, true, 0, 1},
+		{`{"stream":" YES ","max_tokens":" 100 "}`, true, false, 100, 1},
+		{`{"stream":1,"n":"3"}`, true, false, 0, 3},
+		{`{"stream":"off","max_completion_tokens":"2e3"}`, false, false, 2000, 1},
+		{`{"stream":0,"stream_options":{"include_usage":"n"}}`, false, false, 0, 1},
+	} {
+		r, err := ParseRequest(ChatCompletions, []byte(tt.body))
+		if err != nil {
+			t.Errorf("%s: %v", tt.body, err)
+			continue
+		}
+		if r.Stream != tt.stream || r.IncludeUsage != tt.usage || r.MaxOutput != tt.max || r.Choices != tt.choices {
+			t.Errorf("%s: stream %v include_usage %v max %d choices %d", tt.body, r.Stream, r.IncludeUsage, r.MaxOutput, r.Choices)
+		}
+	}
+	r, err := ParseRequest(GenerateContent, []byte(`{"generationConfig":{"maxOutputTokens":"512","candidateCount":"2"}}`))
+	if err != nil || r.MaxOutput != 512 || r.Choices != 2 {
+		t.Errorf("Gemini's integers as strings: %+v, %v", r, err)
+	}
+}
+
+// TestReservationReadsEveryLimit: of several output limits, a reservation
+// holds the largest (servers differ in which they obey), and a legacy
+// Completions request generates its n for each prompt of a prompt array.
+func TestReservationReadsEveryLimit(t *testing.T) {
+	for _, tt := range []struct {
+		api          API
+		body         string
+		max, choices int64
+	}{
+		{ChatCompletions, `{"max_tokens":1,"max_completion_tokens":5000}`, 5000, 1},
+		{ChatCompletions, `{"max_completion_tokens":7,"max_tokens":90}`, 90, 1},
+		{ChatCompletions, `{"max_tokens":-5,"max_output_tokens":0}`, 0, 1},
+		{Completions, `{"prompt":["a","b","c","d"],"max_tokens":500}`, 500, 4},
+		{Completions, `{"prompt":["a","b"],"n":3,"best_of":5}`, 0, 10},
+		{Completions, `{"prompt":[[1,2],[3],[4]],"n":2}`, 0, 6},
+		{Completions, `{"prompt":[1,2,3,4],"n":2}`, 0, 2}, // one prompt, as tokens
+		{Completions, `{"prompt":"a","n":2}`, 0, 2},
+		{Completions, `{"prompt":[],"n":2}`, 0, 2},
+		{ChatCompletions, `{"prompt":["a","b"],"n":2}`, 0, 2}, // not Chat's field
+	} {
+		r, err := ParseRequest(tt.api, []byte(tt.body))
+		if err != nil {
+			t.Errorf("%s: %v", tt.body, err)
+			continue
+		}
+		if r.MaxOutput != tt.max || r.Choices != tt.choices {
+			t.Errorf("%v %s: max %d choices %d, want %d and %d", tt.api, tt.body, r.MaxOutput, r.Choices, tt.max, tt.choices)
+		}
+	}
+	many := `{"prompt":[` + strings.Repeat(`"a",`, 5000) + `"a"],"n":128}`
+	if r, err := ParseRequest(Completions, []byte(many)); err != nil || r.Choices != maxCompletions {
+		t.Errorf("5,001 prompts of n 128: choices %d, %v; want the cap %d", r.Choices, err, maxCompletions)
+	}
+}

@@ -6,6 +6,7 @@ import (
 	"errors"
 	"math"
 	"strconv"
+	"strings"
 	"unicode/utf8"
 )
 
@@ -274,22 +275,51 @@ func plainString(v []byte) ([]byte, bool) {
 	return v[1 : len(v)-1], true
 }
 
-// readBool reads true, false or null.
+// readBool reads a request's boolean as the upstreams read it: true,
+// false or null, and what Python-served ones (pydantic, in its default lax
+// mode) also take for one: 0 and 1, and the strings "true", "false", "1",
+// "0", "yes", "no", "on", "off", "t", "f", "y" and "n", in any case.
+// Reading what one upstream would refuse costs nothing; refusing what one
+// reads would leave the request unread ("stream": "true" an uncounted
+// stream on vLLM).
 func readBool(v []byte) (bool, error) {
 	switch string(v) {
-	case "true":
+	case "true", "1", "1.0":
 		return true, nil
-	case "false", "null", "":
+	case "false", "null", "", "0", "0.0":
 		return false, nil
+	}
+	if s, ok := laxString(v); ok {
+		switch strings.ToLower(s) {
+		case "true", "1", "yes", "on", "t", "y":
+			return true, nil
+		case "false", "0", "no", "off", "f", "n":
+			return false, nil
+		}
 	}
 	return false, errNotBool
 }
 
+// laxString is the JSON string v, decoded and trimmed of spaces, as
+// pydantic reads a string standing for a number or a boolean.
+func laxString(v []byte) (string, bool) {
+	if len(v) < 2 || v[0] != '"' {
+		return "", false
+	}
+	s, err := readString(v)
+	return strings.TrimSpace(s), err == nil
+}
+
 // readInt reads a number as an integer; exponents and fractions are
-// accepted and rounded down, huge values capped.
+// accepted and rounded down, huge values capped. A string holding a
+// number is read as that number, as pydantic's lax mode and protobuf's
+// JSON mapping (Gemini's) read one.
 func readInt(v []byte) (int64, error) {
 	if len(v) == 0 || isNull(v) {
 		return 0, nil
+	}
+	if s, ok := laxString(v); ok {
+		v = []byte(s) // "" is no number: ParseFloat refuses it
 	}
 	if n, err := strconv.ParseInt(string(v), 10, 64); err == nil {
 		return n, nil

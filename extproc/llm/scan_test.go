@@ -2,6 +2,7 @@ package llm
 
 import (
 	"encoding/json"
+	"slices"
 	"strings"
 	"testing"
 )
@@ -26,7 +27,7 @@ func referenceRequest(body []byte) (model string, stream, include bool, maxOut i
 	if v, has := opts["include_usage"]; has && ok {
 		ok = json.Unmarshal(v, &include) == nil
 	}
-	return model, stream, include, firstPositive(max[:]...), ok
+	return model, stream, include, slices.Max(append([]int64{0}, max[:]...)), ok
 }
 
 func checkAgainstJSON(t *testing.T, body []byte) {
@@ -60,7 +61,7 @@ func TestScannerAgreesWithJSON(t *testing.T) {
 	} {
 		checkAgainstJSON(t, []byte(body))
 	}
-	for _, body := range []string{`{"model":`, `{"model":"a"} x`, `[]`, `{"stream":"yes"}`, `{"max_tokens":"ten"}`, `{"a" 1}`, `{"a":1,}`} {
+	for _, body := range []string{`{"model":`, `{"model":"a"} x`, `[]`, `{"stream":"maybe"}`, `{"stream":2}`, `{"max_tokens":"ten"}`, `{"max_tokens":""}`, `{"a" 1}`, `{"a":1,}`} {
 		if _, err := ParseRequest(ChatCompletions, []byte(body)); err == nil {
 			t.Errorf("%s: want an error", body)
 		}
