@@ -191,3 +191,31 @@ func TestBudget(t *testing.T) {
 		t.Fatalf("a body larger than the whole Budget: %v", err)
 	}
 }
+
+// FuzzBytes: whatever a client sends under whatever encoding, decoding
+// ends, within its bound, and Size agrees with what Bytes returns.
+func FuzzBytes(f *testing.F) {
+	for _, enc := range []string{"gzip", "deflate", "raw-deflate", "br", "zstd"} {
+		f.Add(enc, []byte("ab"))
+	}
+	f.Add("zstd", []byte{0x28, 0xb5, 0x2f, 0xfd, 0x00, 0x58})
+	f.Fuzz(func(t *testing.T, enc string, raw []byte) {
+		body, valid := raw, false // anything at all, as zstd, or
+		switch enc {
+		case "gzip", "deflate", "raw-deflate", "br", "zstd":
+			body, valid = encode(t, enc, raw), true // a valid body
+		default:
+			enc = "zstd"
+		}
+		header := strings.TrimPrefix(enc, "raw-")
+		const limit = 1 << 16
+		n, sizeErr := Size(header, body, limit)
+		got, err := Bytes(header, body, limit)
+		if (err == nil) != (sizeErr == nil) || err == nil && int64(len(got)) != n || len(got) > limit {
+			t.Fatalf("%s: Size %d, %v; Bytes %d bytes, %v", enc, n, sizeErr, len(got), err)
+		}
+		if valid && len(raw) <= limit && (err != nil || !bytes.Equal(got, raw)) {
+			t.Fatalf("%s: %q decoded to %q", enc, raw, got)
+		}
+	})
+}

@@ -1,6 +1,7 @@
 package llm
 
 import (
+	"bytes"
 	"encoding/json"
 	"testing"
 )
@@ -33,16 +34,19 @@ func TestInjectIncludeUsage(t *testing.T) {
 
 func FuzzInjectIncludeUsage(f *testing.F) {
 	f.Add([]byte(`{"model":"gpt-4o","stream":true,"stream_options":{"x":[1]}}`))
+	f.Add([]byte("\xef\xbb\xbf{\"stream\":\"true\"}"))
 	f.Fuzz(func(t *testing.T, body []byte) {
-		if !json.Valid(body) {
+		// A byte-order mark before the JSON is read past, and kept.
+		json0, bom := bytes.CutPrefix(body, utf8BOM)
+		if !json.Valid(json0) {
 			return
 		}
 		out, err := InjectIncludeUsage(body)
 		if err != nil {
 			return
 		}
-		if !json.Valid(out) {
-			t.Fatalf("invalid JSON out of %s: %s", body, out)
+		if rest, ok := bytes.CutPrefix(out, utf8BOM); ok != bom || !json.Valid(rest) {
+			t.Fatalf("out of %q: %q", body, out)
 		}
 	})
 }
