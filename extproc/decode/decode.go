@@ -31,6 +31,9 @@ var ErrUnsupported = errors.New("decode: unsupported content-encoding")
 // by a Budget.)
 const MaxResponse = 256 << 20
 
+// maxWindow bounds a zstd frame's window (see reader).
+const maxWindow = 8 << 20
+
 // ErrTooLarge is returned for a body that inflates past its bound.
 var ErrTooLarge = errors.New("decode: body inflates past its bound")
 
@@ -134,7 +137,7 @@ func Size(encoding string, body []byte, limit int64) (int64, error) {
 
 // pump inflates r into sink, up to limit bytes.
 func pump(encoding string, r io.Reader, limit int64, sink func([]byte)) error {
-	dec, err := reader(normalize(encoding), bufio.NewReader(r), limit)
+	dec, err := reader(normalize(encoding), bufio.NewReader(r))
 	if err != nil {
 		return fmt.Errorf("decode %s: %w", encoding, err)
 	}
@@ -165,7 +168,7 @@ func pump(encoding string, r io.Reader, limit int64, sink func([]byte)) error {
 
 // reader opens the decompressor. "deflate" is zlib-wrapped per RFC 9110,
 // but some servers send raw deflate, so the zlib header decides.
-func reader(encoding string, r *bufio.Reader, limit int64) (io.ReadCloser, error) {
+func reader(encoding string, r *bufio.Reader) (io.ReadCloser, error) {
 	switch encoding {
 	case "gzip", "x-gzip":
 		return gzip.NewReader(r)
@@ -173,12 +176,11 @@ func reader(encoding string, r *bufio.Reader, limit int64) (io.ReadCloser, error
 		return io.NopCloser(brotli.NewReader(r)), nil
 	case "zstd":
 		// One goroutine-free decoder per body. Its window, the memory it
-		// holds, is at most the 8 MiB that RFC 9659 sets for HTTP's zstd
-		// content coding: a frame asking for more is refused, not
-		// allocated, and decodes running at once hold little beside what
-		// their Budget counts.
-		window := uint64(min(max(limit, zstd.MinWindowSize), 8<<20))
-		d, err := zstd.NewReader(r, zstd.WithDecoderConcurrency(1), zstd.WithDecoderMaxWindow(window))
+		// may hold, is at most the 8 MiB that RFC 9659 sets for HTTP's
+		// zstd content coding: a frame asking for more is refused, not
+		// allocated. (Not the body's own bound: a frame may declare a
+		// window larger than its content.)
+		d, err := zstd.NewReader(r, zstd.WithDecoderConcurrency(1), zstd.WithDecoderMaxWindow(maxWindow))
 		if err != nil {
 			return nil, err
 		}

@@ -190,6 +190,14 @@ func TestBudget(t *testing.T) {
 	if _, _, err := NewBudget(10000).Bytes("gzip", body); !errors.Is(err, ErrTooLarge) {
 		t.Fatalf("a body larger than the whole Budget: %v", err)
 	}
+	// A frame may declare a window far larger than its content (this
+	// encoder declares 8 MiB): the body, decoded to its exact size, is
+	// still read.
+	if got, release, err := NewBudget(64<<20).Bytes("zstd", encode(t, "zstd", []byte("hi"))); err != nil || string(got) != "hi" {
+		t.Fatalf("a two-byte zstd body: %q, %v", got, err)
+	} else {
+		release()
+	}
 }
 
 // FuzzBytes: whatever a client sends under whatever encoding, decoding
