@@ -46,15 +46,20 @@ func TestBadInputBodies(t *testing.T) {
 		passed("messages is null", "bi-msg-null", "", "", `{"model":"gpt-4o","messages":null}`, false),
 		passed("content is an object", "bi-content-object", "", "", `{"model":"gpt-4o","messages":[{"role":"user","content":{"text":"hi"}}]}`, false),
 		passed("model is a number", "bi-model-number", "", "", `{"model":42,"messages":[{"role":"user","content":"hi"}]}`, true),
-		passed("stream is a string", "bi-stream-string", "", "", `{"model":"gpt-4o","stream":"yes","messages":[{"role":"user","content":"hi"}]}`, true),
-		passed("max_tokens is a string", "bi-max-string", "", "", `{"model":"gpt-4o","max_tokens":"100","messages":[{"role":"user","content":"hi"}]}`, true),
+		// What pydantic's lax mode coerces, tokengate reads as it does (a
+		// Python-served upstream serves it); this upstream, like OpenAI,
+		// refuses it, and it costs nothing.
+		passed("stream is a string", "bi-stream-string", "", "", `{"model":"gpt-4o","stream":"yes","messages":[{"role":"user","content":"hi"}]}`, false),
+		passed("max_tokens is a string", "bi-max-string", "", "", `{"model":"gpt-4o","max_tokens":"100","messages":[{"role":"user","content":"hi"}]}`, false),
+		passed("max_tokens is a string, strict mode", "bi-max-string-strict", biStrictPath, "strict", `{"model":"gpt-4o","max_tokens":"100","messages":[{"role":"user","content":"hi"}]}`, false),
+		passed("stream is a word no server reads", "bi-stream-word", "", "", `{"model":"gpt-4o","stream":"maybe","messages":[{"role":"user","content":"hi"}]}`, true),
 		// Strict mode cannot bound what it cannot read: unreadable_body
 		// defaults to refuse there, and tokengate answers the 400 itself.
 		{
-			name: "max_tokens is a string, strict mode", path: biStrictPath, policy: "strict",
-			headers: []string{"api-key", "bi-max-string-strict"},
-			body:    []byte(`{"model":"gpt-4o","max_tokens":"100","messages":[{"role":"user","content":"hi"}]}`),
-			status:  http.StatusBadRequest, charged: map[string]int64{"bi-max-string-strict": 0},
+			name: "max_tokens is not a number, strict mode", path: biStrictPath, policy: "strict",
+			headers: []string{"api-key", "bi-max-word-strict"},
+			body:    []byte(`{"model":"gpt-4o","max_tokens":"a hundred","messages":[{"role":"user","content":"hi"}]}`),
+			status:  http.StatusBadRequest, charged: map[string]int64{"bi-max-word-strict": 0},
 			moves: []biMove{
 				{name: "tokengate_requests_total", labels: []string{"policy", "strict", "decision", "unreadable_body"}, by: 1},
 				{name: "tokengate_unreadable_bodies_total", labels: []string{"policy", "strict", "reason", "json", "action", "refuse"}, by: 1},
