@@ -287,3 +287,37 @@ policies:
 		t.Errorf("budgets %v %v", b, p.BudgetFor("", ""))
 	}
 }
+
+// TestPathModelIsTheModel: on a path that names the model (an Azure
+// deployment here), the upstream serves that model whatever the body's
+// "model" says; so does tokengate's accounting: a made-up body model
+// picks neither a fresh per-model budget nor a cheaper price.
+func TestPathModelIsTheModel(t *testing.T) {
+	const path = "/openai/deployments/gpt-4o/chat/completions?api-version=2024-10-21"
+	e := newEnv(t, parsePolicy(t, "{name: lab, tokens_per_minute: 100, counter_key: {header: [api-key], per_model: true}}"))
+	for i := range 3 {
+		body := strings.Replace(labBody, `"gpt-4o"`, fmt.Sprintf(`"made-up-%d"`, i), 1)
+		out := e.run(t, fullRequest("k", path, body, "200", chatUsage(60, 40))...)
+		refused := out[0].GetImmediateResponse() != nil || out[1].GetImmediateResponse() != nil
+		if refused != (i > 0) {
+			t.Errorf("request %d on deployment gpt-4o, 100 tokens a request against 100: refused %v", i, refused)
+		}
+	}
+	e, p := budgetEnv(t, `store: {backend: memory}
+prices:
+  models:
+    gpt-4o: {input: 2.50, output: 10}
+    gpt-4o-mini: {input: 0.15, output: 0.60}
+policies:
+- name: lab
+  counter_key: {header: [api-key]}
+  limits:
+  - {name: dollars, unit: cost, max: 100, period: daily}
+`)
+	body := strings.Replace(labBody, `"gpt-4o"`, `"gpt-4o-mini"`, 1)
+	e.run(t, fullRequest("k", path, body, "200", chatUsage(1000, 1000))...)
+	// gpt-4o's price: 1,000 tokens at $2.50 and 1,000 at $10 a million.
+	if got := e.usedOf(t, p, "k")["dollars"]; got != 12500 {
+		t.Errorf("deployment gpt-4o charged %d micro-units, want 12,500 (its own price, not the body's gpt-4o-mini)", got)
+	}
+}

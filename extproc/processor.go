@@ -260,7 +260,11 @@ func (p *processor) readRequestBody(raw []byte) (*extprocv3.ProcessingResponse, 
 	}
 	req.Stream = req.Stream || p.route.Stream // streamGenerateContent, converse-stream…
 	p.req = req
-	if req.Model != "" {
+	if req.Model != "" && p.route.Model == "" {
+		// A path that names the model (an Azure deployment, a Gemini,
+		// Vertex or Bedrock model) is what the upstream serves, whatever
+		// the body says: a body's model there would pick another budget,
+		// or another price, for the same work.
 		p.model = req.Model
 	}
 	next := p.s.match(p.path, p.model)

@@ -67,9 +67,9 @@ func (a API) Provider() Provider {
 // Route is what a request path tells before the body is read.
 type Route struct {
 	API API
-	// Model is the model the path names, which stands for the body's when
-	// the body names none: an Azure deployment, a Gemini, Vertex or
-	// Bedrock model.
+	// Model is the model the path names: an Azure deployment, a Gemini,
+	// Vertex or Bedrock model. The upstream serves it whatever the body
+	// says, so it is the request's model, a body's ignored.
 	Model string
 	// Stream is set when the path itself asks for a stream
 	// (streamGenerateContent, converse-stream, streamRawPredict,
@@ -120,11 +120,20 @@ func Detect(path string) Route {
 }
 
 // detectModelPath reads the paths that name their model, with the
-// operation after it: Gemini's models/M:op, Vertex AI's
-// publishers/P/models/M:op, Bedrock's /model/M/op. A Bedrock model ID may
-// be an ARN, with slashes of its own once unescaped, so the operation is
-// the last segment.
+// operation after it: Gemini's models/M:op and tunedModels/M:op, Vertex
+// AI's publishers/P/models/M:op and endpoints/E:op (a model deployed to
+// an endpoint), Bedrock's /model/M/op. A Bedrock model ID may be an ARN,
+// with slashes of its own once unescaped, so the operation is the last
+// segment.
 func detectModelPath(path string) (Route, bool) {
+	for _, seg := range []string{"/tunedModels/", "/endpoints/"} {
+		if i := strings.LastIndex(path, seg); i >= 0 && !strings.HasPrefix(path, "/openai/") {
+			model, op, ok := strings.Cut(path[i+len(seg):], ":")
+			if ok && model != "" && !strings.Contains(model, "/") && (op == "generateContent" || op == "streamGenerateContent") {
+				return Route{API: GenerateContent, Model: model, Stream: op == "streamGenerateContent"}, true
+			}
+		}
+	}
 	if i := strings.LastIndex(path, "/models/"); i >= 0 && !strings.HasPrefix(path, "/openai/") {
 		model, op, ok := strings.Cut(path[i+len("/models/"):], ":")
 		if !ok || model == "" || strings.Contains(model, "/") {
