@@ -1,6 +1,7 @@
 package extproc
 
 import (
+	"cmp"
 	"context"
 	"fmt"
 	"time"
@@ -9,6 +10,7 @@ import (
 	"go.uber.org/zap"
 
 	"github.com/tokengate/tokengate/extproc/llm"
+	"github.com/tokengate/tokengate/extproc/policy"
 	"github.com/tokengate/tokengate/internal/config"
 	"github.com/tokengate/tokengate/limiter"
 )
@@ -26,6 +28,9 @@ const (
 	sourceNone      = "none"      // a failed request without usage costs nothing
 	// The stream ended with no response at all: charge_unanswered decides.
 	sourceUnanswered = "unanswered"
+	// A background Responses request without usage: its output is
+	// fetched later, uncounted, so its whole output budget is charged.
+	sourceBackground = "background"
 )
 
 // charge is what a finished request really used (SPEC §2 step 5): the
@@ -44,10 +49,15 @@ func (p *processor) charge() (prompt, completion, total int64, source string) {
 		return p.usage.Prompt, p.usage.Completion, p.usage.Total, sourceReported
 	case p.status != 0 && (p.status < 200 || p.status > 299):
 		return 0, 0, 0, sourceNone
+	case !p.responded && !p.policy.ChargesUnanswered():
+		return 0, 0, 0, sourceUnanswered
+	case p.req != nil && p.req.Background:
+		// Answered or not, the upstream may be running it: a client
+		// that hangs up at once must not make it cheaper.
+		p.estimatePrompt()
+		c := backgroundOutput(p.req.MaxOutput, p.policy)
+		return p.estimate, c, p.estimate + c, sourceBackground
 	case !p.responded:
-		if !p.policy.ChargesUnanswered() {
-			return 0, 0, 0, sourceUnanswered
-		}
 		p.estimatePrompt()
 		return p.estimate, 0, p.estimate, sourceUnanswered
 	}
@@ -69,6 +79,14 @@ func (p *processor) charge() (prompt, completion, total int64, source string) {
 		return p.estimate, p.answered, p.estimate + p.answered, sourceCounted
 	}
 	return p.estimate, 0, p.estimate, sourceEstimated
+}
+
+// backgroundOutput is what a background request is charged for its
+// output: its max_output_tokens, else the policy's completion budget,
+// else the one strict mode falls back to.
+func backgroundOutput(maxOutput int64, pol *policy.Policy) int64 {
+	_, budget := pol.Strict()
+	return cmp.Or(max(maxOutput, 0), budget, config.DefaultCompletionBudget)
 }
 
 // counted is what the policy charges of a request's tokens.

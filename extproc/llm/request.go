@@ -26,6 +26,10 @@ type Request struct {
 	// billed, n of them returned) for each prompt of a prompt array; 1 for
 	// APIs without either.
 	Choices int64
+	// Background is a Responses request run in the background: answered
+	// at once, its output fetched later by a GET tokengate does not
+	// count.
+	Background bool
 
 	api       API
 	body      []byte // kept to read the prompt only when a policy estimates
@@ -52,11 +56,12 @@ const (
 	fieldGenerationConfigSnake
 	fieldInferenceConfig
 	fieldPrompt
+	fieldBackground
 	numFields
 )
 
 var fieldNames = [numFields]string{"model", "stream", "stream_options", "max_tokens",
-	"max_completion_tokens", "max_output_tokens", "n", "best_of", "generationConfig", "generation_config", "inferenceConfig", "prompt"}
+	"max_completion_tokens", "max_output_tokens", "n", "best_of", "generationConfig", "generation_config", "inferenceConfig", "prompt", "background"}
 
 // ParseRequest reads a request body of the given API. An error means the
 // body is not JSON of the expected shape: the caller treats it as
@@ -92,6 +97,9 @@ func ParseRequest(api API, body []byte) (*Request, error) {
 			r.Model, err = readString(v)
 		case fieldStream:
 			r.Stream, err = readBool(v)
+		case fieldBackground:
+			r.Background, err = readBool(v)
+			r.Background = r.Background && api == Responses
 		case fieldStreamOptions:
 			r.IncludeUsage, err = readIncludeUsage(v)
 		case fieldGenerationConfig, fieldGenerationConfigSnake, fieldInferenceConfig, fieldPrompt:
@@ -229,6 +237,8 @@ func (r *Request) PromptTokensWithin(model string, budget time.Duration) (n int6
 		r.promptErr = fmt.Errorf("llm: %s prompt: %w", r.api, err)
 		return 0, false
 	}
+	extra, ids := promptExtras(r.api, r.body)
+	texts, n = append(texts, extra...), ids
 	start := time.Now()
 	spent := func(size int) bool {
 		if size > maxExactBytes || (budget > 0 && time.Since(start) > budget) {
@@ -238,7 +248,7 @@ func (r *Request) PromptTokensWithin(model string, budget time.Duration) (n int6
 	}
 	if len(msgs) > 0 {
 		empty := int64(tokenize.Chat(model, nil)) // the reply priming
-		n = empty
+		n += empty
 		for _, m := range msgs {
 			if spent(len(m.Content)) {
 				n += int64(len(m.Role)+len(m.Name)+len(m.Content)) + chatFramingBound

@@ -31,7 +31,7 @@ func TestParseRequest(t *testing.T) {
 			"gpt-4", true, true, 9, int64(tokenize.Chat("gpt-4", lab))},
 		{"completions prompt array", Completions, `{"model":"gpt-3.5-turbo-instruct","prompt":["hello world","again"]}`,
 			"gpt-3.5-turbo-instruct", false, false, 0, int64(tokenize.Text("gpt-3.5", "hello world") + tokenize.Text("gpt-3.5", "again"))},
-		{"completions token ids", Completions, `{"prompt":[1,2,3]}`, "", false, false, 0, 0},
+		{"completions token ids", Completions, `{"prompt":[1,2,3]}`, "", false, false, 0, 3}, // ids count as themselves
 		{"embeddings input", Embeddings, `{"model":"text-embedding-3-small","input":"hello world"}`,
 			"text-embedding-3-small", false, false, 0, int64(tokenize.Text("text-embedding-3-small", "hello world"))},
 		{"responses string input", Responses, `{"model":"gpt-5","input":"hello world","instructions":"be brief","max_output_tokens":7}`,
@@ -304,5 +304,26 @@ func TestReservationReadsEveryLimit(t *testing.T) {
 	many := `{"prompt":[` + strings.Repeat(`"a",`, 5000) + `"a"],"n":128}`
 	if r, err := ParseRequest(Completions, []byte(many)); err != nil || r.Choices != maxCompletions {
 		t.Errorf("5,001 prompts of n 128: choices %d, %v; want the cap %d", r.Choices, err, maxCompletions)
+	}
+}
+
+// TestBackgroundIsTheResponsesAPIs: "background" runs a Responses
+// request in the background; other APIs have no such field.
+func TestBackgroundIsTheResponsesAPIs(t *testing.T) {
+	for _, tt := range []struct {
+		api  API
+		body string
+		want bool
+	}{
+		{Responses, `{"background":true}`, true},
+		{Responses, `{"background":"true"}`, true},
+		{Responses, `{"background":true,"background":false}`, false},
+		{Responses, `{"metadata":{"background":true}}`, false},
+		{ChatCompletions, `{"background":true}`, false},
+	} {
+		r, err := ParseRequest(tt.api, []byte(tt.body))
+		if err != nil || r.Background != tt.want {
+			t.Errorf("%v %s: background %v, %v; want %v", tt.api, tt.body, r != nil && r.Background, err, tt.want)
+		}
 	}
 }
