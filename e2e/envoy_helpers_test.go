@@ -162,7 +162,7 @@ type evCharges map[string]float64
 func evReadCharges(t *testing.T, s *harness.Stack, policy string) evCharges {
 	t.Helper()
 	out := evCharges{}
-	for _, src := range []string{"reported", "counted", "estimated", "background", "unanswered", "none"} {
+	for _, src := range []string{"reported", "counted", "estimated", "background", "unreadable", "unanswered", "none"} {
 		if v, ok := evScrape(t, s, "tokengate_tokens_total", "policy", policy, "source", src); ok {
 			out[src] = v
 		}
@@ -209,7 +209,7 @@ func (c evCharges) delta(before evCharges) evCharges {
 
 func (c evCharges) String() string {
 	var parts []string
-	for _, k := range []string{"reported", "counted", "estimated", "background", "unanswered", "none"} {
+	for _, k := range []string{"reported", "counted", "estimated", "background", "unreadable", "unanswered", "none"} {
 		if v, ok := c[k]; ok {
 			parts = append(parts, fmt.Sprintf("%s=%g", k, v))
 		}

@@ -47,3 +47,31 @@ func TestBackgroundResponseChargesItsOutputBudget(t *testing.T) {
 		t.Errorf("usage reported: charged %d, want 3,012", got)
 	}
 }
+
+// TestUnreadableAnswerChargesItsOutputBudget: a 2xx answer without usage
+// that tokengate cannot read (Gemini's alt=proto here, a protobuf body)
+// is charged its prompt and its whole output budget, not the prompt
+// alone; a readable answer without usage is still counted from its text.
+func TestUnreadableAnswerChargesItsOutputBudget(t *testing.T) {
+	pol := "{name: lab, tokens_per_minute: 1000000, counter_key: {header: [x-goog-api-key]}}"
+	req := `{"contents":[{"parts":[{"text":"Write a very long story."}]}],"generationConfig":{"maxOutputTokens":60000,"candidateCount":2}}`
+	proto := "\x0a\x80\x80\x10\x0a\xfc\xff\x0f" + strings.Repeat("story ", 40000)
+	e := newEnv(t, parsePolicy(t, pol))
+	e.run(t,
+		reqHeaders(false, ":method", "POST", ":path", "/v1beta/models/gemini-2.5-pro:generateContent?alt=proto", "x-goog-api-key", "k"),
+		reqBody(req),
+		respHeaders("200", false, "content-type", "application/x-protobuf"),
+		respBody(proto))
+	if got := e.used(t, "lab", "k"); got < 120000 || got > 120020 {
+		t.Errorf("an answer in protobuf: charged %d, want the prompt and 2 × maxOutputTokens 60,000", got)
+	}
+	e = newEnv(t, parsePolicy(t, pol))
+	e.run(t,
+		reqHeaders(false, ":method", "POST", ":path", "/v1beta/models/gemini-2.5-pro:generateContent", "x-goog-api-key", "k"),
+		reqBody(req),
+		respHeaders("200", false, "content-type", "application/json"),
+		respBody(`{"candidates":[{"content":{"parts":[{"text":"Once upon a time."}]}}]}`))
+	if got := e.used(t, "lab", "k"); got > 40 {
+		t.Errorf("a JSON answer without usage: charged %d, want the prompt and its few tokens of text", got)
+	}
+}

@@ -34,7 +34,7 @@ func NewMetrics(reg prometheus.Registerer) *Metrics {
 		}, []string{"policy", "decision"}),
 		tokens: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "tokengate_tokens_total",
-			Help: "Tokens charged, by policy, kind (prompt, completion) and source of the count (reported, counted, estimated, background, unanswered, none).",
+			Help: "Tokens charged, by policy, kind (prompt, completion) and source of the count (reported, counted, estimated, background, unreadable, unanswered, none).",
 		}, []string{"policy", "kind", "source"}),
 		passthrough: prometheus.NewCounter(prometheus.CounterOpts{
 			Name: "tokengate_passthrough_total",

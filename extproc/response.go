@@ -129,6 +129,10 @@ func (p *processor) readBufferedUsage(body []byte) {
 		if p.answered, err = llm.CompletionTokens(p.route.API, p.model, body); err == nil {
 			p.found = sourceCounted
 		} else {
+			// Not the API's JSON (Gemini's alt=proto, a format the client
+			// asked for otherwise): what it holds cannot be counted, so
+			// it must not be free.
+			p.found = sourceUnreadable
 			p.s.log.Debug("answer without usage not countable", zap.String("key", p.keyHash[:8]), zap.Error(err))
 		}
 	}

@@ -10,7 +10,6 @@ import (
 	"go.uber.org/zap"
 
 	"github.com/tokengate/tokengate/extproc/llm"
-	"github.com/tokengate/tokengate/extproc/policy"
 	"github.com/tokengate/tokengate/internal/config"
 	"github.com/tokengate/tokengate/limiter"
 )
@@ -31,6 +30,9 @@ const (
 	// A background Responses request without usage: its output is
 	// fetched later, uncounted, so its whole output budget is charged.
 	sourceBackground = "background"
+	// A 2xx answer without usage that tokengate cannot read: its output
+	// budget is charged too.
+	sourceUnreadable = "unreadable"
 )
 
 // charge is what a finished request really used (SPEC §2 step 5): the
@@ -55,8 +57,12 @@ func (p *processor) charge() (prompt, completion, total int64, source string) {
 		// Answered or not, the upstream may be running it: a client
 		// that hangs up at once must not make it cheaper.
 		p.estimatePrompt()
-		c := backgroundOutput(p.req.MaxOutput, p.policy)
+		c := p.outputBudget()
 		return p.estimate, c, p.estimate + c, sourceBackground
+	case p.found == sourceUnreadable:
+		p.estimatePrompt()
+		c := p.outputBudget()
+		return p.estimate, c, p.estimate + c, sourceUnreadable
 	case !p.responded:
 		p.estimatePrompt()
 		return p.estimate, 0, p.estimate, sourceUnanswered
@@ -81,12 +87,17 @@ func (p *processor) charge() (prompt, completion, total int64, source string) {
 	return p.estimate, 0, p.estimate, sourceEstimated
 }
 
-// backgroundOutput is what a background request is charged for its
-// output: its max_output_tokens, else the policy's completion budget,
-// else the one strict mode falls back to.
-func backgroundOutput(maxOutput int64, pol *policy.Policy) int64 {
-	_, budget := pol.Strict()
-	return cmp.Or(max(maxOutput, 0), budget, config.DefaultCompletionBudget)
+// outputBudget is what a request whose output tokengate cannot see is
+// charged for it: its max_output_tokens (or max_tokens…) for each choice,
+// else the policy's completion budget, else the one strict mode falls
+// back to.
+func (p *processor) outputBudget() int64 {
+	var maxOutput, choices int64 = 0, 1
+	if p.req != nil {
+		maxOutput, choices = max(p.req.MaxOutput, 0), max(p.req.Choices, 1)
+	}
+	_, budget := p.policy.Strict()
+	return saturatingMul(cmp.Or(maxOutput, budget, config.DefaultCompletionBudget), choices)
 }
 
 // counted is what the policy charges of a request's tokens.
