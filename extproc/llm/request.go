@@ -113,14 +113,15 @@ func ParseRequest(api API, body []byte) (*Request, error) {
 	}
 	switch api {
 	case GenerateContent:
-		// The Gemini API reads JSON by proto3's mapping: either name of a
-		// field, the last one given.
-		gc := last[fieldGenerationConfig]
-		if gc == nil {
-			gc = last[fieldGenerationConfigSnake]
-		}
-		if ints[fieldMaxOutputTokens], ints[fieldN], err = nestedInts(gc, "maxOutputTokens", "max_output_tokens", "candidateCount", "candidate_count"); err != nil {
-			return nil, fmt.Errorf("llm: %s request: generationConfig: %w", api, err)
+		// The Gemini API reads JSON by proto3's mapping, in which a field
+		// has two names. Which one wins when a body gives both is the
+		// parser's; the larger of the two is what a reservation may need.
+		for _, gc := range [][]byte{last[fieldGenerationConfig], last[fieldGenerationConfigSnake]} {
+			out, n, err := nestedInts(gc, "maxOutputTokens", "max_output_tokens", "candidateCount", "candidate_count")
+			if err != nil {
+				return nil, fmt.Errorf("llm: %s request: generationConfig: %w", api, err)
+			}
+			ints[fieldMaxOutputTokens], ints[fieldN] = max(ints[fieldMaxOutputTokens], out), max(ints[fieldN], n)
 		}
 	case Converse:
 		if ints[fieldMaxTokens], _, err = nestedInts(last[fieldInferenceConfig], "maxTokens", "", "", ""); err != nil {
@@ -138,17 +139,20 @@ func ParseRequest(api API, body []byte) (*Request, error) {
 }
 
 // nestedInts reads two integers of a configuration object, each under
-// either of two names (the last given wins); absent or null is 0.
+// either of two names (the larger, when both are given); absent or null
+// is 0.
 func nestedInts(v []byte, a, aAlt, b, bAlt string) (x, y int64, err error) {
 	var f [4][]byte
 	if err := lastMembers(v, []string{a, aAlt, b, bAlt}, f[:]); err != nil {
 		return 0, 0, err
 	}
 	read := func(v, alt []byte) (int64, error) {
-		if v == nil {
-			v = alt
+		x, err := readInt(v)
+		if err != nil {
+			return 0, err
 		}
-		return readInt(v)
+		y, err := readInt(alt)
+		return max(x, y), err
 	}
 	if x, err = read(f[0], f[1]); err != nil {
 		return 0, 0, err

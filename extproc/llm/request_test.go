@@ -327,3 +327,24 @@ func TestBackgroundIsTheResponsesAPIs(t *testing.T) {
 		}
 	}
 }
+
+// TestGeminiBothNames: proto3's JSON mapping gives a field two names;
+// given both, whichever the parser keeps, the larger is what may be
+// generated.
+func TestGeminiBothNames(t *testing.T) {
+	for _, body := range []string{
+		`{"generationConfig":{"maxOutputTokens":1},"generation_config":{"max_output_tokens":8000}}`,
+		`{"generation_config":{"max_output_tokens":8000},"generationConfig":{"maxOutputTokens":1}}`,
+		`{"generationConfig":{"maxOutputTokens":1,"max_output_tokens":8000}}`,
+		`{"generationConfig":{"max_output_tokens":8000,"maxOutputTokens":1}}`,
+	} {
+		r, err := ParseRequest(GenerateContent, []byte(body))
+		if err != nil || r.MaxOutput != 8000 {
+			t.Errorf("%s: max output %v, %v; want 8000", body, r != nil && r.MaxOutput == 8000, err)
+		}
+	}
+	r, err := ParseRequest(GenerateContent, []byte(`{"generationConfig":{"candidateCount":1,"candidate_count":3}}`))
+	if err != nil || r.Choices != 3 {
+		t.Errorf("candidateCount 1 and candidate_count 3: %v, %v; want 3 choices", r, err)
+	}
+}
