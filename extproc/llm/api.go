@@ -119,6 +119,10 @@ func Detect(path string) Route {
 	return r
 }
 
+// tunedPaths are the segments before a model deployed or tuned by its
+// owner, in Gemini's and Vertex AI's generateContent paths.
+var tunedPaths = [...]string{"/tunedModels/", "/endpoints/"}
+
 // detectModelPath reads the paths that name their model, with the
 // operation after it: Gemini's models/M:op and tunedModels/M:op, Vertex
 // AI's publishers/P/models/M:op and endpoints/E:op (a model deployed to
@@ -126,8 +130,14 @@ func Detect(path string) Route {
 // with slashes of its own once unescaped, so the operation is the last
 // segment.
 func detectModelPath(path string) (Route, bool) {
-	for _, seg := range []string{"/tunedModels/", "/endpoints/"} {
-		if i := strings.LastIndex(path, seg); i >= 0 && !strings.HasPrefix(path, "/openai/") {
+	// Every path of these names its operation after a colon: one without
+	// (a chat path, the common case) is not looked through for them.
+	if strings.IndexByte(path, ':') >= 0 {
+		for _, seg := range tunedPaths {
+			i := strings.LastIndex(path, seg)
+			if i < 0 || strings.HasPrefix(path, "/openai/") {
+				continue
+			}
 			model, op, ok := strings.Cut(path[i+len(seg):], ":")
 			if ok && model != "" && !strings.Contains(model, "/") && (op == "generateContent" || op == "streamGenerateContent") {
 				return Route{API: GenerateContent, Model: model, Stream: op == "streamGenerateContent"}, true
