@@ -77,6 +77,7 @@ func FuzzParseRequest(f *testing.F) {
 	f.Add([]byte(`{"input":[{"role":"user","content":[{"type":"input_text","text":"hé"}]}]}`))
 	f.Add([]byte(`{"prompt":["a","\xff\xfe"]}`))
 	f.Add([]byte(`{"stream":"true","max_tokens":" 100 ","n":"2","prompt":[[1,2],[3]],"best_of":1e1}`))
+	f.Add([]byte(`{"messages":[{"role":"assistant","tool_calls":[{"function":{"arguments":"{}"}}]}],"tools":[{"type":"function"}],"input":[{"output":"x","arguments":3}],"toolConfig":{}}`))
 	f.Fuzz(func(t *testing.T, body []byte) {
 		for _, api := range []API{ChatCompletions, Completions, Embeddings, Responses} {
 			r, err := ParseRequest(api, body)
