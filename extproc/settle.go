@@ -68,20 +68,26 @@ func (p *processor) charge() (prompt, completion, total int64, source string) {
 		return p.estimate, 0, p.estimate, sourceUnanswered
 	}
 	if p.stream != nil {
+		c, source := p.stream.CompletionTokens(), sourceCounted
+		if p.stream.Lost() {
+			// An event too large to read may have held text, or the
+			// usage: the stream is charged as an answer tokengate cannot
+			// read.
+			c, source = max(c, p.outputBudget()), sourceUnreadable
+		}
 		// A prompt the stream reported before it was cut (Anthropic's
 		// message_start) is exact, and spares the estimate.
 		if prompt, said := p.stream.Prompt(); said {
-			c := p.stream.CompletionTokens()
-			return prompt, c, prompt + c, sourceCounted
+			return prompt, c, prompt + c, source
 		}
+		p.estimatePrompt()
+		if c > 0 || source == sourceUnreadable {
+			return p.estimate, c, p.estimate + c, source
+		}
+		return p.estimate, 0, p.estimate, sourceEstimated
 	}
 	p.estimatePrompt()
-	switch {
-	case p.stream != nil:
-		if c := p.stream.CompletionTokens(); c > 0 {
-			return p.estimate, c, p.estimate + c, sourceCounted
-		}
-	case p.found == sourceCounted:
+	if p.found == sourceCounted {
 		return p.estimate, p.answered, p.estimate + p.answered, sourceCounted
 	}
 	return p.estimate, 0, p.estimate, sourceEstimated

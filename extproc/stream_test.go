@@ -195,3 +195,28 @@ func TestStreamUsageInjectedAsTheUpstreamReadsIt(t *testing.T) {
 		}
 	}
 }
+
+// TestStreamTooLargeToReadChargesItsOutputBudget: an event larger than
+// tokengate reads (8 MiB: a final event embedding generated images, say)
+// is dropped, and with it maybe the usage; the stream is charged as an
+// answer tokengate cannot read, its output budget at least, not only the
+// text it did read.
+func TestStreamTooLargeToReadChargesItsOutputBudget(t *testing.T) {
+	pol := "{name: lab, tokens_per_minute: 1000000, counter_key: {header: [api-key]}}"
+	body := strings.Replace(streamBody, `"stream":true`, `"stream":true,"max_tokens":50000`, 1)
+	huge := `data: {"choices":[],"usage":{"prompt_tokens":1,"completion_tokens":1,"total_tokens":2},"x":"` + strings.Repeat("A", 9<<20) + "\"}\n\n"
+	chunks := append(sseChunks("")[:len(streamDeltas)], huge, "data: [DONE]\n\n")
+	msgs := []*extprocv3.ProcessingRequest{
+		reqHeaders(false, ":method", "POST", ":path", "/v1/chat/completions", "api-key", "k"),
+		reqBody(body),
+		respHeaders("200", false, "content-type", "text/event-stream"),
+	}
+	for i, c := range chunks {
+		msgs = append(msgs, chunk([]byte(c), i == len(chunks)-1))
+	}
+	e := newEnv(t, parsePolicy(t, pol))
+	e.run(t, msgs...)
+	if got := e.used(t, "lab", "k"); got < 50000 || got > 50040 {
+		t.Errorf("a stream that lost an event: charged %d, want the prompt and max_tokens 50,000", got)
+	}
+}

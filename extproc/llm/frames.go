@@ -23,6 +23,8 @@ type sseFrames struct {
 	fn     func(sse.Event)
 }
 
+func (f *sseFrames) lost() bool { return f.parser.Dropped() }
+
 func (f *sseFrames) feed(chunk []byte) {
 	if f.fn == nil {
 		f.fn = func(e sse.Event) { f.on(e.Name, e.Data) }
@@ -42,7 +44,10 @@ type arrayFrames struct {
 	escaped  bool
 	elem     []byte
 	dropping bool // the current element passed maxEvent
+	dropped  bool // some element did
 }
+
+func (f *arrayFrames) lost() bool { return f.dropped }
 
 func (f *arrayFrames) feed(chunk []byte) {
 	for _, c := range chunk {
@@ -58,7 +63,7 @@ func (f *arrayFrames) feed(chunk []byte) {
 		}
 		if !f.dropping {
 			if len(f.elem) >= maxEvent {
-				f.dropping, f.elem = true, f.elem[:0]
+				f.dropping, f.dropped, f.elem = true, true, f.elem[:0]
 			} else {
 				f.elem = append(f.elem, c)
 			}
@@ -96,6 +101,8 @@ type eventStreamFrames struct {
 	decoder *eventstream.Decoder
 	payload []byte
 }
+
+func (f *eventStreamFrames) lost() bool { return f.broken }
 
 // preludeLen is the eventstream frame's total length field.
 const preludeLen = 4

@@ -82,6 +82,9 @@ func NewStreamCounter(r Route, model, contentType string) *StreamCounter {
 // framer cuts a streamed body into events.
 type framer interface {
 	feed(chunk []byte)
+	// lost reports whether part of the stream could not be framed (an
+	// event past its bound, dropped whole).
+	lost() bool
 }
 
 // Feed consumes a chunk of the (decoded) response body.
@@ -109,6 +112,10 @@ func (c *StreamCounter) Prompt() (int64, bool) {
 // Done reports whether the stream's terminal event arrived: a stream that
 // ends without it was cut.
 func (c *StreamCounter) Done() bool { return c.done }
+
+// Lost reports whether part of the stream was too large to read and was
+// dropped: its text, or its usage, may have been in it.
+func (c *StreamCounter) Lost() bool { return c.frames.lost() }
 
 // CompletionTokens counts the text the stream delivered so far.
 func (c *StreamCounter) CompletionTokens() int64 {

@@ -22,6 +22,7 @@ type Parser struct {
 	line      []byte // the line being read, without its terminator
 	skipLF    bool   // the previous chunk ended in \r: a leading \n belongs to it
 	overlong  bool   // the current line passed maxLine and is being dropped
+	dropped   bool   // some line was
 	data      []byte
 	hasData   bool
 	eventName []byte
@@ -57,6 +58,10 @@ func (p *Parser) Feed(chunk []byte, fn func(Event)) {
 	}
 }
 
+// Dropped reports whether a line was too long to read, and dropped: what
+// it held is unknown.
+func (p *Parser) Dropped() bool { return p.dropped }
+
 func indexEOL(b []byte) int {
 	for i, c := range b {
 		if c == '\n' || c == '\r' {
@@ -71,7 +76,7 @@ func (p *Parser) appendLine(b []byte) {
 		return
 	}
 	if len(p.line)+len(b) > maxLine {
-		p.overlong = true
+		p.overlong, p.dropped = true, true
 		p.line = p.line[:0]
 		return
 	}

@@ -63,6 +63,12 @@ func TestOverlongLineDropped(t *testing.T) {
 	if !reflect.DeepEqual(g, []got{{"", "ok"}}) {
 		t.Fatalf("got %d events, first %.20q", len(g), fmt.Sprint(g))
 	}
+	if !p.Dropped() {
+		t.Error("a line was dropped, Dropped says none")
+	}
+	if q := (&Parser{}); collect(q, "data: ok\n\n") != nil && q.Dropped() {
+		t.Error("nothing was dropped, Dropped says one was")
+	}
 }
 
 func FuzzParser(f *testing.F) {
