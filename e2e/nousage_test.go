@@ -425,9 +425,12 @@ func TestNoUsageBufferedCounted(t *testing.T) {
 				name: "responses: message text and function_call arguments", path: "/v1/responses", model: gpt,
 				request: nuJSON(t, map[string]any{"model": gpt, "instructions": instructions, "input": responsesInput, "tools": tools}),
 				answer:  responsesAnswer,
-				// tokengate counts instructions as a system message and a
-				// string input as text (extproc/llm PromptTokensWithin).
-				prompt:  int64(tokenize.Chat(gpt, []tokenize.Message{{Role: "system", Content: instructions}}) + tokenize.Text(gpt, responsesInput)),
+				// tokengate counts instructions as a system message, a
+				// string input as text and the tools offered as their JSON
+				// (extproc/llm PromptTokensWithin): the upstream bills
+				// them all as prompt.
+				prompt: int64(tokenize.Chat(gpt, []tokenize.Message{{Role: "system", Content: instructions}}) + tokenize.Text(gpt, responsesInput) +
+					tokenize.Text(gpt, string(nuJSON(t, tools)))),
 				content: nuResponsesContent, sources: []string{"counted"},
 			},
 			{
