@@ -65,6 +65,10 @@ type processor struct {
 	budget  limiter.Budget // the key's limits under the policy, set by admit
 	model   string
 	shadow  string // in shadow mode, the refusal that was not sent
+	// deferred is set for a request whose policy the body's model picks:
+	// no policy matches its path alone, and some policy restricted to
+	// models matches it. Nothing is held until the body is read.
+	deferred bool
 
 	// Envoy's body modes, from the stream's protocol_config: a body of a
 	// buffered mode comes in one message, whatever its end_of_stream says.
@@ -170,6 +174,11 @@ func (p *processor) requestHeaders(h *extprocv3.HttpHeaders) *extprocv3.Processi
 	}
 	p.model = p.route.Model
 	p.policy = p.s.match(p.path, p.model)
+	if p.policy == nil && p.model == "" && p.s.modelPolicy(p.path) != nil {
+		// The model, in the body, decides whether a policy applies.
+		p.deferred = true
+		return continueRequestHeaders()
+	}
 	if p.policy == nil {
 		p.s.metrics.passed()
 		p.logDecision(decisionPassthrough)
@@ -207,7 +216,7 @@ func (p *processor) counterKey() string { return p.policy.CounterKey(p.keyHash, 
 // requestBody reads the request's model and prompt and, when the policy
 // estimates, reserves the prompt before the upstream sees it.
 func (p *processor) requestBody(b *extprocv3.HttpBody) *extprocv3.ProcessingResponse {
-	if p.stage != stageAdmitted {
+	if p.stage != stageAdmitted && !p.deferred {
 		// Once the body is read, more body is a confused client: it must
 		// not reserve again, least of all after settlement.
 		return continueRequestBody()
@@ -229,7 +238,7 @@ func (p *processor) requestBody(b *extprocv3.HttpBody) *extprocv3.ProcessingResp
 // run now. The body can no longer be rewritten, so a stream is not asked
 // for usage; its text is counted instead.
 func (p *processor) requestTrailers() *extprocv3.ProcessingResponse {
-	if p.stage != stageAdmitted || p.body == nil {
+	if p.stage != stageAdmitted && !p.deferred || p.body == nil {
 		// No body begun: trailers out of order are a confused client,
 		// and the body, if it comes, is read as usual.
 		return continueRequestTrailers()
@@ -244,6 +253,12 @@ func (p *processor) requestTrailers() *extprocv3.ProcessingResponse {
 // to send instead of the request, or the body rewritten to ask a stream
 // for its usage (nil: unchanged).
 func (p *processor) readRequestBody(raw []byte) (*extprocv3.ProcessingResponse, []byte) {
+	if p.deferred {
+		p.deferred = false
+		if resp, pass := p.choosePolicy(raw); resp != nil || pass {
+			return resp, nil
+		}
+	}
 	p.stage = stageBodyRead
 	body, release, err := p.s.decoding.Bytes(p.reqEncoding, raw)
 	if err != nil {
@@ -307,6 +322,36 @@ func (p *processor) readRequestBody(raw []byte) (*extprocv3.ProcessingResponse, 
 		}
 	}
 	return nil, nil
+}
+
+// choosePolicy picks a deferred request's policy by the model its body
+// names, and checks the request under it as the headers phase would
+// have: it reports pass for a model no policy applies to (the request is
+// not counted), or answers a refusal. A body whose model cannot be read
+// falls under the first policy of its path, whatever its models, whose
+// unreadable_body then decides it: not knowing the model must not make a
+// request free.
+func (p *processor) choosePolicy(raw []byte) (resp *extprocv3.ProcessingResponse, pass bool) {
+	pol := p.s.modelPolicy(p.path)
+	if body, release, err := p.s.decoding.Bytes(p.reqEncoding, raw); err == nil {
+		req, err := llm.ParseRequest(p.route.API, body)
+		release()
+		if err == nil {
+			p.model = req.Model
+			pol = p.s.match(p.path, p.model)
+		}
+	}
+	if pol == nil {
+		p.s.metrics.passed()
+		p.logDecision(decisionPassthrough)
+		return nil, true
+	}
+	p.policy = pol
+	if !p.identify(pol) {
+		p.stage = stageDone
+		return p.rejectMissingKey(), false
+	}
+	return p.admit(need{}), false
 }
 
 // Why a request body could not be read, in metrics and logs.

@@ -127,6 +127,18 @@ func (s *Server) match(path, model string) *policy.Policy {
 	return nil
 }
 
+// modelPolicy is the first policy restricted to models that matches
+// path, nil when none does: a request on it whose model is not known
+// before its body waits for the body to pick its policy.
+func (s *Server) modelPolicy(path string) *policy.Policy {
+	for _, p := range *s.policies.Load() {
+		if p.HasModels() && p.MatchesPath(path) {
+			return p
+		}
+	}
+	return nil
+}
+
 // phase numbers the ext_proc message kinds for the latency histogram.
 type phase int
 
