@@ -9,6 +9,7 @@ import (
 	extprocv3 "github.com/envoyproxy/go-control-plane/envoy/service/ext_proc/v3"
 	"google.golang.org/protobuf/types/known/structpb"
 
+	"github.com/tokengate/tokengate/extproc/llm"
 	"github.com/tokengate/tokengate/extproc/policy"
 	"github.com/tokengate/tokengate/internal/config"
 )
@@ -48,7 +49,9 @@ func (p *processor) key(pol *policy.Policy) (string, bool) {
 	}
 	var parts []string
 	if len(pol.KeyHeaders()) > 0 {
-		v, ok := subscriptionKey(p.id.headers, pol.KeyHeaders())
+		// A policy naming no key source keys each API's callers where
+		// they send their key, composite or not.
+		v, ok := subscriptionKey(p.id.headers, p.keySourcesFor(pol))
 		if !ok {
 			return "", false
 		}
@@ -69,7 +72,7 @@ func (p *processor) key(pol *policy.Policy) (string, bool) {
 		parts = append(parts, "attribute="+strconv.Quote(v))
 	}
 	if pol.PerRoute() {
-		parts = append(parts, "route="+strconv.Quote(p.path))
+		parts = append(parts, "route="+strconv.Quote(routeOf(p.path)))
 	}
 	return strings.Join(parts, ";"), true
 }
@@ -109,19 +112,45 @@ func metadataValue(md *corev3.Metadata, m *config.MetadataValue) (string, bool) 
 	return scalar(v)
 }
 
-// attributeValue reads a request attribute. A client address is its host
-// alone: the port changes with every connection.
+// routeOf is a normalised path as a key reads it: what the upstream
+// routes alike is one route (a trailing slash changes nothing, as it
+// changes nothing to Detect).
+func routeOf(path string) string {
+	if len(path) > 1 {
+		path = strings.TrimSuffix(path, "/")
+	}
+	return path
+}
+
+// attributeValue reads a request attribute as a key: each spelling of
+// what Envoy routes alike is one value. A client address is its host
+// alone (the port changes with every connection), and for IPv6 its /64:
+// one client holds a whole /64, and would otherwise hold 2^64 budgets. A
+// host is compared without regard to case, as Envoy's virtual hosts
+// match it; a path is the route, without its query (Envoy's request.path
+// carries it).
 func attributeValue(attrs *structpb.Struct, name string) (string, bool) {
 	v := attrs.GetFields()[name]
 	if v == nil {
 		return "", false
 	}
 	s, ok := scalar(v)
-	if !ok || name != "source.address" {
+	if !ok {
 		return s, ok
 	}
-	if host, _, err := net.SplitHostPort(s); err == nil {
-		return host, host != ""
+	switch name {
+	case "source.address":
+		if host, _, err := net.SplitHostPort(s); err == nil {
+			s = host
+		}
+		if ip := net.ParseIP(s); ip != nil && ip.To4() == nil {
+			s = ip.Mask(net.CIDRMask(64, 128)).String() + "/64"
+		}
+		return s, s != ""
+	case "request.host":
+		return strings.TrimSuffix(strings.ToLower(s), "."), true
+	case "request.path":
+		return routeOf(llm.NormalizePath(s)), true
 	}
 	return s, true
 }

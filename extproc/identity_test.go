@@ -87,19 +87,25 @@ func TestKeyFromJWTClaim(t *testing.T) {
 	}
 }
 
-// A key per client address, its port left out; with a tenant claim, the
-// key is both.
+// A key per client address, its port left out, an IPv6 client by its
+// /64 (one client holds a whole /64); with a tenant claim, the key is
+// both.
 func TestKeyFromClientAddress(t *testing.T) {
 	p := config.Policy{Name: "lab", TokensPerMinute: 1000, CounterKey: config.CounterKey{Attribute: "source.address"}}
 	e := newEnv(t, p)
 	e.sendAs(t, nil, "203.0.113.7:40001")
 	e.sendAs(t, nil, "203.0.113.7:40002")
 	e.sendAs(t, nil, "[2001:db8::1]:443")
+	e.sendAs(t, nil, "[2001:db8::ffff:1:2:3]:443")
+	e.sendAs(t, nil, "[2001:db8:0:1::1]:443")
 	if used := e.usedBy(t, `attribute="203.0.113.7"`); used != 100 {
 		t.Errorf("203.0.113.7 from two ports holds %d, want 100 in one window", used)
 	}
-	if used := e.usedBy(t, `attribute="2001:db8::1"`); used != 50 {
-		t.Errorf("2001:db8::1 holds %d, want 50", used)
+	if used := e.usedBy(t, `attribute="2001:db8::/64"`); used != 100 {
+		t.Errorf("2001:db8::/64 from two addresses holds %d, want 100", used)
+	}
+	if used := e.usedBy(t, `attribute="2001:db8:0:1::/64"`); used != 50 {
+		t.Errorf("2001:db8:0:1::/64 holds %d, want 50", used)
 	}
 	if got := e.sendAs(t, nil, ""); got != 401 {
 		t.Errorf("no address forwarded: %d, want 401", got)

@@ -1,6 +1,10 @@
 package policy
 
-import "strings"
+import (
+	"crypto/sha256"
+	"encoding/hex"
+	"strings"
+)
 
 // Counter keys are policy:hash[:model]. This file owns the format both
 // ways; policy names cannot hold ':' (Compile refuses them), so a
@@ -11,9 +15,23 @@ import "strings"
 func (p *Policy) CounterKey(keyHash, model string) string {
 	k := p.KeyPrefix() + keyHash
 	if p.perModel {
-		k += ":" + strings.ToLower(model)
+		k += ":" + modelKey(model)
 	}
 	return k
+}
+
+// maxModelKey bounds the model part of a counter key: model names are
+// the client's to write, and a key is kept in memory, in Redis and on
+// disk. Longer names (no real model has one) are known by their hash.
+const maxModelKey = 128
+
+func modelKey(model string) string {
+	model = strings.ToLower(model)
+	if len(model) <= maxModelKey {
+		return model
+	}
+	sum := sha256.Sum256([]byte(model))
+	return "sha256-" + hex.EncodeToString(sum[:])
 }
 
 // KeyPrefix starts every counter key of the policy.

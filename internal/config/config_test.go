@@ -67,7 +67,7 @@ func TestLoadErrors(t *testing.T) {
 		{"bad_budgets.yaml", `policies[0].token_quota_period: must be hourly, daily, weekly, monthly or yearly, got "fortnightly"` + "\n" +
 			`policies[0].count: must be total, prompt or completion, got "everything"` + "\n" +
 			`policies[0].reserve_completion: must be none, max_tokens or a positive number of tokens, got "lots"` + "\n" +
-			`policies[0].overrides[0].key_sha256: must be 64 hex digits (the SHA-256 of the key), got "abc"`},
+			`policies[0].overrides[0].key_sha256: must be 64 lowercase hex digits (the SHA-256 of the key), got 3 characters that are not`},
 		{"period_without_quota.yaml", "policies[0].token_quota: token_quota_period is set but token_quota is not"},
 		{"bad_missing.yaml", `policies[0].counter_key.missing: must be reject or anonymous, got "allow"`},
 		{"colon_name.yaml", `policies[0].name: must not contain ':', got "team:a"`},

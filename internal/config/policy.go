@@ -364,7 +364,8 @@ func (p *Policy) checkBudgets(f string, bad func(field, format string, a ...any)
 	for j, o := range p.Overrides {
 		of := fmt.Sprintf("%s.overrides[%d]", f, j)
 		if len(o.KeySHA256) != 64 || strings.Trim(o.KeySHA256, "0123456789abcdef") != "" {
-			bad(of+".key_sha256", "must be 64 hex digits (the SHA-256 of the key), got %q", o.KeySHA256)
+			// Not quoted back: what was pasted here may be the raw key.
+			bad(of+".key_sha256", "must be 64 lowercase hex digits (the SHA-256 of the key), got %d characters that are not", len(o.KeySHA256))
 		}
 		if seen[o.KeySHA256] {
 			bad(of+".key_sha256", "the key has an earlier override")
