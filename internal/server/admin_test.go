@@ -192,3 +192,37 @@ func TestReflection(t *testing.T) {
 		}
 	}
 }
+
+// TestResetPerModelKey: resetting a key of a per_model policy without
+// naming a model resets every model's budget of the key; naming one
+// resets that one alone.
+func TestResetPerModelKey(t *testing.T) {
+	r := startRun(t, `store: {backend: memory}
+policies:
+- {name: p, tokens_per_minute: 1000, counter_key: {header: [api-key], per_model: true}}
+`)
+	c := adminClient(t, r.admin)
+	ctx := context.Background()
+	key := &adminv1.Key{Key: &adminv1.Key_Raw{Raw: "k"}}
+	used := func() int64 {
+		u, err := c.GetUsage(ctx, &adminv1.GetUsageRequest{Key: key, Policy: "p", Model: "gpt-4o"})
+		if err != nil {
+			t.Fatal(err)
+		}
+		return u.GetUsage()[0].GetUsedTokens()
+	}
+	charge(t, r.grpc, "k", 120) // model gpt-4o
+	if _, err := c.ResetUsage(ctx, &adminv1.ResetUsageRequest{Key: key, Policy: "p", Model: "gpt-4o-mini"}); err != nil {
+		t.Fatal(err)
+	}
+	if got := used(); got != 120 {
+		t.Fatalf("after resetting gpt-4o-mini, gpt-4o holds %d, want 120", got)
+	}
+	resp, err := c.ResetUsage(ctx, &adminv1.ResetUsageRequest{Key: key, Policy: "p"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got := used(); got != 0 || resp.GetCountersReset() < 2 {
+		t.Errorf("after resetting the key (%d counters), gpt-4o holds %d, want 0", resp.GetCountersReset(), got)
+	}
+}

@@ -241,10 +241,27 @@ func (a *adminService) ResetUsage(ctx context.Context, req *adminv1.ResetUsageRe
 	}
 	n := int32(0)
 	for _, p := range ps {
-		if err := a.store.Reset(ctx, p.CounterKey(hash, req.GetModel())); err != nil {
-			return nil, status.Errorf(codes.Unavailable, "store: %v", err)
+		keys := []string{p.CounterKey(hash, req.GetModel())}
+		if p.PerModel() && req.GetModel() == "" {
+			// No model named: every model's budget of the key, which
+			// is what resetting a key means.
+			prefix := p.CounterKey(hash, "")
+			listed, err := a.store.List(ctx, prefix, a.clock.Now())
+			if err != nil {
+				return nil, status.Errorf(codes.Unavailable, "store: %v", err)
+			}
+			for _, k := range listed {
+				if k.Key != prefix {
+					keys = append(keys, k.Key)
+				}
+			}
 		}
-		n++
+		for _, k := range keys {
+			if err := a.store.Reset(ctx, k); err != nil {
+				return nil, status.Errorf(codes.Unavailable, "store: %v", err)
+			}
+			n++
+		}
 	}
 	return &adminv1.ResetUsageResponse{CountersReset: n}, nil
 }
