@@ -2,7 +2,6 @@ package e2e
 
 import (
 	"bufio"
-	"bytes"
 	"fmt"
 	"io"
 	"net/http"
@@ -12,9 +11,8 @@ import (
 	"sync"
 	"testing"
 
-	"github.com/klauspost/compress/zstd"
-
 	"github.com/tokengate/tokengate/e2e/harness"
+	"github.com/tokengate/tokengate/extproc/decode/decodetest"
 )
 
 // TestCompressionBombMemory: request bodies of 8 KB of zstd that inflate
@@ -32,14 +30,7 @@ policies:
 `, FakeClock: labClock, Filter: patientFront})
 	pid := s.Tokengate.Pid()
 
-	var b bytes.Buffer
-	w, _ := zstd.NewWriter(&b, zstd.WithEncoderLevel(zstd.SpeedBestCompression))
-	zeros := make([]byte, 1<<20)
-	for i := 0; i < 250; i++ {
-		w.Write(zeros)
-	}
-	w.Close()
-	bomb := b.Bytes()
+	bomb := decodetest.Bomb(250)
 
 	const concurrent = 6
 	var wg sync.WaitGroup

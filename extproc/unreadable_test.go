@@ -11,6 +11,7 @@ import (
 	"github.com/andybalholm/brotli"
 	"github.com/klauspost/compress/zstd"
 
+	"github.com/tokengate/tokengate/extproc/decode/decodetest"
 	"github.com/tokengate/tokengate/limiter"
 	"github.com/tokengate/tokengate/limiter/memstore"
 )
@@ -118,29 +119,12 @@ func TestUnreadableBodies(t *testing.T) {
 	}
 }
 
-// zstdBomb is a zstd body of a few kilobytes that inflates to n MiB of
-// zeros.
-func zstdBomb(t *testing.T, mib int) string {
-	t.Helper()
-	var b bytes.Buffer
-	w, err := zstd.NewWriter(&b, zstd.WithEncoderLevel(zstd.SpeedBestCompression))
-	if err != nil {
-		t.Fatal(err)
-	}
-	zeros := make([]byte, 1<<20)
-	for range mib {
-		w.Write(zeros)
-	}
-	w.Close()
-	return b.String()
-}
-
 // TestCompressionBomb: a request body of a few kilobytes that inflates
 // to 256 MiB is unreadable (too_large) once it passes what bodies decoded
 // at once may hold, 64 MiB by default, and is never held inflated: the
 // policy's unreadable_body then answers for it, as for any body not read.
 func TestCompressionBomb(t *testing.T) {
-	bomb := zstdBomb(t, 256)
+	bomb := string(decodetest.Bomb(256))
 	for _, tc := range []struct {
 		name, policy string
 		status       int32

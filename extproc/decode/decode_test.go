@@ -13,6 +13,8 @@ import (
 
 	"github.com/andybalholm/brotli"
 	"github.com/klauspost/compress/zstd"
+
+	"github.com/tokengate/tokengate/extproc/decode/decodetest"
 )
 
 func encode(t *testing.T, encoding string, data []byte) []byte {
@@ -109,27 +111,11 @@ func TestUnsupported(t *testing.T) {
 	}
 }
 
-// bomb is a zstd body of a few kilobytes that inflates to n zero bytes.
-func bomb(t *testing.T, n int) []byte {
-	t.Helper()
-	var b bytes.Buffer
-	w, err := zstd.NewWriter(&b, zstd.WithEncoderLevel(zstd.SpeedBestCompression))
-	if err != nil {
-		t.Fatal(err)
-	}
-	zeros := make([]byte, 1<<20)
-	for range n >> 20 {
-		w.Write(zeros)
-	}
-	w.Close()
-	return b.Bytes()
-}
-
 // TestBombStopsAtItsBound: a body inflating far past its bound is
 // refused once the bound is passed, without ever being held: what the
 // refusal allocated is the decoder's, not the body's.
 func TestBombStopsAtItsBound(t *testing.T) {
-	body := bomb(t, 256<<20)
+	body := decodetest.Bomb(256)
 	const limit = 16 << 20 // past the zstd window (8 MiB): the inflating is what stops
 	var before, after runtime.MemStats
 	runtime.GC()
