@@ -103,7 +103,8 @@ type processor struct {
 	encoding  string // content-encoding of the response
 	// found says what the answer itself told of its tokens: sourceReported
 	// (usage), sourceCounted (a buffered answer without usage, its
-	// completion counted into answered), or "" (nothing yet).
+	// completion counted into answered), sourceUnreadable (a 2xx answer
+	// without usage that could not be read), or "" (nothing yet).
 	found    string
 	usage    llm.Usage
 	answered int64
@@ -253,24 +254,26 @@ func (p *processor) requestTrailers() *extprocv3.ProcessingResponse {
 // to send instead of the request, or the body rewritten to ask a stream
 // for its usage (nil: unchanged).
 func (p *processor) readRequestBody(raw []byte) (*extprocv3.ProcessingResponse, []byte) {
-	if p.deferred {
-		p.deferred = false
-		if resp, pass := p.choosePolicy(raw); resp != nil || pass {
-			return resp, nil
-		}
+	if !p.deferred {
+		p.stage = stageBodyRead
 	}
-	p.stage = stageBodyRead
 	body, release, err := p.s.decoding.Bytes(p.reqEncoding, raw)
 	if err != nil {
 		reason := unreadableEncoding
 		if errors.Is(err, decode.ErrTooLarge) {
 			reason = unreadableTooLarge
 		}
+		if resp, done := p.undefer(false); done {
+			return resp, nil
+		}
 		return p.unreadable(reason, raw, err), nil
 	}
 	defer release()
 	req, err := llm.ParseRequest(p.route.API, body)
 	if err != nil {
+		if resp, done := p.undefer(false); done {
+			return resp, nil
+		}
 		return p.unreadable(unreadableJSON, body, err), nil
 	}
 	req.Stream = req.Stream || p.route.Stream // streamGenerateContent, converse-stream…
@@ -281,6 +284,9 @@ func (p *processor) readRequestBody(raw []byte) (*extprocv3.ProcessingResponse, 
 		// the body says: a body's model there would pick another budget,
 		// or another price, for the same work.
 		p.model = req.Model
+	}
+	if resp, done := p.undefer(true); done {
+		return resp, nil
 	}
 	next := p.s.match(p.path, p.model)
 	if next == nil {
@@ -324,22 +330,22 @@ func (p *processor) readRequestBody(raw []byte) (*extprocv3.ProcessingResponse, 
 	return nil, nil
 }
 
-// choosePolicy picks a deferred request's policy by the model its body
-// names, and checks the request under it as the headers phase would
-// have: it reports pass for a model no policy applies to (the request is
-// not counted), or answers a refusal. A body whose model cannot be read
-// falls under the first policy of its path, whatever its models, whose
-// unreadable_body then decides it: not knowing the model must not make a
-// request free.
-func (p *processor) choosePolicy(raw []byte) (resp *extprocv3.ProcessingResponse, pass bool) {
+// undefer gives a deferred request its policy once its body is read:
+// the one its model picks, or, when the body could not be read (read
+// false), the path's first policy restricted to models, whose
+// unreadable_body then decides it (not knowing the model must not make a
+// request free). The request is checked under it as the headers phase
+// would have. done reports a request that needs nothing more: a model no
+// policy lists (passed uncounted), or a refusal (resp). A request not
+// deferred is left as it is.
+func (p *processor) undefer(read bool) (resp *extprocv3.ProcessingResponse, done bool) {
+	if !p.deferred {
+		return nil, false
+	}
+	p.deferred = false
 	pol := p.s.modelPolicy(p.path)
-	if body, release, err := p.s.decoding.Bytes(p.reqEncoding, raw); err == nil {
-		req, err := llm.ParseRequest(p.route.API, body)
-		release()
-		if err == nil {
-			p.model = req.Model
-			pol = p.s.match(p.path, p.model)
-		}
+	if read {
+		pol = p.s.match(p.path, p.model)
 	}
 	if pol == nil {
 		p.s.metrics.passed()
@@ -349,9 +355,13 @@ func (p *processor) choosePolicy(raw []byte) (resp *extprocv3.ProcessingResponse
 	p.policy = pol
 	if !p.identify(pol) {
 		p.stage = stageDone
-		return p.rejectMissingKey(), false
+		return p.rejectMissingKey(), true
 	}
-	return p.admit(need{}), false
+	if resp := p.admit(need{}); resp != nil {
+		return resp, true
+	}
+	p.stage = stageBodyRead
+	return nil, false
 }
 
 // Why a request body could not be read, in metrics and logs.
@@ -436,18 +446,14 @@ func (p *processor) estimatePrompt() {
 // upstream generates; and what they cost.
 func (p *processor) reservation(maxOutput, choices int64) need {
 	nd := need{prompt: p.estimate, request: true}
-	if strict, budget := p.policy.Strict(); strict {
+	if strict, _ := p.policy.Strict(); strict {
 		if p.route.API.Provider() != llm.OpenAI {
 			// Claude's and Gemini's tokenizers are not public: their
 			// prompts are estimated with o200k_base, and strict mode
 			// holds the margin on top.
 			nd.prompt = p.policy.WithMargin(nd.prompt)
 		}
-		completion := budget
-		if maxOutput > 0 {
-			completion = maxOutput
-		}
-		nd.completion, nd.capped = saturatingMul(completion, choices), true
+		nd.completion, nd.capped = p.completionBudget(maxOutput, choices), true
 	}
 	if p.policy.HasCost() {
 		nd.costIn, nd.costOut = cost.Reservation(p.priceFor(), nd.prompt, nd.completion)

@@ -53,16 +53,18 @@ func (p *processor) charge() (prompt, completion, total int64, source string) {
 		return 0, 0, 0, sourceNone
 	case !p.responded && !p.policy.ChargesUnanswered():
 		return 0, 0, 0, sourceUnanswered
-	case p.req != nil && p.req.Background:
-		// Answered or not, the upstream may be running it: a client
-		// that hangs up at once must not make it cheaper.
+	case p.req != nil && p.req.Background, p.found == sourceUnreadable:
+		// Output tokengate cannot see is charged its whole budget. A
+		// background request's, answered or not: the upstream may be
+		// running it, and a client that hangs up at once must not make
+		// it cheaper.
+		source := sourceUnreadable
+		if p.req != nil && p.req.Background {
+			source = sourceBackground
+		}
 		p.estimatePrompt()
 		c := p.outputBudget()
-		return p.estimate, c, p.estimate + c, sourceBackground
-	case p.found == sourceUnreadable:
-		p.estimatePrompt()
-		c := p.outputBudget()
-		return p.estimate, c, p.estimate + c, sourceUnreadable
+		return p.estimate, c, p.estimate + c, source
 	case !p.responded:
 		p.estimatePrompt()
 		return p.estimate, 0, p.estimate, sourceUnanswered
@@ -94,16 +96,20 @@ func (p *processor) charge() (prompt, completion, total int64, source string) {
 }
 
 // outputBudget is what a request whose output tokengate cannot see is
-// charged for it: its max_output_tokens (or max_tokens…) for each choice,
-// else the policy's completion budget, else the one strict mode falls
-// back to.
+// charged for it: what strict mode would hold for its completion.
 func (p *processor) outputBudget() int64 {
-	var maxOutput, choices int64 = 0, 1
-	if p.req != nil {
-		maxOutput, choices = max(p.req.MaxOutput, 0), max(p.req.Choices, 1)
+	if p.req == nil {
+		return p.completionBudget(0, 1)
 	}
+	return p.completionBudget(p.req.MaxOutput, p.req.Choices)
+}
+
+// completionBudget is a completion's budget: maxOutput (the request's
+// max_tokens, or its API's name for it) for each of its choices, else
+// the policy's strict budget, else the one strict mode falls back to.
+func (p *processor) completionBudget(maxOutput, choices int64) int64 {
 	_, budget := p.policy.Strict()
-	return saturatingMul(cmp.Or(maxOutput, budget, config.DefaultCompletionBudget), choices)
+	return saturatingMul(cmp.Or(max(maxOutput, 0), budget, config.DefaultCompletionBudget), max(choices, 1))
 }
 
 // counted is what the policy charges of a request's tokens.

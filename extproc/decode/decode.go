@@ -116,8 +116,13 @@ func Bytes(encoding string, body []byte, limit int64) ([]byte, error) {
 	if err != nil {
 		return nil, err
 	}
+	return sized(encoding, body, n)
+}
+
+// sized decodes body, whose Size is n, into n bytes allocated at once.
+func sized(encoding string, body []byte, n int64) ([]byte, error) {
 	out := make([]byte, 0, n)
-	err = pump(encoding, bytes.NewReader(body), n, func(b []byte) { out = append(out, b...) })
+	err := pump(encoding, bytes.NewReader(body), n, func(b []byte) { out = append(out, b...) })
 	return out, err
 }
 
@@ -229,7 +234,7 @@ func (b *Budget) Bytes(encoding string, body []byte) ([]byte, func(), error) {
 		return nil, nil, fmt.Errorf("%w: %s of %d bytes while others are decoded (%d bytes at once)", ErrTooLarge, encoding, n, b.max)
 	}
 	release := sync.OnceFunc(func() { b.used.Add(-n) })
-	out, err := Bytes(encoding, body, n)
+	out, err := sized(encoding, body, n)
 	if err != nil {
 		release()
 		return nil, nil, err

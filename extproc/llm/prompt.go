@@ -14,15 +14,32 @@ import (
 // body is not an object, or a member the prompt needs is of the wrong
 // type.
 func promptOf(api API, body []byte) (msgs []tokenize.Message, texts []string, err error) {
+	f, err := readPromptMembers(body)
+	if err != nil {
+		return nil, nil, err
+	}
+	return promptFrom(api, &f, nil)
+}
+
+// promptMembers are a request's top-level members a prompt may live in,
+// by promptFields' index: one walk over the body finds them all, for
+// promptFrom and promptExtras alike.
+type promptMembers [numPromptFields][]byte
+
+func readPromptMembers(body []byte) (f promptMembers, err error) {
 	if isNull(body) {
 		// The body is the request: null is none (lastMembers reads a
 		// null member as an object without members, as nested readers want).
-		return nil, nil, errNotObject
+		return f, errNotObject
 	}
-	var f [numPromptFields][]byte
-	if err := lastMembers(body, promptFields[:], f[:]); err != nil {
-		return nil, nil, err
-	}
+	err = lastMembers(body, promptFields[:], f[:])
+	return f, err
+}
+
+// promptFrom is promptOf on the members already read. With calls set, it
+// also appends to it the tool calls of earlier turns and their outputs,
+// found as the messages are walked (see promptExtras).
+func promptFrom(api API, f *promptMembers, calls *[]string) (msgs []tokenize.Message, texts []string, err error) {
 	system := func(v []byte) error {
 		if v == nil {
 			return nil
@@ -35,7 +52,7 @@ func promptOf(api API, body []byte) (msgs []tokenize.Message, texts []string, er
 	}
 	switch api {
 	case ChatCompletions:
-		msgs, err = messagesOf(f[pMessages], "content")
+		msgs, err = messagesOf(f[pMessages], "content", chatCalls, calls)
 	case Completions:
 		texts, err = stringsOf(f[pPrompt])
 	case Embeddings:
@@ -52,7 +69,7 @@ func promptOf(api API, body []byte) (msgs []tokenize.Message, texts []string, er
 		}
 		if len(f[pInput]) > 0 && f[pInput][0] == '[' && !stringArray(f[pInput]) {
 			var m []tokenize.Message
-			m, err = messagesOf(f[pInput], "content")
+			m, err = messagesOf(f[pInput], "content", responsesCalls, calls)
 			msgs = append(msgs, m...)
 		} else {
 			texts, err = stringsOf(f[pInput])
@@ -60,7 +77,7 @@ func promptOf(api API, body []byte) (msgs []tokenize.Message, texts []string, er
 	case Messages:
 		err = system(f[pSystem])
 		var m []tokenize.Message
-		m, err2 := messagesOf(f[pMessages], "content")
+		m, err2 := messagesOf(f[pMessages], "content", nil, nil)
 		msgs, err = append(msgs, m...), errors.Join(err, err2)
 	case GenerateContent:
 		si := f[pSystemInstruction]
@@ -69,12 +86,12 @@ func promptOf(api API, body []byte) (msgs []tokenize.Message, texts []string, er
 		}
 		err = system(memberOf(si, "parts"))
 		var m []tokenize.Message
-		m, err2 := messagesOf(f[pContents], "parts")
+		m, err2 := messagesOf(f[pContents], "parts", nil, nil)
 		msgs, err = append(msgs, m...), errors.Join(err, err2)
 	case Converse:
 		err = system(f[pSystem])
 		var m []tokenize.Message
-		m, err2 := messagesOf(f[pMessages], "content")
+		m, err2 := messagesOf(f[pMessages], "content", nil, nil)
 		msgs, err = append(msgs, m...), errors.Join(err, err2)
 	}
 	return msgs, texts, err
@@ -90,27 +107,31 @@ const (
 	pContents
 	pSystemInstruction
 	pSystemInstructionSnake
+	pTools // read by promptExtras, as are the three below
+	pFunctions
+	pToolConfig
 	numPromptFields
 )
 
 var promptFields = [numPromptFields]string{"messages", "prompt", "input", "instructions", "system",
-	"contents", "systemInstruction", "system_instruction"}
+	"contents", "systemInstruction", "system_instruction", "tools", "functions", "toolConfig"}
 
 // messagesOf reads a list of messages, each with a role and its text under
-// contentKey ("content", or Gemini's "parts"). Absent or null is no
+// contentKey ("content", or Gemini's "parts"), and appends to calls (when
+// set) each message's members named callKeys (at most two), as text. Absent or null is no
 // messages, and so is a list the upstream refuses: one whose element is
 // not an object, or whose role or name is not a string.
-func messagesOf(raw []byte, contentKey string) ([]tokenize.Message, error) {
+func messagesOf(raw []byte, contentKey string, callKeys []string, calls *[]string) ([]tokenize.Message, error) {
 	if raw == nil {
 		return nil, nil
 	}
 	out := []tokenize.Message{} // an empty array is not "no messages"
-	names := []string{"role", "name", contentKey}
+	names := append([]string{"role", "name", contentKey}, callKeys...)
 	err := array(raw, func(v []byte) error {
-		var f [3][]byte
+		var f [5][]byte
 		var m tokenize.Message
 		if !isNull(v) {
-			if err := lastMembers(v, names, f[:]); err != nil {
+			if err := lastMembers(v, names, f[:len(names)]); err != nil {
 				return err
 			}
 		}
@@ -118,6 +139,11 @@ func messagesOf(raw []byte, contentKey string) ([]tokenize.Message, error) {
 		m.Role, err1 = readString(f[0])
 		m.Name, err2 = readString(f[1])
 		m.Content, _ = flatten(f[2])
+		if calls != nil {
+			for _, c := range f[3:len(names)] {
+				appendRawText(calls, c)
+			}
+		}
 		out = append(out, m)
 		return errors.Join(err1, err2)
 	})

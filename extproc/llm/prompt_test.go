@@ -234,7 +234,8 @@ func BenchmarkPrompt(b *testing.B) {
 	read := map[string]func() ([]tokenize.Message, []string, error){
 		"scan": func() ([]tokenize.Message, []string, error) {
 			r := &Request{api: ChatCompletions, body: body}
-			return r.prompt()
+			msgs, texts, _, err := r.prompt()
+			return msgs, texts, err
 		},
 	}
 	for _, name := range []string{"scan"} {

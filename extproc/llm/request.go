@@ -236,13 +236,12 @@ const maxExactBytes = 8 << 20
 // bytes, plus each message's framing: no token is shorter than a byte, so
 // the bound never undercounts. bounded reports that it was used.
 func (r *Request) PromptTokensWithin(model string, budget time.Duration) (n int64, bounded bool) {
-	msgs, texts, err := r.prompt()
+	msgs, texts, ids, err := r.prompt()
 	if err != nil {
 		r.promptErr = fmt.Errorf("llm: %s prompt: %w", r.api, err)
 		return 0, false
 	}
-	extra, ids := promptExtras(r.api, r.body)
-	texts, n = append(texts, extra...), ids
+	n = ids
 	start := time.Now()
 	spent := func(size int) bool {
 		if size > maxExactBytes || (budget > 0 && time.Since(start) > budget) {
@@ -271,14 +270,25 @@ func (r *Request) PromptTokensWithin(model string, budget time.Duration) (n int6
 	return n, bounded
 }
 
-// prompt reads the texts to count. Python-served upstreams read NaN and
-// Infinity as numbers, so a body carrying them is read as they read it.
-func (r *Request) prompt() ([]tokenize.Message, []string, error) {
+// prompt reads the texts to count, what the upstream bills beside the
+// messages (promptExtras) among them, and the token ids of a prompt
+// given as ids. Python-served upstreams read NaN and Infinity as
+// numbers, so a body carrying them is read as they read it.
+func (r *Request) prompt() (msgs []tokenize.Message, texts []string, ids int64, err error) {
 	body := r.body
 	if b, changed := pythonNumbers(body); changed {
 		body = b
 	}
-	return promptOf(r.api, body)
+	f, err := readPromptMembers(body)
+	if err != nil {
+		return nil, nil, 0, err
+	}
+	var calls []string
+	if msgs, texts, err = promptFrom(r.api, &f, &calls); err != nil {
+		return nil, nil, 0, err
+	}
+	extra, ids := promptExtras(r.api, &f)
+	return msgs, append(append(texts, calls...), extra...), ids, nil
 }
 
 // chatFramingBound covers a message's framing tokens (and its name's).
